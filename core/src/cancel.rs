@@ -1,0 +1,335 @@
+//! Cancel scopes: the user-facing handle and the future that enters one.
+//!
+//! A [`CancelScope`] is a cheap handle (clone it to cancel from elsewhere).
+//! [`CancelScope::run`] enters it around a future: while that future is being
+//! polled, the scope is the innermost one, so every checkpoint inside checks
+//! it. When the future finishes with `Err(Cancelled)` and this scope is the
+//! outermost cancelled one, the scope catches it and `run` returns `Ok(None)`.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+
+use crate::error::{Error, Result};
+use crate::runtime::{self, NONE};
+use crate::time::Instant;
+
+/// The state a scope handle shares with the runtime.
+#[derive(Debug)]
+pub(crate) struct ScopeState {
+    pub(crate) cancel_called: Cell<bool>,
+    pub(crate) shield: Cell<bool>,
+    pub(crate) deadline: Cell<Instant>,
+    /// A deadline relative to entry, resolved when the scope is entered.
+    pub(crate) relative: Cell<Option<Duration>>,
+    pub(crate) cancelled_caught: Cell<bool>,
+    /// The runtime record while entered, else `NONE`.
+    pub(crate) entered: Cell<usize>,
+    pub(crate) used: Cell<bool>,
+    pub(crate) reason: RefCell<Option<String>>,
+}
+
+impl ScopeState {
+    pub(crate) fn new() -> ScopeState {
+        ScopeState {
+            cancel_called: Cell::new(false),
+            shield: Cell::new(false),
+            deadline: Cell::new(Instant::MAX),
+            relative: Cell::new(None),
+            cancelled_caught: Cell::new(false),
+            entered: Cell::new(NONE),
+            used: Cell::new(false),
+            reason: RefCell::new(None),
+        }
+    }
+}
+
+/// A region of code that can be cancelled as a unit, with an optional
+/// deadline and an optional shield against outer cancellation.
+///
+/// Handles are cheap to clone; all clones name the same scope. A scope can be
+/// entered once ([`CancelScope::run`]). Cancellation is level-triggered: once
+/// cancelled, every checkpoint inside fails with [`Error::Cancelled`] until
+/// the code leaves the scope.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use trio::{CancelScope, sleep, testing::MockClock, RunOptions};
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// RunOptions::new().clock(clock).run(async {
+///     let scope = CancelScope::with_timeout(Duration::from_secs(1));
+///     let out = scope.run(async { sleep(Duration::from_secs(10)).await }).await?;
+///     assert!(out.is_none());
+///     assert!(scope.cancelled_caught());
+///     Ok(())
+/// }).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct CancelScope {
+    pub(crate) state: Rc<ScopeState>,
+}
+
+impl Default for CancelScope {
+    fn default() -> CancelScope {
+        CancelScope::new()
+    }
+}
+
+impl CancelScope {
+    /// A scope with no deadline and no shield.
+    pub fn new() -> CancelScope {
+        CancelScope { state: Rc::new(ScopeState::new()) }
+    }
+
+    /// A scope whose deadline is `deadline`.
+    pub fn with_deadline(deadline: Instant) -> CancelScope {
+        let s = CancelScope::new();
+        s.state.deadline.set(deadline);
+        s
+    }
+
+    /// A scope whose deadline is `timeout` after the moment it is entered.
+    pub fn with_timeout(timeout: Duration) -> CancelScope {
+        let s = CancelScope::new();
+        s.state.relative.set(Some(timeout));
+        s
+    }
+
+    /// A shielded scope: outer cancellation does not reach inside, so cleanup
+    /// code can await. Its own `cancel()` and deadline still work.
+    pub fn shielded() -> CancelScope {
+        let s = CancelScope::new();
+        s.state.shield.set(true);
+        s
+    }
+
+    /// Cancels the scope: every checkpoint inside it fails with `Cancelled`
+    /// from now on. Idempotent; works before, during and after the scope is
+    /// entered. Not a checkpoint.
+    pub fn cancel(&self) {
+        self.state.cancel_called.set(true);
+        let key = self.state.entered.get();
+        if key != NONE {
+            let _ = runtime::with(|rt| rt.cancel_scope(key));
+        }
+    }
+
+    /// Cancels the scope and records why (kept for introspection).
+    pub fn cancel_with_reason(&self, reason: impl Into<String>) {
+        if !self.state.cancel_called.get() {
+            *self.state.reason.borrow_mut() = Some(reason.into());
+        }
+        self.cancel();
+    }
+
+    /// The reason given to the first `cancel_with_reason`, if any.
+    pub fn cancel_reason(&self) -> Option<String> {
+        self.state.reason.borrow().clone()
+    }
+
+    /// Has `cancel()` been called or the deadline expired?
+    pub fn cancel_called(&self) -> bool {
+        self.state.cancel_called.get()
+    }
+
+    /// Did this scope catch a `Cancelled` when its code finished?
+    pub fn cancelled_caught(&self) -> bool {
+        self.state.cancelled_caught.get()
+    }
+
+    /// The absolute deadline (`Instant::MAX` for none). Before a relative
+    /// timeout scope is entered this is `Instant::MAX`; see
+    /// [`CancelScope::relative_deadline`].
+    pub fn deadline(&self) -> Instant {
+        self.state.deadline.get()
+    }
+
+    /// The relative timeout still waiting to be resolved at entry, if any.
+    pub fn relative_deadline(&self) -> Option<Duration> {
+        self.state.relative.get()
+    }
+
+    /// Sets the absolute deadline; works while the scope is entered (a
+    /// deadline already past cancels it at once). Clears a relative timeout.
+    pub fn set_deadline(&self, deadline: Instant) {
+        self.state.relative.set(None);
+        self.state.deadline.set(deadline);
+        let key = self.state.entered.get();
+        if key != NONE {
+            let _ = runtime::with(|rt| rt.sync_deadline(key));
+        }
+    }
+
+    /// Sets the deadline to `timeout` from now if the scope is entered, or
+    /// from the moment it is entered otherwise.
+    pub fn set_relative_deadline(&self, timeout: Duration) {
+        if self.state.entered.get() != NONE
+            && let Ok(now) = crate::time::current_time()
+        {
+            self.set_deadline(now + timeout);
+        } else {
+            self.state.relative.set(Some(timeout));
+        }
+    }
+
+    /// Is the scope shielded?
+    pub fn shield(&self) -> bool {
+        self.state.shield.get()
+    }
+
+    /// Turns the shield on or off, also while inside (a scope whose outer
+    /// scope is cancelled becomes cancelled the moment its shield drops).
+    pub fn set_shield(&self, shield: bool) {
+        self.state.shield.set(shield);
+        let key = self.state.entered.get();
+        if key != NONE {
+            let _ = runtime::with(|rt| rt.recompute(key));
+        }
+    }
+
+    /// Is the scope entered right now?
+    pub fn is_entered(&self) -> bool {
+        self.state.entered.get() != NONE
+    }
+
+    /// Runs `fut` inside this scope. `Ok(Some(v))` if it finished, `Ok(None)`
+    /// if it was cancelled by this scope (see
+    /// [`cancelled_caught`](CancelScope::cancelled_caught)), `Err(e)` for any
+    /// other error, including a cancellation of an outer scope.
+    ///
+    /// # Checkpoint
+    /// Only as much as `fut` is.
+    /// # Cancellation
+    /// Cancellation of this scope ends `fut` at its next checkpoint and is
+    /// caught here; outer cancellation passes through as `Err(Cancelled)`.
+    /// # Errors
+    /// [`Error::Runtime`] if the scope was entered before (a scope is used
+    /// once) or outside `trio::run`; otherwise what `fut` returns.
+    pub fn run<T, F>(&self, fut: F) -> Scoped<F>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        Scoped { scope: self.clone(), key: NONE, done: false, inner: Some(fut) }
+    }
+
+    /// Enters the scope under `parent` without a future around it (the
+    /// runtime's own uses: nurseries and `start`). Returns the record key.
+    pub(crate) fn enter_raw(&self, rt: &mut runtime::Runtime, parent: usize) -> Result<usize> {
+        if self.state.used.replace(true) {
+            return Err(Error::Runtime("a CancelScope can be entered only once"));
+        }
+        if let Some(rel) = self.state.relative.take() {
+            self.state.deadline.set(rt.now() + rel);
+        }
+        let key = rt.insert_scope(self.state.clone(), parent);
+        self.state.entered.set(key);
+        Ok(key)
+    }
+}
+
+pin_project! {
+    /// The future returned by [`CancelScope::run`].
+    ///
+    /// Dropping it before it finished drops the inner future (inside the
+    /// scope, so its clean-up still sees the scope) and then leaves the scope.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Scoped<F> {
+        scope: CancelScope,
+        key: usize,
+        done: bool,
+        #[pin]
+        inner: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if *this.key != NONE && !*this.done {
+                let key = *this.key;
+                let prev = runtime::with(|rt| std::mem::replace(&mut rt.current_scope, key));
+                this.inner.set(None);
+                let _ = runtime::with(|rt| {
+                    if let Ok(prev) = prev {
+                        rt.current_scope = prev;
+                    }
+                    rt.remove_scope(key);
+                });
+            }
+        }
+    }
+}
+
+impl<T, F> Future for Scoped<F>
+where
+    F: Future<Output = Result<T>>,
+{
+    type Output = Result<Option<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(Err(Error::Runtime("Scoped future polled after completion")));
+        }
+        let entered = runtime::with(|rt| {
+            if *this.key == NONE {
+                let parent = rt.current_scope;
+                *this.key = this.scope.enter_raw(rt, parent)?;
+            }
+            Ok(std::mem::replace(&mut rt.current_scope, *this.key))
+        });
+        let prev = match entered {
+            Ok(Ok(prev)) => prev,
+            Ok(Err(e)) | Err(e) => {
+                *this.done = true;
+                return Poll::Ready(Err(e));
+            }
+        };
+        let key = *this.key;
+        let restore = RestoreScope(prev);
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err(Error::Runtime("Scoped future polled after completion")));
+        };
+        let out = inner.poll(cx);
+        drop(restore);
+        let Poll::Ready(out) = out else { return Poll::Pending };
+        *this.done = true;
+        // Drop the inner future inside the scope before leaving it.
+        let _ = runtime::with(|rt| rt.current_scope = key);
+        this.inner.set(None);
+        let result = runtime::with(|rt| {
+            rt.current_scope = prev;
+            let r = match out {
+                Ok(v) => Ok(Some(v)),
+                Err(e) => match rt.filter_exit_error(key, e) {
+                    None => Ok(None),
+                    Some(e) => Err(e),
+                },
+            };
+            rt.remove_scope(key);
+            r
+        });
+        Poll::Ready(result.unwrap_or_else(Err))
+    }
+}
+
+/// Restores the runtime's current scope when dropped, also on unwinding.
+struct RestoreScope(usize);
+
+impl Drop for RestoreScope {
+    fn drop(&mut self) {
+        let prev = self.0;
+        let _ = runtime::with(|rt| rt.current_scope = prev);
+    }
+}
+
+impl<F> std::fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoped").field("scope", &self.scope).field("done", &self.done).finish_non_exhaustive()
+    }
+}

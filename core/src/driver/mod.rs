@@ -1,0 +1,86 @@
+//! The I/O driver boundary: the only place that names an OS facility.
+//!
+//! The engine owns tasks, scopes, timers and wakeups. A driver only turns
+//! "wait for these sources, or until this much time passed" into readiness
+//! events. Every backend provides:
+//!
+//! - `register`/`reregister`/`deregister` of a [`RawSource`] under a `token`
+//!   with an [`Interest`];
+//! - `poll(events, timeout)`: block until an event, a [`WakeHandle`] wake, or
+//!   the timeout (`None` = forever; `Some(ZERO)` = just look);
+//! - `wake_handle()`: a thread-safe handle that interrupts `poll`, where the
+//!   platform has threads.
+//!
+//! Backends: `native` (mio: epoll, kqueue, IOCP) on every OS mio supports.
+//! The WASI backends (`poll_oneoff`, `wasi:io/poll`) come with their own
+//! issue and slot in here.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[cfg(not(target_os = "wasi"))]
+mod native;
+
+/// The OS handle of an I/O source: a file descriptor on Unix, a socket on
+/// Windows.
+#[cfg(unix)]
+pub(crate) type RawSource = std::os::fd::RawFd;
+/// The OS handle of an I/O source: a file descriptor on Unix, a socket on
+/// Windows.
+#[cfg(windows)]
+pub(crate) type RawSource = std::os::windows::io::RawSocket;
+/// The OS handle of an I/O source.
+#[cfg(not(any(unix, windows)))]
+pub(crate) type RawSource = u32;
+
+/// Which readiness a source is registered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Interest {
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+}
+
+#[allow(dead_code)] // used by the networking layer and the driver tests
+impl Interest {
+    pub(crate) const READABLE: Interest = Interest { readable: true, writable: false };
+    pub(crate) const WRITABLE: Interest = Interest { readable: false, writable: true };
+    pub(crate) const BOTH: Interest = Interest { readable: true, writable: true };
+}
+
+/// One readiness event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub(crate) token: usize,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    /// Error or hang-up: wake both directions, the operation will report it.
+    pub(crate) error: bool,
+}
+
+/// The buffer `poll` fills.
+pub(crate) type Events = Vec<Event>;
+
+/// Interrupts a driver's blocking `poll` from any thread.
+pub(crate) trait WakeHandle: Send + Sync {
+    fn wake(&self);
+}
+
+/// What every backend provides (see the module docs).
+#[allow(dead_code)] // registration is used by the networking layer and the driver tests
+pub(crate) trait Driver {
+    fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
+    fn reregister(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
+    fn deregister(&mut self, source: RawSource) -> io::Result<()>;
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
+    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>>;
+}
+
+/// The driver for this platform.
+#[cfg(not(target_os = "wasi"))]
+pub(crate) fn new_driver() -> io::Result<impl Driver> {
+    native::NativeDriver::new()
+}
+
+#[cfg(target_os = "wasi")]
+compile_error!("the WASI drivers are not written yet (see the WASI issue)");

@@ -1,0 +1,155 @@
+//! The native backend on mio (epoll on Linux, kqueue on the BSDs and macOS,
+//! IOCP on Windows).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::{Poll, Token, Waker};
+
+use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
+
+/// Reserved for the wake handle; sources use smaller tokens.
+const WAKE_TOKEN: Token = Token(usize::MAX);
+
+pub(crate) struct NativeDriver {
+    poll: Poll,
+    events: mio::Events,
+    waker: Arc<MioWake>,
+}
+
+struct MioWake(Waker);
+
+impl WakeHandle for MioWake {
+    fn wake(&self) {
+        // A failed wake means the poller is gone (the run is over); there is
+        // nobody left to tell.
+        let _ = self.0.wake();
+    }
+}
+
+impl NativeDriver {
+    pub(crate) fn new() -> io::Result<NativeDriver> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(MioWake(Waker::new(poll.registry(), WAKE_TOKEN)?));
+        Ok(NativeDriver { poll, events: mio::Events::with_capacity(256), waker })
+    }
+}
+
+fn mio_interest(i: Interest) -> io::Result<mio::Interest> {
+    match (i.readable, i.writable) {
+        (true, true) => Ok(mio::Interest::READABLE | mio::Interest::WRITABLE),
+        (true, false) => Ok(mio::Interest::READABLE),
+        (false, true) => Ok(mio::Interest::WRITABLE),
+        (false, false) => Err(io::Error::new(io::ErrorKind::InvalidInput, "empty interest")),
+    }
+}
+
+#[cfg(unix)]
+impl NativeDriver {
+    fn do_register(&mut self, source: RawSource, token: usize, interest: Interest, re: bool) -> io::Result<()> {
+        let interest = mio_interest(interest)?;
+        let mut fd = mio::unix::SourceFd(&source);
+        if re {
+            self.poll.registry().reregister(&mut fd, Token(token), interest)
+        } else {
+            self.poll.registry().register(&mut fd, Token(token), interest)
+        }
+    }
+
+    fn do_deregister(&mut self, source: RawSource) -> io::Result<()> {
+        self.poll.registry().deregister(&mut mio::unix::SourceFd(&source))
+    }
+}
+
+#[cfg(not(unix))]
+impl NativeDriver {
+    fn do_register(&mut self, _source: RawSource, _token: usize, interest: Interest, _re: bool) -> io::Result<()> {
+        mio_interest(interest)?;
+        // IOCP needs mio's own socket types; the networking issue hands those
+        // to the driver instead of raw handles.
+        Err(io::Error::new(io::ErrorKind::Unsupported, "raw source registration is not supported on this platform yet"))
+    }
+
+    fn do_deregister(&mut self, _source: RawSource) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "raw source registration is not supported on this platform yet"))
+    }
+}
+
+impl Driver for NativeDriver {
+    fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        assert_ne!(token, WAKE_TOKEN.0, "token reserved for the wake handle");
+        self.do_register(source, token, interest, false)
+    }
+
+    fn reregister(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        self.do_register(source, token, interest, true)
+    }
+
+    fn deregister(&mut self, source: RawSource) -> io::Result<()> {
+        self.do_deregister(source)
+    }
+
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in self.events.iter() {
+            if ev.token() == WAKE_TOKEN {
+                continue;
+            }
+            events.push(Event {
+                token: ev.token().0,
+                readable: ev.is_readable() || ev.is_read_closed(),
+                writable: ev.is_writable() || ev.is_write_closed(),
+                error: ev.is_error(),
+            });
+        }
+        Ok(())
+    }
+
+    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
+        Some(self.waker.clone())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn pipe_readiness_and_cross_thread_wake() {
+        let mut d = NativeDriver::new().unwrap();
+        let (mut tx, rx) = mio::unix::pipe::new().unwrap();
+        d.register(rx.as_raw_fd(), 7, Interest::READABLE).unwrap();
+        let mut events = Events::new();
+        d.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty(), "nothing written yet: {events:?}");
+        tx.write_all(b"x").unwrap();
+        d.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].token, 7);
+        assert!(events[0].readable);
+        d.deregister(rx.as_raw_fd()).unwrap();
+
+        // A wake from another thread ends a poll that would block forever.
+        let handle = d.wake_handle().unwrap();
+        let t = std::thread::spawn(move || handle.wake());
+        events.clear();
+        d.poll(&mut events, Some(Duration::from_secs(10))).unwrap();
+        assert!(events.is_empty(), "wakes are not reported as source events");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn empty_interest_is_an_error() {
+        let mut d = NativeDriver::new().unwrap();
+        let (_tx, rx) = mio::unix::pipe::new().unwrap();
+        let none = Interest { readable: false, writable: false };
+        assert!(d.register(rx.as_raw_fd(), 1, none).is_err());
+    }
+}

@@ -1,0 +1,635 @@
+//! Nurseries: the only way to spawn, and `start()`.
+//!
+//! A nursery's children are owned by the nursery's future and polled from it,
+//! each with its own waker, so children can borrow from the enclosing frame
+//! and dropping the nursery future drops them all. The body of the nursery
+//! counts as one more child. The nursery has its own cancel scope (around body
+//! and children): a failing or panicking child cancels it, the nursery waits
+//! for every child, then reports all errors together.
+//!
+//! The lifetime shape is that of `std::thread::scope`: `'env` is what the
+//! children may borrow, `'scope` is the nursery's own borrow; both invariant.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::future::{Future, poll_fn};
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use pin_project_lite::pin_project;
+use slab::Slab;
+
+use crate::cancel::CancelScope;
+use crate::error::{Error, Result};
+use crate::lowlevel::type_name_of;
+use crate::runtime::{self, NONE, NodeKind};
+
+type Child<'scope> = Pin<Box<dyn Future<Output = Result<()>> + 'scope>>;
+type Panic = Box<dyn Any + Send + 'static>;
+
+struct Slot<'scope> {
+    task: usize,
+    fut: Option<Child<'scope>>,
+}
+
+/// A handle to an open nursery: spawn children into it, cancel it.
+///
+/// Obtained inside [`open_nursery`]; it can be handed to children (it is a
+/// shared reference) so that they spawn siblings.
+pub struct Nursery<'scope, 'env: 'scope> {
+    key: usize,
+    scope_key: usize,
+    body_key: usize,
+    scope: CancelScope,
+    /// # Invariant
+    /// Dropped only by [`ChildrenGuard`], never by the nursery's own drop
+    /// glue: the nursery is borrowed for `'scope`, so it must not have drop
+    /// glue that could touch `'scope` data (dropck).
+    slots: ManuallyDrop<RefCell<Slab<Slot<'scope>>>>,
+    errors: RefCell<Vec<Error>>,
+    panic: RefCell<Option<Panic>>,
+    finished: Cell<bool>,
+    yielded: Cell<bool>,
+    _scope: PhantomData<&'scope mut &'scope ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+}
+
+impl std::fmt::Debug for Nursery<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nursery")
+            .field("children", &self.slots.borrow().len())
+            .field("cancel_called", &self.scope.cancel_called())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a nursery, runs `body` with it, and waits until the body and every
+/// child have finished.
+///
+/// Returns `Ok(Some(v))` with the body's value, or `Ok(None)` if the body was
+/// ended by a cancellation of the nursery's own scope (for example a child
+/// called `nursery.cancel_scope().cancel()`). If the body or any child failed,
+/// the other children were cancelled and the result is the error (several
+/// errors come as one [`Error::Group`]).
+///
+/// ```
+/// # use trio::{open_nursery, run, checkpoint};
+/// let mut log = Vec::new();
+/// run(async {
+///     let log = std::cell::RefCell::new(&mut log);
+///     open_nursery(async |n| {
+///         for i in 0..3 {
+///             let log = &log;
+///             n.spawn(async move { checkpoint().await?; log.borrow_mut().push(i); Ok(()) });
+///         }
+///         Ok(())
+///     })
+///     .await?;
+///     Ok(())
+/// })
+/// .unwrap();
+/// assert_eq!(log.len(), 3);
+/// ```
+///
+/// # Checkpoint
+/// Always a checkpoint: it yields at least once, and on exit checks
+/// cancellation like any checkpoint.
+/// # Cancellation
+/// Cancellation reaches every child; the nursery waits for all of them, so
+/// nothing outlives it. An outer cancellation comes out as `Err(Cancelled)`.
+/// # Panics
+/// A panic in the body or a child cancels the others, waits for them, then
+/// continues unwinding here (the first panic; later ones are dropped).
+/// # Errors
+/// [`Error::Runtime`] outside `trio::run`; otherwise the children's and the
+/// body's errors.
+pub async fn open_nursery<'env, T, F>(body: F) -> Result<Option<T>>
+where
+    F: for<'scope> AsyncFnOnce(&'scope Nursery<'scope, 'env>) -> Result<T>,
+{
+    let nursery = Nursery::new()?;
+    let _guard = ChildrenGuard(&nursery);
+    let mut body_fut = pin!(body(&nursery));
+    let mut body_out: BodyOut<T> = BodyOut { done: false, value: None };
+    poll_fn(|cx| nursery.poll_run(body_fut.as_mut(), &mut body_out, cx)).await
+}
+
+struct BodyOut<T> {
+    done: bool,
+    value: Option<T>,
+}
+
+/// Drops the children when the nursery future ends or is dropped.
+struct ChildrenGuard<'a, 'scope, 'env>(&'a Nursery<'scope, 'env>);
+
+impl Drop for ChildrenGuard<'_, '_, '_> {
+    fn drop(&mut self) {
+        let n = self.0;
+        let slots = std::mem::take(&mut *n.slots.borrow_mut());
+        if n.finished.replace(true) {
+            drop(slots);
+            return;
+        }
+        // Dropped before finishing: drop every child inside the nursery's
+        // scope, then forget the nursery.
+        for (_, slot) in slots {
+            let _ = runtime::with(|rt| {
+                rt.current_scope = n.scope_key;
+            });
+            drop(slot.fut);
+            let _ = runtime::with(|rt| {
+                if slot.task != NONE && rt.tasks.contains(slot.task) {
+                    rt.remove_child(slot.task);
+                }
+            });
+        }
+        let _ = runtime::with(|rt| {
+            let host = rt.nurseries.get(n.key).map(|r| r.host);
+            rt.remove_scope(n.scope_key);
+            rt.close_nursery(n.key);
+            if let Some(h) = host {
+                rt.current_node = h;
+            }
+        });
+    }
+}
+
+impl<'scope, 'env> Nursery<'scope, 'env> {
+    fn new() -> Result<Nursery<'scope, 'env>> {
+        let scope = CancelScope::new();
+        let (key, scope_key, body_key) = runtime::with(|rt| -> Result<_> {
+            let parent = rt.current_scope;
+            let scope_key = scope.enter_raw(rt, parent)?;
+            let (key, _) = rt.open_nursery();
+            Ok((key, scope_key, rt.nurseries[key].body))
+        })??;
+        Ok(Nursery {
+            key,
+            scope_key,
+            body_key,
+            scope,
+            slots: ManuallyDrop::new(RefCell::new(Slab::new())),
+            errors: RefCell::new(Vec::new()),
+            panic: RefCell::new(None),
+            finished: Cell::new(false),
+            yielded: Cell::new(false),
+            _scope: PhantomData,
+            _env: PhantomData,
+        })
+    }
+
+    /// The nursery's cancel scope, which covers the body and every child.
+    /// Cancelling it cancels them all; the nursery catches that cancellation.
+    pub fn cancel_scope(&self) -> &CancelScope {
+        &self.scope
+    }
+
+    /// How many children are running.
+    pub fn child_count(&self) -> usize {
+        self.slots.borrow().len()
+    }
+
+    /// Starts `fut` as a child task; it runs from the nursery's next pass.
+    /// Its name (for introspection) is the future's type name. Not a
+    /// checkpoint.
+    ///
+    /// An `Err` from the child cancels the nursery and is reported by it; so
+    /// is a panic.
+    pub fn spawn<F>(&'scope self, fut: F)
+    where
+        F: Future<Output = Result<()>> + 'scope,
+    {
+        self.spawn_named(type_name_of::<F>(), fut);
+    }
+
+    /// Like [`spawn`](Nursery::spawn), with a name for the task. Not a
+    /// checkpoint.
+    pub fn spawn_named<F>(&'scope self, name: impl Into<Cow<'static, str>>, fut: F)
+    where
+        F: Future<Output = Result<()>> + 'scope,
+    {
+        if self.finished.get() {
+            // Only reachable from drop code running after the nursery closed.
+            return;
+        }
+        let slot = self.slots.borrow_mut().insert(Slot { task: NONE, fut: Some(Box::pin(fut)) });
+        match runtime::with(|rt| rt.spawn_child(self.key, slot, name.into())) {
+            Ok(task) => self.slots.borrow_mut()[slot].task = task,
+            Err(e) => {
+                let dead = self.slots.borrow_mut().remove(slot);
+                drop(dead);
+                self.errors.borrow_mut().push(e);
+            }
+        }
+    }
+
+    /// Starts a task and waits until it reports that it is ready by calling
+    /// [`TaskStatus::started`]; returns the value it passed. From then on the
+    /// task runs on as a child of this nursery.
+    ///
+    /// Until it calls `started`, the task runs under the caller's cancel
+    /// scopes: cancelling the caller cancels it, and its error (or panic)
+    /// comes back from `start` instead of going to the nursery.
+    ///
+    /// # Checkpoint
+    /// Always a checkpoint (it waits at least one pass for the task).
+    /// # Cancellation
+    /// If the caller is cancelled before `started`, the task is cancelled
+    /// too and `start` returns `Err(Cancelled)`. If the `start` future is
+    /// dropped before `started`, the task is cancelled and left to finish in
+    /// the nursery.
+    /// # Errors
+    /// The task's error if it failed before `started`; [`Error::Runtime`] if
+    /// it returned, or dropped its `TaskStatus`, without calling `started`.
+    pub async fn start<V, F>(&'scope self, f: F) -> Result<V>
+    where
+        F: AsyncFnOnce(TaskStatus<V>) -> Result<()> + 'scope,
+        V: 'scope,
+    {
+        let child_scope = CancelScope::new();
+        let child_key = runtime::with(|rt| {
+            let parent = rt.current_scope;
+            child_scope.enter_raw(rt, parent)
+        })??;
+        let shared = Rc::new(StartShared {
+            value: RefCell::new(None),
+            started: Cell::new(false),
+            result: RefCell::new(None),
+            panic: RefCell::new(None),
+            status_dropped: Cell::new(false),
+            waiter: RefCell::new(None),
+            child_scope,
+            child_key,
+            nursery_scope_key: self.scope_key,
+        });
+        let status = TaskStatus { shared: Some(shared.clone()) };
+        let inner = async move { f(status).await };
+        self.spawn_named(type_name_of::<F>(), StartChild { shared: shared.clone(), done: false, inner });
+        StartWaiter { shared, resolved: false }.await
+    }
+
+    /// Runs one pass: the batch of nodes that were ready when it began.
+    fn poll_run<B, T>(
+        &self,
+        mut body: Pin<&mut B>,
+        out: &mut BodyOut<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<T>>>
+    where
+        B: Future<Output = Result<T>>,
+    {
+        let Ok((host, prev_scope, batch)) = runtime::with(|rt| {
+            let host = rt.current_node;
+            let prev = std::mem::replace(&mut rt.current_scope, self.scope_key);
+            (host, prev, rt.take_batch(self.key))
+        }) else {
+            return Poll::Ready(Err(Error::Runtime("nursery polled outside trio::run")));
+        };
+        for &node in &batch {
+            if node == self.body_key {
+                let waker = runtime::with(|rt| {
+                    rt.tasks[node].scheduled = false;
+                    rt.current_node = node;
+                    rt.current_scope = self.scope_key;
+                    rt.node_waker(node)
+                });
+                if out.done {
+                    continue;
+                }
+                let Ok(waker) = waker else { continue };
+                let mut bcx = Context::from_waker(&waker);
+                let r = catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(&mut bcx)));
+                self.restore(host);
+                match r {
+                    Ok(Poll::Pending) => {}
+                    Ok(Poll::Ready(Ok(v))) => {
+                        out.done = true;
+                        out.value = Some(v);
+                    }
+                    Ok(Poll::Ready(Err(e))) => {
+                        out.done = true;
+                        self.fail(e);
+                    }
+                    Err(p) => {
+                        out.done = true;
+                        self.fail_panic(p);
+                    }
+                }
+            } else {
+                self.poll_child(node, host);
+            }
+        }
+        let _ = runtime::with(|rt| {
+            rt.current_node = host;
+            rt.current_scope = prev_scope;
+            rt.give_back_batch(batch);
+        });
+        if !out.done || !self.slots.borrow().is_empty() {
+            self.yielded.set(true);
+            return Poll::Pending;
+        }
+        if !self.yielded.replace(true) {
+            // Every nursery is a checkpoint: yield at least once.
+            let _ = runtime::with(|rt| rt.count_schedule_point());
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.finish(out.value.take()))
+    }
+
+    fn restore(&self, host: usize) {
+        let _ = runtime::with(|rt| {
+            rt.current_node = host;
+            rt.current_scope = self.scope_key;
+        });
+    }
+
+    fn poll_child(&self, node: usize, host: usize) {
+        let found = runtime::with(|rt| {
+            let t = rt.tasks.get_mut(node)?;
+            t.scheduled = false;
+            let NodeKind::Child { slot, .. } = t.kind else { return None };
+            rt.current_node = node;
+            rt.current_scope = self.scope_key;
+            Some((slot, rt.node_waker(node)))
+        });
+        let Ok(Some((slot, waker))) = found else { return };
+        let fut = self.slots.borrow_mut().get_mut(slot).and_then(|s| s.fut.take());
+        let Some(mut fut) = fut else {
+            self.restore(host);
+            return;
+        };
+        let mut ccx = Context::from_waker(&waker);
+        let r = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut ccx)));
+        match r {
+            Ok(Poll::Pending) => {
+                self.restore(host);
+                if let Some(s) = self.slots.borrow_mut().get_mut(slot) {
+                    s.fut = Some(fut);
+                }
+                return;
+            }
+            Ok(Poll::Ready(result)) => {
+                drop(fut);
+                self.slots.borrow_mut().remove(slot);
+                let _ = runtime::with(|rt| rt.remove_child(node));
+                self.restore(host);
+                if let Err(e) = result {
+                    self.fail(e);
+                }
+            }
+            Err(p) => {
+                // Drop the panicked future inside its task's context.
+                let _ = catch_unwind(AssertUnwindSafe(|| drop(fut)));
+                self.slots.borrow_mut().remove(slot);
+                let _ = runtime::with(|rt| rt.remove_child(node));
+                self.restore(host);
+                self.fail_panic(p);
+            }
+        }
+    }
+
+    fn fail(&self, e: Error) {
+        self.errors.borrow_mut().push(e);
+        self.scope.cancel();
+    }
+
+    fn fail_panic(&self, p: Panic) {
+        let mut slot = self.panic.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(p);
+        }
+        drop(slot);
+        self.scope.cancel();
+    }
+
+    fn finish<T>(&self, value: Option<T>) -> Result<Option<T>> {
+        let errors = std::mem::take(&mut *self.errors.borrow_mut());
+        let panic = self.panic.borrow_mut().take();
+        let result = runtime::with(|rt| {
+            let mut errors = errors;
+            if rt.scopes[self.scope_key].effectively_cancelled && !errors.iter().any(Error::is_cancelled) {
+                // The exit is a cancel point, as in Trio.
+                errors.push(Error::Cancelled);
+            }
+            rt.count_cancel_point();
+            let r = match Error::combine(errors) {
+                None => Ok(value),
+                Some(e) => match rt.filter_exit_error(self.scope_key, e) {
+                    None => Ok(value),
+                    Some(e) => Err(e),
+                },
+            };
+            rt.remove_scope(self.scope_key);
+            rt.close_nursery(self.key);
+            r
+        });
+        self.finished.set(true);
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+        result.unwrap_or_else(Err)
+    }
+}
+
+struct StartShared<V> {
+    value: RefCell<Option<V>>,
+    started: Cell<bool>,
+    /// The task's result if it finished before `started`.
+    result: RefCell<Option<Result<()>>>,
+    panic: RefCell<Option<Panic>>,
+    status_dropped: Cell<bool>,
+    waiter: RefCell<Option<Waker>>,
+    child_scope: CancelScope,
+    child_key: usize,
+    nursery_scope_key: usize,
+}
+
+impl<V> StartShared<V> {
+    fn wake_waiter(&self) {
+        if let Some(w) = self.waiter.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Moves the task's scope from the caller's scope into the nursery's.
+    fn move_into_nursery(&self) {
+        let (child, nursery) = (self.child_key, self.nursery_scope_key);
+        let _ = runtime::with(|rt| {
+            if rt.scopes.contains(child) && rt.scopes.contains(nursery) {
+                rt.reparent_scope(child, nursery);
+            }
+        });
+    }
+}
+
+/// Passed to a task started with [`Nursery::start`]; the task calls
+/// [`started`](TaskStatus::started) once it is ready.
+pub struct TaskStatus<V> {
+    shared: Option<Rc<StartShared<V>>>,
+}
+
+impl<V> std::fmt::Debug for TaskStatus<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskStatus").finish_non_exhaustive()
+    }
+}
+
+impl<V> TaskStatus<V> {
+    /// Reports that the task is ready: `start` returns `value`, and the task
+    /// moves into the nursery (its cancel scope is now the nursery's). Takes
+    /// `self`, so it can be called only once. Not a checkpoint.
+    pub fn started(mut self, value: V) {
+        if let Some(shared) = self.shared.take() {
+            *shared.value.borrow_mut() = Some(value);
+            shared.started.set(true);
+            shared.move_into_nursery();
+            shared.wake_waiter();
+        }
+    }
+}
+
+impl<V> Drop for TaskStatus<V> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.status_dropped.set(true);
+            shared.wake_waiter();
+        }
+    }
+}
+
+pin_project! {
+    /// The child side of `start`: runs the task inside its own scope and
+    /// routes its outcome to the caller until it has started.
+    struct StartChild<V, Fut> {
+        shared: Rc<StartShared<V>>,
+        done: bool,
+        #[pin]
+        inner: Fut,
+    }
+
+    impl<V, Fut> PinnedDrop for StartChild<V, Fut> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.done {
+                let key = this.shared.child_key;
+                // The inner future is dropped after this, still inside the
+                // scope record's subtree; parked waiters left there are moved
+                // to the parent by `remove_scope`.
+                let _ = runtime::with(|rt| {
+                    if rt.scopes.contains(key) {
+                        rt.remove_scope(key);
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl<V, Fut> Future for StartChild<V, Fut>
+where
+    Fut: Future<Output = Result<()>>,
+{
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(Ok(()));
+        }
+        let key = this.shared.child_key;
+        let prev = runtime::with(|rt| std::mem::replace(&mut rt.current_scope, key))?;
+        let inner = this.inner;
+        let r = catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+        let _ = runtime::with(|rt| rt.current_scope = prev);
+        let out = match r {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(out)) => out,
+            Err(p) => {
+                *this.done = true;
+                let _ = runtime::with(|rt| rt.remove_scope(key));
+                if this.shared.started.get() {
+                    resume_unwind(p);
+                }
+                *this.shared.panic.borrow_mut() = Some(p);
+                this.shared.wake_waiter();
+                return Poll::Ready(Ok(()));
+            }
+        };
+        *this.done = true;
+        let out = runtime::with(|rt| {
+            let r = match out {
+                Ok(()) => Ok(()),
+                Err(e) => rt.filter_exit_error(key, e).map_or(Ok(()), Err),
+            };
+            rt.remove_scope(key);
+            r
+        })?;
+        if this.shared.started.get() {
+            return Poll::Ready(out);
+        }
+        *this.shared.result.borrow_mut() = Some(out);
+        this.shared.wake_waiter();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The caller side of `start`.
+struct StartWaiter<V> {
+    shared: Rc<StartShared<V>>,
+    resolved: bool,
+}
+
+impl<V> Future for StartWaiter<V> {
+    type Output = Result<V>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<V>> {
+        let shared = self.shared.clone();
+        if let Some(p) = shared.panic.borrow_mut().take() {
+            self.resolved = true;
+            resume_unwind(p);
+        }
+        if shared.started.get() {
+            self.resolved = true;
+            return match shared.value.borrow_mut().take() {
+                Some(v) => Poll::Ready(Ok(v)),
+                None => Poll::Ready(Err(Error::Runtime("start() polled after completion"))),
+            };
+        }
+        if let Some(r) = shared.result.borrow_mut().take() {
+            self.resolved = true;
+            return Poll::Ready(match r {
+                Err(e) => Err(e),
+                Ok(()) => Err(Error::Runtime("a start()ed task returned without calling task_status.started()")),
+            });
+        }
+        if shared.status_dropped.get() {
+            self.resolved = true;
+            shared.child_scope.cancel();
+            shared.move_into_nursery();
+            return Poll::Ready(Err(Error::Runtime(
+                "a start()ed task dropped its TaskStatus without calling started()",
+            )));
+        }
+        *shared.waiter.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl<V> Drop for StartWaiter<V> {
+    fn drop(&mut self) {
+        if !self.resolved && !self.shared.started.get() && self.shared.result.borrow().is_none() {
+            // The caller went away: cancel the task and let the nursery own
+            // whatever it does next.
+            self.shared.child_scope.cancel();
+            self.shared.move_into_nursery();
+            // Mark it started so its outcome goes to the nursery.
+            self.shared.started.set(true);
+        }
+    }
+}

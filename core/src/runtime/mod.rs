@@ -1,0 +1,468 @@
+//! The run loop and the state of one run.
+//!
+//! One `trio::run` owns one [`Runtime`], reachable from the running thread
+//! through a thread-local pointer. Everything here is single-threaded; only
+//! [`waker::Shared`] is touched from other threads.
+//!
+//! # Scheduling model
+//!
+//! A *node* is something the scheduler can mark ready: the root future, each
+//! nursery child, and each nursery body. Nodes are not polled by the run loop
+//! directly: a child is polled by its nursery's future, which is polled by the
+//! node that hosts the nursery, and so on up to the root. Waking a node marks
+//! it scheduled, pushes it on its nursery's ready list, and wakes the nursery's
+//! host in turn, stopping at the first node already scheduled. One pass of the
+//! loop polls the root once; each nursery polled in that pass runs the batch
+//! of children that was ready when its poll began. A task that wakes itself
+//! therefore runs again in the next pass, after timers and I/O were looked at.
+//!
+//! Invariant: no user code (futures, drops, callbacks) ever runs while the
+//! `RefCell<Runtime>` is borrowed. Internal wake-ups of our own wakers are done
+//! in place; foreign wakers are collected and woken after the borrow ends.
+
+mod park;
+mod scopes;
+mod tasks;
+pub(crate) mod waker;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::cancel::ScopeState;
+use crate::driver::{self, Driver, Events};
+use crate::error::{Error, Result};
+use crate::time::{Clock, Instant, SystemClock};
+
+pub(crate) use park::{ParkRec, ParkState};
+pub(crate) use scopes::ScopeRec;
+pub(crate) use tasks::{NodeKind, NurseryRec, TaskRec};
+use waker::{RunId, Shared};
+
+/// Marks an absent link in the intrusive lists.
+pub(crate) const NONE: usize = usize::MAX;
+
+/// How many passes may run back to back without looking at I/O.
+const IO_EVERY: u32 = 61;
+
+pub(crate) struct Runtime {
+    pub(crate) run_id: RunId,
+    pub(crate) tasks: Slab<TaskRec>,
+    pub(crate) nurseries: Slab<NurseryRec>,
+    pub(crate) scopes: Slab<ScopeRec>,
+    pub(crate) parks: Slab<ParkRec>,
+    /// Scope deadlines: (deadline, scope key).
+    pub(crate) timers: BTreeMap<(Instant, usize), ()>,
+    /// `wait_all_tasks_blocked` waiters: (cushion, sequence) → park key.
+    pub(crate) idle_waiters: BTreeMap<(Duration, u64), usize>,
+    pub(crate) root: usize,
+    pub(crate) root_scope: usize,
+    pub(crate) root_ready: bool,
+    /// The node being polled (a child, a body or the root).
+    pub(crate) current_node: usize,
+    /// The innermost cancel scope of the code being polled.
+    pub(crate) current_scope: usize,
+    pub(crate) next_gen: u32,
+    pub(crate) seq: u64,
+    pub(crate) clock: Rc<dyn Clock>,
+    pub(crate) rng: Option<u64>,
+    /// Foreign wakers to wake once the borrow ends.
+    pub(crate) deferred: Vec<Waker>,
+    /// Reused buffers.
+    pub(crate) spare_batches: Vec<Vec<usize>>,
+    pub(crate) dfs: Vec<usize>,
+}
+
+thread_local! {
+    /// The run on this thread, or null.
+    static CURRENT: Cell<*const RefCell<Runtime>> = const { Cell::new(std::ptr::null()) };
+    /// The run id on this thread (`usize::MAX` when none), for local wakes.
+    static CURRENT_ID: Cell<RunId> = const { Cell::new(usize::MAX) };
+}
+
+const OUTSIDE: &str = "called outside trio::run";
+
+/// Runs `f` on this thread's runtime.
+///
+/// # Errors
+/// [`Error::Runtime`] if no run is active on this thread.
+pub(crate) fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R> {
+    let ptr = CURRENT.with(Cell::get);
+    if ptr.is_null() {
+        return Err(Error::Runtime(OUTSIDE));
+    }
+    // SAFETY: `CURRENT` is non-null only while `RunOptions::run` is on this
+    // thread's stack holding the `RefCell` it points to; its guard resets the
+    // pointer before that frame goes away, also when unwinding.
+    let cell = unsafe { &*ptr };
+    let mut rt = cell.borrow_mut();
+    let r = f(&mut rt);
+    let deferred = if rt.deferred.is_empty() { None } else { Some(std::mem::take(&mut rt.deferred)) };
+    drop(rt);
+    if let Some(wakers) = deferred {
+        for w in wakers {
+            w.wake();
+        }
+    }
+    Ok(r)
+}
+
+/// Is a run active on this thread?
+pub(crate) fn in_run() -> bool {
+    !CURRENT.with(Cell::get).is_null()
+}
+
+/// Wakes `word` directly if its run is this thread's and not busy.
+pub(crate) fn wake_local(run: RunId, word: usize) -> bool {
+    if CURRENT_ID.with(Cell::get) != run {
+        return false;
+    }
+    let ptr = CURRENT.with(Cell::get);
+    if ptr.is_null() {
+        return false;
+    }
+    // SAFETY: as in `with`.
+    let cell = unsafe { &*ptr };
+    match cell.try_borrow_mut() {
+        Ok(mut rt) => {
+            rt.wake_word(word);
+            true
+        }
+        // Busy: fall back to the injection queue, drained by the loop.
+        Err(_) => false,
+    }
+}
+
+impl Runtime {
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.current_time()
+    }
+
+    pub(crate) fn next_generation(&mut self) -> u32 {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.next_gen
+    }
+
+    /// Wakes a waker while the runtime is borrowed.
+    pub(crate) fn wake_waker(&mut self, w: &Waker) {
+        match waker::word_of(w) {
+            Some(word) => self.wake_word(word),
+            None => self.deferred.push(w.clone()),
+        }
+    }
+
+    pub(crate) fn wake_word(&mut self, word: usize) {
+        let (run, key, generation) = waker::unpack(word);
+        if run != self.run_id {
+            // A waker of another run: hand it over through its own path later.
+            self.deferred.push(waker::make_waker(word));
+            return;
+        }
+        if let Some(t) = self.tasks.get(key)
+            && waker::gen_bits(t.generation) == generation
+        {
+            self.wake_node(key);
+        }
+    }
+
+    /// The waker of node `key`.
+    pub(crate) fn node_waker(&self, key: usize) -> Waker {
+        waker::make_waker(waker::pack(self.run_id, key, self.tasks[key].generation))
+    }
+
+    fn take_rng(&mut self) -> Option<u64> {
+        let x = self.rng.as_mut()?;
+        // xorshift64*
+        *x ^= *x >> 12;
+        *x ^= *x << 25;
+        *x ^= *x >> 27;
+        Some(x.wrapping_mul(0x2545_f491_4f6c_dd1d))
+    }
+
+    /// Shuffles a batch when the run was given a seed.
+    pub(crate) fn maybe_shuffle(&mut self, batch: &mut [usize]) {
+        if self.rng.is_none() || batch.len() < 2 {
+            return;
+        }
+        for i in (1..batch.len()).rev() {
+            let r = self.take_rng().unwrap_or(0);
+            let j = (r % (i as u64 + 1)) as usize;
+            batch.swap(i, j);
+        }
+    }
+
+    /// Fires every deadline that has passed.
+    fn fire_timers(&mut self) {
+        if self.timers.is_empty() {
+            return;
+        }
+        let now = self.now();
+        while let Some((&(deadline, key), _)) = self.timers.first_key_value() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.scopes[key].timer = None;
+            self.cancel_scope(key);
+        }
+    }
+
+    fn anything_ready(&self) -> bool {
+        self.root_ready
+    }
+}
+
+/// How a run is set up: the clock and, for tests, a seed that shuffles the
+/// order of every scheduling batch.
+pub struct RunOptions {
+    clock: Rc<dyn Clock>,
+    seed: Option<u64>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions").field("seed", &self.seed).finish_non_exhaustive()
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions::new()
+    }
+}
+
+impl RunOptions {
+    /// The defaults: the system clock, no shuffling.
+    pub fn new() -> RunOptions {
+        RunOptions { clock: Rc::new(SystemClock::new()), seed: None }
+    }
+
+    /// Uses `clock` for all time in the run (for example a
+    /// [`MockClock`](crate::testing::MockClock)).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> RunOptions {
+        self.clock = Rc::new(clock);
+        self
+    }
+
+    /// Shuffles the order in which the tasks of one batch run, from `seed`,
+    /// so that tests cannot depend on it.
+    pub fn shuffle_seed(mut self, seed: u64) -> RunOptions {
+        self.seed = Some(seed | 1);
+        self
+    }
+
+    /// Runs `fut` to completion on this thread and returns its result.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] if a run is already active on this thread (runs do
+    /// not nest) or too many runs are alive in the process; [`Error::Io`] if
+    /// the OS poller cannot be created; otherwise whatever `fut` returns.
+    /// # Panics
+    /// A panic in `fut` (or one that a nursery carried up to it) continues
+    /// out of `run` after the run's state was torn down.
+    pub fn run<T, F>(self, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        if in_run() {
+            return Err(Error::Runtime("trio::run cannot nest inside another trio::run on the same thread"));
+        }
+        let mut driver = driver::new_driver()?;
+        let shared = Arc::new(Shared::new(driver.wake_handle()));
+        let run_id = waker::register(shared.clone()).ok_or(Error::Runtime("too many trio runs alive at once"))?;
+        let _unregister = Defer(Some(move || waker::unregister(run_id)));
+
+        self.clock.start_clock();
+        let mut rt = Runtime {
+            run_id,
+            tasks: Slab::new(),
+            nurseries: Slab::new(),
+            scopes: Slab::new(),
+            parks: Slab::new(),
+            timers: BTreeMap::new(),
+            idle_waiters: BTreeMap::new(),
+            root: NONE,
+            root_scope: NONE,
+            root_ready: true,
+            current_node: NONE,
+            current_scope: NONE,
+            next_gen: 0,
+            seq: 0,
+            clock: self.clock,
+            rng: self.seed,
+            deferred: Vec::new(),
+            spare_batches: Vec::new(),
+            dfs: Vec::new(),
+        };
+        let root = rt.insert_root("<main>");
+        rt.root = root;
+        rt.root_scope = rt.insert_scope(Rc::new(ScopeState::new()), NONE);
+        let cell = RefCell::new(rt);
+
+        CURRENT.with(|c| c.set(&cell));
+        CURRENT_ID.with(|c| c.set(run_id));
+        let _clear = Defer(Some(|| {
+            CURRENT.with(|c| c.set(std::ptr::null()));
+            CURRENT_ID.with(|c| c.set(usize::MAX));
+        }));
+
+        let root_waker = cell.borrow().node_waker(root);
+        let mut cx = Context::from_waker(&root_waker);
+        let mut fut = pin!(fut);
+        let mut events = Events::with_capacity(256);
+        let mut injected = Vec::new();
+        let mut passes: u32 = 0;
+        loop {
+            let poll_root = {
+                let mut rt = cell.borrow_mut();
+                if rt.root_ready {
+                    rt.root_ready = false;
+                    rt.tasks[root].scheduled = false;
+                    rt.current_node = root;
+                    rt.current_scope = rt.root_scope;
+                    true
+                } else {
+                    false
+                }
+            };
+            if poll_root {
+                if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                    return out;
+                }
+                // Defensive: whatever a future left behind, the loop's own
+                // view is the root again.
+                let mut rt = cell.borrow_mut();
+                rt.current_node = root;
+                rt.current_scope = rt.root_scope;
+            }
+            passes = passes.wrapping_add(1);
+
+            // Wakes from other threads.
+            shared.drain_into(&mut injected);
+            if !injected.is_empty() {
+                let mut rt = cell.borrow_mut();
+                for word in injected.drain(..) {
+                    rt.wake_word(word);
+                }
+            }
+            let deferred = {
+                let mut rt = cell.borrow_mut();
+                rt.fire_timers();
+                std::mem::take(&mut rt.deferred)
+            };
+            for w in deferred {
+                w.wake();
+            }
+
+            let (ready, timeout, idle) = {
+                let rt = cell.borrow();
+                if rt.anything_ready() { (true, Some(Duration::ZERO), Idle::No) } else { rt.idle_plan() }
+            };
+            if ready && passes % IO_EVERY != 0 {
+                continue;
+            }
+            events.clear();
+            driver.poll(&mut events, timeout)?;
+            // The only registered source so far is the wake handle, whose
+            // wakes arrive through `shared`; I/O sources come with networking.
+            if !ready && events.is_empty() && !shared.has_pending() {
+                let deferred = {
+                    let mut rt = cell.borrow_mut();
+                    rt.on_idle(idle);
+                    std::mem::take(&mut rt.deferred)
+                };
+                for w in deferred {
+                    w.wake();
+                }
+            }
+        }
+    }
+}
+
+/// What to do when the loop blocked with nothing ready and nothing happened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Idle {
+    No,
+    /// Wake the `wait_all_tasks_blocked` waiters with this cushion.
+    WakeIdleWaiters(Duration),
+    /// Jump the clock to this deadline.
+    Autojump(Instant),
+}
+
+impl Runtime {
+    /// How long to block, and what to do if nothing happens meanwhile.
+    fn idle_plan(&self) -> (bool, Option<Duration>, Idle) {
+        let next_deadline = self.timers.first_key_value().map(|(&(d, _), _)| d);
+        let mut timeout = next_deadline.and_then(|d| self.clock.deadline_to_sleep_time(d));
+        let mut idle = Idle::No;
+        if let Some((&(cushion, _), _)) = self.idle_waiters.first_key_value()
+            && timeout.is_none_or(|t| cushion <= t)
+        {
+            timeout = Some(cushion);
+            idle = Idle::WakeIdleWaiters(cushion);
+        }
+        if matches!(idle, Idle::No)
+            && let (Some(threshold), Some(deadline)) = (self.clock.autojump_threshold(), next_deadline)
+            && timeout.is_none_or(|t| threshold < t)
+        {
+            timeout = Some(threshold);
+            idle = Idle::Autojump(deadline);
+        }
+        (false, timeout, idle)
+    }
+
+    fn on_idle(&mut self, idle: Idle) {
+        match idle {
+            Idle::No => {}
+            Idle::WakeIdleWaiters(cushion) => {
+                while let Some((&(c, s), &park)) = self.idle_waiters.first_key_value() {
+                    if c != cushion {
+                        break;
+                    }
+                    self.idle_waiters.remove(&(c, s));
+                    self.unpark_key(park);
+                }
+            }
+            Idle::Autojump(deadline) => {
+                self.clock.autojump(deadline);
+                self.fire_timers();
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn has_pending(&self) -> bool {
+        self.pending_flag()
+    }
+}
+
+/// Runs a closure on drop (clean-up that must happen while unwinding too).
+struct Defer<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// Runs `fut` to completion in a new run with the default options
+/// (system clock, no shuffling): the entry point of every trio program.
+///
+/// # Errors
+/// See [`RunOptions::run`].
+pub fn run<T, F>(fut: F) -> Result<T>
+where
+    F: Future<Output = Result<T>>,
+{
+    RunOptions::new().run(fut)
+}

@@ -1,0 +1,236 @@
+//! The cancel tree (Trio's `CancelStatus`): one record per entered scope,
+//! linked to the scope it was entered in.
+//!
+//! Each record caches whether it is *effectively* cancelled, so a checkpoint
+//! answers in O(1). Cancelling a scope recomputes its subtree once, stopping at
+//! shields, and nudges every parked waiter in the newly cancelled records.
+
+use std::rc::Rc;
+
+use super::{NONE, ParkState, Runtime};
+use crate::cancel::ScopeState;
+use crate::error::Error;
+use crate::time::Instant;
+
+pub(crate) struct ScopeRec {
+    pub(crate) parent: usize,
+    pub(crate) first_child: usize,
+    pub(crate) prev_sibling: usize,
+    pub(crate) next_sibling: usize,
+    /// Head of the intrusive list of parked waiters inside this scope.
+    pub(crate) parked_head: usize,
+    /// `cancel_called || (!shield && parent.effectively_cancelled)`.
+    pub(crate) effectively_cancelled: bool,
+    /// The deadline registered in the timer map, if any.
+    pub(crate) timer: Option<Instant>,
+    pub(crate) state: Rc<ScopeState>,
+}
+
+impl Runtime {
+    /// Enters a scope record under `parent` (or as a root when `NONE`).
+    pub(crate) fn insert_scope(&mut self, state: Rc<ScopeState>, parent: usize) -> usize {
+        let key = self.scopes.insert(ScopeRec {
+            parent: NONE,
+            first_child: NONE,
+            prev_sibling: NONE,
+            next_sibling: NONE,
+            parked_head: NONE,
+            effectively_cancelled: false,
+            timer: None,
+            state,
+        });
+        self.link_scope(key, parent);
+        self.sync_deadline(key);
+        self.recompute(key);
+        key
+    }
+
+    fn link_scope(&mut self, key: usize, parent: usize) {
+        self.scopes[key].parent = parent;
+        if parent == NONE {
+            return;
+        }
+        let head = self.scopes[parent].first_child;
+        self.scopes[key].next_sibling = head;
+        self.scopes[key].prev_sibling = NONE;
+        if head != NONE {
+            self.scopes[head].prev_sibling = key;
+        }
+        self.scopes[parent].first_child = key;
+    }
+
+    fn unlink_scope(&mut self, key: usize) {
+        let (parent, prev, next) = {
+            let s = &self.scopes[key];
+            (s.parent, s.prev_sibling, s.next_sibling)
+        };
+        if prev != NONE {
+            self.scopes[prev].next_sibling = next;
+        } else if parent != NONE {
+            self.scopes[parent].first_child = next;
+        }
+        if next != NONE {
+            self.scopes[next].prev_sibling = prev;
+        }
+        let s = &mut self.scopes[key];
+        s.parent = NONE;
+        s.prev_sibling = NONE;
+        s.next_sibling = NONE;
+    }
+
+    /// Leaves a scope. Its children must be gone already; parked waiters left
+    /// behind (which would be a bug) are moved to the parent.
+    pub(crate) fn remove_scope(&mut self, key: usize) {
+        if let Some(deadline) = self.scopes[key].timer.take() {
+            self.timers.remove(&(deadline, key));
+        }
+        // Orphaned children (only possible if futures were leaked) go up.
+        let parent = self.scopes[key].parent;
+        while self.scopes[key].first_child != NONE {
+            let child = self.scopes[key].first_child;
+            self.unlink_scope(child);
+            self.link_scope(child, parent);
+        }
+        while self.scopes[key].parked_head != NONE {
+            let p = self.scopes[key].parked_head;
+            self.unlink_park(p);
+            if parent != NONE {
+                self.link_park(p, parent);
+            }
+        }
+        self.unlink_scope(key);
+        let s = self.scopes.remove(key);
+        s.state.entered.set(NONE);
+    }
+
+    /// Moves scope `key` under `new_parent` (used when a `start()`ed task
+    /// reports that it started) and recomputes its cancellation.
+    pub(crate) fn reparent_scope(&mut self, key: usize, new_parent: usize) {
+        self.unlink_scope(key);
+        self.link_scope(key, new_parent);
+        self.recompute(key);
+    }
+
+    /// Marks the scope cancelled and delivers it to its subtree.
+    pub(crate) fn cancel_scope(&mut self, key: usize) {
+        let s = &self.scopes[key];
+        s.state.cancel_called.set(true);
+        if let Some(deadline) = self.scopes[key].timer.take() {
+            self.timers.remove(&(deadline, key));
+        }
+        self.recompute(key);
+    }
+
+    /// Recomputes `effectively_cancelled` for `key` and, where it changed, for
+    /// its subtree; waiters in scopes that became cancelled are nudged.
+    pub(crate) fn recompute(&mut self, key: usize) {
+        let mut stack = std::mem::take(&mut self.dfs);
+        stack.push(key);
+        while let Some(k) = stack.pop() {
+            let s = &self.scopes[k];
+            let parent_cancelled = s.parent != NONE && self.scopes[s.parent].effectively_cancelled;
+            let now = s.state.cancel_called.get() || (!s.state.shield.get() && parent_cancelled);
+            if now == s.effectively_cancelled && k != key {
+                continue;
+            }
+            let changed = now != s.effectively_cancelled;
+            self.scopes[k].effectively_cancelled = now;
+            if !changed {
+                continue;
+            }
+            if now {
+                self.nudge_parked(k);
+            }
+            let mut c = self.scopes[k].first_child;
+            while c != NONE {
+                stack.push(c);
+                c = self.scopes[c].next_sibling;
+            }
+        }
+        self.dfs = stack;
+    }
+
+    fn nudge_parked(&mut self, scope: usize) {
+        let mut p = self.scopes[scope].parked_head;
+        while p != NONE {
+            let next = self.parks[p].next;
+            if self.parks[p].state == ParkState::Waiting {
+                self.parks[p].state = ParkState::CancelPending;
+                let w = self.parks[p].waker.clone();
+                self.wake_waker(&w);
+            }
+            p = next;
+        }
+    }
+
+    /// Brings the timer map in line with the scope's deadline.
+    pub(crate) fn sync_deadline(&mut self, key: usize) {
+        let want = self.scopes[key].state.deadline.get();
+        let have = self.scopes[key].timer;
+        if self.scopes[key].state.cancel_called.get() {
+            if let Some(d) = have {
+                self.timers.remove(&(d, key));
+                self.scopes[key].timer = None;
+            }
+            return;
+        }
+        if have == Some(want) || (have.is_none() && want == Instant::MAX) {
+            return;
+        }
+        if let Some(d) = have {
+            self.timers.remove(&(d, key));
+            self.scopes[key].timer = None;
+        }
+        if want == Instant::MAX {
+            return;
+        }
+        if want <= self.now() {
+            self.cancel_scope(key);
+        } else {
+            self.timers.insert((want, key), ());
+            self.scopes[key].timer = Some(want);
+        }
+    }
+
+    /// Is the code running in the current scope cancelled?
+    pub(crate) fn current_cancelled(&self) -> bool {
+        self.scopes.get(self.current_scope).is_some_and(|s| s.effectively_cancelled)
+    }
+
+    /// Trio's rule for which scope catches a `Cancelled`: the scope must be
+    /// effectively cancelled and its parent's cancellation must not reach it.
+    pub(crate) fn scope_catches(&self, key: usize) -> bool {
+        let s = &self.scopes[key];
+        let parent_visible = !s.state.shield.get() && s.parent != NONE && self.scopes[s.parent].effectively_cancelled;
+        s.effectively_cancelled && !parent_visible
+    }
+
+    /// Applies the catch rule to an error leaving scope `key`; returns what is
+    /// left to propagate and records `cancelled_caught`.
+    pub(crate) fn filter_exit_error(&mut self, key: usize, err: Error) -> Option<Error> {
+        if !err.contains_cancelled() || !self.scope_catches(key) {
+            return Some(err);
+        }
+        self.scopes[key].state.cancelled_caught.set(true);
+        err.without_cancelled()
+    }
+
+    /// The earliest deadline from the current scope up to the first shield;
+    /// `Instant::ZERO` if the current scope is already cancelled.
+    pub(crate) fn effective_deadline(&self) -> Instant {
+        let mut k = self.current_scope;
+        let mut best = Instant::MAX;
+        while k != NONE {
+            let s = &self.scopes[k];
+            if s.effectively_cancelled {
+                return Instant::ZERO;
+            }
+            best = best.min(s.state.deadline.get());
+            if s.state.shield.get() {
+                break;
+            }
+            k = s.parent;
+        }
+        best
+    }
+}

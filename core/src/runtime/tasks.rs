@@ -1,0 +1,188 @@
+//! Task nodes and nursery records: the scheduling tree.
+//!
+//! The futures themselves live in the nurseries that own them (see
+//! `nursery.rs`); the runtime keeps only what wakeups, cancellation and
+//! introspection need.
+
+use std::borrow::Cow;
+
+use super::{NONE, Runtime};
+
+/// What kind of node a task record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NodeKind {
+    /// The future given to `trio::run`.
+    Root,
+    /// A spawned child; `slot` indexes the owning nursery's future storage.
+    Child { nursery: usize, slot: usize },
+    /// The body of a nursery. It runs as part of the task that opened the
+    /// nursery, so its identity is that task's.
+    Body { nursery: usize },
+}
+
+pub(crate) struct TaskRec {
+    pub(crate) generation: u32,
+    pub(crate) scheduled: bool,
+    pub(crate) kind: NodeKind,
+    /// The task this node acts as (itself, except for bodies).
+    pub(crate) identity: usize,
+    pub(crate) name: Cow<'static, str>,
+    /// Position in the parent nursery's `children` list.
+    pub(crate) child_index: usize,
+    /// Nurseries opened by this task (identity nodes only).
+    pub(crate) child_nurseries: Vec<usize>,
+    pub(crate) schedule_points: u64,
+    pub(crate) cancel_points: u64,
+}
+
+pub(crate) struct NurseryRec {
+    pub(crate) generation: u32,
+    /// The node whose poll drives this nursery (woken when a child is ready).
+    pub(crate) host: usize,
+    /// The task that opened the nursery (identity).
+    pub(crate) parent_task: usize,
+    pub(crate) body: usize,
+    /// Nodes ready to be polled in the nursery's next pass.
+    pub(crate) ready: Vec<usize>,
+    /// Child task keys, for introspection.
+    pub(crate) children: Vec<usize>,
+}
+
+impl Runtime {
+    fn new_task(&mut self, kind: NodeKind, identity: usize, name: Cow<'static, str>) -> usize {
+        let generation = self.next_generation();
+        let entry = self.tasks.vacant_entry();
+        let key = entry.key();
+        entry.insert(TaskRec {
+            generation,
+            scheduled: false,
+            kind,
+            identity: if identity == NONE { key } else { identity },
+            name,
+            child_index: NONE,
+            child_nurseries: Vec::new(),
+            schedule_points: 0,
+            cancel_points: 0,
+        });
+        key
+    }
+
+    pub(crate) fn insert_root(&mut self, name: &'static str) -> usize {
+        let key = self.new_task(NodeKind::Root, NONE, Cow::Borrowed(name));
+        self.tasks[key].scheduled = true;
+        key
+    }
+
+    /// Marks `key` ready and propagates up to the root.
+    pub(crate) fn wake_node(&mut self, mut key: usize) {
+        loop {
+            let Some(t) = self.tasks.get_mut(key) else { return };
+            if t.scheduled {
+                return;
+            }
+            t.scheduled = true;
+            match t.kind {
+                NodeKind::Root => {
+                    self.root_ready = true;
+                    return;
+                }
+                NodeKind::Child { nursery, .. } | NodeKind::Body { nursery } => {
+                    let n = &mut self.nurseries[nursery];
+                    n.ready.push(key);
+                    key = n.host;
+                }
+            }
+        }
+    }
+
+    /// Registers a nursery opened by the current node; its body node starts
+    /// out ready (it is polled in the same pass, without waking the host).
+    /// The nursery's cancel scope is entered by the caller.
+    pub(crate) fn open_nursery(&mut self) -> (usize, u32) {
+        let host = self.current_node;
+        let parent_task = self.tasks[host].identity;
+        let generation = self.next_generation();
+        let key = self.nurseries.insert(NurseryRec {
+            generation,
+            host,
+            parent_task,
+            body: NONE,
+            ready: self.spare_batches.pop().unwrap_or_default(),
+            children: Vec::new(),
+        });
+        let name = self.tasks[parent_task].name.clone();
+        let body = self.new_task(NodeKind::Body { nursery: key }, parent_task, name);
+        self.tasks[body].scheduled = true;
+        let n = &mut self.nurseries[key];
+        n.body = body;
+        n.ready.push(body);
+        self.tasks[parent_task].child_nurseries.push(key);
+        (key, generation)
+    }
+
+    /// Adds a child task to `nursery`, ready to run in the nursery's next pass.
+    pub(crate) fn spawn_child(&mut self, nursery: usize, slot: usize, name: Cow<'static, str>) -> usize {
+        let key = self.new_task(NodeKind::Child { nursery, slot }, NONE, name);
+        let n = &mut self.nurseries[nursery];
+        self.tasks[key].child_index = n.children.len();
+        n.children.push(key);
+        self.wake_node(key);
+        key
+    }
+
+    /// Removes a finished (or dropped) child task.
+    pub(crate) fn remove_child(&mut self, key: usize) {
+        let t = self.tasks.remove(key);
+        if let NodeKind::Child { nursery, .. } = t.kind
+            && let Some(n) = self.nurseries.get_mut(nursery)
+        {
+            let idx = t.child_index;
+            n.children.swap_remove(idx);
+            if let Some(&moved) = n.children.get(idx) {
+                self.tasks[moved].child_index = idx;
+            }
+        }
+    }
+
+    /// Removes a nursery record and its body node.
+    pub(crate) fn close_nursery(&mut self, key: usize) {
+        let mut n = self.nurseries.remove(key);
+        if n.body != NONE {
+            self.tasks.remove(n.body);
+        }
+        if let Some(p) = self.tasks.get_mut(n.parent_task)
+            && let Some(i) = p.child_nurseries.iter().position(|&k| k == key)
+        {
+            p.child_nurseries.swap_remove(i);
+        }
+        n.ready.clear();
+        self.spare_batches.push(n.ready);
+    }
+
+    /// Takes the batch of nodes ready in `nursery`, leaving an empty list.
+    pub(crate) fn take_batch(&mut self, nursery: usize) -> Vec<usize> {
+        let spare = self.spare_batches.pop().unwrap_or_default();
+        let mut batch = std::mem::replace(&mut self.nurseries[nursery].ready, spare);
+        self.maybe_shuffle(&mut batch);
+        batch
+    }
+
+    pub(crate) fn give_back_batch(&mut self, mut batch: Vec<usize>) {
+        batch.clear();
+        self.spare_batches.push(batch);
+    }
+
+    /// Counts a schedule point (a yield) for the current task.
+    pub(crate) fn count_schedule_point(&mut self) {
+        if let Some(t) = self.tasks.get_mut(self.current_node) {
+            t.schedule_points += 1;
+        }
+    }
+
+    /// Counts a cancel point (a cancellation check) for the current task.
+    pub(crate) fn count_cancel_point(&mut self) {
+        if let Some(t) = self.tasks.get_mut(self.current_node) {
+            t.cancel_points += 1;
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Helpers for testing code that uses `trio`: a virtual clock, a way to wait
+//! until everything is blocked, and checkpoint assertions.
+
+mod mock_clock;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+
+pub use mock_clock::MockClock;
+
+use crate::error::Result;
+use crate::lowlevel::{Abort, park};
+use crate::runtime;
+
+/// Waits until every other task is blocked and has been for `cushion` of real
+/// time (no task ready to run, no I/O or wakeup arrived meanwhile).
+/// Waiters with smaller cushions wake first; with a [`MockClock`] that
+/// autojumps, these waiters are woken before the clock jumps.
+///
+/// # Checkpoint
+/// Always a checkpoint (it parks).
+/// # Cancellation
+/// Returns `Err(Error::Cancelled)`; the waiter is removed.
+/// # Errors
+/// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
+pub async fn wait_all_tasks_blocked(cushion: Duration) -> Result<()> {
+    let seq = runtime::with(|rt| {
+        rt.seq += 1;
+        rt.seq
+    })?;
+    park(
+        |token| {
+            let key = token_key(token);
+            let _ = runtime::with(|rt| rt.idle_waiters.insert((cushion, seq), key));
+        },
+        || {
+            let _ = runtime::with(|rt| rt.idle_waiters.remove(&(cushion, seq)));
+            Abort::Succeeded
+        },
+    )
+    .await
+}
+
+fn token_key(token: crate::lowlevel::WakeToken) -> usize {
+    crate::lowlevel::token_key(token)
+}
+
+/// Which kinds of yield a future performed, for [`assert_checkpoints`].
+#[derive(Debug, Clone, Copy)]
+struct Points {
+    schedule: u64,
+    cancel: u64,
+}
+
+fn points() -> Option<Points> {
+    runtime::with(|rt| {
+        let t = &rt.tasks[rt.current_node];
+        Points { schedule: t.schedule_points, cancel: t.cancel_points }
+    })
+    .ok()
+}
+
+pin_project! {
+    /// The future of [`assert_checkpoints`] and [`assert_no_checkpoints`].
+    #[must_use = "futures do nothing unless awaited"]
+    #[derive(Debug)]
+    pub struct AssertCheckpoints<F> {
+        #[pin]
+        inner: F,
+        expect: bool,
+        schedule: u64,
+        cancel: u64,
+        started: bool,
+    }
+}
+
+impl<F: Future> Future for AssertCheckpoints<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let before = points();
+        if let Some(p) = before
+            && !*this.started
+        {
+            *this.started = true;
+            *this.schedule = p.schedule;
+            *this.cancel = p.cancel;
+        }
+        // Count what happens inside across polls: points accrued by this
+        // poll of the inner future are added to the running totals.
+        let out = this.inner.poll(cx);
+        if let Poll::Ready(out) = out {
+            let after = points().unwrap_or(Points { schedule: 0, cancel: 0 });
+            let did = after.schedule > *this.schedule && after.cancel > *this.cancel;
+            let did_any = after.schedule > *this.schedule || after.cancel > *this.cancel;
+            if *this.expect {
+                assert!(did, "assert_checkpoints: the block did not execute a checkpoint");
+            } else {
+                assert!(!did_any, "assert_no_checkpoints: the block executed a checkpoint");
+            }
+            return Poll::Ready(out);
+        }
+        Poll::Pending
+    }
+}
+
+/// Runs `fut` and panics (it is a test assertion) unless it executed at least
+/// one full checkpoint (a yield and a cancellation check) in this task.
+pub fn assert_checkpoints<F: Future>(fut: F) -> AssertCheckpoints<F> {
+    AssertCheckpoints { inner: fut, expect: true, schedule: 0, cancel: 0, started: false }
+}
+
+/// Runs `fut` and panics unless it executed no checkpoint at all in this task.
+pub fn assert_no_checkpoints<F: Future>(fut: F) -> AssertCheckpoints<F> {
+    AssertCheckpoints { inner: fut, expect: false, schedule: 0, cancel: 0, started: false }
+}
