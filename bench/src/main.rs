@@ -1,1 +1,162 @@
-fn main() {}
+//! Micro-benchmarks of `trio` against tokio's current-thread runtime, run in
+//! the same process, interleaved, several rounds; prints the median ns per
+//! operation and the ratio trio/tokio (below 1 means trio is faster).
+//!
+//! `cargo run -p trio-bench --release` (add `-- --quick` for fewer rounds).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Spawn+join of `n` trivial children, timed inside a run that already
+/// spawned a warm-up batch (so the slabs are grown, as in a long-lived server).
+fn trio_spawn_join(n: usize) -> f64 {
+    trio::run(async {
+        let mut ns = 0.0;
+        for round in 0..2 {
+            let t = Instant::now();
+            trio::open_nursery(async |nursery| {
+                for _ in 0..n {
+                    nursery.spawn(async { Ok(()) });
+                }
+                Ok(())
+            })
+            .await?;
+            if round == 1 {
+                ns = t.elapsed().as_nanos() as f64 / n as f64;
+            }
+        }
+        Ok(ns)
+    })
+    .unwrap()
+}
+
+fn tokio_spawn_join(n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let mut ns = 0.0;
+        for round in 0..2 {
+            let t = Instant::now();
+            let mut handles = Vec::with_capacity(n);
+            for _ in 0..n {
+                handles.push(tokio::task::spawn_local(async {}));
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+            if round == 1 {
+                ns = t.elapsed().as_nanos() as f64 / n as f64;
+            }
+        }
+        ns
+    })
+}
+
+fn trio_checkpoints(n: usize) -> f64 {
+    let t = Instant::now();
+    trio::run(async {
+        for _ in 0..n {
+            trio::checkpoint().await?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn tokio_yields(n: usize) -> f64 {
+    let t = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        for _ in 0..n {
+            tokio::task::yield_now().await;
+        }
+    });
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn trio_checkpoints_in_child(n: usize) -> f64 {
+    let t = Instant::now();
+    trio::run(async {
+        trio::open_nursery(async |nursery| {
+            nursery.spawn(async move {
+                for _ in 0..n {
+                    trio::checkpoint().await?;
+                }
+                Ok(())
+            });
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    })
+    .unwrap();
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn tokio_yields_in_task(n: usize) -> f64 {
+    let t = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        tokio::task::spawn_local(async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+    });
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Workload {
+    name: &'static str,
+    n: usize,
+    trio: fn(usize) -> f64,
+    tokio: fn(usize) -> f64,
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
+        // Profiling aid: one trio workload, once.
+        let r = match only.as_str() {
+            "spawn" => trio_spawn_join(100_000),
+            "checkpoint" => trio_checkpoints(1_000_000),
+            _ => trio_checkpoints_in_child(1_000_000),
+        };
+        println!("{only}: {r:.1} ns/op");
+        return;
+    }
+    let rounds = if quick { 3 } else { 9 };
+    let workloads = [
+        Workload { name: "spawn+join 100k children", n: 100_000, trio: trio_spawn_join, tokio: tokio_spawn_join },
+        Workload { name: "checkpoint x1M (main task)", n: 1_000_000, trio: trio_checkpoints, tokio: tokio_yields },
+        Workload {
+            name: "checkpoint x1M (child task)",
+            n: 1_000_000,
+            trio: trio_checkpoints_in_child,
+            tokio: tokio_yields_in_task,
+        },
+    ];
+    println!("{:<32} {:>12} {:>12} {:>8}", "workload", "trio ns/op", "tokio ns/op", "ratio");
+    for w in &workloads {
+        // Warm up both sides once, then interleave the rounds.
+        black_box((w.trio)(w.n / 10));
+        black_box((w.tokio)(w.n / 10));
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for _ in 0..rounds {
+            a.push((w.trio)(w.n));
+            b.push((w.tokio)(w.n));
+        }
+        let (ta, tb) = (median(a), median(b));
+        println!("{:<32} {:>12.1} {:>12.1} {:>8.2}", w.name, ta, tb, ta / tb);
+    }
+}

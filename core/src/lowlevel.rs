@@ -318,7 +318,7 @@ pub struct NurseryRef {
 /// [`Error::Runtime`] outside `trio::run`.
 pub fn current_task() -> Result<Task> {
     runtime::with(|rt| {
-        let id = rt.tasks[rt.current_node].identity;
+        let id = rt.tasks[rt.current_node].identity as usize;
         Task { key: id, generation: rt.tasks[id].generation }
     })
 }
@@ -350,6 +350,7 @@ impl Task {
     pub fn parent_nursery(&self) -> Option<NurseryRef> {
         self.with(|rt, t| match t.kind {
             NodeKind::Child { nursery, .. } => {
+                let nursery = nursery as usize;
                 Some(NurseryRef { key: nursery, generation: rt.nurseries[nursery].generation })
             }
             _ => None,
@@ -359,11 +360,13 @@ impl Task {
 
     /// The nurseries this task has open, oldest first.
     pub fn child_nurseries(&self) -> Vec<NurseryRef> {
-        self.with(|rt, t| {
-            let mut v: Vec<NurseryRef> = t
-                .child_nurseries
+        let me = self.key;
+        self.with(|rt, _| {
+            let mut v: Vec<NurseryRef> = rt
+                .nurseries
                 .iter()
-                .map(|&k| NurseryRef { key: k, generation: rt.nurseries[k].generation })
+                .filter(|(_, n)| n.parent_task == me)
+                .map(|(k, n)| NurseryRef { key: k, generation: n.generation })
                 .collect();
             v.sort_by_key(|n| n.generation);
             v
@@ -394,9 +397,14 @@ impl NurseryRef {
 
     /// The nursery's running children, in spawn order.
     pub fn child_tasks(&self) -> Vec<Task> {
-        self.with(|rt, n| {
-            let mut v: Vec<Task> =
-                n.children.iter().map(|&k| Task { key: k, generation: rt.tasks[k].generation }).collect();
+        let me = self.key;
+        self.with(|rt, _| {
+            let mut v: Vec<Task> = rt
+                .tasks
+                .iter()
+                .filter(|(_, t)| matches!(t.kind, NodeKind::Child { nursery, .. } if nursery as usize == me))
+                .map(|(k, t)| Task { key: k, generation: t.generation })
+                .collect();
             v.sort_by_key(|t| t.generation);
             v
         })

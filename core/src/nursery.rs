@@ -354,6 +354,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
             let t = rt.tasks.get_mut(node)?;
             t.scheduled = false;
             let NodeKind::Child { slot, .. } = t.kind else { return None };
+            let slot = slot as usize;
             rt.current_node = node;
             rt.current_scope = self.scope_key;
             Some((slot, rt.node_waker(node)))
@@ -377,8 +378,11 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
             Ok(Poll::Ready(result)) => {
                 drop(fut);
                 self.slots.borrow_mut().remove(slot);
-                let _ = runtime::with(|rt| rt.remove_child(node));
-                self.restore(host);
+                let _ = runtime::with(|rt| {
+                    rt.remove_child(node);
+                    rt.current_node = host;
+                    rt.current_scope = self.scope_key;
+                });
                 if let Err(e) = result {
                     self.fail(e);
                 }

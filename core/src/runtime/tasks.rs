@@ -14,25 +14,26 @@ pub(crate) enum NodeKind {
     /// The future given to `trio::run`.
     Root,
     /// A spawned child; `slot` indexes the owning nursery's future storage.
-    Child { nursery: usize, slot: usize },
+    Child { nursery: u32, slot: u32 },
     /// The body of a nursery. It runs as part of the task that opened the
     /// nursery, so its identity is that task's.
-    Body { nursery: usize },
+    Body { nursery: u32 },
 }
 
+/// A scheduling node. Kept small (spawning 100k children touches 100k of
+/// these); the task tree for introspection is derived from `kind` and the
+/// nursery records rather than stored twice.
 pub(crate) struct TaskRec {
     pub(crate) generation: u32,
     pub(crate) scheduled: bool,
     pub(crate) kind: NodeKind,
     /// The task this node acts as (itself, except for bodies).
-    pub(crate) identity: usize,
+    pub(crate) identity: u32,
     pub(crate) name: Cow<'static, str>,
-    /// Position in the parent nursery's `children` list.
-    pub(crate) child_index: usize,
-    /// Nurseries opened by this task (identity nodes only).
-    pub(crate) child_nurseries: Vec<usize>,
-    pub(crate) schedule_points: u64,
-    pub(crate) cancel_points: u64,
+    /// Yields and cancellation checks made by this node (wrapping counters,
+    /// compared for change by `testing::assert_checkpoints`).
+    pub(crate) schedule_points: u32,
+    pub(crate) cancel_points: u32,
 }
 
 pub(crate) struct NurseryRec {
@@ -44,8 +45,6 @@ pub(crate) struct NurseryRec {
     pub(crate) body: usize,
     /// Nodes ready to be polled in the nursery's next pass.
     pub(crate) ready: Vec<usize>,
-    /// Child task keys, for introspection.
-    pub(crate) children: Vec<usize>,
 }
 
 impl Runtime {
@@ -57,10 +56,8 @@ impl Runtime {
             generation,
             scheduled: false,
             kind,
-            identity: if identity == NONE { key } else { identity },
+            identity: (if identity == NONE { key } else { identity }) as u32,
             name,
-            child_index: NONE,
-            child_nurseries: Vec::new(),
             schedule_points: 0,
             cancel_points: 0,
         });
@@ -87,7 +84,7 @@ impl Runtime {
                     return;
                 }
                 NodeKind::Child { nursery, .. } | NodeKind::Body { nursery } => {
-                    let n = &mut self.nurseries[nursery];
+                    let n = &mut self.nurseries[nursery as usize];
                     n.ready.push(key);
                     key = n.host;
                 }
@@ -100,7 +97,7 @@ impl Runtime {
     /// The nursery's cancel scope is entered by the caller.
     pub(crate) fn open_nursery(&mut self) -> (usize, u32) {
         let host = self.current_node;
-        let parent_task = self.tasks[host].identity;
+        let parent_task = self.tasks[host].identity as usize;
         let generation = self.next_generation();
         let key = self.nurseries.insert(NurseryRec {
             generation,
@@ -108,40 +105,28 @@ impl Runtime {
             parent_task,
             body: NONE,
             ready: self.spare_batches.pop().unwrap_or_default(),
-            children: Vec::new(),
         });
         let name = self.tasks[parent_task].name.clone();
-        let body = self.new_task(NodeKind::Body { nursery: key }, parent_task, name);
+        let body = self.new_task(NodeKind::Body { nursery: key as u32 }, parent_task, name);
         self.tasks[body].scheduled = true;
         let n = &mut self.nurseries[key];
         n.body = body;
         n.ready.push(body);
-        self.tasks[parent_task].child_nurseries.push(key);
         (key, generation)
     }
 
     /// Adds a child task to `nursery`, ready to run in the nursery's next pass.
     pub(crate) fn spawn_child(&mut self, nursery: usize, slot: usize, name: Cow<'static, str>) -> usize {
-        let key = self.new_task(NodeKind::Child { nursery, slot }, NONE, name);
-        let n = &mut self.nurseries[nursery];
-        self.tasks[key].child_index = n.children.len();
-        n.children.push(key);
+        debug_assert!(nursery <= u32::MAX as usize && slot <= u32::MAX as usize);
+        let kind = NodeKind::Child { nursery: nursery as u32, slot: slot as u32 };
+        let key = self.new_task(kind, NONE, name);
         self.wake_node(key);
         key
     }
 
     /// Removes a finished (or dropped) child task.
     pub(crate) fn remove_child(&mut self, key: usize) {
-        let t = self.tasks.remove(key);
-        if let NodeKind::Child { nursery, .. } = t.kind
-            && let Some(n) = self.nurseries.get_mut(nursery)
-        {
-            let idx = t.child_index;
-            n.children.swap_remove(idx);
-            if let Some(&moved) = n.children.get(idx) {
-                self.tasks[moved].child_index = idx;
-            }
-        }
+        self.tasks.remove(key);
     }
 
     /// Removes a nursery record and its body node.
@@ -149,11 +134,6 @@ impl Runtime {
         let mut n = self.nurseries.remove(key);
         if n.body != NONE {
             self.tasks.remove(n.body);
-        }
-        if let Some(p) = self.tasks.get_mut(n.parent_task)
-            && let Some(i) = p.child_nurseries.iter().position(|&k| k == key)
-        {
-            p.child_nurseries.swap_remove(i);
         }
         n.ready.clear();
         self.spare_batches.push(n.ready);
@@ -175,14 +155,14 @@ impl Runtime {
     /// Counts a schedule point (a yield) for the current task.
     pub(crate) fn count_schedule_point(&mut self) {
         if let Some(t) = self.tasks.get_mut(self.current_node) {
-            t.schedule_points += 1;
+            t.schedule_points = t.schedule_points.wrapping_add(1);
         }
     }
 
     /// Counts a cancel point (a cancellation check) for the current task.
     pub(crate) fn count_cancel_point(&mut self) {
         if let Some(t) = self.tasks.get_mut(self.current_node) {
-            t.cancel_points += 1;
+            t.cancel_points = t.cancel_points.wrapping_add(1);
         }
     }
 }
