@@ -136,7 +136,8 @@ impl Drop for ChildrenGuard<'_, '_, '_> {
             return;
         }
         // Dropped before finishing: drop every child inside the nursery's
-        // scope, then forget the nursery.
+        // scope, then forget the nursery, and put the context back.
+        let saved = runtime::with(|rt| (rt.current_node, rt.current_scope));
         for (_, slot) in slots {
             let _ = runtime::with(|rt| {
                 rt.current_scope = n.scope_key;
@@ -149,11 +150,11 @@ impl Drop for ChildrenGuard<'_, '_, '_> {
             });
         }
         let _ = runtime::with(|rt| {
-            let host = rt.nurseries.get(n.key).map(|r| r.host);
             rt.remove_scope(n.scope_key);
             rt.close_nursery(n.key);
-            if let Some(h) = host {
-                rt.current_node = h;
+            if let Ok((node, scope)) = saved {
+                rt.current_node = node;
+                rt.current_scope = scope;
             }
         });
     }

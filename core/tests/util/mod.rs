@@ -1,0 +1,100 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::time::Duration;
+
+use trio::testing::MockClock;
+use trio::{Instant, Result, RunOptions};
+
+/// Runs `f` under a mock clock that autojumps as soon as everything blocks.
+pub fn mock_run<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    let clock = MockClock::new();
+    clock.set_autojump_threshold(Some(Duration::ZERO));
+    RunOptions::new().clock(clock).run(f)
+}
+
+/// Like `mock_run`, handing the test the clock.
+pub fn mock_run_with<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(MockClock) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let clock = MockClock::new();
+    clock.set_autojump_threshold(Some(Duration::ZERO));
+    RunOptions::new().clock(clock.clone()).run(f(clock))
+}
+
+/// A mock clock without autojump (time moves only by `jump`).
+pub fn manual_run_with<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(MockClock) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let clock = MockClock::new();
+    RunOptions::new().clock(clock.clone()).run(f(clock))
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+pub fn at(s: u64) -> Instant {
+    Instant::ZERO + Duration::from_secs(s)
+}
+
+/// An append-only log shared by the tasks of one test.
+#[derive(Default, Debug)]
+pub struct Log(RefCell<Vec<String>>);
+
+impl Log {
+    pub fn push(&self, s: impl Into<String>) {
+        self.0.borrow_mut().push(s.into());
+    }
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.borrow_mut())
+    }
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.borrow().clone()
+    }
+}
+
+/// Sets a flag when dropped (to see that a future was dropped).
+pub struct DropFlag<'a>(pub &'a std::cell::Cell<bool>);
+
+impl Drop for DropFlag<'_> {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// A custom error for group tests.
+#[derive(Debug)]
+pub struct Boom(pub u32);
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "boom {}", self.0)
+    }
+}
+
+impl std::error::Error for Boom {}
+
+pub fn boom(n: u32) -> trio::Error {
+    trio::Error::user(Boom(n))
+}
+
+/// The `Boom` numbers in an error (a leaf or a group), sorted.
+pub fn booms(e: &trio::Error) -> Vec<u32> {
+    let mut v: Vec<u32> = e
+        .leaves()
+        .iter()
+        .filter_map(|l| match l {
+            trio::Error::User(b) => b.downcast_ref::<Boom>().map(|b| b.0),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
