@@ -336,7 +336,6 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
         }
         if !self.yielded.replace(true) {
             // Every nursery is a checkpoint: yield at least once.
-            let _ = runtime::with(|rt| rt.count_schedule_point());
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -374,7 +373,6 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                 if let Some(s) = self.slots.borrow_mut().get_mut(slot) {
                     s.fut = Some(fut);
                 }
-                return;
             }
             Ok(Poll::Ready(result)) => {
                 drop(fut);
@@ -422,6 +420,8 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                 // The exit is a cancel point, as in Trio.
                 errors.push(Error::Cancelled);
             }
+            // By now the nursery has yielded at least once (see `poll_run`).
+            rt.count_schedule_point();
             rt.count_cancel_point();
             let r = match Error::combine(errors) {
                 None => Ok(value),

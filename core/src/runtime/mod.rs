@@ -365,7 +365,7 @@ impl RunOptions {
                 let rt = cell.borrow();
                 if rt.anything_ready() { (true, Some(Duration::ZERO), Idle::No) } else { rt.idle_plan() }
             };
-            if ready && passes % IO_EVERY != 0 {
+            if ready && !passes.is_multiple_of(IO_EVERY) {
                 continue;
             }
             events.clear();
