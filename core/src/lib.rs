@@ -32,6 +32,11 @@
 //!
 //! See `docs/ARCHITECTURE.md` in the repository for how it works.
 
+/// The README's example is compiled and run as a doctest, so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 mod cancel;
 mod driver;
 mod error;

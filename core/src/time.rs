@@ -258,9 +258,9 @@ where
 }
 
 /// The deadline that applies at this point: the earliest deadline of the
-/// enclosing cancel scopes up to the first shield, or `Instant::MAX`. If an
-/// enclosing scope is already cancelled, `Instant::ZERO`... as in Trio, a
-/// cancelled scope counts as a deadline of minus infinity. Not a checkpoint.
+/// enclosing cancel scopes up to (and including) the first shielded one, or
+/// `Instant::MAX` if there is none. If the code is already cancelled, it is
+/// `Instant::ZERO` (Trio's "minus infinity"). Not a checkpoint.
 ///
 /// # Errors
 /// [`Error::Runtime`] outside `trio::run`.
