@@ -286,6 +286,10 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
     {
         let Ok((host, prev_scope, batch)) = runtime::with(|rt| {
             let host = rt.current_node;
+            let n = &mut rt.nurseries[self.key];
+            if !n.host_waker.will_wake(cx.waker()) {
+                n.host_waker = cx.waker().clone();
+            }
             let prev = std::mem::replace(&mut rt.current_scope, self.scope_key);
             (host, prev, rt.take_batch(self.key))
         }) else {

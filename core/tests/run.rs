@@ -273,3 +273,30 @@ fn a_waker_outliving_its_run_is_harmless() {
     // And a new run on this thread is not disturbed by it.
     assert_eq!(run(async { Ok(1) }).unwrap(), 1);
 }
+
+/// A combinator that, like `FuturesUnordered`, polls its inner future only
+/// when the inner future's own (foreign) waker was woken.
+#[test]
+fn a_nursery_polled_through_a_selective_combinator_is_woken_correctly() {
+    let foreign = Arc::new(Foreign { outer: Mutex::new(None), woken: AtomicBool::new(true) });
+    let r = mock_run(async {
+        let waker = Waker::from(foreign.clone());
+        let mut inner = std::pin::pin!(open_nursery(async |n| {
+            n.spawn(async { trio::sleep(secs(1)).await });
+            n.spawn(async {
+                checkpoint().await?;
+                checkpoint().await
+            });
+            Ok(3)
+        }));
+        poll_fn(|cx| {
+            *foreign.outer.lock().unwrap() = Some(cx.waker().clone());
+            if !foreign.woken.swap(false, Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+            inner.as_mut().poll(&mut std::task::Context::from_waker(&waker))
+        })
+        .await
+    });
+    assert_eq!(r.unwrap(), Some(3));
+}

@@ -133,6 +133,11 @@ pub(crate) fn wake_local(run: RunId, word: usize) -> bool {
     match cell.try_borrow_mut() {
         Ok(mut rt) => {
             rt.wake_word(word);
+            let deferred = if rt.deferred.is_empty() { None } else { Some(std::mem::take(&mut rt.deferred)) };
+            drop(rt);
+            for w in deferred.into_iter().flatten() {
+                w.wake();
+            }
             true
         }
         // Busy: fall back to the injection queue, drained by the loop.

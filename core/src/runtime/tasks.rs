@@ -5,8 +5,9 @@
 //! introspection need.
 
 use std::borrow::Cow;
+use std::task::Waker;
 
-use super::{NONE, Runtime};
+use super::{NONE, Runtime, waker};
 
 /// What kind of node a task record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +39,10 @@ pub(crate) struct TaskRec {
 
 pub(crate) struct NurseryRec {
     pub(crate) generation: u32,
-    /// The node whose poll drives this nursery (woken when a child is ready).
-    pub(crate) host: usize,
+    /// The waker the nursery future was last polled with: woken when a child
+    /// becomes ready. Usually the host node's own waker, but a combinator
+    /// (`FuturesUnordered`, ...) may poll the nursery with its own.
+    pub(crate) host_waker: Waker,
     /// The task that opened the nursery (identity).
     pub(crate) parent_task: usize,
     pub(crate) body: usize,
@@ -86,7 +89,20 @@ impl Runtime {
                 NodeKind::Child { nursery, .. } | NodeKind::Body { nursery } => {
                     let n = &mut self.nurseries[nursery as usize];
                     n.ready.push(key);
-                    key = n.host;
+                    let Some(word) = waker::word_of(&n.host_waker) else {
+                        let w = n.host_waker.clone();
+                        self.deferred.push(w);
+                        return;
+                    };
+                    let (run, next, generation) = waker::unpack(word);
+                    if run != self.run_id {
+                        self.deferred.push(waker::make_waker(word));
+                        return;
+                    }
+                    match self.tasks.get(next) {
+                        Some(t) if waker::gen_bits(t.generation) == generation => key = next,
+                        _ => return,
+                    }
                 }
             }
         }
@@ -99,9 +115,10 @@ impl Runtime {
         let host = self.current_node;
         let parent_task = self.tasks[host].identity as usize;
         let generation = self.next_generation();
+        let host_waker = self.node_waker(host);
         let key = self.nurseries.insert(NurseryRec {
             generation,
-            host,
+            host_waker,
             parent_task,
             body: NONE,
             ready: self.spare_batches.pop().unwrap_or_default(),
