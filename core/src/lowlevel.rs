@@ -253,10 +253,13 @@ impl Future for Checkpoint {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if !self.yielded {
             self.yielded = true;
-            if let Err(e) = runtime::with(|rt| rt.count_schedule_point()) {
+            // One borrow for both: count the yield and reschedule ourselves.
+            if let Err(e) = runtime::with(|rt| {
+                rt.count_schedule_point();
+                rt.wake_waker(cx.waker());
+            }) {
                 return Poll::Ready(Err(e));
             }
-            cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         if !self.check_cancel {

@@ -373,7 +373,8 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
         let r = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut ccx)));
         match r {
             Ok(Poll::Pending) => {
-                self.restore(host);
+                // The context is reset by the next node or at the end of
+                // the pass; no need to restore it here.
                 if let Some(s) = self.slots.borrow_mut().get_mut(slot) {
                     s.fut = Some(fut);
                 }

@@ -89,7 +89,9 @@ impl Shared {
     }
 
     pub(crate) fn drain_into(&self, out: &mut Vec<usize>) {
-        if self.pending.swap(false, Ordering::Acquire) {
+        // A plain load first: the common case (nothing queued) needs no
+        // read-modify-write.
+        if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::Acquire) {
             out.append(&mut self.injected.lock().unwrap_or_else(PoisonError::into_inner));
         }
     }
