@@ -620,8 +620,12 @@ impl<V> Future for StartWaiter<V> {
         }
         if shared.status_dropped.get() {
             self.resolved = true;
+            // The task runs on without a caller: cancel it, and from now on
+            // its outcome (an error other than that cancellation, a panic)
+            // goes to the nursery instead of being lost.
             shared.child_scope.cancel();
             shared.move_into_nursery();
+            shared.started.set(true);
             return Poll::Ready(Err(Error::Runtime(
                 "a start()ed task dropped its TaskStatus without calling started()",
             )));

@@ -645,3 +645,25 @@ fn start_into_an_outer_nursery_outlives_the_inner_one() {
     .unwrap();
     assert_eq!(log.take(), ["inner closed", "outer child done"]);
 }
+
+#[test]
+fn an_orphaned_start_task_still_reports_its_errors() {
+    let e = mock_run(async {
+        open_nursery(async |n| {
+            let r = n
+                .start(async |status: TaskStatus<()>| {
+                    drop(status);
+                    // Cancelled by the orphaning, fails during its cleanup.
+                    let _ = sleep_forever().await;
+                    Err(boom(5))
+                })
+                .await;
+            assert!(matches!(r, Err(Error::Runtime(_))));
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(booms(&e), vec![5], "the error was not lost");
+}
