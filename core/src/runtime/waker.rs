@@ -8,6 +8,8 @@
 //! global registry, queues the word, and wakes the driver; the run loop drains
 //! that queue. A stale word (node gone, generation changed, run over) is
 //! ignored, which at worst is a spurious wakeup, which futures must tolerate.
+//! The word travels in the waker's data pointer as an address without
+//! provenance: it is never dereferenced.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -145,7 +147,7 @@ fn clone_raw(data: *const ()) -> RawWaker {
 }
 
 fn wake_raw(data: *const ()) {
-    wake_word(data as usize);
+    wake_word(data.addr());
 }
 
 fn drop_raw(_: *const ()) {}
@@ -155,12 +157,12 @@ pub(crate) fn make_waker(word: usize) -> Waker {
     // SAFETY: the vtable functions treat the data pointer as a plain integer
     // and never dereference it; clone and drop have no resources to manage,
     // and every function is safe to call from any thread.
-    unsafe { Waker::from_raw(RawWaker::new(word as *const (), &VTABLE)) }
+    unsafe { Waker::from_raw(RawWaker::new(std::ptr::without_provenance(word), &VTABLE)) }
 }
 
 /// The packed word of one of our wakers, or `None` for a foreign waker.
 pub(crate) fn word_of(waker: &Waker) -> Option<usize> {
-    if std::ptr::eq(waker.vtable(), &VTABLE) { Some(waker.data() as usize) } else { None }
+    if std::ptr::eq(waker.vtable(), &VTABLE) { Some(waker.data().addr()) } else { None }
 }
 
 /// Wakes the node named by `word`, on this thread if its run is here and
