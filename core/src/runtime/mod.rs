@@ -337,39 +337,31 @@ impl RunOptions {
                     false
                 }
             };
-            if poll_root {
-                if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                    return out;
-                }
-                // Defensive: whatever a future left behind, the loop's own
-                // view is the root again.
-                let mut rt = cell.borrow_mut();
-                rt.current_node = root;
-                rt.current_scope = rt.root_scope;
+            if poll_root && let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return out;
             }
             passes = passes.wrapping_add(1);
 
-            // Wakes from other threads.
+            // Wakes from other threads, expired deadlines, and the plan for
+            // the driver, in one borrow.
             shared.drain_into(&mut injected);
-            if !injected.is_empty() {
+            let (deferred, mut plan) = {
                 let mut rt = cell.borrow_mut();
                 for word in injected.drain(..) {
                     rt.wake_word(word);
                 }
-            }
-            let deferred = {
-                let mut rt = cell.borrow_mut();
                 rt.fire_timers();
-                std::mem::take(&mut rt.deferred)
+                let deferred = std::mem::take(&mut rt.deferred);
+                (deferred, rt.plan())
             };
-            for w in deferred {
-                w.wake();
+            if !deferred.is_empty() {
+                for w in deferred {
+                    w.wake();
+                }
+                // A foreign waker may have woken one of ours.
+                plan = cell.borrow().plan();
             }
-
-            let (ready, timeout, idle) = {
-                let rt = cell.borrow();
-                if rt.anything_ready() { (true, Some(Duration::ZERO), Idle::No) } else { rt.idle_plan() }
-            };
+            let (ready, timeout, idle) = plan;
             if ready && !passes.is_multiple_of(IO_EVERY) {
                 continue;
             }
@@ -402,6 +394,12 @@ pub(crate) enum Idle {
 }
 
 impl Runtime {
+    /// Whether work is ready; if not, how long to block and what to do if
+    /// nothing happens meanwhile.
+    fn plan(&self) -> (bool, Option<Duration>, Idle) {
+        if self.anything_ready() { (true, Some(Duration::ZERO), Idle::No) } else { self.idle_plan() }
+    }
+
     /// How long to block, and what to do if nothing happens meanwhile.
     fn idle_plan(&self) -> (bool, Option<Duration>, Idle) {
         let next_deadline = self.timers.first_key_value().map(|(&(d, _), _)| d);
