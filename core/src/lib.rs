@@ -38,15 +38,18 @@
 struct ReadmeDoctests;
 
 mod cancel;
+pub mod channel;
 mod driver;
 mod error;
 pub mod lowlevel;
 mod nursery;
 mod runtime;
+pub mod sync;
 pub mod testing;
 mod time;
 
 pub use cancel::{CancelScope, Scoped};
+pub use channel::{Receiver, Sender, TrySendError, open_memory_channel, open_unbounded_memory_channel};
 pub use error::{BoxError, Error, Result};
 pub use lowlevel::{checkpoint, checkpoint_if_cancelled};
 pub use nursery::{Nursery, TaskStatus, open_nursery};

@@ -1,0 +1,484 @@
+//! Memory channels (Trio's `open_memory_channel`), built on two
+//! [`ParkingLot`]s: one for blocked senders, one for blocked receivers.
+//!
+//! Values go straight from a sender to a waiting receiver (or from a waiting
+//! sender to a receiver), so waiters are served in FIFO order and nobody can
+//! barge in between a wakeup and the task it was for. Each waiter has a slot
+//! (its tag in the lot) where the value or the reason it was woken is left.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use slab::Slab;
+
+use crate::error::{Error, Result};
+use crate::lowlevel::{cancel_shielded_checkpoint, checkpoint_if_cancelled};
+use crate::sync::ParkingLot;
+
+/// Why a waiter was woken without a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Closed,
+    Broken,
+    EndOfChannel,
+}
+
+impl Outcome {
+    fn error(self) -> Error {
+        match self {
+            Outcome::Closed => Error::Closed,
+            Outcome::Broken => Error::Broken,
+            Outcome::EndOfChannel => Error::EndOfChannel,
+        }
+    }
+}
+
+struct Slot<T> {
+    value: Option<T>,
+    handle: u64,
+    outcome: Option<Outcome>,
+}
+
+struct State<T> {
+    capacity: usize,
+    buffer: RefCell<VecDeque<T>>,
+    senders: Cell<usize>,
+    receivers: Cell<usize>,
+    send_lot: ParkingLot,
+    recv_lot: ParkingLot,
+    slots: RefCell<Slab<Slot<T>>>,
+    next_handle: Cell<u64>,
+}
+
+impl<T> State<T> {
+    fn new_handle(&self) -> u64 {
+        let h = self.next_handle.get();
+        self.next_handle.set(h + 1);
+        h
+    }
+}
+
+/// A snapshot of a channel, from `statistics()` on either end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelStatistics {
+    /// Values in the buffer.
+    pub current_buffer_used: usize,
+    /// The capacity (`usize::MAX` for unbounded).
+    pub max_buffer_size: usize,
+    /// Open sender handles.
+    pub open_send_channels: usize,
+    /// Open receiver handles.
+    pub open_receive_channels: usize,
+    /// Tasks blocked in `send`.
+    pub tasks_waiting_send: usize,
+    /// Tasks blocked in `receive`.
+    pub tasks_waiting_receive: usize,
+}
+
+/// Opens a channel that buffers up to `capacity` values; 0 makes every send
+/// wait for a receiver (a rendezvous).
+pub fn open_memory_channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let state = Rc::new(State {
+        capacity,
+        buffer: RefCell::new(VecDeque::new()),
+        senders: Cell::new(1),
+        receivers: Cell::new(1),
+        send_lot: ParkingLot::new(),
+        recv_lot: ParkingLot::new(),
+        slots: RefCell::new(Slab::new()),
+        next_handle: Cell::new(0),
+    });
+    let s =
+        Sender { handle: Rc::new(Handle { id: state.new_handle(), closed: Cell::new(false) }), state: state.clone() };
+    let r =
+        Receiver { handle: Rc::new(Handle { id: state.new_handle(), closed: Cell::new(false) }), state, pending: None };
+    (s, r)
+}
+
+/// Opens a channel whose buffer has no limit (sends never wait).
+pub fn open_unbounded_memory_channel<T>() -> (Sender<T>, Receiver<T>) {
+    open_memory_channel(usize::MAX)
+}
+
+#[derive(Debug)]
+struct Handle {
+    id: u64,
+    closed: Cell<bool>,
+}
+
+/// The sending end of a memory channel. Clone it for more senders; each
+/// clone closes on its own (on `close` or drop). When every sender is
+/// closed, receivers get [`Error::EndOfChannel`] once the buffer is empty.
+pub struct Sender<T> {
+    state: Rc<State<T>>,
+    handle: Rc<Handle>,
+}
+
+/// The receiving end of a memory channel. Clone it for more receivers (each
+/// value goes to one of them); each clone closes on its own. When every
+/// receiver is closed, senders get [`Error::Broken`].
+pub struct Receiver<T> {
+    state: Rc<State<T>>,
+    handle: Rc<Handle>,
+    /// The receive in flight for the `Stream` impl.
+    pending: Option<Pin<Box<dyn Future<Output = Result<T>>>>>,
+}
+
+/// A value that `try_send` could not send, with the reason.
+pub struct TrySendError<T> {
+    /// Why: `WouldBlock`, `Closed` or `Broken`.
+    pub error: Error,
+    /// The value, handed back.
+    pub value: T,
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrySendError").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not send: {}", self.error)
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+
+impl<T> From<TrySendError<T>> for Error {
+    /// Keeps the reason, drops the value.
+    fn from(e: TrySendError<T>) -> Error {
+        e.error
+    }
+}
+
+fn statistics<T>(state: &State<T>) -> ChannelStatistics {
+    ChannelStatistics {
+        current_buffer_used: state.buffer.borrow().len(),
+        max_buffer_size: state.capacity,
+        open_send_channels: state.senders.get(),
+        open_receive_channels: state.receivers.get(),
+        tasks_waiting_send: state.send_lot.len(),
+        tasks_waiting_receive: state.recv_lot.len(),
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends `value` without waiting: to a waiting receiver, or into the
+    /// buffer if there is room. Not a checkpoint.
+    ///
+    /// # Errors
+    /// `WouldBlock` if it would have to wait, `Closed` if this handle is
+    /// closed, `Broken` if every receiver is; the value comes back in the
+    /// error.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        let st = &*self.state;
+        if self.handle.closed.get() {
+            return Err(TrySendError { error: Error::Closed, value });
+        }
+        if st.receivers.get() == 0 {
+            return Err(TrySendError { error: Error::Broken, value });
+        }
+        if let Some(u) = st.recv_lot.unpark_one() {
+            if let Some(slot) = st.slots.borrow_mut().get_mut(u.tag) {
+                slot.value = Some(value);
+            }
+            return Ok(());
+        }
+        let mut buf = st.buffer.borrow_mut();
+        if buf.len() < st.capacity {
+            buf.push_back(value);
+            Ok(())
+        } else {
+            Err(TrySendError { error: Error::WouldBlock, value })
+        }
+    }
+
+    /// Sends `value`, waiting for buffer room or a receiver.
+    ///
+    /// # Checkpoint
+    /// Always a checkpoint.
+    /// # Cancellation
+    /// Returns `Err(Error::Cancelled)` and the value was **not** sent (it is
+    /// dropped with the future).
+    /// # Errors
+    /// `Closed` if this handle is (or gets) closed, `Broken` if every
+    /// receiver is (or gets) closed; the value is dropped.
+    pub async fn send(&self, value: T) -> Result<()> {
+        checkpoint_if_cancelled().await?;
+        let value = match self.try_send(value) {
+            Ok(()) => return cancel_shielded_checkpoint().await,
+            Err(TrySendError { error: Error::WouldBlock, value }) => value,
+            Err(e) => return Err(e.error),
+        };
+        let st = &*self.state;
+        let slot = st.slots.borrow_mut().insert(Slot { value: Some(value), handle: self.handle.id, outcome: None });
+        let _free = FreeSlot { state: st, slot, requeue: false };
+        st.send_lot.park_tagged(slot).await?;
+        let outcome = st.slots.borrow().get(slot).and_then(|s| s.outcome);
+        match outcome {
+            Some(o) => Err(o.error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes this handle: its blocked senders get `Closed`; if it was the
+    /// last sender, blocked receivers get `EndOfChannel`. Idempotent. Not a
+    /// checkpoint.
+    pub fn close(&self) {
+        close_sender(&self.state, &self.handle);
+    }
+
+    /// Is this handle closed?
+    pub fn is_closed(&self) -> bool {
+        self.handle.closed.get()
+    }
+
+    /// A snapshot of the channel.
+    pub fn statistics(&self) -> ChannelStatistics {
+        statistics(&self.state)
+    }
+}
+
+fn close_sender<T>(st: &State<T>, handle: &Handle) {
+    if handle.closed.replace(true) {
+        return;
+    }
+    let id = handle.id;
+    mark_and_wake(st, &st.send_lot, |s| s.handle == id, Outcome::Closed);
+    st.senders.set(st.senders.get() - 1);
+    if st.senders.get() == 0 {
+        mark_and_wake(st, &st.recv_lot, |_| true, Outcome::EndOfChannel);
+    }
+}
+
+fn close_receiver<T>(st: &State<T>, handle: &Handle) {
+    if handle.closed.replace(true) {
+        return;
+    }
+    let id = handle.id;
+    mark_and_wake(st, &st.recv_lot, |s| s.handle == id, Outcome::Closed);
+    st.receivers.set(st.receivers.get() - 1);
+    if st.receivers.get() == 0 {
+        mark_and_wake(st, &st.send_lot, |_| true, Outcome::Broken);
+        let dropped = std::mem::take(&mut *st.buffer.borrow_mut());
+        drop(dropped);
+    }
+}
+
+/// Wakes the waiters of `lot` whose slot matches, leaving `outcome` for them.
+fn mark_and_wake<T>(st: &State<T>, lot: &ParkingLot, matches: impl Fn(&Slot<T>) -> bool, outcome: Outcome) {
+    lot.unpark_where(|u| {
+        let mut slots = st.slots.borrow_mut();
+        match slots.get_mut(u.tag) {
+            Some(s) if matches(s) => {
+                s.outcome = Some(outcome);
+                true
+            }
+            _ => false,
+        }
+    });
+}
+
+/// Frees a waiter's slot when its future ends. A receiver's slot that holds
+/// a value nobody took (the future was dropped after the hand-off) puts the
+/// value back at the front of the buffer, so it is not lost.
+struct FreeSlot<'a, T> {
+    state: &'a State<T>,
+    slot: usize,
+    requeue: bool,
+}
+
+impl<T> Drop for FreeSlot<'_, T> {
+    fn drop(&mut self) {
+        let slot = self.state.slots.borrow_mut().try_remove(self.slot);
+        if self.requeue
+            && let Some(Slot { value: Some(v), .. }) = slot
+        {
+            self.state.buffer.borrow_mut().push_front(v);
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Takes a value without waiting. Not a checkpoint.
+    ///
+    /// # Errors
+    /// `WouldBlock` if none is ready, `EndOfChannel` if every sender is
+    /// closed and the buffer is empty, `Closed` if this handle is closed.
+    pub fn try_receive(&self) -> Result<T> {
+        try_receive(&self.state, &self.handle)
+    }
+
+    /// Receives the next value, waiting for one.
+    ///
+    /// # Checkpoint
+    /// Always a checkpoint.
+    /// # Cancellation
+    /// Returns `Err(Error::Cancelled)` and **no** value was taken from the
+    /// channel.
+    /// # Errors
+    /// `EndOfChannel` once every sender is closed and the buffer drained;
+    /// `Closed` if this handle is (or gets) closed.
+    pub async fn receive(&self) -> Result<T> {
+        receive(&self.state, &self.handle).await
+    }
+
+    /// Like [`receive`](Receiver::receive), but the end of the channel is
+    /// `Ok(None)`: `while let Some(v) = rx.recv().await? { ... }`.
+    ///
+    /// # Checkpoint
+    /// Always a checkpoint.
+    /// # Cancellation
+    /// Returns `Err(Error::Cancelled)`; no value was taken.
+    /// # Errors
+    /// As `receive`, except `EndOfChannel`.
+    pub async fn recv(&self) -> Result<Option<T>> {
+        match self.receive().await {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::EndOfChannel) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes this handle: its blocked receivers get `Closed`; if it was the
+    /// last receiver, blocked senders get `Broken` and buffered values are
+    /// dropped. Idempotent. Not a checkpoint.
+    pub fn close(&self) {
+        close_receiver(&self.state, &self.handle);
+    }
+
+    /// Is this handle closed?
+    pub fn is_closed(&self) -> bool {
+        self.handle.closed.get()
+    }
+
+    /// A snapshot of the channel.
+    pub fn statistics(&self) -> ChannelStatistics {
+        statistics(&self.state)
+    }
+}
+
+fn try_receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
+    if handle.closed.get() {
+        return Err(Error::Closed);
+    }
+    if let Some(u) = st.send_lot.unpark_one() {
+        // A blocked sender's value joins the buffer behind what is there.
+        let v = st.slots.borrow_mut().get_mut(u.tag).and_then(|s| s.value.take());
+        if let Some(v) = v {
+            st.buffer.borrow_mut().push_back(v);
+        }
+    }
+    if let Some(v) = st.buffer.borrow_mut().pop_front() {
+        return Ok(v);
+    }
+    if st.senders.get() == 0 {
+        return Err(Error::EndOfChannel);
+    }
+    Err(Error::WouldBlock)
+}
+
+async fn receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
+    checkpoint_if_cancelled().await?;
+    match try_receive(st, handle) {
+        Ok(v) => {
+            cancel_shielded_checkpoint().await?;
+            return Ok(v);
+        }
+        Err(Error::WouldBlock) => {}
+        Err(e) => return Err(e),
+    }
+    let slot = st.slots.borrow_mut().insert(Slot { value: None, handle: handle.id, outcome: None });
+    let _free = FreeSlot { state: st, slot, requeue: true };
+    st.recv_lot.park_tagged(slot).await?;
+    let mut slots = st.slots.borrow_mut();
+    let s = slots.get_mut(slot).ok_or(Error::Runtime("channel slot vanished"))?;
+    match (s.value.take(), s.outcome) {
+        (Some(v), _) => Ok(v),
+        (None, Some(o)) => Err(o.error()),
+        (None, None) => Err(Error::Runtime("woken without a value")),
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    /// Another open sender of the same channel.
+    fn clone(&self) -> Sender<T> {
+        let st = &self.state;
+        st.senders.set(st.senders.get() + 1);
+        Sender { handle: Rc::new(Handle { id: st.new_handle(), closed: Cell::new(false) }), state: st.clone() }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    /// Another open receiver of the same channel.
+    fn clone(&self) -> Receiver<T> {
+        let st = &self.state;
+        st.receivers.set(st.receivers.get() + 1);
+        Receiver {
+            handle: Rc::new(Handle { id: st.new_handle(), closed: Cell::new(false) }),
+            state: st.clone(),
+            pending: None,
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        close_sender(&self.state, &self.handle);
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.pending = None;
+        close_receiver(&self.state, &self.handle);
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("closed", &self.handle.closed.get()).field("stats", &self.statistics()).finish()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("closed", &self.handle.closed.get())
+            .field("stats", &self.statistics())
+            .finish()
+    }
+}
+
+impl<T: 'static> futures_core::Stream for Receiver<T> {
+    /// `Ok(value)` per value; the stream ends at the end of the channel.
+    /// Other errors (cancellation, a closed handle) are yielded, not hidden.
+    type Item = Result<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
+        let this = &mut *self;
+        if this.pending.is_none() {
+            let (state, handle) = (this.state.clone(), this.handle.clone());
+            this.pending = Some(Box::pin(async move { receive(&state, &handle).await }));
+        }
+        let Some(fut) = this.pending.as_mut() else { return Poll::Ready(None) };
+        let out = match fut.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(out) => out,
+        };
+        this.pending = None;
+        Poll::Ready(match out {
+            Ok(v) => Some(Ok(v)),
+            Err(Error::EndOfChannel) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+}
