@@ -110,6 +110,105 @@ fn tokio_yields_in_task(n: usize) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
+/// Ping-pong between two tasks over two channels of `capacity`; ns per
+/// round trip.
+fn trio_ping_pong(capacity: usize, n: usize) -> f64 {
+    trio::run(async {
+        let (to_b, from_a) = trio::open_memory_channel::<u32>(capacity);
+        let (to_a, from_b) = trio::open_memory_channel::<u32>(capacity);
+        let t = Instant::now();
+        trio::open_nursery(async |nursery| {
+            nursery.spawn(async move {
+                while let Some(v) = from_a.recv().await? {
+                    to_a.send(v + 1).await?;
+                }
+                Ok(())
+            });
+            for i in 0..n as u32 {
+                to_b.send(i).await?;
+                black_box(from_b.receive().await?);
+            }
+            drop(to_b);
+            Ok(())
+        })
+        .await?;
+        Ok(t.elapsed().as_nanos() as f64 / n as f64)
+    })
+    .unwrap()
+}
+
+fn trio_ping_pong_0(n: usize) -> f64 {
+    trio_ping_pong(0, n)
+}
+
+fn trio_ping_pong_1(n: usize) -> f64 {
+    trio_ping_pong(1, n)
+}
+
+fn tokio_ping_pong(n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let (to_b, mut from_a) = tokio::sync::mpsc::channel::<u32>(1);
+        let (to_a, mut from_b) = tokio::sync::mpsc::channel::<u32>(1);
+        let t = Instant::now();
+        let b = tokio::task::spawn_local(async move {
+            while let Some(v) = from_a.recv().await {
+                to_a.send(v + 1).await.unwrap();
+            }
+        });
+        for i in 0..n as u32 {
+            to_b.send(i).await.unwrap();
+            black_box(from_b.recv().await.unwrap());
+        }
+        drop(to_b);
+        b.await.unwrap();
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+/// Uncontended acquire + release (acquire is a checkpoint, so it yields).
+fn trio_lock(n: usize) -> f64 {
+    trio::run(async {
+        let lock = trio::sync::Lock::new();
+        let t = Instant::now();
+        for _ in 0..n {
+            lock.acquire().await?;
+            lock.release()?;
+        }
+        Ok(t.elapsed().as_nanos() as f64 / n as f64)
+    })
+    .unwrap()
+}
+
+/// Uncontended `try_acquire` + release: the no-yield fast path.
+fn trio_lock_try(n: usize) -> f64 {
+    trio::run(async {
+        let lock = trio::sync::Lock::new();
+        let t = Instant::now();
+        for _ in 0..n {
+            lock.try_acquire()?;
+            lock.release()?;
+        }
+        Ok(t.elapsed().as_nanos() as f64 / n as f64)
+    })
+    .unwrap()
+}
+
+fn tokio_mutex(n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        let m = tokio::sync::Mutex::new(0u64);
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut g = m.lock().await;
+            *g += 1;
+        }
+        black_box(*m.lock().await);
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -129,6 +228,8 @@ fn main() {
         let r = match only.as_str() {
             "spawn" => trio_spawn_join(100_000),
             "checkpoint" => trio_checkpoints(1_000_000),
+            "pingpong" => trio_ping_pong_1(200_000),
+            "lock" => trio_lock(1_000_000),
             _ => trio_checkpoints_in_child(1_000_000),
         };
         println!("{only}: {r:.1} ns/op");
@@ -144,6 +245,10 @@ fn main() {
             trio: trio_checkpoints_in_child,
             tokio: tokio_yields_in_task,
         },
+        Workload { name: "ping-pong cap 0 (tokio cap 1)", n: 200_000, trio: trio_ping_pong_0, tokio: tokio_ping_pong },
+        Workload { name: "ping-pong cap 1", n: 200_000, trio: trio_ping_pong_1, tokio: tokio_ping_pong },
+        Workload { name: "lock acquire+release", n: 1_000_000, trio: trio_lock, tokio: tokio_mutex },
+        Workload { name: "lock try_acquire+release", n: 1_000_000, trio: trio_lock_try, tokio: tokio_mutex },
     ];
     println!("{:<32} {:>12} {:>12} {:>8}", "workload", "trio ns/op", "tokio ns/op", "ratio");
     for w in &workloads {

@@ -36,7 +36,15 @@ pub enum Abort {
 pub struct WakeToken {
     key: usize,
     generation: u32,
+    task: Task,
     _not_send: PhantomData<*const ()>,
+}
+
+impl WakeToken {
+    /// The task that parked (the same as `current_task()` inside the park).
+    pub fn task(&self) -> Task {
+        self.task
+    }
 }
 
 /// Reschedules the waiter named by `token`: its [`park`] returns `Ok(())`.
@@ -128,9 +136,11 @@ where
                 rt.count_schedule_point();
                 rt.count_cancel_point();
                 let (key, generation) = rt.insert_park(cx.waker().clone());
-                (key, generation, rt.current_cancelled())
+                let id = rt.tasks[rt.current_node].identity as usize;
+                let task = Task { key: id, generation: rt.tasks[id].generation };
+                (key, generation, task, rt.current_cancelled())
             });
-            let (key, generation, cancelled) = match entered {
+            let (key, generation, task, cancelled) = match entered {
                 Ok(x) => x,
                 Err(e) => {
                     *this.finished = true;
@@ -140,7 +150,7 @@ where
             *this.key = key;
             *this.generation = generation;
             if let Some(register) = this.register.take() {
-                register(WakeToken { key, generation, _not_send: PhantomData });
+                register(WakeToken { key, generation, task, _not_send: PhantomData });
             }
             if cancelled && (this.abort)() == Abort::Succeeded {
                 // Cancelled on entry: still yield once, then report it.
@@ -165,7 +175,12 @@ where
                 // Un-cancelled meanwhile (a shield went up): keep waiting.
                 p.state = ParkState::Waiting;
             }
-            Some(p.state)
+            let state = p.state;
+            if matches!(state, ParkState::Woken | ParkState::Aborted) {
+                // Done: forget the record in the same borrow.
+                rt.remove_park(key);
+            }
+            Some(state)
         });
         let state = match state {
             Ok(Some(s)) => s,
@@ -182,7 +197,6 @@ where
             ParkState::Waiting => Poll::Pending,
             ParkState::Woken | ParkState::Aborted => {
                 *this.finished = true;
-                let _ = runtime::with(|rt| rt.remove_park(key));
                 Poll::Ready(if state == ParkState::Woken { Ok(()) } else { Err(Error::Cancelled) })
             }
             ParkState::CancelPending => match (this.abort)() {

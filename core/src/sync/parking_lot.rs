@@ -187,14 +187,21 @@ impl ParkingLot {
     pub async fn park_handoff(&self, tag: usize, on_lost: impl FnOnce()) -> Result<()> {
         let key: Cell<Option<(usize, u64)>> = Cell::new(None);
         let mut guard = EntryGuard { key: &key, on_lost: Some(on_lost) };
-        let task = lowlevel::current_task().ok();
         let core = &self.core;
         let r = lowlevel::park(
             |token| {
                 key.set(Some(ENTRIES.with_borrow_mut(|es| {
                     es.next_gen += 1;
                     let generation = es.next_gen;
-                    let k = es.slab.insert(Entry { generation, token, task, tag, lot: None, prev: NONE, next: NONE });
+                    let k = es.slab.insert(Entry {
+                        generation,
+                        token,
+                        task: Some(token.task()),
+                        tag,
+                        lot: None,
+                        prev: NONE,
+                        next: NONE,
+                    });
                     es.link_tail(k, core);
                     (k, generation)
                 })));
