@@ -32,6 +32,9 @@ use crate::runtime::{self, NONE, NodeKind};
 type Child<'scope> = Pin<Box<dyn Future<Output = Result<()>> + 'scope>>;
 type Panic = Box<dyn Any + Send + 'static>;
 
+/// How many batches one poll of a nursery may run (see `poll_run`).
+const ROUNDS: usize = 16;
+
 struct Slot<'scope> {
     task: usize,
     fut: Option<Child<'scope>>,
@@ -284,18 +287,66 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
     where
         B: Future<Output = Result<T>>,
     {
-        let Ok((host, prev_scope, batch)) = runtime::with(|rt| {
+        let Ok((host, prev_scope)) = runtime::with(|rt| {
             let host = rt.current_node;
             let n = &mut rt.nurseries[self.key];
             if !n.host_waker.will_wake(cx.waker()) {
                 n.host_waker = cx.waker().clone();
             }
-            let prev = std::mem::replace(&mut rt.current_scope, self.scope_key);
-            (host, prev, rt.take_batch(self.key))
+            n.running = true;
+            (host, std::mem::replace(&mut rt.current_scope, self.scope_key))
         }) else {
             return Poll::Ready(Err(Error::Runtime("nursery polled outside trio::run")));
         };
-        for &node in &batch {
+        // Up to `ROUNDS` batches per poll: a node woken by a sibling runs in
+        // the next round without a trip through the run loop; a node that
+        // woke itself still waits for the next batch. The bound keeps timers
+        // and I/O from being starved.
+        for _ in 0..ROUNDS {
+            let Ok(batch) = runtime::with(|rt| {
+                rt.current_scope = self.scope_key;
+                rt.take_batch(self.key)
+            }) else {
+                break;
+            };
+            if batch.is_empty() {
+                let _ = runtime::with(|rt| rt.give_back_batch(batch));
+                break;
+            }
+            self.run_batch(&batch, host, body.as_mut(), out);
+            let _ = runtime::with(|rt| rt.give_back_batch(batch));
+            if out.done && self.slots.borrow().is_empty() {
+                break;
+            }
+        }
+        let more = runtime::with(|rt| {
+            rt.current_node = host;
+            rt.current_scope = prev_scope;
+            let n = &mut rt.nurseries[self.key];
+            n.running = false;
+            !n.ready.is_empty()
+        });
+        if matches!(more, Ok(true)) {
+            cx.waker().wake_by_ref();
+        }
+        if !out.done || !self.slots.borrow().is_empty() {
+            self.yielded.set(true);
+            return Poll::Pending;
+        }
+        if !self.yielded.replace(true) {
+            // Every nursery is a checkpoint: yield at least once.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.finish(out.value.take()))
+    }
+
+    /// Polls each node of one batch once.
+    fn run_batch<B, T>(&self, batch: &[usize], host: usize, mut body: Pin<&mut B>, out: &mut BodyOut<T>)
+    where
+        B: Future<Output = Result<T>>,
+    {
+        for &node in batch {
             if node == self.body_key {
                 let waker = runtime::with(|rt| {
                     rt.tasks[node].scheduled = false;
@@ -329,21 +380,6 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                 self.poll_child(node, host);
             }
         }
-        let _ = runtime::with(|rt| {
-            rt.current_node = host;
-            rt.current_scope = prev_scope;
-            rt.give_back_batch(batch);
-        });
-        if !out.done || !self.slots.borrow().is_empty() {
-            self.yielded.set(true);
-            return Poll::Pending;
-        }
-        if !self.yielded.replace(true) {
-            // Every nursery is a checkpoint: yield at least once.
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        Poll::Ready(self.finish(out.value.take()))
     }
 
     fn restore(&self, host: usize) {

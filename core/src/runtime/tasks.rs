@@ -48,6 +48,10 @@ pub(crate) struct NurseryRec {
     pub(crate) body: usize,
     /// Nodes ready to be polled in the nursery's next pass.
     pub(crate) ready: Vec<usize>,
+    /// True while the nursery future is polling its batches: a node that
+    /// becomes ready then is picked up by the nursery's next round (or the
+    /// nursery wakes its host when it stops), so the wake need not travel up.
+    pub(crate) running: bool,
 }
 
 impl Runtime {
@@ -89,6 +93,9 @@ impl Runtime {
                 NodeKind::Child { nursery, .. } | NodeKind::Body { nursery } => {
                     let n = &mut self.nurseries[nursery as usize];
                     n.ready.push(key);
+                    if n.running {
+                        return;
+                    }
                     let Some(word) = waker::word_of(&n.host_waker) else {
                         let w = n.host_waker.clone();
                         self.deferred.push(w);
@@ -122,6 +129,7 @@ impl Runtime {
             parent_task,
             body: NONE,
             ready: self.spare_batches.pop().unwrap_or_default(),
+            running: false,
         });
         let name = self.tasks[parent_task].name.clone();
         let body = self.new_task(NodeKind::Body { nursery: key as u32 }, parent_task, name);
