@@ -18,6 +18,8 @@ use pin_project_lite::pin_project;
 use crate::error::{Error, Result};
 use crate::runtime::{self, NONE, NodeKind, ParkState};
 
+pub use crate::sync::{ParkingLot, ParkingLotStatistics, Unparked};
+
 /// What an abort callback reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Abort {
