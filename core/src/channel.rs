@@ -17,8 +17,9 @@ use std::task::{Context, Poll};
 use slab::Slab;
 
 use crate::error::{Error, Result};
-use crate::lowlevel::{cancel_shielded_checkpoint, checkpoint_if_cancelled};
+use crate::lowlevel::checkpointed;
 use crate::sync::ParkingLot;
+use std::ops::ControlFlow;
 
 /// Why a waiter was woken without a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,11 +213,15 @@ impl<T> Sender<T> {
     /// `Closed` if this handle is (or gets) closed, `Broken` if every
     /// receiver is (or gets) closed; the value is dropped.
     pub async fn send(&self, value: T) -> Result<()> {
-        checkpoint_if_cancelled().await?;
-        let value = match self.try_send(value) {
-            Ok(()) => return cancel_shielded_checkpoint().await,
-            Err(TrySendError { error: Error::WouldBlock, value }) => value,
-            Err(e) => return Err(e.error),
+        let value = match checkpointed(|| match self.try_send(value) {
+            Ok(()) => ControlFlow::Break(Ok(())),
+            Err(TrySendError { error: Error::WouldBlock, value }) => ControlFlow::Continue(value),
+            Err(e) => ControlFlow::Break(Err(e.error)),
+        })
+        .await?
+        {
+            ControlFlow::Break(r) => return r,
+            ControlFlow::Continue(value) => value,
         };
         let st = &*self.state;
         let slot = st.slots.borrow_mut().insert(Slot { value: Some(value), handle: self.handle.id, outcome: None });
@@ -387,14 +392,13 @@ fn try_receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
 }
 
 async fn receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
-    checkpoint_if_cancelled().await?;
-    match try_receive(st, handle) {
-        Ok(v) => {
-            cancel_shielded_checkpoint().await?;
-            return Ok(v);
-        }
-        Err(Error::WouldBlock) => {}
-        Err(e) => return Err(e),
+    let now = checkpointed(|| match try_receive(st, handle) {
+        Err(Error::WouldBlock) => ControlFlow::Continue(()),
+        r => ControlFlow::Break(r),
+    })
+    .await?;
+    if let ControlFlow::Break(r) = now {
+        return r;
     }
     let slot = st.slots.borrow_mut().insert(Slot { value: None, handle: handle.id, outcome: None });
     let _free = FreeSlot { state: st, slot, requeue: true };

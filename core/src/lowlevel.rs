@@ -440,3 +440,66 @@ pub(crate) fn type_name_of<F>() -> Cow<'static, str> {
 pub(crate) fn token_key(token: WakeToken) -> usize {
     token.key
 }
+
+/// The shape of a checkpointed operation (Trio's `checkpoint_if_cancelled`,
+/// then the operation, then `cancel_shielded_checkpoint` if it completed),
+/// fused into one future for the hot paths of the primitives.
+///
+/// `op` runs once, after the cancellation check. `Break(v)`: it completed;
+/// the task yields once and the future returns `Ok(Break(v))`.
+/// `Continue(w)`: it would block; the future returns `Ok(Continue(w))` at
+/// once, without yielding, so the caller can park.
+pub(crate) fn checkpointed<T, W, F>(op: F) -> Checkpointed<T, F>
+where
+    F: FnOnce() -> std::ops::ControlFlow<T, W>,
+{
+    Checkpointed { op: Some(op), done: None }
+}
+
+pin_project! {
+    /// The future of [`checkpointed`].
+    pub(crate) struct Checkpointed<T, F> {
+        op: Option<F>,
+        done: Option<Result<T>>,
+    }
+}
+
+impl<T, W, F> Future for Checkpointed<T, F>
+where
+    F: FnOnce() -> std::ops::ControlFlow<T, W>,
+{
+    type Output = Result<std::ops::ControlFlow<T, W>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        use std::ops::ControlFlow;
+        let this = self.project();
+        if let Some(done) = this.done.take() {
+            return Poll::Ready(done.map(ControlFlow::Break));
+        }
+        let Some(op) = this.op.take() else {
+            return Poll::Ready(Err(Error::Runtime("checkpointed operation polled after completion")));
+        };
+        let cancelled = match runtime::with(|rt| {
+            rt.count_cancel_point();
+            rt.current_cancelled()
+        }) {
+            Ok(c) => c,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let out = if cancelled {
+            Err(Error::Cancelled)
+        } else {
+            match op() {
+                ControlFlow::Continue(w) => return Poll::Ready(Ok(ControlFlow::Continue(w))),
+                ControlFlow::Break(v) => Ok(v),
+            }
+        };
+        // Completed (or cancelled): yield once before reporting it.
+        *this.done = Some(out);
+        let _ = runtime::with(|rt| {
+            rt.count_schedule_point();
+            rt.wake_waker(cx.waker());
+        });
+        Poll::Pending
+    }
+}

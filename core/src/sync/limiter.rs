@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use super::ParkingLot;
 use crate::error::{Error, Result};
-use crate::lowlevel::{Task, cancel_shielded_checkpoint, checkpoint_if_cancelled, current_task};
+use std::ops::ControlFlow;
+
+use crate::lowlevel::{Task, checkpointed, current_task};
 
 /// Who holds a [`CapacityLimiter`] token: a task (the default) or any other
 /// identity chosen by the caller (for example a thread or a connection).
@@ -144,11 +146,13 @@ impl CapacityLimiter {
     /// # Errors
     /// [`Error::Runtime`] if `borrower` already holds one.
     pub async fn acquire_on_behalf_of(&self, borrower: Borrower) -> Result<()> {
-        checkpoint_if_cancelled().await?;
-        match self.try_acquire_on_behalf_of(borrower) {
-            Ok(()) => return cancel_shielded_checkpoint().await,
-            Err(Error::WouldBlock) => {}
-            Err(e) => return Err(e),
+        let now = checkpointed(|| match self.try_acquire_on_behalf_of(borrower) {
+            Err(Error::WouldBlock) => ControlFlow::Continue(()),
+            r => ControlFlow::Break(r),
+        })
+        .await?;
+        if let ControlFlow::Break(r) = now {
+            return r;
         }
         let tag = self.next_tag.get();
         self.next_tag.set(tag.wrapping_add(1).max(1));

@@ -4,7 +4,9 @@ use std::cell::Cell;
 
 use super::ParkingLot;
 use crate::error::{Error, Result};
-use crate::lowlevel::{Task, cancel_shielded_checkpoint, checkpoint_if_cancelled, current_task};
+use std::ops::ControlFlow;
+
+use crate::lowlevel::{Task, checkpointed, current_task};
 
 /// A snapshot of a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +39,14 @@ impl LockImpl {
     }
 
     pub(crate) async fn acquire(&self) -> Result<()> {
-        checkpoint_if_cancelled().await?;
         let me = current_task()?;
-        match self.try_acquire(me) {
-            Ok(()) => return cancel_shielded_checkpoint().await,
-            Err(Error::WouldBlock) => {}
-            Err(e) => return Err(e),
+        let now = checkpointed(|| match self.try_acquire(me) {
+            Err(Error::WouldBlock) => ControlFlow::Continue(()),
+            r => ControlFlow::Break(r),
+        })
+        .await?;
+        if let ControlFlow::Break(r) = now {
+            return r;
         }
         // `release` hands the lock to us when it unparks us; if we are
         // dropped after that but before running, pass it on.

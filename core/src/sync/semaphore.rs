@@ -4,7 +4,9 @@ use std::cell::Cell;
 
 use super::ParkingLot;
 use crate::error::{Error, Result};
-use crate::lowlevel::{cancel_shielded_checkpoint, checkpoint_if_cancelled};
+use std::ops::ControlFlow;
+
+use crate::lowlevel::checkpointed;
 
 /// A counting semaphore: `acquire` takes a permit (waiting while there is
 /// none), `release` returns one. Permits are not tied to tasks. With a
@@ -82,9 +84,13 @@ impl Semaphore {
     /// # Errors
     /// [`Error::Runtime`] outside `trio::run`.
     pub async fn acquire(&self) -> Result<()> {
-        checkpoint_if_cancelled().await?;
-        if self.try_acquire().is_ok() {
-            return cancel_shielded_checkpoint().await;
+        let now = checkpointed(|| match self.try_acquire() {
+            Ok(()) => ControlFlow::Break(()),
+            Err(_) => ControlFlow::Continue(()),
+        })
+        .await?;
+        if now.is_break() {
+            return Ok(());
         }
         self.lot.park_handoff(0, || self.give_back()).await
     }
