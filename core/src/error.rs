@@ -35,6 +35,12 @@ pub enum Error {
     WouldBlock,
     /// Every sender of a channel closed and its buffer is empty.
     EndOfChannel,
+    /// The run this operation was meant for has finished (a `TrioToken`
+    /// used after `trio::run` returned).
+    RunFinished,
+    /// Ctrl-C (SIGINT) interrupted the run: every task was cancelled and
+    /// finished its cleanup.
+    KeyboardInterrupt,
     /// An operating-system I/O error.
     Io(std::io::Error),
     /// Several errors happened at once (for example in different children of
@@ -120,6 +126,8 @@ impl fmt::Display for Error {
             Error::Busy => f.write_str("another task is already waiting on this resource"),
             Error::WouldBlock => f.write_str("operation would block"),
             Error::EndOfChannel => f.write_str("end of channel"),
+            Error::RunFinished => f.write_str("the trio run has finished"),
+            Error::KeyboardInterrupt => f.write_str("interrupted by Ctrl-C"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Group(v) => {
                 write!(f, "{} errors:", v.len())?;

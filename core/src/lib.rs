@@ -46,6 +46,7 @@ mod nursery;
 mod runtime;
 pub mod sync;
 pub mod testing;
+mod thread;
 mod time;
 
 pub use cancel::{CancelScope, Scoped};
@@ -54,6 +55,7 @@ pub use error::{BoxError, Error, Result};
 pub use lowlevel::{checkpoint, checkpoint_if_cancelled};
 pub use nursery::{Nursery, TaskStatus, open_nursery};
 pub use runtime::{RunOptions, run};
+pub use thread::{from_thread, to_thread};
 pub use time::{
     Clock, Instant, SystemClock, current_effective_deadline, current_time, fail_after, fail_at, move_on_after,
     move_on_at, sleep, sleep_forever, sleep_until,

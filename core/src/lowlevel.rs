@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::runtime::{self, NONE, NodeKind, ParkState};
 
 pub use crate::sync::{ParkingLot, ParkingLotStatistics, Unparked};
+pub use crate::thread::{TrioToken, current_trio_token};
 
 /// What an abort callback reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

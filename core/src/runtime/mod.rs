@@ -54,6 +54,8 @@ const IO_EVERY: u32 = 61;
 
 pub(crate) struct Runtime {
     pub(crate) run_id: RunId,
+    /// The half other threads see (wakes, `run_sync_soon`).
+    pub(crate) shared: Arc<Shared>,
     pub(crate) tasks: Slab<TaskRec>,
     pub(crate) nurseries: Slab<NurseryRec>,
     pub(crate) scopes: Slab<ScopeRec>,
@@ -282,11 +284,16 @@ impl RunOptions {
         let mut driver = driver::new_driver()?;
         let shared = Arc::new(Shared::new(driver.wake_handle()));
         let run_id = waker::register(shared.clone()).ok_or(Error::Runtime("too many trio runs alive at once"))?;
-        let _unregister = Defer(Some(move || waker::unregister(run_id)));
+        let finish_shared = shared.clone();
+        let _unregister = Defer(Some(move || {
+            finish_shared.finish();
+            waker::unregister(run_id);
+        }));
 
         self.clock.start_clock();
         let mut rt = Runtime {
             run_id,
+            shared: shared.clone(),
             tasks: Slab::new(),
             nurseries: Slab::new(),
             scopes: Slab::new(),
@@ -323,6 +330,7 @@ impl RunOptions {
         let mut fut = pin!(fut);
         let mut events = Events::with_capacity(256);
         let mut injected = Vec::new();
+        let mut entries = std::collections::VecDeque::new();
         let mut passes: u32 = 0;
         loop {
             let poll_root = {
@@ -342,9 +350,21 @@ impl RunOptions {
             }
             passes = passes.wrapping_add(1);
 
+            // Callbacks from `run_sync_soon`, in order, with the root as
+            // the current task. A panic in one is a bug and ends the run.
+            shared.drain_into(&mut injected, &mut entries);
+            if !entries.is_empty() {
+                {
+                    let mut rt = cell.borrow_mut();
+                    rt.current_node = root;
+                    rt.current_scope = rt.root_scope;
+                }
+                while let Some((_, f)) = entries.pop_front() {
+                    f();
+                }
+            }
             // Wakes from other threads, expired deadlines, and the plan for
             // the driver, in one borrow.
-            shared.drain_into(&mut injected);
             let (deferred, mut plan) = {
                 let mut rt = cell.borrow_mut();
                 for word in injected.drain(..) {

@@ -11,6 +11,7 @@
 //! The word travels in the waker's data pointer as an address without
 //! provenance: it is never dereferenced.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{RawWaker, RawWakerVTable, Waker};
@@ -66,6 +67,8 @@ pub(crate) fn unpack(word: usize) -> (RunId, usize, usize) {
 pub(crate) struct Shared {
     /// Packed words woken from elsewhere, drained by the run loop.
     injected: Mutex<Vec<usize>>,
+    /// Callbacks queued by `TrioToken::run_sync_soon`, run by the loop.
+    entries: Mutex<EntryQueue>,
     /// Set when `injected` may be non-empty, so the loop checks it cheaply.
     pending: AtomicBool,
     /// Wakes the driver's blocking poll.
@@ -74,7 +77,61 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(wake: Option<Arc<dyn WakeHandle>>) -> Shared {
-        Shared { injected: Mutex::new(Vec::new()), pending: AtomicBool::new(false), wake }
+        Shared {
+            injected: Mutex::new(Vec::new()),
+            entries: Mutex::new(EntryQueue::default()),
+            pending: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    /// Queues `f` to run on the run's thread (FIFO). With a key, a call
+    /// whose key is already pending is dropped (the idempotent variant).
+    /// Returns false if the run has finished.
+    pub(crate) fn push_entry(&self, key: Option<u64>, f: Entry) -> bool {
+        {
+            let mut q = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            if q.finished {
+                return false;
+            }
+            if let Some(k) = key
+                && !q.keys.insert(k)
+            {
+                return true;
+            }
+            q.queue.push_back((key, f));
+        }
+        self.pending.store(true, Ordering::Release);
+        if let Some(w) = &self.wake {
+            w.wake();
+        }
+        true
+    }
+
+    /// Takes every queued callback (in order). Their keys are forgotten, so
+    /// an idempotent call made while they run is queued again.
+    fn take_entries(&self, out: &mut VecDeque<(Option<u64>, Entry)>) {
+        let mut q = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.queue.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut q.queue, out);
+        q.keys.clear();
+    }
+
+    /// Marks the run finished: later `push_entry` calls fail; queued
+    /// callbacks that never ran are dropped.
+    pub(crate) fn finish(&self) {
+        let dropped = {
+            let mut q = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            q.finished = true;
+            std::mem::take(&mut q.queue)
+        };
+        drop(dropped);
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).finished
     }
 
     pub(crate) fn inject(&self, word: usize) {
@@ -90,13 +147,26 @@ impl Shared {
         self.pending.load(Ordering::Acquire)
     }
 
-    pub(crate) fn drain_into(&self, out: &mut Vec<usize>) {
+    /// Moves queued wake words into `words` and queued callbacks into
+    /// `entries` (both reused by the caller).
+    pub(crate) fn drain_into(&self, words: &mut Vec<usize>, entries: &mut VecDeque<(Option<u64>, Entry)>) {
         // A plain load first: the common case (nothing queued) needs no
-        // read-modify-write.
+        // read-modify-write and no lock.
         if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::Acquire) {
-            out.append(&mut self.injected.lock().unwrap_or_else(PoisonError::into_inner));
+            words.append(&mut self.injected.lock().unwrap_or_else(PoisonError::into_inner));
+            self.take_entries(entries);
         }
     }
+}
+
+/// A callback queued from any thread.
+pub(crate) type Entry = Box<dyn FnOnce() + Send + 'static>;
+
+#[derive(Default)]
+pub(crate) struct EntryQueue {
+    queue: VecDeque<(Option<u64>, Entry)>,
+    keys: HashSet<u64>,
+    finished: bool,
 }
 
 struct Registry {

@@ -18,12 +18,18 @@ pub struct Borrower(BorrowerKind);
 enum BorrowerKind {
     Task(Task),
     Id(u64),
+    ThreadCall(u64),
 }
 
 impl Borrower {
     /// A borrower named by an arbitrary number (distinct from every task).
     pub fn id(id: u64) -> Borrower {
         Borrower(BorrowerKind::Id(id))
+    }
+
+    /// The borrower of one `to_thread` call.
+    pub(crate) fn thread_call(id: u64) -> Borrower {
+        Borrower(BorrowerKind::ThreadCall(id))
     }
 }
 

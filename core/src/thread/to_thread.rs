@@ -1,0 +1,282 @@
+//! Running blocking code on worker threads.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::from_thread::{self, WorkerCtx};
+use super::{TrioToken, current_trio_token, pool};
+use crate::error::Result;
+use crate::lowlevel::{Abort, WakeToken, park, unpark};
+use crate::runtime;
+use crate::sync::{Borrower, CapacityLimiter};
+
+/// The number of tokens of each run's default thread limiter.
+pub const DEFAULT_THREAD_LIMIT: usize = 40;
+
+/// A request from a worker thread, run by the host task.
+pub(crate) enum Request {
+    /// Run a closure on the run's thread.
+    Sync(Box<dyn FnOnce() + Send>),
+    /// Make a future on the run's thread and await it in the host task.
+    Async(Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>),
+}
+
+/// What the host task and its worker thread share.
+pub(crate) struct CallShared {
+    pub(crate) call_id: u64,
+    pub(crate) token: TrioToken,
+    pub(crate) requests: Mutex<VecDeque<Request>>,
+    /// Set when the host's scope was cancelled (for `check_cancelled`).
+    pub(crate) cancelled: AtomicBool,
+    /// Set when the host gave up waiting (`abandon_on_cancel`, or dropped).
+    pub(crate) abandoned: AtomicBool,
+    /// Set by the worker once the result is stored.
+    pub(crate) done: AtomicBool,
+}
+
+impl CallShared {
+    /// Asks the host to look at its queue and the result.
+    pub(crate) fn nudge_host(&self) -> Result<()> {
+        let id = self.call_id;
+        self.token.run_sync_soon_idempotent(id, move || wake_host(id))
+    }
+}
+
+/// Per-run-thread bookkeeping of calls in flight, keyed by call id.
+struct CallLocal {
+    /// The parked host, if it is parked.
+    wake: Option<WakeToken>,
+    /// For an abandoned call: the token to give back when the thread ends.
+    abandoned: Option<(Rc<CapacityLimiter>, Borrower)>,
+}
+
+thread_local! {
+    static CALLS: RefCell<HashMap<u64, CallLocal>> = RefCell::new(HashMap::new());
+    static DEFAULT_LIMITER: RefCell<Option<(usize, Rc<CapacityLimiter>)>> = const { RefCell::new(None) };
+}
+
+static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+
+/// Runs on the run's thread (through `run_sync_soon`): wakes the host of
+/// `call_id`, or, if it abandoned the call, gives its limiter token back.
+fn wake_host(call_id: u64) {
+    let (wake, abandoned) = CALLS.with_borrow_mut(|calls| match calls.get_mut(&call_id) {
+        Some(c) if c.abandoned.is_some() => (None, calls.remove(&call_id).and_then(|c| c.abandoned)),
+        Some(c) => (c.wake.take(), None),
+        None => (None, None),
+    });
+    if let Some(w) = wake {
+        unpark(w);
+    }
+    if let Some((limiter, borrower)) = abandoned {
+        let _ = limiter.release_on_behalf_of(borrower);
+    }
+}
+
+/// This run's default limiter for `to_thread` ([`DEFAULT_THREAD_LIMIT`]
+/// tokens), created on first use. Change its `total_tokens` to allow more or
+/// fewer threads at once. Not a checkpoint.
+///
+/// # Errors
+/// [`Error::Runtime`] outside `trio::run`.
+pub fn current_default_thread_limiter() -> Result<Rc<CapacityLimiter>> {
+    let run = runtime::with(|rt| rt.run_id)?;
+    Ok(DEFAULT_LIMITER.with_borrow_mut(|slot| match slot {
+        Some((r, l)) if *r == run => l.clone(),
+        _ => {
+            let l = Rc::new(CapacityLimiter::new(DEFAULT_THREAD_LIMIT));
+            *slot = Some((run, l.clone()));
+            l
+        }
+    }))
+}
+
+/// How to run a blocking call: which limiter, and whether cancellation may
+/// abandon the thread.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    limiter: Option<Rc<CapacityLimiter>>,
+    abandon_on_cancel: bool,
+}
+
+/// Runs `f` on a worker thread and returns its result, with the default
+/// options: the run's default limiter, and not cancellable.
+///
+/// # Checkpoint
+/// Always a checkpoint.
+/// # Cancellation
+/// A cancellation before the thread started returns `Err(Cancelled)` and
+/// `f` never runs. Once it runs, the task waits for it to finish and returns
+/// its result (the cancellation is seen at the next checkpoint); use
+/// [`Options::abandon_on_cancel`] to return at once instead.
+/// # Panics
+/// A panic in `f` continues in the caller.
+/// # Errors
+/// [`Error::Runtime`] outside `trio::run`; [`Error::Io`] if no thread could
+/// be started.
+pub async fn run_sync<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Options::new().run_sync(f).await
+}
+
+impl Options {
+    /// The defaults.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Limits concurrency with `limiter` instead of the run's default.
+    pub fn limiter(mut self, limiter: Rc<CapacityLimiter>) -> Options {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// If cancelled while `f` runs, return `Err(Cancelled)` at once and let
+    /// the thread finish on its own; its result is dropped, and its limiter
+    /// token is given back when it ends.
+    pub fn abandon_on_cancel(mut self, abandon: bool) -> Options {
+        self.abandon_on_cancel = abandon;
+        self
+    }
+
+    /// Runs `f` on a worker thread with these options (see [`run_sync`]).
+    ///
+    /// # Checkpoint
+    /// Always a checkpoint.
+    /// # Cancellation
+    /// See [`run_sync`] and [`Options::abandon_on_cancel`].
+    /// # Panics
+    /// A panic in `f` continues in the caller.
+    /// # Errors
+    /// See [`run_sync`].
+    pub async fn run_sync<T, F>(self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let limiter = match self.limiter {
+            Some(l) => l,
+            None => current_default_thread_limiter()?,
+        };
+        let token = current_trio_token()?;
+        let call_id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
+        let borrower = Borrower::thread_call(call_id);
+        limiter.acquire_on_behalf_of(borrower).await?;
+
+        let shared = Arc::new(CallShared {
+            call_id,
+            token,
+            requests: Mutex::new(VecDeque::new()),
+            cancelled: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        });
+        CALLS.with_borrow_mut(|c| c.insert(call_id, CallLocal { wake: None, abandoned: None }));
+        // From here on the limiter token goes back exactly once: now if the
+        // thread is done, or when it ends if the call is abandoned.
+        let _guard = CallGuard { shared: shared.clone(), limiter: Some((limiter, borrower)) };
+        let result: Arc<Mutex<Option<std::thread::Result<T>>>> = Arc::new(Mutex::new(None));
+
+        let job = {
+            let (shared, result) = (shared.clone(), result.clone());
+            Box::new(move || {
+                let ctx = WorkerCtx { shared: shared.clone() };
+                let out = from_thread::with_worker_ctx(ctx, || catch_unwind(AssertUnwindSafe(f)));
+                *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(out);
+                shared.done.store(true, Ordering::Release);
+                // Tell the host (or, if abandoned, free the token). If the
+                // run is over there is nobody left to tell.
+                let _ = shared.nudge_host();
+            })
+        };
+        pool::spawn_job(job)?;
+
+        let abandon = self.abandon_on_cancel;
+        loop {
+            // Serve the worker's requests in this task.
+            loop {
+                let req = shared.requests.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+                match req {
+                    Some(Request::Sync(f)) => f(),
+                    Some(Request::Async(make)) => make().await,
+                    None => break,
+                }
+            }
+            if let Some(out) = result.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                return match out {
+                    Ok(v) => Ok(v),
+                    Err(p) => resume_unwind(p),
+                };
+            }
+            park(
+                |w| {
+                    CALLS.with_borrow_mut(|c| {
+                        if let Some(c) = c.get_mut(&call_id) {
+                            c.wake = Some(w);
+                        }
+                    })
+                },
+                || {
+                    shared.cancelled.store(true, Ordering::Release);
+                    if abandon {
+                        CALLS.with_borrow_mut(|c| {
+                            if let Some(c) = c.get_mut(&call_id) {
+                                c.wake = None;
+                            }
+                        });
+                        Abort::Succeeded
+                    } else {
+                        Abort::Failed
+                    }
+                },
+            )
+            .await?;
+        }
+    }
+}
+
+/// Ends a call from the host's side: gives the limiter token back if the
+/// thread is done, otherwise marks the call abandoned (its `from_thread`
+/// requests fail, and the token goes back when the thread ends).
+struct CallGuard {
+    shared: Arc<CallShared>,
+    limiter: Option<(Rc<CapacityLimiter>, Borrower)>,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let id = self.shared.call_id;
+        let Some((limiter, borrower)) = self.limiter.take() else { return };
+        if self.shared.done.load(Ordering::Acquire) {
+            let _ = CALLS.try_with(|c| c.borrow_mut().remove(&id));
+            let _ = limiter.release_on_behalf_of(borrower);
+            return;
+        }
+        self.shared.abandoned.store(true, Ordering::Release);
+        let pending = std::mem::take(&mut *self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner));
+        // Dropping a request drops its reply channel: the worker's
+        // `from_thread` call fails instead of waiting forever.
+        drop(pending);
+        let _ = CALLS.try_with(|c| {
+            c.borrow_mut().insert(id, CallLocal { wake: None, abandoned: Some((limiter, borrower)) });
+        });
+    }
+}
+
+/// Is the current thread inside a `trio::run`? (For `from_thread`'s check.)
+pub(crate) fn on_run_thread() -> bool {
+    runtime::in_run()
+}
+
+/// How many idle worker threads the pool keeps right now.
+pub fn idle_worker_threads() -> usize {
+    pool::idle_workers()
+}

@@ -1,0 +1,422 @@
+//! Threads: `to_thread`, `from_thread` and the `TrioToken` (Trio's
+//! `test_threads.py` semantics that apply). Worker threads are real, so
+//! waits on them are bounded in time; virtual time comes from the mock
+//! clock.
+
+mod util;
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use trio::lowlevel::{TrioToken, current_trio_token};
+use trio::sync::CapacityLimiter;
+use trio::{CancelScope, Error, from_thread, open_nursery, sleep, to_thread};
+use util::*;
+
+fn me() -> ThreadId {
+    std::thread::current().id()
+}
+
+/// Real-time sleep on the trio thread without blocking it: used only to
+/// give worker threads time, bounded by the callers' loops.
+async fn real_pause() -> trio::Result<()> {
+    to_thread::run_sync(|| std::thread::sleep(Duration::from_millis(2))).await
+}
+
+#[test]
+fn run_sync_runs_on_another_thread_and_returns_its_value() {
+    mock_run(async {
+        let (v, tid) = to_thread::run_sync(|| (6 * 7, me())).await?;
+        assert_eq!(v, 42);
+        assert_ne!(tid, me());
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_panic_in_the_thread_continues_in_the_caller() {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        mock_run(async {
+            to_thread::run_sync(|| panic!("worker exploded")).await?;
+            Ok(())
+        })
+    }));
+    assert_eq!(r.unwrap_err().downcast_ref::<&str>(), Some(&"worker exploded"));
+}
+
+#[test]
+fn the_limiter_bounds_concurrent_threads() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    mock_run(async {
+        let limiter = Rc::new(CapacityLimiter::new(2));
+        open_nursery(async |n| {
+            for _ in 0..6 {
+                let (running, max, limiter) = (running.clone(), max.clone(), limiter.clone());
+                n.spawn(async move {
+                    to_thread::Options::new()
+                        .limiter(limiter)
+                        .run_sync(move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            max.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        })
+                        .await
+                });
+            }
+            Ok(())
+        })
+        .await?;
+        assert_eq!(limiter.borrowed_tokens(), 0, "every token came back");
+        Ok(())
+    })
+    .unwrap();
+    let max = max.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&max), "at most 2 at once, saw {max}");
+}
+
+#[test]
+fn the_default_limiter_has_40_tokens_and_is_per_run() {
+    let first = mock_run(async {
+        let l = to_thread::current_default_thread_limiter()?;
+        assert_eq!(l.total_tokens(), to_thread::DEFAULT_THREAD_LIMIT);
+        assert_eq!(to_thread::DEFAULT_THREAD_LIMIT, 40);
+        assert!(Rc::ptr_eq(&l, &to_thread::current_default_thread_limiter()?));
+        l.set_total_tokens(3);
+        to_thread::run_sync(|| ()).await?;
+        assert_eq!(l.borrowed_tokens(), 0);
+        Ok(Rc::as_ptr(&l) as usize)
+    })
+    .unwrap();
+    mock_run(async move {
+        let l = to_thread::current_default_thread_limiter()?;
+        assert_eq!(l.total_tokens(), 40, "a new run gets a new limiter");
+        let _ = first;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn without_abandon_cancellation_waits_for_the_thread() {
+    let finished = Arc::new(AtomicUsize::new(0));
+    let f2 = finished.clone();
+    mock_run(async move {
+        let s = CancelScope::new();
+        let r = s
+            .run(async {
+                s.cancel();
+                // Cancelled before it started: f never runs.
+                to_thread::run_sync(|| unreachable!("not started")).await
+            })
+            .await?;
+        assert!(r.is_none());
+        let s = CancelScope::with_timeout(secs(1));
+        let f3 = f2.clone();
+        let r = s
+            .run(async move {
+                to_thread::run_sync(move || {
+                    std::thread::sleep(Duration::from_millis(30));
+                    f3.fetch_add(1, Ordering::SeqCst);
+                    7
+                })
+                .await
+            })
+            .await?;
+        // The deadline passed while the thread ran, but the call waited.
+        assert_eq!(r, Some(7));
+        assert!(s.cancel_called());
+        assert!(!s.cancelled_caught());
+        assert_eq!(f2.load(Ordering::SeqCst), 1);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(finished.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn abandon_on_cancel_returns_at_once_and_frees_the_token_later() {
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    mock_run(async move {
+        let limiter = Rc::new(CapacityLimiter::new(1));
+        let s = CancelScope::with_timeout(secs(1));
+        let l2 = limiter.clone();
+        let r = s
+            .run(async move {
+                to_thread::Options::new()
+                    .limiter(l2)
+                    .abandon_on_cancel(true)
+                    .run_sync(move || {
+                        let _ = release_rx.recv_timeout(Duration::from_secs(10));
+                        let _ = done_tx.send(());
+                        "dropped"
+                    })
+                    .await
+            })
+            .await?;
+        assert!(r.is_none() && s.cancelled_caught());
+        assert_eq!(limiter.borrowed_tokens(), 1, "the thread still holds its token");
+        release_tx.send(()).unwrap();
+        done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        for _ in 0..1000 {
+            if limiter.borrowed_tokens() == 0 {
+                break;
+            }
+            real_pause().await?;
+        }
+        assert_eq!(limiter.borrowed_tokens(), 0, "given back when the thread ended");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn idle_threads_are_reused() {
+    mock_run(async {
+        let a = to_thread::run_sync(me).await?;
+        let b = to_thread::run_sync(me).await?;
+        assert_eq!(a, b, "the second call reused the idle worker");
+        assert!(to_thread::idle_worker_threads() >= 1);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn from_thread_run_sync_runs_on_the_trio_thread() {
+    mock_run(async {
+        let trio_thread = me();
+        let (seen, worker) = to_thread::run_sync(|| (from_thread::run_sync(me), me())).await?;
+        assert_eq!(seen?, trio_thread);
+        assert_ne!(worker, trio_thread);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn from_thread_run_awaits_in_the_host_task() {
+    mock_run(async {
+        let v = to_thread::run_sync(|| {
+            from_thread::run(|| async {
+                sleep(secs(5)).await?;
+                let t = trio::current_time()?;
+                Ok(t)
+            })
+        })
+        .await??;
+        assert_eq!(v, at(5));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn from_thread_run_is_cancelled_with_the_host() {
+    mock_run(async {
+        let s = CancelScope::with_timeout(secs(2));
+        let r = s
+            .run(async {
+                let inner = to_thread::run_sync(|| {
+                    let r = from_thread::run(|| async {
+                        sleep(secs(100)).await?;
+                        Ok(())
+                    });
+                    let checked = from_thread::check_cancelled();
+                    (r, checked)
+                })
+                .await?;
+                Ok(inner)
+            })
+            .await?;
+        let (r, checked) = r.expect("the call returned (not abandoned)");
+        assert!(matches!(r, Err(Error::Cancelled)));
+        assert!(matches!(checked, Err(Error::Cancelled)));
+        assert_eq!(trio::current_time()?, at(2));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn from_thread_on_the_trio_thread_is_an_error_not_a_deadlock() {
+    mock_run(async {
+        assert!(matches!(from_thread::run_sync(|| 1), Err(Error::Runtime(_))));
+        let token = current_trio_token()?;
+        assert!(matches!(from_thread::run_sync_with_token(&token, || 1), Err(Error::Runtime(_))));
+        assert!(matches!(from_thread::check_cancelled(), Err(Error::Runtime(_))));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn from_thread_on_a_plain_thread_needs_a_token() {
+    let r = std::thread::spawn(|| from_thread::run_sync(|| 1)).join().unwrap();
+    assert!(matches!(r, Err(Error::Runtime(_))));
+    assert!(std::thread::spawn(from_thread::worker_token).join().unwrap().is_none());
+}
+
+#[test]
+fn run_sync_with_token_from_any_thread() {
+    mock_run(async {
+        let token = current_trio_token()?;
+        let trio_thread = me();
+        let counter = Rc::new(Cell::new(0));
+        let (v, t) = to_thread::run_sync(move || {
+            // A plain thread (not our worker) with the token.
+            std::thread::spawn(move || from_thread::run_sync_with_token(&token, || (5, me()))).join().unwrap()
+        })
+        .await??;
+        assert_eq!((v, t), (5, trio_thread));
+        counter.set(1);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_token_after_the_run_is_an_error() {
+    let token: TrioToken = mock_run(async { current_trio_token() }).unwrap();
+    assert!(token.is_finished());
+    assert!(matches!(token.run_sync_soon(|| ()), Err(Error::RunFinished)));
+    assert!(matches!(token.run_sync_soon_idempotent(1, || ()), Err(Error::RunFinished)));
+    assert!(matches!(from_thread::run_sync_with_token(&token, || 1), Err(Error::RunFinished)));
+}
+
+#[test]
+fn tokens_compare_equal_within_a_run() {
+    mock_run(async {
+        let a = current_trio_token()?;
+        let b = current_trio_token()?;
+        assert_eq!(a, b);
+        let other = std::thread::spawn(|| mock_run(async { current_trio_token() }).unwrap()).join().unwrap();
+        assert_ne!(a, other);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn run_sync_soon_is_fifo_per_thread_under_stress() {
+    let log: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+    let log2 = log.clone();
+    mock_run(async move {
+        let token = current_trio_token()?;
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (token, log) = (token.clone(), log2.clone());
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let log = log.clone();
+                        token.run_sync_soon(move || log.lock().unwrap().push((t, i))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        to_thread::run_sync(move || threads.into_iter().for_each(|t| t.join().unwrap())).await?;
+        // Let the loop drain what is queued (bounded).
+        for _ in 0..1000 {
+            if log2.lock().unwrap().len() == 1600 {
+                break;
+            }
+            real_pause().await?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 1600);
+    for t in 0..8 {
+        let mine: Vec<usize> = log.iter().filter(|(tt, _)| *tt == t).map(|(_, i)| *i).collect();
+        assert_eq!(mine, (0..200).collect::<Vec<_>>(), "thread {t} in order");
+    }
+}
+
+#[test]
+fn run_sync_soon_idempotent_runs_a_pending_key_once() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c2 = count.clone();
+    mock_run(async move {
+        let token = current_trio_token()?;
+        for _ in 0..5 {
+            let c = c2.clone();
+            token.run_sync_soon_idempotent(99, move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            })?;
+        }
+        trio::checkpoint().await?;
+        assert_eq!(c2.load(Ordering::SeqCst), 1);
+        let c = c2.clone();
+        token.run_sync_soon_idempotent(99, move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        })?;
+        trio::checkpoint().await?;
+        assert_eq!(c2.load(Ordering::SeqCst), 2, "once it ran, the key can be queued again");
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_panic_in_a_run_sync_soon_callback_crashes_the_run() {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        mock_run(async {
+            current_trio_token()?.run_sync_soon(|| panic!("callback bug"))?;
+            sleep(secs(1)).await
+        })
+    }));
+    assert_eq!(r.unwrap_err().downcast_ref::<&str>(), Some(&"callback bug"));
+}
+
+#[test]
+fn a_worker_of_an_abandoned_call_gets_cancelled_from_thread_calls() {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (out_tx, out_rx) = mpsc::channel::<trio::Result<u32>>();
+    mock_run(async move {
+        let r = trio::move_on_after(
+            secs(1),
+            to_thread::Options::new().abandon_on_cancel(true).run_sync(move || {
+                let _ = go_rx.recv_timeout(Duration::from_secs(10));
+                let _ = out_tx.send(from_thread::run_sync(|| 1));
+            }),
+        )
+        .await?;
+        assert!(r.is_none());
+        go_tx.send(()).unwrap();
+        let got = to_thread::run_sync(move || out_rx.recv_timeout(Duration::from_secs(10)).unwrap()).await?;
+        assert!(matches!(got, Err(Error::Cancelled)));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_zero_token_limiter_blocks_until_cancelled() {
+    mock_run(async {
+        let limiter = Rc::new(CapacityLimiter::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r2 = ran.clone();
+        let r = trio::move_on_after(
+            secs(3),
+            to_thread::Options::new().limiter(limiter.clone()).run_sync(move || {
+                r2.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .await?;
+        assert!(r.is_none());
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert_eq!(limiter.statistics().tasks_waiting, 0);
+        Ok(())
+    })
+    .unwrap();
+}
