@@ -44,6 +44,7 @@ mod error;
 pub mod lowlevel;
 mod nursery;
 mod runtime;
+pub mod signal;
 pub mod sync;
 pub mod testing;
 mod thread;

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 #[cfg(not(target_os = "wasi"))]
 mod native;
+#[cfg(unix)]
+pub(crate) mod signals;
 
 /// The OS handle of an I/O source: a file descriptor on Unix, a socket on
 /// Windows.

@@ -75,6 +75,8 @@ pub(crate) struct Runtime {
     pub(crate) seq: u64,
     pub(crate) clock: Rc<dyn Clock>,
     pub(crate) rng: Option<u64>,
+    /// How many Ctrl-Cs arrived during the run.
+    pub(crate) keyboard_interrupts: u32,
     /// Foreign wakers to wake once the borrow ends.
     pub(crate) deferred: Vec<Waker>,
     /// Reused buffers.
@@ -231,6 +233,7 @@ impl Runtime {
 pub struct RunOptions {
     clock: Rc<dyn Clock>,
     seed: Option<u64>,
+    ctrl_c: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -248,7 +251,7 @@ impl Default for RunOptions {
 impl RunOptions {
     /// The defaults: the system clock, no shuffling.
     pub fn new() -> RunOptions {
-        RunOptions { clock: Rc::new(SystemClock::new()), seed: None }
+        RunOptions { clock: Rc::new(SystemClock::new()), seed: None, ctrl_c: true }
     }
 
     /// Uses `clock` for all time in the run (for example a
@@ -262,6 +265,16 @@ impl RunOptions {
     /// so that tests cannot depend on it.
     pub fn shuffle_seed(mut self, seed: u64) -> RunOptions {
         self.seed = Some(seed | 1);
+        self
+    }
+
+    /// Whether Ctrl-C (SIGINT) is handled by the run (the default): the first
+    /// one cancels every task, the run waits for their clean-up and returns
+    /// [`Error::KeyboardInterrupt`]; a second one during clean-up cancels
+    /// shielded scopes too. With `false`, SIGINT is left alone. (Unix; on
+    /// other platforms SIGINT is not handled yet.)
+    pub fn handle_ctrl_c(mut self, handle: bool) -> RunOptions {
+        self.ctrl_c = handle;
         self
     }
 
@@ -309,6 +322,7 @@ impl RunOptions {
             seq: 0,
             clock: self.clock,
             rng: self.seed,
+            keyboard_interrupts: 0,
             deferred: Vec::new(),
             spare_batches: Vec::new(),
             dfs: Vec::new(),
@@ -324,6 +338,11 @@ impl RunOptions {
             CURRENT.with(|c| c.set(std::ptr::null()));
             CURRENT_ID.with(|c| c.set(usize::MAX));
         }));
+
+        #[cfg(unix)]
+        let _ctrl_c = if self.ctrl_c { listen_ctrl_c(&shared) } else { None };
+        #[cfg(not(unix))]
+        let _ = self.ctrl_c;
 
         let root_waker = cell.borrow().node_waker(root);
         let mut cx = Context::from_waker(&root_waker);
@@ -346,6 +365,9 @@ impl RunOptions {
                 }
             };
             if poll_root && let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                if cell.borrow().keyboard_interrupts > 0 {
+                    return Err(Error::KeyboardInterrupt);
+                }
                 return out;
             }
             passes = passes.wrapping_add(1);
@@ -398,6 +420,41 @@ impl RunOptions {
                 for w in deferred {
                     w.wake();
                 }
+            }
+        }
+    }
+}
+
+/// The `run_sync_soon` key of Ctrl-C delivery.
+#[cfg(unix)]
+const CTRL_C_KEY: u64 = 1 << 61;
+
+/// Catches SIGINT for this run: each one cancels the run (see
+/// `RunOptions::handle_ctrl_c`). `None` if SIGINT cannot be caught.
+#[cfg(unix)]
+fn listen_ctrl_c(shared: &Arc<Shared>) -> Option<crate::driver::signals::Registration> {
+    let token = crate::lowlevel::TrioToken { shared: shared.clone() };
+    let deliver = move |_sig: i32| {
+        let _ = token.run_sync_soon_idempotent(CTRL_C_KEY, || {
+            let _ = with(|rt| rt.keyboard_interrupt());
+        });
+    };
+    crate::driver::signals::listen(&[crate::driver::signals::numbers::SIGINT], Arc::new(deliver)).ok()
+}
+
+#[cfg(unix)]
+impl Runtime {
+    /// Ctrl-C: the first cancels the root scope (every task, except inside
+    /// shields); later ones cancel every scope, shielded or not.
+    pub(crate) fn keyboard_interrupt(&mut self) {
+        self.keyboard_interrupts += 1;
+        if self.keyboard_interrupts == 1 {
+            let root = self.root_scope;
+            self.cancel_scope(root);
+        } else {
+            let keys: Vec<usize> = self.scopes.iter().map(|(k, _)| k).collect();
+            for k in keys {
+                self.cancel_scope(k);
             }
         }
     }

@@ -6,6 +6,8 @@
 //! shields, and nudges every parked waiter in the newly cancelled records.
 
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{NONE, ParkState, Runtime};
 use crate::cancel::ScopeState;
@@ -24,6 +26,9 @@ pub(crate) struct ScopeRec {
     /// The deadline registered in the timer map, if any.
     pub(crate) timer: Option<Instant>,
     pub(crate) state: Rc<ScopeState>,
+    /// Flags that mirror `effectively_cancelled` for other threads (a
+    /// `to_thread` worker's `from_thread::check_cancelled`).
+    pub(crate) observers: Vec<Arc<AtomicBool>>,
 }
 
 impl Runtime {
@@ -38,6 +43,7 @@ impl Runtime {
             effectively_cancelled: false,
             timer: None,
             state,
+            observers: Vec::new(),
         });
         self.link_scope(key, parent);
         self.sync_deadline(key);
@@ -135,6 +141,9 @@ impl Runtime {
             }
             let changed = now != s.effectively_cancelled;
             self.scopes[k].effectively_cancelled = now;
+            for o in &self.scopes[k].observers {
+                o.store(now, Ordering::Release);
+            }
             if !changed {
                 continue;
             }
@@ -189,6 +198,23 @@ impl Runtime {
         } else {
             self.timers.insert((want, key), ());
             self.scopes[key].timer = Some(want);
+        }
+    }
+
+    /// Mirrors the current scope's cancellation into `flag` until
+    /// [`unobserve_cancel`](Runtime::unobserve_cancel); returns the scope.
+    pub(crate) fn observe_cancel(&mut self, flag: Arc<AtomicBool>) -> usize {
+        let k = self.current_scope;
+        if let Some(s) = self.scopes.get_mut(k) {
+            flag.store(s.effectively_cancelled, Ordering::Release);
+            s.observers.push(flag);
+        }
+        k
+    }
+
+    pub(crate) fn unobserve_cancel(&mut self, scope: usize, flag: &Arc<AtomicBool>) {
+        if let Some(s) = self.scopes.get_mut(scope) {
+            s.observers.retain(|o| !Arc::ptr_eq(o, flag));
         }
     }
 

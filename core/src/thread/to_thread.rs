@@ -31,8 +31,8 @@ pub(crate) struct CallShared {
     pub(crate) call_id: u64,
     pub(crate) token: TrioToken,
     pub(crate) requests: Mutex<VecDeque<Request>>,
-    /// Set when the host's scope was cancelled (for `check_cancelled`).
-    pub(crate) cancelled: AtomicBool,
+    /// Mirrors whether the host's scope is cancelled (for `check_cancelled`).
+    pub(crate) cancelled: Arc<AtomicBool>,
     /// Set when the host gave up waiting (`abandon_on_cancel`, or dropped).
     pub(crate) abandoned: AtomicBool,
     /// Set by the worker once the result is stored.
@@ -175,10 +175,12 @@ impl Options {
             call_id,
             token,
             requests: Mutex::new(VecDeque::new()),
-            cancelled: AtomicBool::new(false),
+            cancelled: Arc::new(AtomicBool::new(false)),
             abandoned: AtomicBool::new(false),
             done: AtomicBool::new(false),
         });
+        let observed = runtime::with(|rt| rt.observe_cancel(shared.cancelled.clone()))?;
+        let _unobserve = Unobserve { scope: observed, flag: shared.cancelled.clone() };
         CALLS.with_borrow_mut(|c| c.insert(call_id, CallLocal { wake: None, abandoned: None }));
         // From here on the limiter token goes back exactly once: now if the
         // thread is done, or when it ends if the call is abandoned.
@@ -225,7 +227,6 @@ impl Options {
                     })
                 },
                 || {
-                    shared.cancelled.store(true, Ordering::Release);
                     if abandon {
                         CALLS.with_borrow_mut(|c| {
                             if let Some(c) = c.get_mut(&call_id) {
@@ -240,6 +241,18 @@ impl Options {
             )
             .await?;
         }
+    }
+}
+
+/// Stops mirroring the host's cancellation when the call ends.
+struct Unobserve {
+    scope: usize,
+    flag: Arc<AtomicBool>,
+}
+
+impl Drop for Unobserve {
+    fn drop(&mut self) {
+        let _ = runtime::with(|rt| rt.unobserve_cancel(self.scope, &self.flag));
     }
 }
 
