@@ -209,6 +209,70 @@ fn tokio_mutex(n: usize) -> f64 {
     })
 }
 
+/// `to_thread::run_sync` of an empty closure, sequentially; ns per round trip.
+fn trio_to_thread(n: usize) -> f64 {
+    trio::run(async {
+        trio::to_thread::run_sync(|| ()).await?; // start a worker
+        let t = Instant::now();
+        for _ in 0..n {
+            trio::to_thread::run_sync(|| ()).await?;
+        }
+        Ok(t.elapsed().as_nanos() as f64 / n as f64)
+    })
+    .unwrap()
+}
+
+fn tokio_spawn_blocking(n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        tokio::task::spawn_blocking(|| ()).await.unwrap();
+        let t = Instant::now();
+        for _ in 0..n {
+            tokio::task::spawn_blocking(|| ()).await.unwrap();
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    })
+}
+
+/// Another thread asks the run to run a callback that answers it, and waits
+/// for the answer; ns per round trip.
+fn trio_run_sync_soon(n: usize) -> f64 {
+    trio::run(async {
+        let token = trio::lowlevel::current_trio_token()?;
+        trio::to_thread::run_sync(move || {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            let t = Instant::now();
+            for _ in 0..n {
+                let tx = tx.clone();
+                token.run_sync_soon(move || tx.send(()).unwrap()).unwrap();
+                rx.recv().unwrap();
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .await
+    })
+    .unwrap()
+}
+
+fn tokio_handle_spawn(n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let handle = rt.handle().clone();
+    rt.block_on(async move {
+        tokio::task::spawn_blocking(move || {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            let t = Instant::now();
+            for _ in 0..n {
+                let tx = tx.clone();
+                handle.spawn(async move { tx.send(()).unwrap() });
+                rx.recv().unwrap();
+            }
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .await
+        .unwrap()
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -249,6 +313,18 @@ fn main() {
         Workload { name: "ping-pong cap 1", n: 200_000, trio: trio_ping_pong_1, tokio: tokio_ping_pong },
         Workload { name: "lock acquire+release", n: 1_000_000, trio: trio_lock, tokio: tokio_mutex },
         Workload { name: "lock try_acquire+release", n: 1_000_000, trio: trio_lock_try, tokio: tokio_mutex },
+        Workload {
+            name: "to_thread (tokio spawn_blocking)",
+            n: 20_000,
+            trio: trio_to_thread,
+            tokio: tokio_spawn_blocking,
+        },
+        Workload {
+            name: "run_sync_soon (tokio Handle::spawn)",
+            n: 20_000,
+            trio: trio_run_sync_soon,
+            tokio: tokio_handle_spawn,
+        },
     ];
     println!("{:<32} {:>12} {:>12} {:>8}", "workload", "trio ns/op", "tokio ns/op", "ratio");
     for w in &workloads {

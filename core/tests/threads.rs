@@ -420,3 +420,117 @@ fn a_zero_token_limiter_blocks_until_cancelled() {
     })
     .unwrap();
 }
+
+#[test]
+fn run_with_token_awaits_a_future_from_a_plain_thread() {
+    mock_run(async {
+        let token = current_trio_token()?;
+        let trio_thread = me();
+        let plain = std::thread::spawn(move || {
+            from_thread::run_with_token(&token, || async {
+                sleep(secs(3)).await?;
+                Ok((trio::current_time()?, me()))
+            })
+        });
+        // Keep the run alive until the plain thread is done.
+        let (t, tid) = to_thread::run_sync(move || plain.join().unwrap()).await??;
+        assert_eq!(t, at(3));
+        assert_eq!(tid, trio_thread);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_system_task_left_running_ends_with_the_run() {
+    let (tx, rx) = mpsc::channel();
+    mock_run(async move {
+        let token = current_trio_token()?;
+        std::thread::spawn(move || {
+            let r = from_thread::run_with_token(&token, || async {
+                trio::sleep_forever().await?;
+                Ok(())
+            });
+            let _ = tx.send(r);
+        });
+        // Give the request time to arrive, then finish the main task.
+        for _ in 0..50 {
+            real_pause().await?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let r = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(matches!(r, Err(Error::RunFinished)), "{r:?}");
+}
+
+#[test]
+fn a_panic_in_from_thread_run_sync_reaches_the_worker() {
+    mock_run(async {
+        let caught = to_thread::run_sync(|| {
+            catch_unwind(AssertUnwindSafe(|| from_thread::run_sync(|| panic!("on the trio thread")))).is_err()
+        })
+        .await?;
+        assert!(caught);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_worker_knows_its_runs_token() {
+    mock_run(async {
+        let token = current_trio_token()?;
+        let seen = to_thread::run_sync(from_thread::worker_token).await?;
+        assert_eq!(seen, Some(token));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn dropping_a_waiting_call_keeps_the_token_until_the_thread_ends() {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    mock_run(async move {
+        let limiter = Rc::new(CapacityLimiter::new(1));
+        let call = to_thread::Options::new().limiter(limiter.clone()).run_sync(move || {
+            let _ = go_rx.recv_timeout(Duration::from_secs(10));
+            let _ = done_tx.send(());
+        });
+        let other = async {
+            sleep(secs(1)).await?;
+            Ok(())
+        };
+        // The call future is dropped while its thread still runs.
+        futures_lite::future::or(call, other).await?;
+        assert_eq!(limiter.borrowed_tokens(), 1, "the running thread keeps its token");
+        go_tx.send(()).unwrap();
+        done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        for _ in 0..1000 {
+            if limiter.borrowed_tokens() == 0 {
+                break;
+            }
+            real_pause().await?;
+        }
+        assert_eq!(limiter.borrowed_tokens(), 0);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn run_sync_soon_from_the_run_thread_itself_runs_between_passes() {
+    mock_run(async {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r2 = ran.clone();
+        current_trio_token()?.run_sync_soon(move || {
+            r2.fetch_add(1, Ordering::SeqCst);
+        })?;
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "not run inline");
+        trio::checkpoint().await?;
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        Ok(())
+    })
+    .unwrap();
+}

@@ -79,6 +79,8 @@ pub(crate) struct Runtime {
     pub(crate) keyboard_interrupts: u32,
     /// Foreign wakers to wake once the borrow ends.
     pub(crate) deferred: Vec<Waker>,
+    /// System tasks waiting to be picked up by the run loop.
+    pub(crate) new_system_tasks: Vec<SystemTask>,
     /// Reused buffers.
     pub(crate) spare_batches: Vec<Vec<usize>>,
     pub(crate) dfs: Vec<usize>,
@@ -324,6 +326,7 @@ impl RunOptions {
             rng: self.seed,
             keyboard_interrupts: 0,
             deferred: Vec::new(),
+            new_system_tasks: Vec::new(),
             spare_batches: Vec::new(),
             dfs: Vec::new(),
         };
@@ -349,6 +352,9 @@ impl RunOptions {
         let mut fut = pin!(fut);
         let mut events = Events::with_capacity(256);
         let mut injected = Vec::new();
+        // System tasks (see `spawn_system_task`), owned here so they are
+        // dropped, and so cancelled, when the run ends.
+        let mut system: Vec<SystemTask> = Vec::new();
         let mut entries = std::collections::VecDeque::new();
         let mut passes: u32 = 0;
         loop {
@@ -364,11 +370,14 @@ impl RunOptions {
                     false
                 }
             };
-            if poll_root && let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                if cell.borrow().keyboard_interrupts > 0 {
-                    return Err(Error::KeyboardInterrupt);
+            if poll_root {
+                if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                    if cell.borrow().keyboard_interrupts > 0 {
+                        return Err(Error::KeyboardInterrupt);
+                    }
+                    return out;
                 }
-                return out;
+                poll_system_tasks(&cell, &mut cx, &mut system);
             }
             passes = passes.wrapping_add(1);
 
@@ -423,6 +432,36 @@ impl RunOptions {
             }
         }
     }
+}
+
+/// A task the runtime runs beside the main future (for
+/// `from_thread::run_with_token`). It runs as part of the root task, in the
+/// root scope; it is dropped (cancelled) when the main future finishes.
+pub(crate) type SystemTask = std::pin::Pin<Box<dyn Future<Output = ()>>>;
+
+/// Starts a system task. Not a checkpoint.
+pub(crate) fn spawn_system_task(task: SystemTask) -> Result<()> {
+    with(|rt| {
+        rt.new_system_tasks.push(task);
+        let root = rt.root;
+        rt.wake_node(root);
+    })
+}
+
+/// Polls every system task once (they share the root's waker; they are
+/// rare, so a root wakeup polls them all).
+fn poll_system_tasks(cell: &RefCell<Runtime>, cx: &mut Context<'_>, system: &mut Vec<SystemTask>) {
+    let fresh = std::mem::take(&mut cell.borrow_mut().new_system_tasks);
+    system.extend(fresh);
+    if system.is_empty() {
+        return;
+    }
+    {
+        let mut rt = cell.borrow_mut();
+        rt.current_node = rt.root;
+        rt.current_scope = rt.root_scope;
+    }
+    system.retain_mut(|t| t.as_mut().poll(cx).is_pending());
 }
 
 /// The `run_sync_soon` key of Ctrl-C delivery.

@@ -156,3 +156,32 @@ where
         Err(_) => Err(Error::RunFinished),
     }
 }
+
+/// Makes a future with `make` on the run of `token` and awaits it there, as
+/// a system task (part of the root task, cancelled with it, and dropped if
+/// the main future finishes first); returns its result. For threads that
+/// are not `to_thread` workers.
+///
+/// # Errors
+/// [`Error::Runtime`] on the run's own thread; [`Error::RunFinished`] if the
+/// run is over or ends before the future finished; whatever the future
+/// returns.
+pub fn run_with_token<T, F, Fut>(token: &TrioToken, make: F) -> Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>> + 'static,
+    T: Send + 'static,
+{
+    not_on_run_thread()?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    token.run_sync_soon(move || {
+        let task = Box::pin(async move {
+            let out = make().await;
+            let _ = tx.send(out);
+        });
+        // The run is alive (this runs inside it); a failure would only
+        // drop the task, which the caller sees as `RunFinished`.
+        let _ = crate::runtime::spawn_system_task(task);
+    })?;
+    rx.recv().unwrap_or(Err(Error::RunFinished))
+}
