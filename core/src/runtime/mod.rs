@@ -20,6 +20,7 @@
 //! `RefCell<Runtime>` is borrowed. Internal wake-ups of our own wakers are done
 //! in place; foreign wakers are collected and woken after the borrow ends.
 
+mod inject;
 mod park;
 mod scopes;
 mod tasks;
@@ -472,6 +473,10 @@ const CTRL_C_KEY: u64 = 1 << 61;
 /// `RunOptions::handle_ctrl_c`). `None` if SIGINT cannot be caught.
 #[cfg(unix)]
 fn listen_ctrl_c(shared: &Arc<Shared>) -> Option<crate::driver::signals::Registration> {
+    if cfg!(miri) {
+        // Miri cannot install signal handlers; runs under it leave SIGINT be.
+        return None;
+    }
     let token = crate::lowlevel::TrioToken { shared: shared.clone() };
     let deliver = move |_sig: i32| {
         let _ = token.run_sync_soon_idempotent(CTRL_C_KEY, || {

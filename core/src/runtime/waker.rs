@@ -12,10 +12,10 @@
 //! provenance: it is never dereferenced.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
+use super::inject::Inject;
 use crate::driver::WakeHandle;
 
 /// Bits of the packed word, chosen by pointer width.
@@ -66,96 +66,80 @@ pub(crate) fn unpack(word: usize) -> (RunId, usize, usize) {
 /// The half of a run that other threads may touch.
 pub(crate) struct Shared {
     /// Packed words woken from elsewhere, drained by the run loop.
-    injected: Mutex<Vec<usize>>,
+    injected: Inject<Vec<usize>>,
     /// Callbacks queued by `TrioToken::run_sync_soon`, run by the loop.
-    entries: Mutex<EntryQueue>,
-    /// Set when `injected` may be non-empty, so the loop checks it cheaply.
-    pending: AtomicBool,
+    entries: Inject<EntryQueue>,
     /// Wakes the driver's blocking poll.
     wake: Option<Arc<dyn WakeHandle>>,
 }
 
 impl Shared {
     pub(crate) fn new(wake: Option<Arc<dyn WakeHandle>>) -> Shared {
-        Shared {
-            injected: Mutex::new(Vec::new()),
-            entries: Mutex::new(EntryQueue::default()),
-            pending: AtomicBool::new(false),
-            wake,
-        }
+        Shared { injected: Inject::new(Vec::new()), entries: Inject::new(EntryQueue::default()), wake }
     }
 
     /// Queues `f` to run on the run's thread (FIFO). With a key, a call
     /// whose key is already pending is dropped (the idempotent variant).
     /// Returns false if the run has finished.
     pub(crate) fn push_entry(&self, key: Option<u64>, f: Entry) -> bool {
-        {
-            let mut q = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut accepted = true;
+        let queued = self.entries.push(|q| {
             if q.finished {
+                accepted = false;
                 return false;
             }
             if let Some(k) = key
                 && !q.keys.insert(k)
             {
-                return true;
+                return false;
             }
             q.queue.push_back((key, f));
-        }
-        self.pending.store(true, Ordering::Release);
-        if let Some(w) = &self.wake {
+            true
+        });
+        if queued && let Some(w) = &self.wake {
             w.wake();
         }
-        true
-    }
-
-    /// Takes every queued callback (in order). Their keys are forgotten, so
-    /// an idempotent call made while they run is queued again.
-    fn take_entries(&self, out: &mut VecDeque<(Option<u64>, Entry)>) {
-        let mut q = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if q.queue.is_empty() {
-            return;
-        }
-        std::mem::swap(&mut q.queue, out);
-        q.keys.clear();
+        accepted
     }
 
     /// Marks the run finished: later `push_entry` calls fail; queued
     /// callbacks that never ran are dropped.
     pub(crate) fn finish(&self) {
-        let dropped = {
-            let mut q = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let dropped = self.entries.with(|q| {
             q.finished = true;
             std::mem::take(&mut q.queue)
-        };
+        });
         drop(dropped);
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).finished
+        self.entries.with(|q| q.finished)
     }
 
     pub(crate) fn inject(&self, word: usize) {
-        self.injected.lock().unwrap_or_else(PoisonError::into_inner).push(word);
-        self.pending.store(true, Ordering::Release);
+        self.injected.push(|v| {
+            v.push(word);
+            true
+        });
         if let Some(w) = &self.wake {
             w.wake();
         }
     }
 
-    /// Moves queued words into `out` (which the caller reuses).
+    /// Was anything queued that the loop has not taken yet?
     pub(crate) fn pending_flag(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
+        self.injected.has_pending() || self.entries.has_pending()
     }
 
     /// Moves queued wake words into `words` and queued callbacks into
-    /// `entries` (both reused by the caller).
+    /// `entries` (both reused by the caller). Keys of taken callbacks are
+    /// forgotten, so an idempotent call made while they run is queued again.
     pub(crate) fn drain_into(&self, words: &mut Vec<usize>, entries: &mut VecDeque<(Option<u64>, Entry)>) {
-        // A plain load first: the common case (nothing queued) needs no
-        // read-modify-write and no lock.
-        if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::Acquire) {
-            words.append(&mut self.injected.lock().unwrap_or_else(PoisonError::into_inner));
-            self.take_entries(entries);
-        }
+        self.injected.drain(|v| words.append(v));
+        self.entries.drain(|q| {
+            std::mem::swap(&mut q.queue, entries);
+            q.keys.clear();
+        });
     }
 }
 

@@ -83,7 +83,7 @@ fn wake_host(call_id: u64) {
 /// fewer threads at once. Not a checkpoint.
 ///
 /// # Errors
-/// [`Error::Runtime`] outside `trio::run`.
+/// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
 pub fn current_default_thread_limiter() -> Result<Rc<CapacityLimiter>> {
     let run = runtime::with(|rt| rt.run_id)?;
     Ok(DEFAULT_LIMITER.with_borrow_mut(|slot| match slot {
@@ -117,7 +117,7 @@ pub struct Options {
 /// # Panics
 /// A panic in `f` continues in the caller.
 /// # Errors
-/// [`Error::Runtime`] outside `trio::run`; [`Error::Io`] if no thread could
+/// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`; [`Error::Io`](crate::Error::Io) if no thread could
 /// be started.
 pub async fn run_sync<T, F>(f: F) -> Result<T>
 where
