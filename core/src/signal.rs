@@ -5,9 +5,10 @@
 //! until it is read, in order of first arrival), and handed out by
 //! [`SignalReceiver::receive`]. Dropping the receiver restores the previous
 //! handlers and re-raises any signal it never read, so none is lost.
-//! Unix only for now; elsewhere `open_signal_receiver` fails with
-//! `Unsupported`.
-#![cfg_attr(not(unix), allow(unused_imports, dead_code))]
+//! Unix; on Windows only [`Signal::SIGINT`] (Ctrl-C and Ctrl-Break), and an
+//! unread one is dropped rather than re-raised; elsewhere
+//! `open_signal_receiver` fails with `Unsupported`.
+#![cfg_attr(not(any(unix, windows)), allow(unused_imports, dead_code))]
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -27,8 +28,14 @@ use crate::lowlevel::{ParkingLot, checkpointed, current_trio_token};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signal(i32);
 
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 use crate::driver::signals::numbers as n;
+
+#[cfg(windows)]
+impl Signal {
+    /// Ctrl-C or Ctrl-Break.
+    pub const SIGINT: Signal = Signal(n::SIGINT);
+}
 
 #[cfg(unix)]
 impl Signal {
@@ -83,7 +90,7 @@ pub struct SignalReceiver {
     id: u64,
     queue: Arc<Mutex<VecDeque<i32>>>,
     lot: Rc<ParkingLot>,
-    #[cfg(unix)]
+    #[cfg(any(unix, windows))]
     registration: Option<crate::driver::signals::Registration>,
     pending: Option<Pin<Box<dyn Future<Output = Result<Signal>>>>>,
 }
@@ -102,7 +109,7 @@ impl fmt::Debug for SignalReceiver {
 /// cannot be caught (`SIGKILL`, `SIGSTOP`, out of range) or on platforms
 /// without signal support yet (Windows).
 pub fn open_signal_receiver(signals: &[Signal]) -> Result<SignalReceiver> {
-    #[cfg(not(unix))]
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = signals;
         Err(crate::Error::Io(std::io::Error::new(
@@ -110,7 +117,7 @@ pub fn open_signal_receiver(signals: &[Signal]) -> Result<SignalReceiver> {
             "signal receivers are not supported on this platform yet",
         )))
     }
-    #[cfg(unix)]
+    #[cfg(any(unix, windows))]
     {
         let token = current_trio_token()?;
         let id = NEXT_RECEIVER.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +207,7 @@ impl Drop for SignalReceiver {
         self.pending = None;
         let id = self.id;
         let _ = RECEIVERS.try_with(|r| r.borrow_mut().remove(&id));
-        #[cfg(unix)]
+        #[cfg(any(unix, windows))]
         {
             // Restore the previous handlers first, then hand back what was
             // never read, so it takes its usual course.

@@ -23,6 +23,9 @@ use std::time::Duration;
 mod native;
 #[cfg(unix)]
 pub(crate) mod signals;
+#[cfg(windows)]
+#[path = "signals_windows.rs"]
+pub(crate) mod signals;
 
 /// The OS handle of an I/O source: a file descriptor on Unix, a socket on
 /// Windows.

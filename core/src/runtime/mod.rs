@@ -274,8 +274,8 @@ impl RunOptions {
     /// Whether Ctrl-C (SIGINT) is handled by the run (the default): the first
     /// one cancels every task, the run waits for their clean-up and returns
     /// [`Error::KeyboardInterrupt`]; a second one during clean-up cancels
-    /// shielded scopes too. With `false`, SIGINT is left alone. (Unix; on
-    /// other platforms SIGINT is not handled yet.)
+    /// shielded scopes too. With `false`, SIGINT is left alone. (Unix, and
+    /// Ctrl-C/Ctrl-Break on Windows.)
     pub fn handle_ctrl_c(mut self, handle: bool) -> RunOptions {
         self.ctrl_c = handle;
         self
@@ -343,9 +343,9 @@ impl RunOptions {
             CURRENT_ID.with(|c| c.set(usize::MAX));
         }));
 
-        #[cfg(unix)]
+        #[cfg(any(unix, windows))]
         let _ctrl_c = if self.ctrl_c { listen_ctrl_c(&shared) } else { None };
-        #[cfg(not(unix))]
+        #[cfg(not(any(unix, windows)))]
         let _ = self.ctrl_c;
 
         let root_waker = cell.borrow().node_waker(root);
@@ -466,12 +466,12 @@ fn poll_system_tasks(cell: &RefCell<Runtime>, cx: &mut Context<'_>, system: &mut
 }
 
 /// The `run_sync_soon` key of Ctrl-C delivery.
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 const CTRL_C_KEY: u64 = 1 << 61;
 
 /// Catches SIGINT for this run: each one cancels the run (see
 /// `RunOptions::handle_ctrl_c`). `None` if SIGINT cannot be caught.
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 fn listen_ctrl_c(shared: &Arc<Shared>) -> Option<crate::driver::signals::Registration> {
     if cfg!(miri) {
         // Miri cannot install signal handlers; runs under it leave SIGINT be.
@@ -486,7 +486,7 @@ fn listen_ctrl_c(shared: &Arc<Shared>) -> Option<crate::driver::signals::Registr
     crate::driver::signals::listen(&[crate::driver::signals::numbers::SIGINT], Arc::new(deliver)).ok()
 }
 
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 impl Runtime {
     /// Ctrl-C: the first cancels the root scope (every task, except inside
     /// shields); later ones cancel every scope, shielded or not.

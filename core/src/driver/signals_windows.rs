@@ -1,0 +1,96 @@
+//! Console control events on Windows: Ctrl-C and Ctrl-Break, delivered as
+//! `SIGINT` (the C runtime's number) to the same kind of listeners as the
+//! Unix signal plumbing. Windows calls the handler on a thread of its own,
+//! so listeners are called directly. The handler is added while any
+//! listener exists and removed after the last one, which restores the
+//! previous behaviour.
+//!
+//! Compile-checked only on this project's CI (no Windows machine yet).
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use windows_sys::Win32::Foundation::{FALSE, TRUE};
+use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, CTRL_C_EVENT, SetConsoleCtrlHandler};
+use windows_sys::core::BOOL;
+
+type Deliver = Arc<dyn Fn(i32) + Send + Sync>;
+
+struct Listener {
+    id: u64,
+    deliver: Deliver,
+}
+
+static LISTENERS: Mutex<Vec<Listener>> = Mutex::new(Vec::new());
+static NEXT_LISTENER: AtomicU64 = AtomicU64::new(1);
+
+/// Signal numbers by name (only Ctrl-C exists here).
+pub(crate) mod numbers {
+    /// The C runtime's `SIGINT`.
+    pub(crate) const SIGINT: i32 = 2;
+}
+
+unsafe extern "system" fn on_console_event(kind: u32) -> BOOL {
+    if kind != CTRL_C_EVENT && kind != CTRL_BREAK_EVENT {
+        return FALSE;
+    }
+    let targets: Vec<Deliver> =
+        LISTENERS.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|l| l.deliver.clone()).collect();
+    if targets.is_empty() {
+        return FALSE;
+    }
+    for deliver in targets {
+        deliver(numbers::SIGINT);
+    }
+    TRUE
+}
+
+/// A registration: while alive, `deliver` is called for each Ctrl-C.
+pub(crate) struct Registration {
+    id: u64,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").finish_non_exhaustive()
+    }
+}
+
+/// Starts listening for `signals` (only `SIGINT` is supported here).
+///
+/// # Errors
+/// `Unsupported` for any other signal; the OS error if the handler cannot
+/// be added.
+pub(crate) fn listen(signals: &[i32], deliver: Deliver) -> io::Result<Registration> {
+    if signals.iter().any(|&s| s != numbers::SIGINT) {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "only Ctrl-C (SIGINT) is supported on Windows"));
+    }
+    let mut list = LISTENERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if list.is_empty() {
+        // SAFETY: registering a handler with the signature Windows expects.
+        if unsafe { SetConsoleCtrlHandler(Some(on_console_event), TRUE) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let id = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
+    list.push(Listener { id, deliver });
+    Ok(Registration { id })
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut list = LISTENERS.lock().unwrap_or_else(PoisonError::into_inner);
+        list.retain(|l| l.id != self.id);
+        if list.is_empty() {
+            // SAFETY: removing the handler added in `listen`.
+            unsafe {
+                SetConsoleCtrlHandler(Some(on_console_event), FALSE);
+            }
+        }
+    }
+}
+
+/// Re-raising is not possible for console events; an unread Ctrl-C is
+/// dropped when its receiver closes.
+pub(crate) fn raise(_sig: i32) {}
