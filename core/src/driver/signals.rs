@@ -106,7 +106,7 @@ fn start_dispatcher() -> io::Result<()> {
             loop {
                 // SAFETY: reading into a valid buffer from our pipe.
                 let n = unsafe { libc::read(read_fd, buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
                     return;
                 }
                 for (sig, flag) in PENDING.iter().enumerate() {

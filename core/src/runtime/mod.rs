@@ -55,6 +55,8 @@ const IO_EVERY: u32 = 61;
 
 pub(crate) struct Runtime {
     pub(crate) run_id: RunId,
+    /// Unique for the life of the process (run ids are reused).
+    pub(crate) serial: u64,
     /// The half other threads see (wakes, `run_sync_soon`).
     pub(crate) shared: Arc<Shared>,
     pub(crate) tasks: Slab<TaskRec>,
@@ -307,8 +309,10 @@ impl RunOptions {
         }));
 
         self.clock.start_clock();
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut rt = Runtime {
             run_id,
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             shared: shared.clone(),
             tasks: Slab::new(),
             nurseries: Slab::new(),

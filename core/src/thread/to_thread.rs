@@ -57,7 +57,7 @@ struct CallLocal {
 
 thread_local! {
     static CALLS: RefCell<HashMap<u64, CallLocal>> = RefCell::new(HashMap::new());
-    static DEFAULT_LIMITER: RefCell<Option<(usize, Rc<CapacityLimiter>)>> = const { RefCell::new(None) };
+    static DEFAULT_LIMITER: RefCell<Option<(u64, Rc<CapacityLimiter>)>> = const { RefCell::new(None) };
 }
 
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
@@ -85,7 +85,7 @@ fn wake_host(call_id: u64) {
 /// # Errors
 /// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
 pub fn current_default_thread_limiter() -> Result<Rc<CapacityLimiter>> {
-    let run = runtime::with(|rt| rt.run_id)?;
+    let run = runtime::with(|rt| rt.serial)?;
     Ok(DEFAULT_LIMITER.with_borrow_mut(|slot| match slot {
         Some((r, l)) if *r == run => l.clone(),
         _ => {
