@@ -18,7 +18,7 @@ use pin_project_lite::pin_project;
 use crate::error::{Error, Result};
 use crate::runtime::{self, NONE, NodeKind, ParkState};
 
-pub use crate::sync::{ParkingLot, ParkingLotStatistics, Unparked};
+pub use crate::sync::{LotPark, ParkingLot, ParkingLotStatistics, Unparked};
 pub use crate::thread::{TrioToken, current_trio_token};
 
 /// What an abort callback reports.
@@ -352,6 +352,10 @@ pub fn current_root_task() -> Result<Task> {
 }
 
 impl Task {
+    pub(crate) fn from_parts(key: usize, generation: u32) -> Task {
+        Task { key, generation }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&runtime::Runtime, &runtime::TaskRec) -> R) -> Option<R> {
         runtime::with(|rt| match rt.tasks.get(self.key) {
             Some(t) if t.generation == self.generation => Some(f(rt, t)),

@@ -42,7 +42,7 @@ use crate::driver::{self, Driver, Events};
 use crate::error::{Error, Result};
 use crate::time::{Clock, Instant, SystemClock};
 
-pub(crate) use park::{ParkRec, ParkState};
+pub(crate) use park::{LotCore, ParkRec, ParkState};
 pub(crate) use scopes::ScopeRec;
 pub(crate) use tasks::{NodeKind, NurseryRec, TaskRec};
 use waker::{RunId, Shared};

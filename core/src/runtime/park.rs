@@ -6,6 +6,8 @@
 //! abort callback (it owns it) and either leaves with `Cancelled` or, if the
 //! abort fails because a wakeup is already committed, keeps waiting.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::task::Waker;
 
 use super::{NONE, Runtime};
@@ -29,6 +31,28 @@ pub(crate) struct ParkRec {
     pub(crate) scope: usize,
     pub(crate) prev: usize,
     pub(crate) next: usize,
+    /// The `ParkingLot` queue this waiter is in, if any (see `LotCore`).
+    pub(crate) lot: Option<Rc<LotCore>>,
+    pub(crate) lot_prev: usize,
+    pub(crate) lot_next: usize,
+    /// The lot tag and the parking task (identity key), for `unpark_one`.
+    pub(crate) tag: usize,
+    pub(crate) task: usize,
+}
+
+/// The queue of one `ParkingLot`: a FIFO list threaded through the parked
+/// waiters' records, so parking in a lot is one record, one borrow.
+#[derive(Debug)]
+pub(crate) struct LotCore {
+    pub(crate) head: Cell<usize>,
+    pub(crate) tail: Cell<usize>,
+    pub(crate) len: Cell<usize>,
+}
+
+impl LotCore {
+    pub(crate) fn new() -> LotCore {
+        LotCore { head: Cell::new(NONE), tail: Cell::new(NONE), len: Cell::new(0) }
+    }
 }
 
 impl Runtime {
@@ -42,6 +66,11 @@ impl Runtime {
             scope: NONE,
             prev: NONE,
             next: NONE,
+            lot: None,
+            lot_prev: NONE,
+            lot_next: NONE,
+            tag: 0,
+            task: NONE,
         });
         if scope != NONE {
             self.link_park(key, scope);
@@ -85,7 +114,50 @@ impl Runtime {
 
     pub(crate) fn remove_park(&mut self, key: usize) -> ParkRec {
         self.unlink_park(key);
+        self.lot_unlink(key);
         self.parks.remove(key)
+    }
+
+    /// Appends waiter `key` to `lot`'s queue.
+    pub(crate) fn lot_link_tail(&mut self, key: usize, lot: &Rc<LotCore>) {
+        let tail = lot.tail.get();
+        {
+            let p = &mut self.parks[key];
+            p.lot = Some(lot.clone());
+            p.lot_prev = tail;
+            p.lot_next = NONE;
+        }
+        if tail == NONE {
+            lot.head.set(key);
+        } else {
+            self.parks[tail].lot_next = key;
+        }
+        lot.tail.set(key);
+        lot.len.set(lot.len.get() + 1);
+    }
+
+    /// Takes waiter `key` out of its lot's queue (if it is in one).
+    pub(crate) fn lot_unlink(&mut self, key: usize) -> bool {
+        let (prev, next, lot) = {
+            let p = &mut self.parks[key];
+            let Some(lot) = p.lot.take() else { return false };
+            (p.lot_prev, p.lot_next, lot)
+        };
+        if prev == NONE {
+            lot.head.set(next);
+        } else {
+            self.parks[prev].lot_next = next;
+        }
+        if next == NONE {
+            lot.tail.set(prev);
+        } else {
+            self.parks[next].lot_prev = prev;
+        }
+        lot.len.set(lot.len.get() - 1);
+        let p = &mut self.parks[key];
+        p.lot_prev = NONE;
+        p.lot_next = NONE;
+        true
     }
 
     /// Reschedules a parked waiter. False if it is not waiting (already woken,
@@ -95,8 +167,13 @@ impl Runtime {
         match p.state {
             ParkState::Waiting | ParkState::CancelPending => {
                 p.state = ParkState::Woken;
-                let w = p.waker.clone();
-                self.wake_waker(&w);
+                match super::waker::word_of(&p.waker) {
+                    Some(word) => self.wake_word(word),
+                    None => {
+                        let w = p.waker.clone();
+                        self.deferred.push(w);
+                    }
+                }
                 true
             }
             ParkState::Woken | ParkState::Aborted => false,

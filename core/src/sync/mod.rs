@@ -20,5 +20,5 @@ pub use condition::{Condition, ConditionStatistics};
 pub use event::{Event, EventStatistics};
 pub use limiter::{Borrower, CapacityLimiter, CapacityLimiterStatistics};
 pub use lock::{Lock, LockGuard, LockStatistics, StrictFifoLock};
-pub use parking_lot::{ParkingLot, ParkingLotStatistics, Unparked};
+pub use parking_lot::{LotPark, ParkingLot, ParkingLotStatistics, Unparked};
 pub use semaphore::{Semaphore, SemaphoreStatistics};

@@ -8,95 +8,25 @@
 //!
 //! # Design
 //!
-//! Entries of all lots on a thread live in one thread-local slab, linked into
-//! their lot's list, so parking allocates nothing once the slab is warm. An
-//! entry outlives its place in the list: `unpark` unlinks it and marks it
-//! *unparked*, and the parked future removes it when it finishes. That is how
-//! a future dropped after being woken, but before it ran, learns that it was
-//! handed something (a lock, a permit, a value) and gives it back instead of
-//! losing it (see [`ParkingLot::park_handoff`]).
+//! A lot is a list threaded through the runtime's records of parked waiters
+//! (the same records cancellation uses), so parking, unparking and leaving
+//! are one record and one runtime borrow each, with no allocation once warm.
+//! A record outlives its place in the queue: `unpark` takes it out of the
+//! queue and marks it woken, and the parked future removes it when it ends.
+//! That is how a future dropped after being woken, but before it ran, learns
+//! that it was handed something (a lock, a permit) and gives it back instead
+//! of losing it (see [`ParkingLot::park_handoff`]).
 
-use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
-use slab::Slab;
+use pin_project_lite::pin_project;
 
-use crate::error::Result;
-use crate::lowlevel::{self, Abort, Task, WakeToken};
-
-const NONE: usize = usize::MAX;
-
-struct Entry {
-    generation: u64,
-    token: WakeToken,
-    task: Option<Task>,
-    tag: usize,
-    /// The lot this entry is queued in; `None` once unparked.
-    lot: Option<Rc<LotCore>>,
-    prev: usize,
-    next: usize,
-}
-
-#[derive(Debug)]
-struct LotCore {
-    head: Cell<usize>,
-    tail: Cell<usize>,
-    len: Cell<usize>,
-}
-
-struct Entries {
-    slab: Slab<Entry>,
-    next_gen: u64,
-}
-
-thread_local! {
-    static ENTRIES: RefCell<Entries> = const { RefCell::new(Entries { slab: Slab::new(), next_gen: 0 }) };
-}
-
-impl Entries {
-    fn link_tail(&mut self, key: usize, lot: &Rc<LotCore>) {
-        let tail = lot.tail.get();
-        {
-            let e = &mut self.slab[key];
-            e.prev = tail;
-            e.next = NONE;
-            e.lot = Some(lot.clone());
-        }
-        if tail == NONE {
-            lot.head.set(key);
-        } else {
-            self.slab[tail].next = key;
-        }
-        lot.tail.set(key);
-        lot.len.set(lot.len.get() + 1);
-    }
-
-    fn unlink(&mut self, key: usize) -> Option<Rc<LotCore>> {
-        let (prev, next, lot) = {
-            let e = &mut self.slab[key];
-            (e.prev, e.next, e.lot.take()?)
-        };
-        if prev == NONE {
-            lot.head.set(next);
-        } else {
-            self.slab[prev].next = next;
-        }
-        if next == NONE {
-            lot.tail.set(prev);
-        } else {
-            self.slab[next].prev = prev;
-        }
-        lot.len.set(lot.len.get() - 1);
-        let e = &mut self.slab[key];
-        e.prev = NONE;
-        e.next = NONE;
-        Some(lot)
-    }
-
-    fn get(&self, (key, generation): (usize, u64)) -> Option<&Entry> {
-        self.slab.get(key).filter(|e| e.generation == generation)
-    }
-}
+use crate::error::{Error, Result};
+use crate::lowlevel::Task;
+use crate::runtime::{self, LotCore, NONE, ParkState, Runtime};
 
 /// Who was unparked: the task (as seen when it parked) and the tag it parked
 /// with (see [`ParkingLot::park_tagged`]).
@@ -130,10 +60,16 @@ impl Default for ParkingLot {
     }
 }
 
+fn unparked(rt: &Runtime, key: usize) -> Unparked {
+    let p = &rt.parks[key];
+    let task = rt.tasks.get(p.task).map(|t| Task::from_parts(p.task, t.generation));
+    Unparked { task, tag: p.tag }
+}
+
 impl ParkingLot {
     /// An empty lot.
     pub fn new() -> ParkingLot {
-        ParkingLot { core: Rc::new(LotCore { head: Cell::new(NONE), tail: Cell::new(NONE), len: Cell::new(0) }) }
+        ParkingLot { core: Rc::new(LotCore::new()) }
     }
 
     /// How many tasks are parked here.
@@ -154,9 +90,9 @@ impl ParkingLot {
     /// Returns `Err(Error::Cancelled)`; the task was removed from the lot and
     /// nothing was handed to it.
     /// # Errors
-    /// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
-    pub async fn park(&self) -> Result<()> {
-        self.park_handoff(0, || {}).await
+    /// [`Error::Runtime`] outside `trio::run`.
+    pub fn park(&self) -> LotPark<'_, fn()> {
+        self.park_handoff(0, || {})
     }
 
     /// Like [`park`](ParkingLot::park), remembering `tag` with the waiter so
@@ -167,9 +103,9 @@ impl ParkingLot {
     /// # Cancellation
     /// Returns `Err(Error::Cancelled)`; the task was removed from the lot.
     /// # Errors
-    /// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
-    pub async fn park_tagged(&self, tag: usize) -> Result<()> {
-        self.park_handoff(tag, || {}).await
+    /// [`Error::Runtime`] outside `trio::run`.
+    pub fn park_tagged(&self, tag: usize) -> LotPark<'_, fn()> {
+        self.park_handoff(tag, || {})
     }
 
     /// Like [`park_tagged`](ParkingLot::park_tagged), for primitives that
@@ -183,77 +119,45 @@ impl ParkingLot {
     /// Returns `Err(Error::Cancelled)`; the task was removed from the lot and
     /// nothing was handed to it (`on_lost` does not run).
     /// # Errors
-    /// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
-    pub async fn park_handoff(&self, tag: usize, on_lost: impl FnOnce()) -> Result<()> {
-        let key: Cell<Option<(usize, u64)>> = Cell::new(None);
-        let mut guard = EntryGuard { key: &key, on_lost: Some(on_lost) };
-        let core = &self.core;
-        let r = lowlevel::park(
-            |token| {
-                key.set(Some(ENTRIES.with_borrow_mut(|es| {
-                    es.next_gen += 1;
-                    let generation = es.next_gen;
-                    let k = es.slab.insert(Entry {
-                        generation,
-                        token,
-                        task: Some(token.task()),
-                        tag,
-                        lot: None,
-                        prev: NONE,
-                        next: NONE,
-                    });
-                    es.link_tail(k, core);
-                    (k, generation)
-                })));
-            },
-            || {
-                let Some(k) = key.get() else { return Abort::Succeeded };
-                ENTRIES.with_borrow_mut(|es| {
-                    if es.get(k).is_none_or(|e| e.lot.is_none()) {
-                        // Already unparked: the wakeup is committed.
-                        return Abort::Failed;
-                    }
-                    es.unlink(k.0);
-                    es.slab.remove(k.0);
-                    key.set(None);
-                    Abort::Succeeded
-                })
-            },
-        )
-        .await;
-        guard.on_lost = None;
-        r
+    /// [`Error::Runtime`] outside `trio::run`.
+    pub fn park_handoff<F: FnOnce()>(&self, tag: usize, on_lost: F) -> LotPark<'_, F> {
+        LotPark { lot: self, tag, key: NONE, finished: false, on_lost: Some(on_lost) }
     }
 
     /// Wakes the first parked task, if any, and says who it was. Not a
     /// checkpoint.
     pub fn unpark_one(&self) -> Option<Unparked> {
-        loop {
-            let (token, u) = ENTRIES.with_borrow_mut(|es| {
-                let head = self.core.head.get();
-                if head == NONE {
-                    return None;
-                }
-                es.unlink(head);
-                let e = &es.slab[head];
-                Some((e.token, Unparked { task: e.task, tag: e.tag }))
-            })?;
-            if lowlevel::unpark(token) {
-                return Some(u);
+        runtime::with(|rt| {
+            let head = self.core.head.get();
+            if head == NONE {
+                return None;
             }
-            // A waiter that is no longer waiting (cannot happen while the
-            // abort protocol holds; skipped defensively).
-        }
+            rt.lot_unlink(head);
+            let u = unparked(rt, head);
+            rt.unpark_key(head);
+            Some(u)
+        })
+        .ok()
+        .flatten()
     }
 
     /// Wakes up to `n` parked tasks, oldest first; returns how many. Not a
     /// checkpoint.
     pub fn unpark(&self, n: usize) -> usize {
-        let mut woken = 0;
-        while woken < n && self.unpark_one().is_some() {
-            woken += 1;
-        }
-        woken
+        runtime::with(|rt| {
+            let mut woken = 0;
+            while woken < n {
+                let head = self.core.head.get();
+                if head == NONE {
+                    break;
+                }
+                rt.lot_unlink(head);
+                rt.unpark_key(head);
+                woken += 1;
+            }
+            woken
+        })
+        .unwrap_or(0)
     }
 
     /// Wakes every parked task; returns how many. Not a checkpoint.
@@ -262,30 +166,24 @@ impl ParkingLot {
     }
 
     /// Wakes every parked task for which `pick` says yes (in FIFO order);
-    /// returns how many. `pick` must not touch this lot. Not a checkpoint.
+    /// returns how many. `pick` must not use the runtime (it runs while the
+    /// runtime is borrowed). Not a checkpoint.
     pub fn unpark_where(&self, mut pick: impl FnMut(&Unparked) -> bool) -> usize {
-        let mut chosen = Vec::new();
-        ENTRIES.with_borrow(|es| {
+        runtime::with(|rt| {
+            let mut woken = 0;
             let mut k = self.core.head.get();
             while k != NONE {
-                let e = &es.slab[k];
-                if pick(&Unparked { task: e.task, tag: e.tag }) {
-                    chosen.push(k);
+                let next = rt.parks[k].lot_next;
+                if pick(&unparked(rt, k)) {
+                    rt.lot_unlink(k);
+                    rt.unpark_key(k);
+                    woken += 1;
                 }
-                k = e.next;
+                k = next;
             }
-        });
-        let mut woken = 0;
-        for k in chosen {
-            let token = ENTRIES.with_borrow_mut(|es| {
-                es.unlink(k);
-                es.slab[k].token
-            });
-            if lowlevel::unpark(token) {
-                woken += 1;
-            }
-        }
-        woken
+            woken
+        })
+        .unwrap_or(0)
     }
 
     /// Moves up to `n` parked tasks, oldest first, to the back of `new_lot`
@@ -294,19 +192,20 @@ impl ParkingLot {
         if Rc::ptr_eq(&self.core, &new_lot.core) {
             return 0;
         }
-        ENTRIES.with_borrow_mut(|es| {
+        runtime::with(|rt| {
             let mut moved = 0;
             while moved < n {
                 let head = self.core.head.get();
                 if head == NONE {
                     break;
                 }
-                es.unlink(head);
-                es.link_tail(head, &new_lot.core);
+                rt.lot_unlink(head);
+                rt.lot_link_tail(head, &new_lot.core);
                 moved += 1;
             }
             moved
         })
+        .unwrap_or(0)
     }
 
     /// Moves every parked task to `new_lot`; returns how many. Not a
@@ -315,19 +214,18 @@ impl ParkingLot {
         self.repark(new_lot, usize::MAX)
     }
 
-    /// The parked tasks, oldest first (tasks that parked outside a run are
-    /// left out).
+    /// The parked tasks, oldest first.
     pub fn tasks(&self) -> Vec<Task> {
-        ENTRIES.with_borrow(|es| {
+        runtime::with(|rt| {
             let mut v = Vec::with_capacity(self.len());
             let mut k = self.core.head.get();
             while k != NONE {
-                let e = &es.slab[k];
-                v.extend(e.task);
-                k = e.next;
+                v.extend(unparked(rt, k).task);
+                k = rt.parks[k].lot_next;
             }
             v
         })
+        .unwrap_or_default()
     }
 
     /// A snapshot: how many tasks wait here.
@@ -336,27 +234,114 @@ impl ParkingLot {
     }
 }
 
-/// Removes the entry when the parking future ends; runs `on_lost` if the
-/// entry was unparked but the future never returned.
-struct EntryGuard<'a, F: FnOnce()> {
-    key: &'a Cell<Option<(usize, u64)>>,
-    on_lost: Option<F>,
+pin_project! {
+    /// The future of [`ParkingLot::park`] and its variants. Dropping it while
+    /// it waits takes it out of the lot; dropping it after it was unparked
+    /// but before it returned runs the `on_lost` hook.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct LotPark<'a, F: FnOnce()> {
+        lot: &'a ParkingLot,
+        tag: usize,
+        key: usize,
+        finished: bool,
+        on_lost: Option<F>,
+    }
+
+    impl<'a, F: FnOnce()> PinnedDrop for LotPark<'a, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.key == NONE || *this.finished {
+                return;
+            }
+            let key = *this.key;
+            let state = runtime::with(|rt| rt.parks.contains(key).then(|| rt.remove_park(key).state));
+            if let Ok(Some(ParkState::Woken)) = state
+                && let Some(f) = this.on_lost.take()
+            {
+                f();
+            }
+        }
+    }
 }
 
-impl<F: FnOnce()> Drop for EntryGuard<'_, F> {
-    fn drop(&mut self) {
-        let Some(k) = self.key.take() else { return };
-        let unparked = ENTRIES.with_borrow_mut(|es| {
-            let Some(e) = es.get(k) else { return false };
-            let unparked = e.lot.is_none();
-            if !unparked {
-                es.unlink(k.0);
+impl<F: FnOnce()> std::fmt::Debug for LotPark<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LotPark").field("tag", &self.tag).field("finished", &self.finished).finish_non_exhaustive()
+    }
+}
+
+impl<F: FnOnce()> Future for LotPark<'_, F> {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.project();
+        if *this.finished {
+            return Poll::Ready(Err(Error::Runtime("park polled after completion")));
+        }
+        let (lot, tag) = (&this.lot.core, *this.tag);
+        let first = *this.key == NONE;
+        let out = runtime::with(|rt| {
+            if first {
+                rt.count_schedule_point();
+                rt.count_cancel_point();
+                let (key, _) = rt.insert_park(cx.waker().clone());
+                let p = &mut rt.parks[key];
+                p.tag = tag;
+                p.task = rt.tasks[rt.current_node].identity as usize;
+                if rt.current_cancelled() {
+                    // Cancelled on entry: never queued; yield once, then
+                    // report it.
+                    rt.parks[key].state = ParkState::Aborted;
+                    rt.wake_waker(cx.waker());
+                } else {
+                    rt.lot_link_tail(key, lot);
+                }
+                return (key, Poll::Pending);
             }
-            es.slab.remove(k.0);
-            unparked
+            let key = *this.key;
+            let cancelled = {
+                let p = &rt.parks[key];
+                p.scope != NONE && rt.scopes[p.scope].effectively_cancelled
+            };
+            let p = &mut rt.parks[key];
+            if !p.waker.will_wake(cx.waker()) {
+                p.waker = cx.waker().clone();
+            }
+            match p.state {
+                ParkState::Woken => {
+                    rt.remove_park(key);
+                    (key, Poll::Ready(Ok(())))
+                }
+                ParkState::Aborted => {
+                    rt.remove_park(key);
+                    (key, Poll::Ready(Err(Error::Cancelled)))
+                }
+                ParkState::CancelPending if cancelled => {
+                    // Still queued (an unpark would have made it Woken):
+                    // leave the lot; nothing was handed to us.
+                    rt.remove_park(key);
+                    (key, Poll::Ready(Err(Error::Cancelled)))
+                }
+                ParkState::CancelPending => {
+                    // Un-cancelled meanwhile (a shield went up): wait on.
+                    p.state = ParkState::Waiting;
+                    (key, Poll::Pending)
+                }
+                ParkState::Waiting => (key, Poll::Pending),
+            }
         });
-        if unparked && let Some(f) = self.on_lost.take() {
-            f();
+        match out {
+            Ok((key, poll)) => {
+                *this.key = key;
+                if poll.is_ready() {
+                    *this.finished = true;
+                }
+                poll
+            }
+            Err(e) => {
+                *this.finished = true;
+                Poll::Ready(Err(e))
+            }
         }
     }
 }
