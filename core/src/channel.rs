@@ -39,6 +39,27 @@ impl Outcome {
     }
 }
 
+/// Why a non-blocking operation did not complete (internal, cheap to drop;
+/// turned into an [`Error`] at the public surface).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Miss {
+    WouldBlock,
+    Closed,
+    Broken,
+    End,
+}
+
+impl Miss {
+    fn error(self) -> Error {
+        match self {
+            Miss::WouldBlock => Error::WouldBlock,
+            Miss::Closed => Error::Closed,
+            Miss::Broken => Error::Broken,
+            Miss::End => Error::EndOfChannel,
+        }
+    }
+}
+
 struct Slot<T> {
     value: Option<T>,
     handle: u64,
@@ -180,12 +201,16 @@ impl<T> Sender<T> {
     /// closed, `Broken` if every receiver is; the value comes back in the
     /// error.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        self.try_send_inner(value).map_err(|(miss, value)| TrySendError { error: miss.error(), value })
+    }
+
+    fn try_send_inner(&self, value: T) -> Result<(), (Miss, T)> {
         let st = &*self.state;
         if self.handle.closed.get() {
-            return Err(TrySendError { error: Error::Closed, value });
+            return Err((Miss::Closed, value));
         }
         if st.receivers.get() == 0 {
-            return Err(TrySendError { error: Error::Broken, value });
+            return Err((Miss::Broken, value));
         }
         if let Some(u) = st.recv_lot.unpark_one() {
             if let Some(slot) = st.slots.borrow_mut().get_mut(u.tag) {
@@ -198,7 +223,7 @@ impl<T> Sender<T> {
             buf.push_back(value);
             Ok(())
         } else {
-            Err(TrySendError { error: Error::WouldBlock, value })
+            Err((Miss::WouldBlock, value))
         }
     }
 
@@ -213,10 +238,10 @@ impl<T> Sender<T> {
     /// `Closed` if this handle is (or gets) closed, `Broken` if every
     /// receiver is (or gets) closed; the value is dropped.
     pub async fn send(&self, value: T) -> Result<()> {
-        let value = match checkpointed(|| match self.try_send(value) {
+        let value = match checkpointed(|| match self.try_send_inner(value) {
             Ok(()) => ControlFlow::Break(Ok(())),
-            Err(TrySendError { error: Error::WouldBlock, value }) => ControlFlow::Continue(value),
-            Err(e) => ControlFlow::Break(Err(e.error)),
+            Err((Miss::WouldBlock, value)) => ControlFlow::Continue(value),
+            Err((miss, _)) => ControlFlow::Break(Err(miss.error())),
         })
         .await?
         {
@@ -319,7 +344,7 @@ impl<T> Receiver<T> {
     /// `WouldBlock` if none is ready, `EndOfChannel` if every sender is
     /// closed and the buffer is empty, `Closed` if this handle is closed.
     pub fn try_receive(&self) -> Result<T> {
-        try_receive(&self.state, &self.handle)
+        try_receive(&self.state, &self.handle).map_err(Miss::error)
     }
 
     /// Receives the next value, waiting for one.
@@ -371,9 +396,9 @@ impl<T> Receiver<T> {
     }
 }
 
-fn try_receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
+fn try_receive<T>(st: &State<T>, handle: &Handle) -> Result<T, Miss> {
     if handle.closed.get() {
-        return Err(Error::Closed);
+        return Err(Miss::Closed);
     }
     if let Some(u) = st.send_lot.unpark_one() {
         // A blocked sender's value joins the buffer behind what is there.
@@ -386,15 +411,15 @@ fn try_receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
         return Ok(v);
     }
     if st.senders.get() == 0 {
-        return Err(Error::EndOfChannel);
+        return Err(Miss::End);
     }
-    Err(Error::WouldBlock)
+    Err(Miss::WouldBlock)
 }
 
 async fn receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
     let now = checkpointed(|| match try_receive(st, handle) {
-        Err(Error::WouldBlock) => ControlFlow::Continue(()),
-        r => ControlFlow::Break(r),
+        Err(Miss::WouldBlock) => ControlFlow::Continue(()),
+        r => ControlFlow::Break(r.map_err(Miss::error)),
     })
     .await?;
     if let ControlFlow::Break(r) = now {
