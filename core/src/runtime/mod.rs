@@ -382,7 +382,9 @@ impl RunOptions {
                     }
                     return out;
                 }
-                poll_system_tasks(&cell, &mut cx, &mut system);
+                if !system.is_empty() {
+                    poll_system_tasks(&cell, &mut cx, &mut system);
+                }
             }
             passes = passes.wrapping_add(1);
 
@@ -407,6 +409,10 @@ impl RunOptions {
                     rt.wake_word(word);
                 }
                 rt.fire_timers();
+                if !rt.new_system_tasks.is_empty() {
+                    // Polled from the next pass on (they woke the root).
+                    system.append(&mut rt.new_system_tasks);
+                }
                 let deferred = std::mem::take(&mut rt.deferred);
                 (deferred, rt.plan())
             };
@@ -456,11 +462,6 @@ pub(crate) fn spawn_system_task(task: SystemTask) -> Result<()> {
 /// Polls every system task once (they share the root's waker; they are
 /// rare, so a root wakeup polls them all).
 fn poll_system_tasks(cell: &RefCell<Runtime>, cx: &mut Context<'_>, system: &mut Vec<SystemTask>) {
-    let fresh = std::mem::take(&mut cell.borrow_mut().new_system_tasks);
-    system.extend(fresh);
-    if system.is_empty() {
-        return;
-    }
     {
         let mut rt = cell.borrow_mut();
         rt.current_node = rt.root;
