@@ -167,24 +167,7 @@ where
             return Poll::Pending;
         }
         let key = *this.key;
-        let state = runtime::with(|rt| {
-            let cancelled =
-                rt.parks.get(key).is_some_and(|p| p.scope != NONE && rt.scopes[p.scope].effectively_cancelled);
-            let p = rt.parks.get_mut(key)?;
-            if !p.waker.will_wake(cx.waker()) {
-                p.waker = cx.waker().clone();
-            }
-            if p.state == ParkState::CancelPending && !cancelled {
-                // Un-cancelled meanwhile (a shield went up): keep waiting.
-                p.state = ParkState::Waiting;
-            }
-            let state = p.state;
-            if matches!(state, ParkState::Woken | ParkState::Aborted) {
-                // Done: forget the record in the same borrow.
-                rt.remove_park(key);
-            }
-            Some(state)
-        });
+        let state = runtime::with(|rt| rt.repoll_park(key, cx.waker()));
         let state = match state {
             Ok(Some(s)) => s,
             Ok(None) => {

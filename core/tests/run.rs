@@ -187,26 +187,24 @@ fn a_checkpointing_loop_cannot_starve_a_sibling() {
 #[test]
 fn a_wake_from_another_thread_reaches_the_task() {
     let r = run(async {
-        let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let (waker_tx, waker_rx) = std::sync::mpsc::channel::<Waker>();
         let done = Arc::new(AtomicBool::new(false));
-        let (slot2, done2) = (slot.clone(), done.clone());
+        let done2 = done.clone();
         let t = std::thread::spawn(move || {
-            // Wait (bounded) for the task to publish its waker.
-            for _ in 0..5000 {
-                if let Some(w) = slot2.lock().unwrap().take() {
-                    done2.store(true, Ordering::SeqCst);
-                    w.wake();
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            false
+            // Bounded wait for the task to publish its waker.
+            let Ok(w) = waker_rx.recv_timeout(Duration::from_secs(10)) else { return false };
+            done2.store(true, Ordering::SeqCst);
+            w.wake();
+            true
         });
+        let mut sent = false;
         poll_fn(|cx| {
             if done.load(Ordering::SeqCst) {
                 Poll::Ready(())
             } else {
-                *slot.lock().unwrap() = Some(cx.waker().clone());
+                if !sent {
+                    sent = waker_tx.send(cx.waker().clone()).is_ok();
+                }
                 Poll::Pending
             }
         })

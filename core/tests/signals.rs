@@ -23,17 +23,6 @@ fn kill_self(sig: Signal) {
     }
 }
 
-/// Bounded real-time wait for a condition that another thread makes true.
-async fn eventually(mut cond: impl FnMut() -> bool) -> trio::Result<()> {
-    for _ in 0..2000 {
-        if cond() {
-            return Ok(());
-        }
-        trio::to_thread::run_sync(|| std::thread::sleep(Duration::from_millis(1))).await?;
-    }
-    panic!("condition not met within the bound");
-}
-
 #[test]
 fn a_signal_is_delivered_to_the_receiver() {
     mock_run(async {
@@ -54,7 +43,7 @@ fn repeated_signals_are_coalesced_until_read() {
             kill_self(Signal::SIGHUP);
         }
         kill_self(Signal::SIGWINCH);
-        eventually(|| rx.pending_signal_count() == 2).await?;
+        until(|| rx.pending_signal_count() == 2).await?;
         assert_eq!(rx.receive().await?, Signal::SIGHUP, "in order of first arrival");
         assert_eq!(rx.receive().await?, Signal::SIGWINCH);
         assert_eq!(rx.pending_signal_count(), 0, "three SIGHUPs became one");
@@ -95,7 +84,7 @@ fn the_previous_handler_is_restored_and_unread_signals_go_to_it() {
     mock_run(async {
         let rx = open_signal_receiver(&[Signal::SIGUSR2])?;
         kill_self(Signal::SIGUSR2);
-        eventually(|| rx.pending_signal_count() == 1).await?;
+        until(|| rx.pending_signal_count() == 1).await?;
         assert_eq!(PREVIOUS_HANDLER_HITS.load(Ordering::SeqCst), 0, "caught by the receiver");
         drop(rx); // unread: handed back to the restored handler
         assert_eq!(PREVIOUS_HANDLER_HITS.load(Ordering::SeqCst), 1);

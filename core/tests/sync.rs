@@ -254,77 +254,35 @@ trait LockLike {
     fn waiting(&self) -> usize;
 }
 
-impl LockLike for Lock {
-    fn name(&self) -> &'static str {
-        "Lock"
-    }
-    async fn acquire(&self) -> Result<()> {
-        Lock::acquire(self).await
-    }
-    fn try_acquire(&self) -> Result<()> {
-        Lock::try_acquire(self)
-    }
-    fn release(&self) -> Result<()> {
-        Lock::release(self)
-    }
-    fn waiting(&self) -> usize {
-        self.statistics().tasks_waiting
-    }
+/// The four primitives whose API already has the lock shape.
+macro_rules! lock_like {
+    ($($t:ident => $name:literal),* $(,)?) => {$(
+        impl LockLike for $t {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            async fn acquire(&self) -> Result<()> {
+                $t::acquire(self).await
+            }
+            fn try_acquire(&self) -> Result<()> {
+                $t::try_acquire(self)
+            }
+            fn release(&self) -> Result<()> {
+                $t::release(self)
+            }
+            fn waiting(&self) -> usize {
+                self.statistics().tasks_waiting
+            }
+        }
+    )*};
 }
 
-impl LockLike for StrictFifoLock {
-    fn name(&self) -> &'static str {
-        "StrictFifoLock"
-    }
-    async fn acquire(&self) -> Result<()> {
-        StrictFifoLock::acquire(self).await
-    }
-    fn try_acquire(&self) -> Result<()> {
-        StrictFifoLock::try_acquire(self)
-    }
-    fn release(&self) -> Result<()> {
-        StrictFifoLock::release(self)
-    }
-    fn waiting(&self) -> usize {
-        self.statistics().tasks_waiting
-    }
-}
-
-impl LockLike for Semaphore {
-    fn name(&self) -> &'static str {
-        "Semaphore(1)"
-    }
-    async fn acquire(&self) -> Result<()> {
-        Semaphore::acquire(self).await
-    }
-    fn try_acquire(&self) -> Result<()> {
-        Semaphore::try_acquire(self)
-    }
-    fn release(&self) -> Result<()> {
-        Semaphore::release(self)
-    }
-    fn waiting(&self) -> usize {
-        self.statistics().tasks_waiting
-    }
-}
-
-impl LockLike for CapacityLimiter {
-    fn name(&self) -> &'static str {
-        "CapacityLimiter(1)"
-    }
-    async fn acquire(&self) -> Result<()> {
-        CapacityLimiter::acquire(self).await
-    }
-    fn try_acquire(&self) -> Result<()> {
-        CapacityLimiter::try_acquire(self)
-    }
-    fn release(&self) -> Result<()> {
-        CapacityLimiter::release(self)
-    }
-    fn waiting(&self) -> usize {
-        self.statistics().tasks_waiting
-    }
-}
+lock_like!(
+    Lock => "Lock",
+    StrictFifoLock => "StrictFifoLock",
+    Semaphore => "Semaphore(1)",
+    CapacityLimiter => "CapacityLimiter(1)",
+);
 
 impl LockLike for Condition {
     fn name(&self) -> &'static str {

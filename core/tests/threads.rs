@@ -22,12 +22,6 @@ fn me() -> ThreadId {
     std::thread::current().id()
 }
 
-/// Real-time sleep on the trio thread without blocking it: used only to
-/// give worker threads time, bounded by the callers' loops.
-async fn real_pause() -> trio::Result<()> {
-    to_thread::run_sync(|| std::thread::sleep(Duration::from_millis(2))).await
-}
-
 #[test]
 fn run_sync_runs_on_another_thread_and_returns_its_value() {
     mock_run(async {
@@ -54,18 +48,20 @@ fn a_panic_in_the_thread_continues_in_the_caller() {
 fn the_limiter_bounds_concurrent_threads() {
     let running = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
+    // Threads meet in pairs: two must run at once, and a third never can.
+    let pair = Arc::new(std::sync::Barrier::new(2));
     mock_run(async {
         let limiter = Rc::new(CapacityLimiter::new(2));
         open_nursery(async |n| {
             for _ in 0..6 {
-                let (running, max, limiter) = (running.clone(), max.clone(), limiter.clone());
+                let (running, max, limiter, pair) = (running.clone(), max.clone(), limiter.clone(), pair.clone());
                 n.spawn(async move {
                     to_thread::Options::new()
                         .limiter(limiter)
                         .run_sync(move || {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                             max.fetch_max(now, Ordering::SeqCst);
-                            std::thread::sleep(Duration::from_millis(20));
+                            pair.wait();
                             running.fetch_sub(1, Ordering::SeqCst);
                         })
                         .await
@@ -120,16 +116,27 @@ fn without_abandon_cancellation_waits_for_the_thread() {
         assert!(r.is_none());
         let s = CancelScope::with_timeout(secs(1));
         let f3 = f2.clone();
-        let r = s
-            .run(async move {
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        // The thread runs until a sibling lets it go at t=2, after the
+        // scope's deadline at t=1 (the mock clock jumps to each in turn).
+        let r = open_nursery(async |n| {
+            n.spawn(async move {
+                sleep(secs(2)).await?;
+                go_tx.send(()).unwrap();
+                Ok(())
+            });
+            s.run(async move {
                 to_thread::run_sync(move || {
-                    std::thread::sleep(Duration::from_millis(30));
+                    go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
                     f3.fetch_add(1, Ordering::SeqCst);
                     7
                 })
                 .await
             })
-            .await?;
+            .await
+        })
+        .await?
+        .flatten();
         // The deadline passed while the thread ran, but the call waited.
         assert_eq!(r, Some(7));
         assert!(s.cancel_called());
@@ -166,12 +173,7 @@ fn abandon_on_cancel_returns_at_once_and_frees_the_token_later() {
         assert_eq!(limiter.borrowed_tokens(), 1, "the thread still holds its token");
         release_tx.send(()).unwrap();
         done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        for _ in 0..1000 {
-            if limiter.borrowed_tokens() == 0 {
-                break;
-            }
-            real_pause().await?;
-        }
+        until(|| limiter.borrowed_tokens() == 0).await?;
         assert_eq!(limiter.borrowed_tokens(), 0, "given back when the thread ended");
         Ok(())
     })
@@ -181,10 +183,21 @@ fn abandon_on_cancel_returns_at_once_and_frees_the_token_later() {
 #[test]
 fn idle_threads_are_reused() {
     mock_run(async {
-        let a = to_thread::run_sync(me).await?;
-        let b = to_thread::run_sync(me).await?;
-        assert_eq!(a, b, "the second call reused the idle worker");
-        assert!(to_thread::idle_worker_threads() >= 1);
+        // The pool is process-wide: a test running beside this one may take
+        // the idle worker between two calls, so try a bounded number of
+        // times; a pool that never reused threads would never match.
+        let mut reused = false;
+        for _ in 0..20 {
+            let a = to_thread::run_sync(me).await?;
+            let b = to_thread::run_sync(me).await?;
+            if a == b {
+                reused = true;
+                break;
+            }
+        }
+        assert!(reused, "the second call reused the idle worker");
+        // A worker goes back to the idle list just after it reported.
+        until(|| to_thread::idle_worker_threads() >= 1).await?;
         Ok(())
     })
     .unwrap();
@@ -322,14 +335,11 @@ fn run_sync_soon_is_fifo_per_thread_under_stress() {
                 })
             })
             .collect();
+        // Every callback was queued before the producers were joined, and
+        // so before this call's own completion notice: FIFO means they have
+        // all run by the time it returns.
         to_thread::run_sync(move || threads.into_iter().for_each(|t| t.join().unwrap())).await?;
-        // Let the loop drain what is queued (bounded).
-        for _ in 0..1000 {
-            if log2.lock().unwrap().len() == 1600 {
-                break;
-            }
-            real_pause().await?;
-        }
+        assert_eq!(log2.lock().unwrap().len(), 1600);
         Ok(())
     })
     .unwrap();
@@ -444,19 +454,19 @@ fn run_with_token_awaits_a_future_from_a_plain_thread() {
 #[test]
 fn a_system_task_left_running_ends_with_the_run() {
     let (tx, rx) = mpsc::channel();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
     mock_run(async move {
         let token = current_trio_token()?;
         std::thread::spawn(move || {
-            let r = from_thread::run_with_token(&token, || async {
+            let r = from_thread::run_with_token(&token, move || async move {
+                let _ = started_tx.send(());
                 trio::sleep_forever().await?;
                 Ok(())
             });
             let _ = tx.send(r);
         });
-        // Give the request time to arrive, then finish the main task.
-        for _ in 0..50 {
-            real_pause().await?;
-        }
+        // Once the system task runs, finish the main task.
+        to_thread::run_sync(move || started_rx.recv_timeout(Duration::from_secs(10)).unwrap()).await?;
         Ok(())
     })
     .unwrap();
@@ -507,12 +517,7 @@ fn dropping_a_waiting_call_keeps_the_token_until_the_thread_ends() {
         assert_eq!(limiter.borrowed_tokens(), 1, "the running thread keeps its token");
         go_tx.send(()).unwrap();
         done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        for _ in 0..1000 {
-            if limiter.borrowed_tokens() == 0 {
-                break;
-            }
-            real_pause().await?;
-        }
+        until(|| limiter.borrowed_tokens() == 0).await?;
         assert_eq!(limiter.borrowed_tokens(), 0);
         Ok(())
     })

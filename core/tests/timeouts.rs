@@ -266,7 +266,6 @@ fn wait_all_tasks_blocked_can_be_cancelled() {
 
 #[test]
 fn autojump_makes_hour_long_timeouts_instant() {
-    let real = std::time::Instant::now();
     mock_run(async {
         for _ in 0..24 {
             let r = move_on_after(secs(3600), async { sleep_forever().await.map(|_| ()) }).await?;
@@ -276,8 +275,6 @@ fn autojump_makes_hour_long_timeouts_instant() {
         Ok(())
     })
     .unwrap();
-    // Not a timing assertion: just that virtual time is not real time.
-    assert!(real.elapsed() < Duration::from_secs(24 * 3600));
 }
 
 #[test]

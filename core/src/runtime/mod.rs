@@ -567,12 +567,6 @@ impl Runtime {
     }
 }
 
-impl Shared {
-    fn has_pending(&self) -> bool {
-        self.pending_flag()
-    }
-}
-
 /// Runs a closure on drop (clean-up that must happen while unwinding too).
 struct Defer<F: FnOnce()>(Option<F>);
 

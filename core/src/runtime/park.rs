@@ -160,6 +160,27 @@ impl Runtime {
         true
     }
 
+    /// The common part of polling a parked waiter again: refresh its waker,
+    /// put it back to `Waiting` if its scope was un-cancelled (a shield went
+    /// up) since it was nudged, and forget the record if it is done (`Woken`
+    /// or `Aborted`). Returns the state, or `None` if there is no record.
+    pub(crate) fn repoll_park(&mut self, key: usize, waker: &Waker) -> Option<ParkState> {
+        let p = self.parks.get(key)?;
+        let cancelled = p.scope != NONE && self.scopes[p.scope].effectively_cancelled;
+        let p = &mut self.parks[key];
+        if !p.waker.will_wake(waker) {
+            p.waker = waker.clone();
+        }
+        if p.state == ParkState::CancelPending && !cancelled {
+            p.state = ParkState::Waiting;
+        }
+        let state = p.state;
+        if matches!(state, ParkState::Woken | ParkState::Aborted) {
+            self.remove_park(key);
+        }
+        Some(state)
+    }
+
     /// Reschedules a parked waiter. False if it is not waiting (already woken,
     /// gone, or aborted).
     pub(crate) fn unpark_key(&mut self, key: usize) -> bool {

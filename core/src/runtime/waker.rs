@@ -127,7 +127,7 @@ impl Shared {
     }
 
     /// Was anything queued that the loop has not taken yet?
-    pub(crate) fn pending_flag(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         self.injected.has_pending() || self.entries.has_pending()
     }
 

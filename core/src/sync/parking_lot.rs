@@ -299,35 +299,17 @@ impl<F: FnOnce()> Future for LotPark<'_, F> {
                 return (key, Poll::Pending);
             }
             let key = *this.key;
-            let cancelled = {
-                let p = &rt.parks[key];
-                p.scope != NONE && rt.scopes[p.scope].effectively_cancelled
-            };
-            let p = &mut rt.parks[key];
-            if !p.waker.will_wake(cx.waker()) {
-                p.waker = cx.waker().clone();
-            }
-            match p.state {
-                ParkState::Woken => {
-                    rt.remove_park(key);
-                    (key, Poll::Ready(Ok(())))
-                }
-                ParkState::Aborted => {
+            match rt.repoll_park(key, cx.waker()) {
+                Some(ParkState::Woken) => (key, Poll::Ready(Ok(()))),
+                Some(ParkState::Aborted) => (key, Poll::Ready(Err(Error::Cancelled))),
+                Some(ParkState::CancelPending) => {
+                    // Still queued and still cancelled (an unpark would have
+                    // made it Woken): leave the lot; nothing was handed to us.
                     rt.remove_park(key);
                     (key, Poll::Ready(Err(Error::Cancelled)))
                 }
-                ParkState::CancelPending if cancelled => {
-                    // Still queued (an unpark would have made it Woken):
-                    // leave the lot; nothing was handed to us.
-                    rt.remove_park(key);
-                    (key, Poll::Ready(Err(Error::Cancelled)))
-                }
-                ParkState::CancelPending => {
-                    // Un-cancelled meanwhile (a shield went up): wait on.
-                    p.state = ParkState::Waiting;
-                    (key, Poll::Pending)
-                }
-                ParkState::Waiting => (key, Poll::Pending),
+                Some(ParkState::Waiting) => (key, Poll::Pending),
+                None => (key, Poll::Ready(Err(Error::Runtime("parked waiter vanished")))),
             }
         });
         match out {

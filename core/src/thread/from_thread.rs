@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, PoisonError};
 
 use super::TrioToken;
-use super::to_thread::{CallShared, Request, on_run_thread};
+use super::to_thread::{CallShared, Request};
 use crate::error::{Error, Result};
 
 /// What a worker thread knows about the call it serves.
@@ -41,7 +41,7 @@ fn worker_shared() -> Option<Arc<CallShared>> {
 }
 
 fn not_on_run_thread() -> Result<()> {
-    if on_run_thread() {
+    if crate::runtime::in_run() {
         return Err(Error::Runtime("from_thread called on the run's own thread (it would deadlock)"));
     }
     Ok(())

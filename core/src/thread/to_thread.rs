@@ -284,11 +284,6 @@ impl Drop for CallGuard {
     }
 }
 
-/// Is the current thread inside a `trio::run`? (For `from_thread`'s check.)
-pub(crate) fn on_run_thread() -> bool {
-    runtime::in_run()
-}
-
 /// How many idle worker threads the pool keeps right now.
 pub fn idle_worker_threads() -> usize {
     pool::idle_workers()

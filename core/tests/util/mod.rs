@@ -98,3 +98,17 @@ pub fn booms(e: &trio::Error) -> Vec<u32> {
     v.sort();
     v
 }
+
+/// Waits until `cond` holds, for conditions that another OS thread makes true
+/// (a worker thread finishing, a signal being dispatched). The pause runs on
+/// a worker thread, so the run keeps serving other tasks. Bounded: panics
+/// after about two seconds.
+pub async fn until(mut cond: impl FnMut() -> bool) -> Result<()> {
+    for _ in 0..2000 {
+        if cond() {
+            return Ok(());
+        }
+        trio::to_thread::run_sync(|| std::thread::sleep(Duration::from_millis(1))).await?;
+    }
+    panic!("condition not met within the bound");
+}
