@@ -37,6 +37,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub mod abc;
 mod cancel;
 pub mod channel;
 mod driver;
@@ -50,6 +51,7 @@ pub mod testing;
 mod thread;
 mod time;
 
+pub use abc::StapledStream;
 pub use cancel::{CancelScope, Scoped};
 pub use channel::{Receiver, Sender, TrySendError, open_memory_channel, open_unbounded_memory_channel};
 pub use error::{BoxError, Error, Result};

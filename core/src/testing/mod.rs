@@ -1,6 +1,8 @@
 //! Helpers for testing code that uses `trio`: a virtual clock, a way to wait
 //! until everything is blocked, and checkpoint assertions.
 
+mod check_streams;
+mod memory_streams;
 mod mock_clock;
 
 use std::future::Future;
@@ -10,6 +12,8 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
+pub use check_streams::*;
+pub use memory_streams::*;
 pub use mock_clock::MockClock;
 
 use crate::error::Result;

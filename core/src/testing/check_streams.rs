@@ -1,0 +1,1 @@
+//! Conformance checks for stream implementations (see `check_one_way_stream`).

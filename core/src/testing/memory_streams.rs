@@ -1,0 +1,1 @@
+//! In-memory streams for tests (see `memory_stream_pair`).
