@@ -42,10 +42,15 @@ mod cancel;
 pub mod channel;
 mod driver;
 mod error;
+mod io;
 pub mod lowlevel;
+#[cfg(not(target_os = "wasi"))]
+pub mod net;
 mod nursery;
 mod runtime;
 pub mod signal;
+#[cfg(unix)]
+pub mod subprocess;
 pub mod sync;
 pub mod testing;
 mod thread;

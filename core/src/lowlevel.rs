@@ -18,6 +18,8 @@ use pin_project_lite::pin_project;
 use crate::error::{Error, Result};
 use crate::runtime::{self, NONE, NodeKind, ParkState};
 
+pub use crate::driver::RawSource;
+pub use crate::io::{notify_closing, wait_readable, wait_writable};
 pub use crate::sync::{LotPark, ParkingLot, ParkingLotStatistics, Unparked};
 pub use crate::thread::{TrioToken, current_trio_token};
 

@@ -4,7 +4,7 @@
 //! "wait for these sources, or until this much time passed" into readiness
 //! events. Every backend provides:
 //!
-//! - `register`/`reregister`/`deregister` of a [`RawSource`] under a `token`
+//! - `register`/`deregister` of a [`RawSource`] under a `token`
 //!   with an [`Interest`];
 //! - `poll(events, timeout)`: block until an event, a [`WakeHandle`] wake, or
 //!   the timeout (`None` = forever; `Some(ZERO)` = just look);
@@ -30,14 +30,14 @@ pub(crate) mod signals;
 /// The OS handle of an I/O source: a file descriptor on Unix, a socket on
 /// Windows.
 #[cfg(unix)]
-pub(crate) type RawSource = std::os::fd::RawFd;
+pub type RawSource = std::os::fd::RawFd;
 /// The OS handle of an I/O source: a file descriptor on Unix, a socket on
 /// Windows.
 #[cfg(windows)]
-pub(crate) type RawSource = std::os::windows::io::RawSocket;
+pub type RawSource = std::os::windows::io::RawSocket;
 /// The OS handle of an I/O source.
 #[cfg(not(any(unix, windows)))]
-pub(crate) type RawSource = u32;
+pub type RawSource = u32;
 
 /// Which readiness a source is registered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,18 +72,20 @@ pub(crate) trait WakeHandle: Send + Sync {
 }
 
 /// What every backend provides (see the module docs).
-#[allow(dead_code)] // registration is used by the networking layer and the driver tests
 pub(crate) trait Driver {
     fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
-    fn reregister(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
     fn deregister(&mut self, source: RawSource) -> io::Result<()>;
     fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
     fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>>;
 }
 
+/// The driver of this platform.
+#[cfg(not(target_os = "wasi"))]
+pub(crate) type PlatformDriver = native::NativeDriver;
+
 /// The driver for this platform.
 #[cfg(not(target_os = "wasi"))]
-pub(crate) fn new_driver() -> io::Result<impl Driver> {
+pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
     native::NativeDriver::new()
 }
 

@@ -47,14 +47,9 @@ fn mio_interest(i: Interest) -> io::Result<mio::Interest> {
 
 #[cfg(unix)]
 impl NativeDriver {
-    fn do_register(&mut self, source: RawSource, token: usize, interest: Interest, re: bool) -> io::Result<()> {
+    fn do_register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
         let interest = mio_interest(interest)?;
-        let mut fd = mio::unix::SourceFd(&source);
-        if re {
-            self.poll.registry().reregister(&mut fd, Token(token), interest)
-        } else {
-            self.poll.registry().register(&mut fd, Token(token), interest)
-        }
+        self.poll.registry().register(&mut mio::unix::SourceFd(&source), Token(token), interest)
     }
 
     fn do_deregister(&mut self, source: RawSource) -> io::Result<()> {
@@ -64,7 +59,7 @@ impl NativeDriver {
 
 #[cfg(not(unix))]
 impl NativeDriver {
-    fn do_register(&mut self, _source: RawSource, _token: usize, interest: Interest, _re: bool) -> io::Result<()> {
+    fn do_register(&mut self, _source: RawSource, _token: usize, interest: Interest) -> io::Result<()> {
         mio_interest(interest)?;
         // IOCP needs mio's own socket types; the networking issue hands those
         // to the driver instead of raw handles.
@@ -79,11 +74,7 @@ impl NativeDriver {
 impl Driver for NativeDriver {
     fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
         assert_ne!(token, WAKE_TOKEN.0, "token reserved for the wake handle");
-        self.do_register(source, token, interest, false)
-    }
-
-    fn reregister(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
-        self.do_register(source, token, interest, true)
+        self.do_register(source, token, interest)
     }
 
     fn deregister(&mut self, source: RawSource) -> io::Result<()> {

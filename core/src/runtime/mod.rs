@@ -21,6 +21,7 @@
 //! in place; foreign wakers are collected and woken after the borrow ends.
 
 mod inject;
+pub(crate) mod io;
 mod park;
 mod scopes;
 mod tasks;
@@ -38,7 +39,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use crate::cancel::ScopeState;
-use crate::driver::{self, Driver, Events};
+use crate::driver::{self, Driver, Events, PlatformDriver};
 use crate::error::{Error, Result};
 use crate::time::{Clock, Instant, SystemClock};
 
@@ -63,6 +64,10 @@ pub(crate) struct Runtime {
     pub(crate) nurseries: Slab<NurseryRec>,
     pub(crate) scopes: Slab<ScopeRec>,
     pub(crate) parks: Slab<ParkRec>,
+    /// Registered I/O sources and their waiters.
+    pub(crate) io: io::IoTable,
+    /// The OS poller.
+    pub(crate) driver: PlatformDriver,
     /// Scope deadlines: (deadline, scope key).
     pub(crate) timers: BTreeMap<(Instant, usize), ()>,
     /// `wait_all_tasks_blocked` waiters: (cushion, sequence) → park key.
@@ -299,7 +304,7 @@ impl RunOptions {
         if in_run() {
             return Err(Error::Runtime("trio::run cannot nest inside another trio::run on the same thread"));
         }
-        let mut driver = driver::new_driver()?;
+        let driver = driver::new_driver()?;
         let shared = Arc::new(Shared::new(driver.wake_handle()));
         let run_id = waker::register(shared.clone()).ok_or(Error::Runtime("too many trio runs alive at once"))?;
         let finish_shared = shared.clone();
@@ -318,6 +323,8 @@ impl RunOptions {
             nurseries: Slab::new(),
             scopes: Slab::new(),
             parks: Slab::new(),
+            io: io::IoTable::new(),
+            driver,
             timers: BTreeMap::new(),
             idle_waiters: BTreeMap::new(),
             root: NONE,
@@ -428,18 +435,21 @@ impl RunOptions {
                 continue;
             }
             events.clear();
-            driver.poll(&mut events, timeout)?;
-            // The only registered source so far is the wake handle, whose
-            // wakes arrive through `shared`; I/O sources come with networking.
-            if !ready && events.is_empty() && !shared.has_pending() {
-                let deferred = {
-                    let mut rt = cell.borrow_mut();
+            // Blocking in the poller with the runtime borrowed is fine: no
+            // code of this thread runs meanwhile, and other threads reach the
+            // loop only through `shared` and the driver's wake handle.
+            let deferred = {
+                let mut rt = cell.borrow_mut();
+                rt.driver.poll(&mut events, timeout)?;
+                if !events.is_empty() {
+                    rt.io_dispatch(&events);
+                } else if !ready && !shared.has_pending() {
                     rt.on_idle(idle);
-                    std::mem::take(&mut rt.deferred)
-                };
-                for w in deferred {
-                    w.wake();
                 }
+                std::mem::take(&mut rt.deferred)
+            };
+            for w in deferred {
+                w.wake();
             }
         }
     }

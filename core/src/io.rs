@@ -1,0 +1,302 @@
+//! Waiting for I/O: the registered-source handle the socket types are built
+//! on, and the public `wait_readable`/`wait_writable`/`notify_closing`.
+//!
+//! See `runtime/io.rs` for the readiness contract.
+
+use std::io;
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+
+use crate::driver::RawSource;
+use crate::error::{Error, Result};
+use crate::lowlevel::{self, Abort};
+use crate::runtime::{
+    self,
+    io::{Dir, IoWaiter},
+};
+
+const FOREIGN_RUN: &str = "an I/O object was used outside the trio run that created it";
+
+/// A source registered with the current run's driver, for both directions,
+/// for as long as the handle lives. Not `Send`: it belongs to its run.
+#[derive(Debug)]
+pub(crate) struct IoHandle {
+    key: usize,
+    generation: u32,
+    serial: u64,
+    fd: RawSource,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl IoHandle {
+    /// Registers `fd` with the current run.
+    pub(crate) fn new(fd: RawSource) -> Result<IoHandle> {
+        let (key, generation, serial) = runtime::with(|rt| {
+            let (k, g) = rt.io_register(fd, false)?;
+            Ok::<_, io::Error>((k, g, rt.serial))
+        })??;
+        Ok(IoHandle { key, generation, serial, fd, _not_send: PhantomData })
+    }
+
+    /// The descriptor.
+    pub(crate) fn fd(&self) -> RawSource {
+        self.fd
+    }
+
+    /// Runs `f` on this handle's record; `Closed` if it was released,
+    /// `Runtime` if used from another run.
+    fn with_rec<R>(&self, f: impl FnOnce(&mut crate::runtime::io::IoRec) -> R) -> Result<R> {
+        runtime::with(|rt| {
+            if rt.serial != self.serial {
+                return Err(Error::Runtime(FOREIGN_RUN));
+            }
+            match rt.io_rec(self.key, self.generation) {
+                Some(rec) => Ok(f(rec)),
+                None => Err(Error::Closed),
+            }
+        })?
+    }
+
+    /// Marks a direction not ready (the owner saw it drained).
+    pub(crate) fn clear_ready(&self, dir: Dir) {
+        let _ = self.with_rec(|r| r.ready[dir as usize] = false);
+    }
+
+    /// Runs the non-blocking `op` until it does not report `WouldBlock`,
+    /// parking for readiness in between; `op` returns its result and
+    /// whether the direction is now drained (for example a short read).
+    ///
+    /// # Checkpoint
+    /// Always (Trio's rule for socket operations): a cancellation check
+    /// first, then either the wait or, if `op` succeeded at once, a yield.
+    pub(crate) async fn io<T>(&self, dir: Dir, mut op: impl FnMut() -> io::Result<(T, bool)>) -> Result<T> {
+        lowlevel::checkpoint_if_cancelled().await?;
+        let mut waited = false;
+        loop {
+            if self.with_rec(|r| r.ready[dir as usize])? {
+                match op() {
+                    Ok((v, drained)) => {
+                        if drained {
+                            self.clear_ready(dir);
+                        }
+                        if !waited {
+                            lowlevel::cancel_shielded_checkpoint().await?;
+                        }
+                        return Ok(v);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_ready(dir),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::Io(e)),
+                }
+            }
+            self.wait_edge(dir).await?;
+            waited = true;
+        }
+    }
+
+    /// The poll-style form of [`io`](Self::io) (no checkpoints), for
+    /// `futures-io`.
+    #[cfg_attr(not(feature = "futures-io"), allow(dead_code))]
+    pub(crate) fn poll_io<T>(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+        mut op: impl FnMut() -> io::Result<(T, bool)>,
+    ) -> Poll<io::Result<T>> {
+        let to_io = |e: Error| match e {
+            Error::Io(e) => e,
+            Error::Closed => io::Error::new(io::ErrorKind::NotConnected, "the stream is closed"),
+            other => io::Error::other(other),
+        };
+        // Bounded: each turn either returns or clears the readiness bit.
+        for _ in 0..1024 {
+            match self.with_rec(|r| r.ready[dir as usize]) {
+                Err(e) => return Poll::Ready(Err(to_io(e))),
+                Ok(false) => {
+                    let waker = cx.waker().clone();
+                    return match self.with_rec(|r| r.waiters[dir as usize] = IoWaiter::Waker(waker)) {
+                        Ok(()) => Poll::Pending,
+                        Err(e) => Poll::Ready(Err(to_io(e))),
+                    };
+                }
+                Ok(true) => match op() {
+                    Ok((v, drained)) => {
+                        if drained {
+                            self.clear_ready(dir);
+                        }
+                        return Poll::Ready(Ok(v));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_ready(dir),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Parks until the next readiness event in `dir` (or until the source
+    /// is released: `Closed`). `Busy` if another task waits in `dir`.
+    async fn wait_edge(&self, dir: Dir) -> Result<()> {
+        self.with_rec(|r| match r.waiters[dir as usize] {
+            IoWaiter::Park(_) => Err(Error::Busy),
+            _ => Ok(()),
+        })??;
+        park_on(self.key, self.generation, dir).await?;
+        // Woken by an event, or by the release of the source.
+        self.with_rec(|_| ())
+    }
+
+    /// Waits until `dir` is ready now (level-triggered, as Trio's
+    /// `wait_readable`): returns at once (after a yield) if it is.
+    pub(crate) async fn wait_ready(&self, dir: Dir) -> Result<()> {
+        if self.with_rec(|r| r.ready[dir as usize])? {
+            if level_ready(self.fd, dir) {
+                return lowlevel::checkpoint().await;
+            }
+            self.clear_ready(dir);
+        }
+        self.wait_edge(dir).await
+    }
+
+    /// Deregisters now (before the descriptor is closed); waiters wake with
+    /// `Closed`. Idempotent.
+    pub(crate) fn release(&self) {
+        let _ = runtime::with(|rt| {
+            if rt.serial == self.serial {
+                rt.io_release(self.key, self.generation);
+            }
+        });
+    }
+}
+
+impl Drop for IoHandle {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Parks in the waiter slot `dir` of record `key`.
+async fn park_on(key: usize, generation: u32, dir: Dir) -> Result<()> {
+    let park_key = std::cell::Cell::new(usize::MAX);
+    lowlevel::park(
+        |token| {
+            let k = lowlevel::token_key(token);
+            park_key.set(k);
+            let _ = runtime::with(|rt| {
+                if let Some(rec) = rt.io_rec(key, generation) {
+                    rec.waiters[dir as usize] = IoWaiter::Park(k);
+                }
+            });
+        },
+        || {
+            let _ = runtime::with(|rt| {
+                if let Some(rec) = rt.io_rec(key, generation)
+                    && matches!(rec.waiters[dir as usize], IoWaiter::Park(k) if k == park_key.get())
+                {
+                    rec.waiters[dir as usize] = IoWaiter::None;
+                }
+            });
+            Abort::Succeeded
+        },
+    )
+    .await
+}
+
+/// Is `fd` ready in `dir` right now? (One `poll(2)` with no timeout.)
+#[cfg(unix)]
+fn level_ready(fd: RawSource, dir: Dir) -> bool {
+    let events = match dir {
+        Dir::Read => libc::POLLIN,
+        Dir::Write => libc::POLLOUT,
+    };
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: one valid pollfd, count 1, no timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    // An error or POLLERR/POLLHUP/POLLNVAL also counts as ready: the
+    // operation will report it.
+    n != 0
+}
+
+/// Without `poll(2)`, trust the readiness bit (a spurious wakeup at worst).
+#[cfg(not(unix))]
+fn level_ready(_fd: RawSource, _dir: Dir) -> bool {
+    true
+}
+
+async fn wait_fd(fd: RawSource, dir: Dir) -> Result<()> {
+    // Use the source's registration if it has one, else add a temporary one.
+    let (key, generation, temporary) = runtime::with(|rt| match rt.io.by_fd.get(&fd) {
+        Some(&k) => Ok((k, rt.io.recs[k].generation, rt.io.recs[k].temporary)),
+        None => rt.io_register(fd, true).map(|(k, g)| (k, g, true)),
+    })??;
+    struct TempGuard(usize, u32, bool);
+    impl Drop for TempGuard {
+        fn drop(&mut self) {
+            if self.2 {
+                let _ = runtime::with(|rt| rt.io_temp_done(self.0, self.1));
+            }
+        }
+    }
+    let _guard = TempGuard(key, generation, temporary);
+    let ready = runtime::with(|rt| match rt.io_rec(key, generation) {
+        Some(rec) => match rec.waiters[dir as usize] {
+            IoWaiter::Park(_) => Err(Error::Busy),
+            _ => Ok(rec.ready[dir as usize]),
+        },
+        None => Err(Error::Closed),
+    })??;
+    if ready {
+        if level_ready(fd, dir) {
+            return lowlevel::checkpoint().await;
+        }
+        let _ = runtime::with(|rt| {
+            if let Some(rec) = rt.io_rec(key, generation) {
+                rec.ready[dir as usize] = false;
+            }
+        });
+    }
+    park_on(key, generation, dir).await?;
+    runtime::with(|rt| rt.io_rec(key, generation).map(|_| ()).ok_or(Error::Closed))?
+}
+
+/// Waits until `fd` is readable (level-triggered: returns soon if it already
+/// is). Only one task may wait for each direction of a descriptor.
+///
+/// A descriptor that no `trio` object owns is registered with the OS poller
+/// for the length of the wait; sockets made by `trio` use their own
+/// registration.
+///
+/// # Checkpoint
+/// Always.
+/// # Cancellation
+/// Returns `Err(Cancelled)`; nothing else happened.
+/// # Errors
+/// `Busy` if another task waits for `fd` to become readable; `Closed` if
+/// [`notify_closing`] was called for `fd` meanwhile; `Io` if the OS refuses
+/// to watch `fd` (for example a regular file on Linux: `EPERM`).
+pub async fn wait_readable(fd: RawSource) -> Result<()> {
+    wait_fd(fd, Dir::Read).await
+}
+
+/// Waits until `fd` is writable. See [`wait_readable`].
+///
+/// # Errors
+/// As [`wait_readable`].
+pub async fn wait_writable(fd: RawSource) -> Result<()> {
+    wait_fd(fd, Dir::Write).await
+}
+
+/// Tells `trio` that `fd` is about to be closed: tasks waiting on it wake
+/// with `Err(Closed)`, and its registration is dropped (so the number can be
+/// reused safely). Call it before closing a descriptor you waited on. Not a
+/// checkpoint.
+///
+/// # Errors
+/// `Runtime` outside `trio::run`.
+pub fn notify_closing(fd: RawSource) -> Result<()> {
+    runtime::with(|rt| {
+        rt.io_notify_closing(fd);
+    })
+}

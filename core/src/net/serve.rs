@@ -1,0 +1,1 @@
+//! `serve_listeners`, `serve_tcp`.

@@ -1,0 +1,154 @@
+//! I/O sources registered with the driver, and the tasks waiting on them.
+//!
+//! # Readiness contract
+//!
+//! The native driver is edge-triggered: the OS reports a source when it
+//! *becomes* readable or writable. Each record keeps one "maybe ready" bit
+//! per direction, set by events and cleared by the owner when an operation
+//! hits `WouldBlock` (or a short read shows the buffer was drained). An
+//! operation with the bit set tries the system call first; with the bit
+//! clear it parks until the next event. Nothing runs between an operation's
+//! `WouldBlock` and its park (one thread, events are only taken between
+//! passes), so no edge can be lost in between.
+//!
+//! Sockets register once, for both directions, when they are created, and
+//! stay registered until they are closed. `wait_readable`/`wait_writable` on
+//! a descriptor nobody registered add a temporary registration for the
+//! length of the wait.
+
+use std::collections::HashMap;
+use std::io;
+use std::task::Waker;
+
+use slab::Slab;
+
+use super::Runtime;
+use crate::driver::{Driver, Event, Interest, RawSource};
+
+/// Read or write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read = 0,
+    Write = 1,
+}
+
+/// Who waits on one direction of a source.
+#[derive(Debug, Default)]
+pub(crate) enum IoWaiter {
+    #[default]
+    None,
+    /// A parked task (park record key).
+    Park(usize),
+    /// A poll-style waiter (`AsyncRead`/`AsyncWrite`).
+    Waker(Waker),
+}
+
+pub(crate) struct IoRec {
+    pub(crate) fd: RawSource,
+    pub(crate) generation: u32,
+    /// "Maybe ready" per direction (see the module docs).
+    pub(crate) ready: [bool; 2],
+    pub(crate) waiters: [IoWaiter; 2],
+    /// Registered by a `wait_*` call on a foreign descriptor: removed when
+    /// its last waiter leaves.
+    pub(crate) temporary: bool,
+}
+
+/// The I/O half of the runtime's state.
+pub(crate) struct IoTable {
+    pub(crate) recs: Slab<IoRec>,
+    pub(crate) by_fd: HashMap<RawSource, usize>,
+}
+
+impl IoTable {
+    pub(crate) fn new() -> IoTable {
+        IoTable { recs: Slab::new(), by_fd: HashMap::new() }
+    }
+}
+
+impl Runtime {
+    /// Registers `fd` for both directions. `Err(AlreadyExists)` if it is
+    /// registered already.
+    pub(crate) fn io_register(&mut self, fd: RawSource, temporary: bool) -> io::Result<(usize, u32)> {
+        if self.io.by_fd.contains_key(&fd) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "this descriptor is already registered with trio",
+            ));
+        }
+        let generation = self.next_generation();
+        let entry = self.io.recs.vacant_entry();
+        let key = entry.key();
+        self.driver.register(fd, key, Interest::BOTH)?;
+        entry.insert(IoRec { fd, generation, ready: [false; 2], waiters: Default::default(), temporary });
+        self.io.by_fd.insert(fd, key);
+        Ok((key, generation))
+    }
+
+    /// The record `key` if it is still generation `generation`.
+    pub(crate) fn io_rec(&mut self, key: usize, generation: u32) -> Option<&mut IoRec> {
+        self.io.recs.get_mut(key).filter(|r| r.generation == generation)
+    }
+
+    /// Forgets a source: deregisters it (while its descriptor is still
+    /// open) and wakes its waiters, who find it gone and report `Closed`.
+    pub(crate) fn io_release(&mut self, key: usize, generation: u32) {
+        let Some(rec) = self.io_rec(key, generation) else { return };
+        let fd = rec.fd;
+        let waiters = std::mem::take(&mut rec.waiters);
+        self.io.recs.remove(key);
+        self.io.by_fd.remove(&fd);
+        // It may already be closed by its owner; then the OS forgot it.
+        let _ = self.driver.deregister(fd);
+        for w in waiters {
+            self.io_wake(w);
+        }
+    }
+
+    /// `notify_closing`: forget `fd` if it is registered. True if it was.
+    pub(crate) fn io_notify_closing(&mut self, fd: RawSource) -> bool {
+        let Some(&key) = self.io.by_fd.get(&fd) else { return false };
+        let generation = self.io.recs[key].generation;
+        self.io_release(key, generation);
+        true
+    }
+
+    fn io_wake(&mut self, w: IoWaiter) {
+        match w {
+            IoWaiter::None => {}
+            IoWaiter::Park(park) => {
+                self.unpark_key(park);
+            }
+            IoWaiter::Waker(w) => self.wake_waker(&w),
+        }
+    }
+
+    /// Applies the driver's events: set the readiness bits, wake waiters.
+    pub(crate) fn io_dispatch(&mut self, events: &[Event]) {
+        for ev in events {
+            let Some(rec) = self.io.recs.get_mut(ev.token) else { continue };
+            let mut woken: [IoWaiter; 2] = Default::default();
+            if ev.readable || ev.error {
+                rec.ready[Dir::Read as usize] = true;
+                woken[0] = std::mem::take(&mut rec.waiters[Dir::Read as usize]);
+            }
+            if ev.writable || ev.error {
+                rec.ready[Dir::Write as usize] = true;
+                woken[1] = std::mem::take(&mut rec.waiters[Dir::Write as usize]);
+            }
+            for w in woken {
+                self.io_wake(w);
+            }
+        }
+    }
+
+    /// A temporary registration whose waiters are gone is removed.
+    pub(crate) fn io_temp_done(&mut self, key: usize, generation: u32) {
+        if let Some(rec) = self.io_rec(key, generation)
+            && rec.temporary
+            && rec.waiters.iter().all(|w| matches!(w, IoWaiter::None))
+        {
+            self.io_release(key, generation);
+        }
+    }
+}

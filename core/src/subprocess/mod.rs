@@ -1,0 +1,1 @@
+//! Subprocesses: `run_process` and `open_process`.
