@@ -59,7 +59,7 @@ impl IoHandle {
 
     /// Marks a direction not ready (the owner saw it drained).
     pub(crate) fn clear_ready(&self, dir: Dir) {
-        let _ = self.with_rec(|r| r.ready[dir as usize] = false);
+        let _ = runtime::with(|rt| rt.io_clear_ready(self.key, self.generation, dir));
     }
 
     /// Runs the non-blocking `op` until it does not report `WouldBlock`,
@@ -251,11 +251,7 @@ async fn wait_fd(fd: RawSource, dir: Dir) -> Result<()> {
         if level_ready(fd, dir) {
             return lowlevel::checkpoint().await;
         }
-        let _ = runtime::with(|rt| {
-            if let Some(rec) = rt.io_rec(key, generation) {
-                rec.ready[dir as usize] = false;
-            }
-        });
+        let _ = runtime::with(|rt| rt.io_clear_ready(key, generation, dir));
     }
     park_on(key, generation, dir).await?;
     runtime::with(|rt| rt.io_rec(key, generation).map(|_| ()).ok_or(Error::Closed))?

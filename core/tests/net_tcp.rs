@@ -92,3 +92,290 @@ fn closed_stream_operations_fail_closed() {
     })
     .unwrap();
 }
+
+/// A connected pair over loopback (client, server side).
+async fn tcp_pair() -> trio::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind(loopback())?;
+    let client = TcpStream::connect(listener.local_addr()?).await?;
+    let server = listener.accept().await?;
+    Ok((client, server))
+}
+
+#[test]
+fn reset_by_peer_is_broken() {
+    mock_run(async {
+        let (client, server) = tcp_pair().await?;
+        server.with_socket(|s| s.set_linger(Some(std::time::Duration::ZERO)))?;
+        server.send_all(b"unread").await?;
+        // The client has unread data... and the server leaves with a RST.
+        drop(server);
+        let mut buf = [0u8; 64];
+        let mut saw_broken = false;
+        for _ in 0..10 {
+            match client.receive_some(&mut buf).await {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(Error::Broken) => {
+                    saw_broken = true;
+                    break;
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert!(saw_broken, "a reset reads as Broken");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn sending_to_a_closed_peer_becomes_broken() {
+    mock_run(async {
+        let (client, server) = tcp_pair().await?;
+        server.aclose().await?;
+        let chunk = [7u8; 4096];
+        let mut result = Ok(());
+        for _ in 0..100 {
+            result = client.send_all(&chunk).await;
+            if result.is_err() {
+                break;
+            }
+            trio::sleep(std::time::Duration::from_millis(1)).await?;
+        }
+        assert!(matches!(result, Err(Error::Broken)), "got {result:?}");
+        // And it stays broken.
+        assert!(matches!(client.send_all(b"x").await, Err(Error::Broken)));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn half_closed_peer_can_still_send() {
+    mock_run(async {
+        let (client, server) = tcp_pair().await?;
+        client.send_eof().await?;
+        client.send_eof().await?; // idempotent
+        let mut buf = [0u8; 16];
+        assert_eq!(server.receive_some(&mut buf).await?, 0);
+        server.send_all(b"still here").await?;
+        let k = client.receive_some(&mut buf).await?;
+        assert_eq!(&buf[..k], b"still here");
+        assert!(client.send_all(b"x").await.is_err(), "sending after send_eof fails");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn cancelled_send_all_breaks_the_stream() {
+    mock_run(async {
+        let (client, _server) = tcp_pair().await?;
+        // Nobody reads: the buffers fill and send_all blocks until the
+        // deadline cancels it midway.
+        let big = vec![1u8; 64 << 20];
+        let r = trio::move_on_after(util::secs(5), client.send_all(&big)).await?;
+        assert!(r.is_none(), "the send cannot finish");
+        assert!(matches!(client.send_all(b"more").await, Err(Error::Broken)));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn concurrent_sends_or_receives_are_busy() {
+    mock_run(async {
+        let (client, server) = tcp_pair().await?;
+        open_nursery(async |n| {
+            n.spawn(async {
+                let mut buf = [0u8; 8];
+                let k = client.receive_some(&mut buf).await?;
+                assert_eq!(&buf[..k], b"hi");
+                Ok(())
+            });
+            trio::testing::wait_all_tasks_blocked(std::time::Duration::ZERO).await?;
+            let mut buf = [0u8; 8];
+            assert!(matches!(client.receive_some(&mut buf).await, Err(Error::Busy)));
+            // Sending on the same stream while another task receives is fine.
+            client.send_all(b"ping").await?;
+            let k = server.receive_some(&mut buf).await?;
+            assert_eq!(&buf[..k], b"ping");
+            server.send_all(b"hi").await?;
+            Ok(())
+        })
+        .await?;
+        let big = vec![0u8; 64 << 20];
+        open_nursery(async |n| {
+            n.cancel_scope().set_deadline(trio::current_time()? + util::secs(1));
+            n.spawn(async {
+                let _ = client.send_all(&big).await;
+                Ok(())
+            });
+            trio::testing::wait_all_tasks_blocked(std::time::Duration::ZERO).await?;
+            assert!(matches!(client.send_all(b"x").await, Err(Error::Busy)));
+            assert!(matches!(client.wait_send_all_might_not_block().await, Err(Error::Busy)));
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn closing_wakes_a_blocked_receiver_with_closed() {
+    mock_run(async {
+        let (client, _server) = tcp_pair().await?;
+        let got = std::cell::RefCell::new(None);
+        open_nursery(async |n| {
+            n.spawn(async {
+                let mut buf = [0u8; 8];
+                *got.borrow_mut() = Some(client.receive_some(&mut buf).await);
+                Ok(())
+            });
+            trio::testing::wait_all_tasks_blocked(std::time::Duration::ZERO).await?;
+            client.aclose().await?;
+            Ok(())
+        })
+        .await?;
+        assert!(matches!(got.take(), Some(Err(Error::Closed))), "{:?}", got.borrow());
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn empty_buffer_and_empty_send() {
+    mock_run(async {
+        let (client, server) = tcp_pair().await?;
+        match client.receive_some(&mut []).await {
+            Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
+            other => panic!("{other:?}"),
+        }
+        trio::testing::assert_checkpoints(client.send_all(b"")).await?;
+        server.send_all(b"z").await?;
+        let mut b = [0u8; 1];
+        assert_eq!(client.receive_some(&mut b).await?, 1);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn operations_are_checkpoints() {
+    mock_run(async {
+        let (client, server) = tcp_pair().await?;
+        trio::testing::assert_checkpoints(client.send_all(b"abc")).await?;
+        let mut b = [0u8; 8];
+        trio::testing::assert_checkpoints(server.receive_some(&mut b)).await?;
+        trio::testing::assert_checkpoints(client.wait_send_all_might_not_block()).await?;
+        // Cancelled before it starts: nothing is sent.
+        let scope = trio::CancelScope::new();
+        scope.cancel();
+        assert!(scope.run(client.send_all(b"never")).await?.is_none());
+        client.send_all(b"after").await?;
+        let k = server.receive_some(&mut b).await?;
+        assert_eq!(&b[..k], b"after");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn large_transfer_both_ways_at_once() {
+    mock_run(async {
+        let (a, b) = tcp_pair().await?;
+        let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let pump = async |from: &TcpStream, to: &TcpStream| -> trio::Result<()> {
+            open_nursery(async |n| {
+                n.spawn(async {
+                    from.send_all(&data).await?;
+                    from.send_eof().await
+                });
+                let mut got = Vec::with_capacity(data.len());
+                let mut buf = vec![0u8; 65536];
+                for _ in 0..1_000_000 {
+                    let k = to.receive_some(&mut buf).await?;
+                    if k == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..k]);
+                }
+                assert!(got == data, "the bytes arrive intact and in order");
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        };
+        open_nursery(async |n| {
+            n.spawn(pump(&a, &b));
+            n.spawn(pump(&b, &a));
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[cfg(feature = "futures-io")]
+#[test]
+fn futures_io_traits() {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    mock_run(async {
+        let (mut client, mut server) = tcp_pair().await?;
+        open_nursery(async |n| {
+            n.spawn(async {
+                let mut buf = vec![0u8; 100_000];
+                server.read_exact(&mut buf).await?;
+                assert!(buf.iter().enumerate().all(|(i, &b)| b == (i % 7) as u8));
+                server.write_all(b"done").await?;
+                server.close().await?;
+                Ok(())
+            });
+            let data: Vec<u8> = (0..100_000).map(|i| (i % 7) as u8).collect();
+            client.write_all(&data).await?;
+            let mut reply = Vec::new();
+            client.read_to_end(&mut reply).await?;
+            assert_eq!(reply, b"done");
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn ipv6_loopback_when_available() {
+    mock_run(async {
+        let Ok(listener) = TcpListener::bind("[::1]:0".parse().unwrap()) else {
+            return Ok(()); // no IPv6 on this machine
+        };
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let server = listener.accept().await?;
+        client.send_all(b"v6").await?;
+        let mut b = [0u8; 2];
+        assert_eq!(server.receive_some(&mut b).await?, 2);
+        assert!(server.peer_addr()?.is_ipv6());
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn socket_used_in_another_run_is_a_clear_error() {
+    // Sockets belong to the run that made them.
+    let listener = std::net::TcpListener::bind(loopback()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let std_client = std::net::TcpStream::connect(addr).unwrap();
+    let stream = std::cell::RefCell::new(None);
+    mock_run(async {
+        *stream.borrow_mut() = Some(TcpStream::from_std(std_client)?);
+        Ok(())
+    })
+    .unwrap();
+    let s = stream.take().unwrap();
+    let r = mock_run(async { s.send_all(b"x").await });
+    assert!(matches!(r, Err(Error::Runtime(_)) | Err(Error::Closed)), "{r:?}");
+}

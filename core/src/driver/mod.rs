@@ -59,8 +59,13 @@ pub(crate) struct Event {
     pub(crate) token: usize,
     pub(crate) readable: bool,
     pub(crate) writable: bool,
-    /// Error or hang-up: wake both directions, the operation will report it.
+    /// Error: wake both directions, the operation will report it.
     pub(crate) error: bool,
+    /// The peer will send nothing more (EOF or hang-up). Sticky: no new
+    /// edge will follow, so reads must keep trying.
+    pub(crate) read_closed: bool,
+    /// Writing can no longer succeed (hang-up). Sticky as `read_closed`.
+    pub(crate) write_closed: bool,
 }
 
 /// The buffer `poll` fills.

@@ -96,6 +96,8 @@ impl Driver for NativeDriver {
                 readable: ev.is_readable() || ev.is_read_closed(),
                 writable: ev.is_writable() || ev.is_write_closed(),
                 error: ev.is_error(),
+                read_closed: ev.is_read_closed(),
+                write_closed: ev.is_write_closed(),
             });
         }
         Ok(())

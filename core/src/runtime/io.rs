@@ -48,6 +48,9 @@ pub(crate) struct IoRec {
     pub(crate) generation: u32,
     /// "Maybe ready" per direction (see the module docs).
     pub(crate) ready: [bool; 2],
+    /// Hang-up, EOF or error seen per direction: no further edge will come,
+    /// so the direction stays ready for good.
+    pub(crate) closed: [bool; 2],
     pub(crate) waiters: [IoWaiter; 2],
     /// Registered by a `wait_*` call on a foreign descriptor: removed when
     /// its last waiter leaves.
@@ -80,7 +83,14 @@ impl Runtime {
         let entry = self.io.recs.vacant_entry();
         let key = entry.key();
         self.driver.register(fd, key, Interest::BOTH)?;
-        entry.insert(IoRec { fd, generation, ready: [false; 2], waiters: Default::default(), temporary });
+        entry.insert(IoRec {
+            fd,
+            generation,
+            ready: [false; 2],
+            closed: [false; 2],
+            waiters: Default::default(),
+            temporary,
+        });
         self.io.by_fd.insert(fd, key);
         Ok((key, generation))
     }
@@ -128,17 +138,32 @@ impl Runtime {
         for ev in events {
             let Some(rec) = self.io.recs.get_mut(ev.token) else { continue };
             let mut woken: [IoWaiter; 2] = Default::default();
-            if ev.readable || ev.error {
+            if ev.read_closed || ev.error {
+                rec.closed[Dir::Read as usize] = true;
+            }
+            if ev.write_closed || ev.error {
+                rec.closed[Dir::Write as usize] = true;
+            }
+            if ev.readable || ev.read_closed || ev.error {
                 rec.ready[Dir::Read as usize] = true;
                 woken[0] = std::mem::take(&mut rec.waiters[Dir::Read as usize]);
             }
-            if ev.writable || ev.error {
+            if ev.writable || ev.write_closed || ev.error {
                 rec.ready[Dir::Write as usize] = true;
                 woken[1] = std::mem::take(&mut rec.waiters[Dir::Write as usize]);
             }
             for w in woken {
                 self.io_wake(w);
             }
+        }
+    }
+
+    /// Marks `dir` of record `key` not ready, unless it is closed for good.
+    pub(crate) fn io_clear_ready(&mut self, key: usize, generation: u32, dir: Dir) {
+        if let Some(rec) = self.io_rec(key, generation)
+            && !rec.closed[dir as usize]
+        {
+            rec.ready[dir as usize] = false;
         }
     }
 
