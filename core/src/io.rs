@@ -38,11 +38,6 @@ impl IoHandle {
         Ok(IoHandle { key, generation, serial, fd, _not_send: PhantomData })
     }
 
-    /// The descriptor.
-    pub(crate) fn fd(&self) -> RawSource {
-        self.fd
-    }
-
     /// Runs `f` on this handle's record; `Closed` if it was released,
     /// `Runtime` if used from another run.
     fn with_rec<R>(&self, f: impl FnOnce(&mut crate::runtime::io::IoRec) -> R) -> Result<R> {

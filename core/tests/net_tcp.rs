@@ -379,3 +379,106 @@ fn socket_used_in_another_run_is_a_clear_error() {
     let r = mock_run(async { s.send_all(b"x").await });
     assert!(matches!(r, Err(Error::Runtime(_)) | Err(Error::Closed)), "{r:?}");
 }
+
+#[test]
+fn closing_a_listener_wakes_its_acceptor_with_closed() {
+    mock_run(async {
+        let listener = TcpListener::bind(loopback())?;
+        let got = std::cell::RefCell::new(None);
+        open_nursery(async |n| {
+            n.spawn(async {
+                *got.borrow_mut() = Some(listener.accept().await.map(|_| ()));
+                Ok(())
+            });
+            trio::testing::wait_all_tasks_blocked(std::time::Duration::ZERO).await?;
+            assert!(matches!(listener.accept().await, Err(Error::Busy)));
+            listener.aclose().await?;
+            Ok(())
+        })
+        .await?;
+        assert!(matches!(got.take(), Some(Err(Error::Closed))));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn stream_works_when_peer_already_sent_and_closed() {
+    let l = std::net::TcpListener::bind(loopback()).unwrap();
+    let mut peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (ours, _) = l.accept().unwrap();
+    std::io::Write::write_all(&mut peer, b"parting words").unwrap();
+    drop(peer);
+    mock_run(async {
+        let s = TcpStream::from_std(ours)?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4];
+        for _ in 0..100 {
+            let k = s.receive_some(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+        assert_eq!(got, b"parting words");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn socket_options() {
+    mock_run(async {
+        let listener = TcpListener::bind(loopback())?;
+        assert!(listener.with_socket(|s| s.reuse_address())?, "listeners reuse addresses");
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let server = listener.accept().await?;
+        assert!(client.with_socket(|s| s.tcp_nodelay())?, "nodelay on connected streams");
+        assert!(server.with_socket(|s| s.tcp_nodelay())?, "nodelay on accepted streams");
+        client.set_nodelay(false)?;
+        assert!(!client.with_socket(|s| s.tcp_nodelay())?);
+        assert_eq!(server.local_addr()?, listener.local_addr()?);
+        assert_eq!(server.peer_addr()?, client.local_addr()?);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn reuse_port_is_opt_in() {
+    use trio::net::ListenOptions;
+    mock_run(async {
+        let opts = ListenOptions { reuse_port: true, ..ListenOptions::default() };
+        let a = TcpListener::bind_with(loopback(), opts)?;
+        let addr = a.local_addr()?;
+        let b = TcpListener::bind_with(addr, opts)?;
+        assert_eq!(b.local_addr()?, addr);
+        match TcpListener::bind(addr) {
+            Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse),
+            other => panic!("without SO_REUSEPORT the port is taken: {other:?}"),
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn open_tcp_listeners_and_getaddrinfo() {
+    mock_run(async {
+        let ls = trio::net::open_tcp_listeners(0, Some("127.0.0.1")).await?;
+        assert_eq!(ls.len(), 1);
+        assert!(ls[0].local_addr()?.ip().is_loopback());
+        let all = trio::net::open_tcp_listeners(0, None).await?;
+        assert!(!all.is_empty());
+        assert!(all.iter().all(|l| l.local_addr().unwrap().ip().is_unspecified()));
+        let addrs = trio::net::getaddrinfo("localhost", 80).await?;
+        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80), "{addrs:?}");
+        assert_eq!(trio::net::getaddrinfo("[::1]", 7).await?, vec!["[::1]:7".parse().unwrap()]);
+        assert!(matches!(trio::net::getaddrinfo("", 1).await, Err(Error::Io(_))));
+        let busy = ls[0].local_addr()?;
+        assert!(trio::net::open_tcp_listeners(busy.port(), Some("127.0.0.1")).await.is_err());
+        Ok(())
+    })
+    .unwrap();
+}

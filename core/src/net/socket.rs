@@ -215,6 +215,30 @@ pub(crate) fn send(s: &Socket, buf: &[u8]) -> io::Result<usize> {
     s.send_with_flags(buf, FLAGS)
 }
 
+/// `accept`, skipping connections that died in the queue (Trio ignores
+/// `ECONNABORTED`, `EPROTO` and, for Linux firewalls, `EPERM` the same way):
+/// each retry consumes one queued connection, so the loop is finite.
+pub(crate) fn accept(s: &Socket) -> io::Result<Socket> {
+    loop {
+        match s.accept() {
+            Ok((c, _)) => return Ok(c),
+            Err(e) if accept_error_is_transient(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn accept_error_is_transient(e: &io::Error) -> bool {
+    if e.kind() == io::ErrorKind::ConnectionAborted {
+        return true;
+    }
+    #[cfg(unix)]
+    if matches!(e.raw_os_error(), Some(libc::EPROTO) | Some(libc::EPERM)) {
+        return true;
+    }
+    false
+}
+
 /// `recv` into an initialized buffer.
 pub(crate) fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `recv` only writes initialized bytes into the buffer, and a

@@ -122,7 +122,7 @@ impl crate::abc::Listener for UnixListener {
     async fn accept(&self) -> Result<UnixStream> {
         let _busy = BusyGuard::claim(&self.accepting)?;
         self.core.sock()?;
-        let (sock, _) = self.core.io(Dir::Read, |s| s.accept().map(|c| (c, false))).await?;
+        let sock = self.core.io(Dir::Read, |s| super::socket::accept(s).map(|c| (c, false))).await?;
         Ok(UnixStream { sock: StreamSocket::new(sock)? })
     }
 }
