@@ -63,6 +63,15 @@ impl UnixStream {
         Ok(UnixStream { sock: StreamSocket::new(Socket::from(stream))? })
     }
 
+    /// Runs `f` with the socket, for options this type has no method for.
+    ///
+    /// # Errors
+    /// `Closed` after `aclose`; whatever `f` returns.
+    pub fn with_socket<R>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<R>) -> Result<R> {
+        let s = self.sock.core.sock()?;
+        Ok(f(socket2::SockRef::from(&*s))?)
+    }
+
     /// The peer's address (its path, if it has one).
     ///
     /// # Errors
