@@ -118,6 +118,8 @@ pub(crate) struct StreamSocket {
     receiving: Cell<bool>,
     /// A `send_all` was cancelled midway, or the peer is gone.
     broken: Cell<bool>,
+    /// `send_eof` was called: sending is over (`Closed`, as Trio).
+    eof_sent: Cell<bool>,
 }
 
 impl StreamSocket {
@@ -127,12 +129,16 @@ impl StreamSocket {
             sending: Cell::new(false),
             receiving: Cell::new(false),
             broken: Cell::new(false),
+            eof_sent: Cell::new(false),
         })
     }
 
     pub(crate) async fn send_all(&self, data: &[u8]) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
         self.core.sock()?;
+        if self.eof_sent.get() {
+            return Err(Error::Closed);
+        }
         if self.broken.get() {
             return Err(Error::Broken);
         }
@@ -190,6 +196,7 @@ impl StreamSocket {
                 _ => {}
             }
         }
+        self.eof_sent.set(true);
         lowlevel::checkpoint().await
     }
 }
@@ -363,6 +370,9 @@ impl StreamSocket {
     }
 
     pub(crate) fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
+        if self.eof_sent.get() {
+            return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "sent EOF already")));
+        }
         if self.broken.get() {
             return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the stream is broken")));
         }
