@@ -1,8 +1,25 @@
-//! Micro-benchmarks of `trio` against tokio's current-thread runtime, run in
-//! the same process, interleaved, several rounds; prints the median ns per
-//! operation and the ratio trio/tokio (below 1 means trio is faster).
+//! Benchmarks of `trio` against tokio's current-thread runtime.
 //!
-//! `cargo run -p trio-bench --release` (add `-- --quick` for fewer rounds).
+//! Micro-benchmarks run in the same process, interleaved, several rounds;
+//! they print the median ns per operation and the ratio trio/tokio (below 1
+//! means trio is faster). Then the echo benchmark (see `echo.rs`): each
+//! runtime's TCP echo server in a child process, driven by one load client.
+//!
+//! `cargo run -p trio-bench --release` runs everything. Options:
+//! - `--quick`: fewer rounds, shorter windows, echo with 1 and 100
+//!   connections only;
+//! - `--only echo`: only the echo benchmark; `--only spawn|checkpoint|
+//!   pingpong|lock|child`: one trio micro-benchmark once (a profiling aid);
+//! - `--syscalls[=perf|strace]`: also count the echo servers' system calls
+//!   per round trip (perf stat if it works, else strace; otherwise n/a);
+//!   with perf, also split their CPU time into user and kernel by sampling
+//!   (finer than the kernel's tick-based split in `getrusage`).
+//!
+//! `--serve trio|tokio ADDR` is how the echo benchmark starts its server
+//! processes; with `--load ADDR CONNS SIZE SECONDS` the two halves can be
+//! run by hand, for profiling (see `echo.rs`).
+
+mod echo;
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -286,8 +303,28 @@ struct Workload {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        match (args.get(i + 1), args.get(i + 2)) {
+            (Some(kind), Some(addr)) => echo::server::serve(kind, addr),
+            _ => panic!("usage: --serve trio|tokio ADDR"),
+        }
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load") {
+        echo::load_only(args.get(i + 1..).unwrap_or_default());
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let tracer = args.iter().find_map(|a| match a.as_str() {
+        "--syscalls" => Some(echo::Tracer::pick(None)),
+        _ => a.strip_prefix("--syscalls=").map(|t| echo::Tracer::pick(Some(t))),
+    });
+    let echo_plan = echo::Plan::new(quick);
+    if let Some(only) = args.iter().skip_while(|a| *a != "--only").nth(1) {
+        if only == "echo" {
+            echo::run(&echo_plan, tracer);
+            return;
+        }
         // Profiling aid: one trio workload, once.
         let r = match only.as_str() {
             "spawn" => trio_spawn_join(100_000),
@@ -299,6 +336,11 @@ fn main() {
         println!("{only}: {r:.1} ns/op");
         return;
     }
+    micro(quick);
+    echo::run(&echo_plan, tracer);
+}
+
+fn micro(quick: bool) {
     let rounds = if quick { 3 } else { 9 };
     let workloads = [
         Workload { name: "spawn+join 100k children", n: 100_000, trio: trio_spawn_join, tokio: tokio_spawn_join },
