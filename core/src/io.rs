@@ -11,7 +11,7 @@ use crate::driver::RawSource;
 use crate::error::{Error, Result};
 use crate::lowlevel::{self, Abort};
 use crate::runtime::{
-    self,
+    self, ParkState,
     io::{Dir, IoWaiter},
 };
 
@@ -61,32 +61,18 @@ impl IoHandle {
     /// parking for readiness in between; `op` returns its result and
     /// whether the direction is now drained (for example a short read).
     ///
+    /// One future with one runtime borrow per poll (the hot path of every
+    /// socket operation): `op` is a plain system call and runs inside the
+    /// borrow.
+    ///
     /// # Checkpoint
     /// Always (Trio's rule for socket operations): a cancellation check
     /// first, then either the wait or, if `op` succeeded at once, a yield.
-    pub(crate) async fn io<T>(&self, dir: Dir, mut op: impl FnMut() -> io::Result<(T, bool)>) -> Result<T> {
-        lowlevel::checkpoint_if_cancelled().await?;
-        let mut waited = false;
-        loop {
-            if self.with_rec(|r| r.ready[dir as usize])? {
-                match op() {
-                    Ok((v, drained)) => {
-                        if drained {
-                            self.clear_ready(dir);
-                        }
-                        if !waited {
-                            lowlevel::cancel_shielded_checkpoint().await?;
-                        }
-                        return Ok(v);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_ready(dir),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::Io(e)),
-                }
-            }
-            self.wait_edge(dir).await?;
-            waited = true;
-        }
+    pub(crate) fn io<T, F>(&self, dir: Dir, op: F) -> IoOp<'_, T, F>
+    where
+        F: FnMut() -> io::Result<(T, bool)>,
+    {
+        IoOp { handle: self, dir, op, state: OpState::Start, out: None }
     }
 
     /// The poll-style form of [`io`](Self::io) (no checkpoints), for
@@ -169,6 +155,186 @@ impl IoHandle {
 impl Drop for IoHandle {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpState {
+    Start,
+    /// Cancelled on entry: yielded once, reports `Cancelled` next (unless
+    /// a shield went up meanwhile).
+    CancelYield,
+    /// Completed at once: yielded once, returns `out` next.
+    Yielded,
+    /// Waiting for readiness in park record `key`.
+    Parked(usize),
+    Done,
+}
+
+/// The future of [`IoHandle::io`].
+pub(crate) struct IoOp<'a, T, F> {
+    handle: &'a IoHandle,
+    dir: Dir,
+    op: F,
+    state: OpState,
+    out: Option<T>,
+}
+
+impl<T, F> std::fmt::Debug for IoOp<'_, T, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoOp").field("dir", &self.dir).field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+impl<T, F> IoOp<'_, T, F>
+where
+    F: FnMut() -> io::Result<(T, bool)>,
+{
+    /// Tries the operation (if the direction may be ready) and parks if it
+    /// would block. Runs inside the runtime borrow.
+    fn attempt(&mut self, rt: &mut runtime::Runtime, cx: &mut Context<'_>, waited: bool) -> Poll<Result<T>> {
+        let (key, generation, d) = (self.handle.key, self.handle.generation, self.dir as usize);
+        // Bounded: every turn returns, or consumes an EINTR.
+        for _ in 0..1024 {
+            let Some(rec) = rt.io_rec(key, generation) else { return Poll::Ready(Err(Error::Closed)) };
+            if !rec.ready[d] {
+                break;
+            }
+            match (self.op)() {
+                Ok((v, drained)) => {
+                    if drained && !rec.closed[d] {
+                        rec.ready[d] = false;
+                    }
+                    if waited {
+                        return Poll::Ready(Ok(v));
+                    }
+                    // Completed without waiting: still a schedule point.
+                    rt.count_schedule_point();
+                    rt.wake_waker(cx.waker());
+                    self.out = Some(v);
+                    self.state = OpState::Yielded;
+                    return Poll::Pending;
+                }
+                // Not ready after all (also when a hang-up was seen: the
+                // call itself is the truth).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    rec.ready[d] = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Err(Error::Io(e))),
+            }
+        }
+        let Some(rec) = rt.io_rec(key, generation) else { return Poll::Ready(Err(Error::Closed)) };
+        if matches!(rec.waiters[d], IoWaiter::Park(_)) {
+            return Poll::Ready(Err(Error::Busy));
+        }
+        let (park, _) = rt.insert_park(cx.waker().clone());
+        if let Some(rec) = rt.io_rec(key, generation) {
+            rec.waiters[d] = IoWaiter::Park(park);
+        }
+        if !waited {
+            rt.count_schedule_point();
+        }
+        self.state = OpState::Parked(park);
+        Poll::Pending
+    }
+
+    /// Takes this op's waiter out of its slot and forgets its park record.
+    fn unpark_self(&mut self, rt: &mut runtime::Runtime, park: usize) {
+        let (key, generation, d) = (self.handle.key, self.handle.generation, self.dir as usize);
+        if let Some(rec) = rt.io_rec(key, generation)
+            && matches!(rec.waiters[d], IoWaiter::Park(k) if k == park)
+        {
+            rec.waiters[d] = IoWaiter::None;
+        }
+        if rt.parks.contains(park) {
+            rt.remove_park(park);
+        }
+    }
+}
+
+// Nothing in an `IoOp` is pinned structurally: `op` and `out` are only
+// ever used by `&mut`.
+impl<T, F> Unpin for IoOp<'_, T, F> {}
+
+impl<T, F> std::future::Future for IoOp<'_, T, F>
+where
+    F: FnMut() -> io::Result<(T, bool)>,
+{
+    type Output = Result<T>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = self.get_mut();
+        let out = runtime::with(|rt| {
+            if rt.serial != this.handle.serial {
+                return Poll::Ready(Err(Error::Runtime(FOREIGN_RUN)));
+            }
+            match this.state {
+                OpState::Start => {
+                    rt.count_cancel_point();
+                    if rt.current_cancelled() {
+                        // As `checkpoint_if_cancelled`: yield, then report.
+                        rt.count_schedule_point();
+                        rt.wake_waker(cx.waker());
+                        this.state = OpState::CancelYield;
+                        return Poll::Pending;
+                    }
+                    this.attempt(rt, cx, false)
+                }
+                OpState::CancelYield => {
+                    if rt.current_cancelled() {
+                        Poll::Ready(Err(Error::Cancelled))
+                    } else {
+                        this.attempt(rt, cx, true)
+                    }
+                }
+                OpState::Yielded => match this.out.take() {
+                    Some(v) => Poll::Ready(Ok(v)),
+                    None => Poll::Ready(Err(Error::Runtime("I/O operation polled after completion"))),
+                },
+                OpState::Parked(park) => match rt.repoll_park(park, cx.waker()) {
+                    Some(ParkState::Waiting) => Poll::Pending,
+                    // Woken by an event (or the source's release): try again.
+                    Some(ParkState::Woken) => this.attempt(rt, cx, true),
+                    Some(ParkState::CancelPending) | Some(ParkState::Aborted) => {
+                        this.unpark_self(rt, park);
+                        Poll::Ready(Err(Error::Cancelled))
+                    }
+                    None => Poll::Ready(Err(Error::Runtime("parked I/O waiter vanished"))),
+                },
+                OpState::Done => Poll::Ready(Err(Error::Runtime("I/O operation polled after completion"))),
+            }
+        });
+        match out {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(r)) => {
+                this.state = OpState::Done;
+                Poll::Ready(r)
+            }
+            Err(e) => {
+                this.state = OpState::Done;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+impl<T, F> Drop for IoOp<'_, T, F> {
+    fn drop(&mut self) {
+        if let OpState::Parked(park) = self.state {
+            let (key, generation, d) = (self.handle.key, self.handle.generation, self.dir as usize);
+            let _ = runtime::with(|rt| {
+                if let Some(rec) = rt.io_rec(key, generation)
+                    && matches!(rec.waiters[d], IoWaiter::Park(k) if k == park)
+                {
+                    rec.waiters[d] = IoWaiter::None;
+                }
+                if rt.parks.contains(park) {
+                    rt.remove_park(park);
+                }
+            });
+        }
     }
 }
 
