@@ -9,6 +9,11 @@ use mio::{Poll, Token, Waker};
 
 use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
 
+/// Events taken per `epoll_wait`/`kevent` (the tasks they wake form one
+/// batch). 64 instead was tried for cache locality and made no measurable
+/// difference on the echo benchmark.
+const EVENTS_PER_POLL: usize = 256;
+
 /// Reserved for the wake handle; sources use smaller tokens.
 const WAKE_TOKEN: Token = Token(usize::MAX);
 
@@ -32,7 +37,7 @@ impl NativeDriver {
     pub(crate) fn new() -> io::Result<NativeDriver> {
         let poll = Poll::new()?;
         let waker = Arc::new(MioWake(Waker::new(poll.registry(), WAKE_TOKEN)?));
-        Ok(NativeDriver { poll, events: mio::Events::with_capacity(256), waker })
+        Ok(NativeDriver { poll, events: mio::Events::with_capacity(EVENTS_PER_POLL), waker })
     }
 }
 
