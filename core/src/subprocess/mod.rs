@@ -13,7 +13,7 @@
 //! by a background thread after a `SIGKILL`.
 //!
 //! Writing to a pipe whose reader is gone reports
-//! [`Error::Broken`](crate::Error::Broken) only while `SIGPIPE` is ignored,
+//! [`Error::Broken`] only while `SIGPIPE` is ignored,
 //! which is how a Rust program starts (see [`PipeSendStream`]).
 //!
 //! ```
