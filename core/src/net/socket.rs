@@ -55,6 +55,7 @@ impl SocketCore {
         self.io.wait_ready(dir).await
     }
 
+    #[cfg(feature = "futures-io")]
     pub(crate) fn io_handle(&self) -> &IoHandle {
         &self.io
     }
