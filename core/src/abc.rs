@@ -27,6 +27,9 @@
 
 use crate::error::Result;
 
+#[cfg(feature = "futures-io")]
+pub use crate::compat::Compat;
+
 /// Something that must be closed: sockets, streams, listeners.
 #[allow(async_fn_in_trait)] // single-threaded runtime: futures need not be `Send`
 pub trait AsyncResource {

@@ -40,6 +40,8 @@ struct ReadmeDoctests;
 pub mod abc;
 mod cancel;
 pub mod channel;
+#[cfg(feature = "futures-io")]
+mod compat;
 mod driver;
 mod error;
 mod io;
