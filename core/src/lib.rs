@@ -57,6 +57,8 @@ pub mod sync;
 pub mod testing;
 mod thread;
 mod time;
+#[cfg(all(feature = "tls", not(target_os = "wasi")))]
+pub mod tls;
 
 pub use abc::StapledStream;
 pub use cancel::{CancelScope, Scoped};

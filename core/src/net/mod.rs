@@ -9,7 +9,7 @@
 
 mod happy_eyeballs;
 mod serve;
-mod socket;
+pub(crate) mod socket;
 mod tcp;
 mod udp;
 #[cfg(unix)]

@@ -1,0 +1,669 @@
+//! TLS over any of our streams, on rustls (Trio's `SSLStream`).
+//!
+//! [`TlsStream`] wraps a transport [`Stream`] (TCP, Unix, a memory pair, ...)
+//! and is itself a [`HalfCloseableStream`]: `send_eof` sends `close_notify`.
+//! The handshake happens on the first operation that needs it, or explicitly
+//! with [`TlsStream::do_handshake`].
+//!
+//! # Concurrency
+//! As every stream here: one task may send while another receives. Both may
+//! need the transport in either direction (a receive can have to send an
+//! alert or a handshake message), so transport sends and transport receives
+//! are each serialized by a lock, and the handshake is driven by one task
+//! while the others wait for it.
+//!
+//! # Failure
+//! A TLS error (bad certificate, wrong host name, garbage, a peer that
+//! vanished mid-handshake) is reported as [`Error::Io`] with kind
+//! `InvalidData` (TLS) or the transport's own error, naming what went wrong;
+//! the alert is sent to the peer if the transport still works, and the
+//! stream is broken from then on (later operations: `Broken`). A cancelled
+//! handshake or `send_all` also leaves the stream broken, as in Trio.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection};
+
+use crate::abc::{AsyncResource, HalfCloseableStream, Listener, ReceiveStream, SendStream, Stream};
+use crate::error::{Error, Result};
+use crate::net::socket::BusyGuard;
+use crate::sync::Lock;
+
+/// The largest chunk read from the transport at once.
+const READ_SIZE: usize = 16 * 1024 + 512;
+
+/// A client configuration with the secure defaults: the `ring` provider,
+/// TLS 1.2 and 1.3 only, certificates and host names verified against the
+/// Mozilla roots of `webpki-roots`, no client certificate. Add ALPN
+/// protocols by setting `alpn_protocols` on the result.
+pub fn default_client_config() -> ClientConfig {
+    let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    client_config_with_roots(roots)
+}
+
+/// A client configuration as [`default_client_config`], trusting `roots`
+/// instead of the Mozilla roots (for a private CA, or tests).
+pub fn client_config_with_roots(roots: RootCertStore) -> ClientConfig {
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A server configuration with the same defaults (ring, TLS 1.2 and 1.3, no
+/// client authentication) serving `cert_chain` with `key`.
+///
+/// # Errors
+/// `Io(InvalidInput)` if the key does not match or is not supported.
+pub fn server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<ServerConfig> {
+    ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls_error)?
+        .with_no_client_auth()
+        .with_single_cert(cert_chain, key)
+        .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, format!("TLS server certificate: {e}"))))
+}
+
+fn tls_error(e: rustls::Error) -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))
+}
+
+struct Inner {
+    conn: Connection,
+    /// A TLS error, a failed transport or a cancellation midway broke the
+    /// stream.
+    broken: bool,
+    closed: bool,
+    /// `send_eof` sent `close_notify`: sending is over.
+    eof_sent: bool,
+    /// The transport reported end of stream.
+    transport_eof: bool,
+    /// Received bytes rustls could not take yet.
+    pending: Vec<u8>,
+}
+
+/// A TLS stream over the transport `S`. See the [module docs](self).
+pub struct TlsStream<S> {
+    transport: S,
+    inner: RefCell<Inner>,
+    https_compatible: bool,
+    /// Serializes transport sends / transport receives / the handshake.
+    send_lock: Lock,
+    recv_lock: Lock,
+    handshake_lock: Lock,
+    /// Conflict detectors of the public operations.
+    sending: Cell<bool>,
+    receiving: Cell<bool>,
+    /// Transport receives done so far (see `fill`).
+    recv_count: Cell<u64>,
+}
+
+impl<S> std::fmt::Debug for TlsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.borrow();
+        f.debug_struct("TlsStream")
+            .field("handshaking", &inner.conn.is_handshaking())
+            .field("version", &inner.conn.protocol_version())
+            .field("broken", &inner.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Marks the stream broken unless disarmed (a cancellation or an error in
+/// the middle of an exchange).
+struct BreakOnDrop<'a>(&'a RefCell<Inner>, bool);
+
+impl BreakOnDrop<'_> {
+    fn disarm(mut self) {
+        self.1 = false;
+    }
+}
+
+impl Drop for BreakOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.borrow_mut().broken = true;
+        }
+    }
+}
+
+impl<S: Stream> TlsStream<S> {
+    /// The client side, connecting to `server_name` (checked against the
+    /// server's certificate, and sent as SNI).
+    ///
+    /// # Errors
+    /// `Io(InvalidInput)` if `server_name` is not a valid DNS name or IP
+    /// address; `Io(InvalidData)` if rustls rejects the configuration.
+    pub fn client(transport: S, server_name: &str, config: Arc<ClientConfig>) -> Result<TlsStream<S>> {
+        let name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
+            Error::Io(io::Error::new(io::ErrorKind::InvalidInput, format!("TLS server name {server_name:?}: {e}")))
+        })?;
+        let conn = ClientConnection::new(config, name).map_err(tls_error)?;
+        Ok(TlsStream::new(transport, Connection::Client(conn)))
+    }
+
+    /// The server side.
+    ///
+    /// # Errors
+    /// `Io(InvalidData)` if rustls rejects the configuration.
+    pub fn server(transport: S, config: Arc<ServerConfig>) -> Result<TlsStream<S>> {
+        let conn = ServerConnection::new(config).map_err(tls_error)?;
+        Ok(TlsStream::new(transport, Connection::Server(conn)))
+    }
+
+    fn new(transport: S, conn: Connection) -> TlsStream<S> {
+        TlsStream {
+            transport,
+            inner: RefCell::new(Inner {
+                conn,
+                broken: false,
+                closed: false,
+                eof_sent: false,
+                transport_eof: false,
+                pending: Vec::new(),
+            }),
+            https_compatible: false,
+            send_lock: Lock::new(),
+            recv_lock: Lock::new(),
+            handshake_lock: Lock::new(),
+            sending: Cell::new(false),
+            receiving: Cell::new(false),
+            recv_count: Cell::new(0),
+        }
+    }
+
+    /// Treats a transport EOF without `close_notify` as a normal end of
+    /// stream (Trio's `https_compatible`; many HTTPS servers close that
+    /// way). Off by default: a truncated stream is an error.
+    pub fn https_compatible(mut self, on: bool) -> TlsStream<S> {
+        self.https_compatible = on;
+        self
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &S {
+        &self.transport
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        let inner = self.inner.borrow();
+        if inner.closed {
+            Err(Error::Closed)
+        } else if inner.broken {
+            Err(Error::Broken)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends whatever TLS data rustls has queued.
+    async fn flush(&self) -> Result<()> {
+        // Nothing queued: do not wait for the lock (a blocked sender holds
+        // it, and a receiver must not wait behind it for nothing).
+        if !self.inner.borrow().conn.wants_write() {
+            return Ok(());
+        }
+        let _g = self.send_lock.lock().await?;
+        let mut buf = Vec::new();
+        // Bounded: each turn drains what rustls had queued.
+        for _ in 0..1_000_000 {
+            buf.clear();
+            {
+                let mut inner = self.inner.borrow_mut();
+                if !inner.conn.wants_write() {
+                    return Ok(());
+                }
+                while inner.conn.wants_write() {
+                    inner.conn.write_tls(&mut buf)?;
+                }
+            }
+            let guard = BreakOnDrop(&self.inner, true);
+            self.transport.send_all(&buf).await?;
+            guard.disarm();
+        }
+        Ok(())
+    }
+
+    /// Reads one chunk from the transport into rustls and processes it.
+    /// A TLS error is sent to the peer (best effort) and reported.
+    async fn fill(&self) -> Result<()> {
+        {
+            // If another task received while we waited for the lock, what
+            // it got may be all we need: go back and look first (Trio's
+            // `_inner_recv_count`).
+            let seen = self.recv_count.get();
+            let _g = self.recv_lock.lock().await?;
+            if self.recv_count.get() != seen {
+                return Ok(());
+            }
+            if self.inner.borrow().pending.is_empty() {
+                // A cancelled transport receive loses nothing: not broken.
+                let mut buf = vec![0u8; READ_SIZE];
+                let n = self.transport.receive_some(&mut buf).await?;
+                buf.truncate(n);
+                let mut inner = self.inner.borrow_mut();
+                if n == 0 {
+                    inner.transport_eof = true;
+                }
+                inner.pending = buf;
+            }
+            self.recv_count.set(seen.wrapping_add(1));
+            if let Err(e) = self.feed() {
+                // Tell the peer why, if the transport still works.
+                let _ = self.flush_unchecked().await;
+                return Err(e);
+            }
+        }
+        self.flush().await
+    }
+
+    /// Hands rustls the received bytes it can take now, processing each
+    /// piece (rustls takes no more while decrypted data waits to be read;
+    /// the rest stays in `pending`).
+    fn feed(&self) -> Result<()> {
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        let pending = std::mem::take(&mut inner.pending);
+        let mut data = &pending[..];
+        let eof = pending.is_empty() && inner.transport_eof;
+        // Bounded: every turn consumes bytes, or stops.
+        for _ in 0..(pending.len() + 2) {
+            if !(eof || (!data.is_empty() && inner.conn.wants_read())) {
+                break;
+            }
+            // `read_tls` of an empty reader records the transport's EOF.
+            let n = inner.conn.read_tls(&mut data)?;
+            if let Err(e) = inner.conn.process_new_packets() {
+                inner.broken = true;
+                return Err(tls_error(e));
+            }
+            if eof || n == 0 {
+                break;
+            }
+        }
+        inner.pending = data.to_vec();
+        Ok(())
+    }
+
+    /// Runs the handshake to its end, if it is not done yet. Idempotent;
+    /// concurrent callers wait for the one that drives it.
+    ///
+    /// # Checkpoint
+    /// Always.
+    /// # Errors
+    /// `Io(InvalidData)` with rustls's reason (certificate invalid for the
+    /// name, expired, unknown issuer, garbage, ...); `Io`/`Broken` from the
+    /// transport, `Io(ConnectionAborted)` if the peer vanished; `Cancelled`
+    /// (the stream is broken then).
+    pub async fn do_handshake(&self) -> Result<()> {
+        self.check_usable()?;
+        if !self.handshaking() {
+            return crate::lowlevel::checkpoint().await;
+        }
+        self.ensure_handshake().await
+    }
+
+    fn handshaking(&self) -> bool {
+        self.inner.borrow().conn.is_handshaking()
+    }
+
+    /// The handshake if it is not done yet (no checkpoint when it is).
+    async fn ensure_handshake(&self) -> Result<()> {
+        if !self.handshaking() {
+            return Ok(());
+        }
+        let _g = self.handshake_lock.lock().await?;
+        // A cancellation while sending breaks the stream (in `flush`); one
+        // while receiving loses nothing, and the handshake can go on later.
+        self.handshake_locked().await
+    }
+
+    async fn handshake_locked(&self) -> Result<()> {
+        // Bounded: every turn moves the handshake along or fails.
+        for _ in 0..10_000 {
+            self.check_usable()?;
+            let handshaking = self.handshaking();
+            self.flush().await?;
+            if !handshaking {
+                return Ok(());
+            }
+            if self.inner.borrow().conn.wants_read() || self.inner.borrow().transport_eof {
+                self.fill_checking_eof().await?;
+            }
+        }
+        Err(Error::Io(io::Error::new(io::ErrorKind::InvalidData, "TLS handshake did not finish")))
+    }
+
+    /// `fill`, turning a transport EOF during the handshake into a clear
+    /// error.
+    async fn fill_checking_eof(&self) -> Result<()> {
+        self.fill().await?;
+        let mut inner = self.inner.borrow_mut();
+        // An EOF mid-handshake would leave rustls waiting forever.
+        if inner.conn.is_handshaking() && inner.transport_eof {
+            inner.broken = true;
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "TLS: the peer closed the connection during the handshake",
+            )));
+        }
+        Ok(())
+    }
+
+    /// The ALPN protocol the handshake chose, if any.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.inner.borrow().conn.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    /// The peer's certificate chain (leaf first), once the handshake got it.
+    pub fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.inner.borrow().conn.peer_certificates().map(<[CertificateDer<'static>]>::to_vec)
+    }
+
+    /// The negotiated protocol version, after the handshake.
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.inner.borrow().conn.protocol_version()
+    }
+
+    /// The negotiated cipher suite, after the handshake.
+    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        self.inner.borrow().conn.negotiated_cipher_suite().map(|s| s.suite())
+    }
+
+    /// On the server side, the name the client asked for (SNI).
+    pub fn server_name(&self) -> Option<String> {
+        match &self.inner.borrow().conn {
+            Connection::Server(s) => s.server_name().map(str::to_owned),
+            Connection::Client(_) => None,
+        }
+    }
+
+    /// Ends TLS cleanly and gives the transport back: sends `close_notify`,
+    /// waits for the peer's, and returns the transport, for example to go
+    /// on in plain text. Bytes the peer sent after its `close_notify` in the
+    /// same read are not recoverable (rustls keeps them); a protocol that
+    /// unwraps waits for the peer's `close_notify` before sending more.
+    ///
+    /// # Errors
+    /// As [`receive_some`](ReceiveStream::receive_some); `Io(InvalidData)`
+    /// if application data arrives before the peer's `close_notify`.
+    pub async fn unwrap(self) -> Result<S> {
+        self.check_usable()?;
+        self.ensure_handshake().await?;
+        self.inner.borrow_mut().conn.send_close_notify();
+        self.flush().await?;
+        let mut probe = [0u8; 1];
+        for _ in 0..100_000 {
+            match self.read_plaintext(&mut probe) {
+                Ok(0) => return Ok(self.transport),
+                Ok(_) => {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS unwrap: the peer sent data instead of close_notify",
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.fill().await?,
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        Err(Error::Io(io::Error::new(io::ErrorKind::InvalidData, "TLS unwrap: no close_notify")))
+    }
+
+    fn read_plaintext(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.borrow_mut().conn.reader().read(buf)
+    }
+}
+
+impl<S: Stream> AsyncResource for TlsStream<S> {
+    /// Closes as Trio does: if the stream is healthy (and not
+    /// `https_compatible`), finishes the handshake if needed and sends
+    /// `close_notify` (without waiting for the peer's), so the peer sees a
+    /// clean end; then closes the transport, whatever happened (also when
+    /// cancelled: `aclose` in a cancelled scope closes at once).
+    /// Idempotent.
+    async fn aclose(&self) -> Result<()> {
+        let (closed, broken) = {
+            let inner = self.inner.borrow();
+            (inner.closed, inner.broken)
+        };
+        if closed {
+            return crate::lowlevel::checkpoint().await;
+        }
+        let notified = if broken || self.https_compatible { Ok(()) } else { self.close_notify().await };
+        self.inner.borrow_mut().closed = true;
+        let closed = self.transport.aclose().await;
+        match notified {
+            // A peer that is gone or busy does not stop the close.
+            Err(e) if e.is_cancelled() => Err(e),
+            _ => closed,
+        }
+    }
+}
+
+impl<S: Stream> TlsStream<S> {
+    /// Sends the alert rustls queued after an error, without the send lock
+    /// (best effort; the caller reports the error either way).
+    async fn flush_unchecked(&self) -> Result<()> {
+        let mut buf = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            while inner.conn.wants_write() {
+                inner.conn.write_tls(&mut buf)?;
+            }
+        }
+        if buf.is_empty() { Ok(()) } else { self.transport.send_all(&buf).await }
+    }
+
+    /// The handshake if needed, then `close_notify`, sent.
+    async fn close_notify(&self) -> Result<()> {
+        self.ensure_handshake().await?;
+        {
+            let mut inner = self.inner.borrow_mut();
+            if !inner.eof_sent {
+                inner.eof_sent = true;
+                inner.conn.send_close_notify();
+            }
+        }
+        self.flush().await
+    }
+}
+
+impl<S: Stream> SendStream for TlsStream<S> {
+    async fn send_all(&self, data: &[u8]) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.check_usable()?;
+        if self.inner.borrow().eof_sent {
+            return Err(Error::Closed);
+        }
+        self.ensure_handshake().await?;
+        if data.is_empty() {
+            return crate::lowlevel::checkpoint().await;
+        }
+        let guard = BreakOnDrop(&self.inner, true);
+        let mut rest = data;
+        // Bounded: each turn hands rustls some bytes or fails.
+        for _ in 0..(data.len() + 16) {
+            if rest.is_empty() {
+                break;
+            }
+            let n = self.inner.borrow_mut().conn.writer().write(rest)?;
+            rest = &rest[n..];
+            self.flush().await?;
+        }
+        guard.disarm();
+        Ok(())
+    }
+
+    async fn wait_send_all_might_not_block(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.check_usable()?;
+        self.ensure_handshake().await?;
+        self.transport.wait_send_all_might_not_block().await
+    }
+}
+
+impl<S: Stream> ReceiveStream for TlsStream<S> {
+    async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
+        let _busy = BusyGuard::claim(&self.receiving)?;
+        if buf.is_empty() {
+            return Err(crate::abc::empty_buffer_error());
+        }
+        self.check_usable()?;
+        self.ensure_handshake().await?;
+        // Bounded: every turn reads plaintext or feeds rustls a chunk.
+        for _ in 0..1_000_000 {
+            self.check_usable()?;
+            match self.read_plaintext(buf) {
+                Ok(n) => {
+                    if n > 0 {
+                        // Data already decrypted: still a checkpoint.
+                        crate::lowlevel::cancel_shielded_checkpoint().await?;
+                    } else {
+                        crate::lowlevel::checkpoint().await?;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.fill().await?,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    if self.https_compatible {
+                        return Ok(0);
+                    }
+                    self.inner.borrow_mut().broken = true;
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "TLS: the peer closed the connection without close_notify (truncated)",
+                    )));
+                }
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        Err(Error::Io(io::Error::new(io::ErrorKind::InvalidData, "TLS: no progress")))
+    }
+}
+
+impl<S: Stream> HalfCloseableStream for TlsStream<S> {
+    /// Sends `close_notify`: the peer's `receive_some` then returns `Ok(0)`;
+    /// we can still receive. Idempotent.
+    async fn send_eof(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.check_usable()?;
+        self.ensure_handshake().await?;
+        {
+            let mut inner = self.inner.borrow_mut();
+            if !inner.eof_sent {
+                inner.eof_sent = true;
+                inner.conn.send_close_notify();
+            }
+        }
+        self.flush().await?;
+        crate::lowlevel::checkpoint().await
+    }
+}
+
+/// A [`Listener`] that wraps every accepted stream in a server-side
+/// [`TlsStream`]. The handshake happens on the stream's first operation (so
+/// a slow client cannot stall `accept`).
+#[derive(Debug)]
+pub struct TlsListener<L> {
+    /// The transport listener.
+    pub transport_listener: L,
+    config: Arc<ServerConfig>,
+}
+
+impl<L> TlsListener<L> {
+    /// Wraps `listener`.
+    pub fn new(listener: L, config: Arc<ServerConfig>) -> TlsListener<L> {
+        TlsListener { transport_listener: listener, config }
+    }
+}
+
+impl<L: Listener> AsyncResource for TlsListener<L> {
+    async fn aclose(&self) -> Result<()> {
+        self.transport_listener.aclose().await
+    }
+}
+
+impl<L> Listener for TlsListener<L>
+where
+    L: Listener,
+    L::Stream: Stream,
+{
+    type Stream = TlsStream<L::Stream>;
+
+    async fn accept(&self) -> Result<TlsStream<L::Stream>> {
+        let s = self.transport_listener.accept().await?;
+        TlsStream::server(s, self.config.clone())
+    }
+}
+
+/// Connects over TCP ([`open_tcp_stream`](crate::net::open_tcp_stream),
+/// with happy eyeballs) and wraps the connection in a client [`TlsStream`]
+/// for `host`. The handshake runs before this returns.
+///
+/// # Errors
+/// As `open_tcp_stream` and [`TlsStream::do_handshake`]; the TCP connection
+/// is closed on a handshake failure.
+pub async fn open_tls_over_tcp_stream(
+    host: &str,
+    port: u16,
+    config: Arc<ClientConfig>,
+) -> Result<TlsStream<crate::net::TcpStream>> {
+    let tcp = crate::net::open_tcp_stream(host, port).await?;
+    let tls = TlsStream::client(tcp, host, config)?;
+    match tls.do_handshake().await {
+        Ok(()) => Ok(tls),
+        Err(e) => {
+            let _ = tls.aclose().await;
+            Err(e)
+        }
+    }
+}
+
+/// [`open_tcp_listeners`](crate::net::open_tcp_listeners), each wrapped in
+/// a [`TlsListener`].
+///
+/// # Errors
+/// As `open_tcp_listeners`.
+pub async fn open_tls_over_tcp_listeners(
+    port: u16,
+    config: Arc<ServerConfig>,
+    host: Option<&str>,
+) -> Result<Vec<TlsListener<crate::net::TcpListener>>> {
+    let ls = crate::net::open_tcp_listeners(port, host).await?;
+    Ok(ls.into_iter().map(|l| TlsListener::new(l, config.clone())).collect())
+}
+
+/// [`serve_tcp`](crate::net::serve_tcp) over TLS: serves `handler` on every
+/// TLS connection to `port`; reports the bound addresses through
+/// `task_status`. The handshake happens in the connection's task (a failed
+/// handshake fails that task's first operation, in the handler).
+///
+/// # Errors
+/// As [`serve_listeners`](crate::net::serve_listeners).
+pub async fn serve_tls<H>(
+    handler: H,
+    port: u16,
+    config: Arc<ServerConfig>,
+    host: Option<&str>,
+    task_status: Option<crate::TaskStatus<Vec<std::net::SocketAddr>>>,
+) -> Result<std::convert::Infallible>
+where
+    H: AsyncFn(TlsStream<crate::net::TcpStream>) -> Result<()>,
+{
+    let listeners = open_tls_over_tcp_listeners(port, config, host).await?;
+    let mut addrs = Vec::new();
+    for l in &listeners {
+        addrs.push(l.transport_listener.local_addr()?);
+    }
+    if let Some(status) = task_status {
+        status.started(addrs);
+    }
+    crate::net::serve_listeners(handler, listeners, None, None).await
+}
