@@ -497,6 +497,9 @@ impl<S: Stream> SendStream for TlsStream<S> {
             rest = &rest[n..];
             self.flush().await?;
         }
+        if !rest.is_empty() {
+            return Err(Error::Io(io::Error::other("TLS: rustls stopped accepting data")));
+        }
         guard.disarm();
         Ok(())
     }
