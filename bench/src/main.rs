@@ -4,11 +4,14 @@
 //! they print the median ns per operation and the ratio trio/tokio (below 1
 //! means trio is faster). Then the echo benchmark (see `echo.rs`): each
 //! runtime's TCP echo server in a child process, driven by one load client.
+//! Then the TLS benchmark (see `tls.rs`): full TLS 1.3 handshakes per second
+//! and a 1 MiB bulk transfer, trio's `TlsStream` against tokio-rustls, both
+//! ends on the runtime under test.
 //!
 //! `cargo run -p trio-bench --release` runs everything. Options:
 //! - `--quick`: fewer rounds, shorter windows, echo with 1 and 100
-//!   connections only;
-//! - `--only echo`: only the echo benchmark; `--only spawn|checkpoint|
+//!   connections only, fewer handshakes and transfers;
+//! - `--only echo`, `--only tls`: only that benchmark; `--only spawn|checkpoint|
 //!   pingpong|lock|child`: one trio micro-benchmark once (a profiling aid);
 //! - `--syscalls[=perf|strace]`: also count the echo servers' system calls
 //!   per round trip (perf stat if it works, else strace; otherwise n/a);
@@ -20,6 +23,7 @@
 //! run by hand, for profiling (see `echo.rs`).
 
 mod echo;
+mod tls;
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -320,9 +324,14 @@ fn main() {
         _ => a.strip_prefix("--syscalls=").map(|t| echo::Tracer::pick(Some(t))),
     });
     let echo_plan = echo::Plan::new(quick);
+    let tls_plan = tls::Plan::new(quick);
     if let Some(only) = args.iter().skip_while(|a| *a != "--only").nth(1) {
         if only == "echo" {
             echo::run(&echo_plan, tracer);
+            return;
+        }
+        if only == "tls" {
+            tls::run(&tls_plan);
             return;
         }
         // Profiling aid: one trio workload, once.
@@ -338,6 +347,7 @@ fn main() {
     }
     micro(quick);
     echo::run(&echo_plan, tracer);
+    tls::run(&tls_plan);
 }
 
 fn micro(quick: bool) {

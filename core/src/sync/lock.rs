@@ -147,6 +147,17 @@ macro_rules! lock_type {
                 Ok(LockGuard { lock: &self.inner })
             }
 
+            /// Takes the lock if it is free and nobody is queued for it, as
+            /// [`try_acquire`](Self::try_acquire), and returns a guard that
+            /// releases it when dropped. Not a checkpoint.
+            ///
+            /// # Errors
+            /// As [`try_acquire`](Self::try_acquire).
+            pub fn try_lock(&self) -> Result<LockGuard<'_>> {
+                self.try_acquire()?;
+                Ok(LockGuard { lock: &self.inner })
+            }
+
             /// A snapshot: held, by whom, how many wait.
             pub fn statistics(&self) -> LockStatistics {
                 self.inner.statistics()

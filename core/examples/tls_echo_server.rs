@@ -1,0 +1,233 @@
+//! A TLS echo server: `echo_server` over TLS (rustls, ring provider; TLS 1.2
+//! and 1.3). Every connection gets its own task, does its handshake there and
+//! has what it sends echoed back (16 KiB buffer); when the client sends
+//! `close_notify` the server answers with its own and closes. Serves until
+//! Ctrl-C, then cancels every connection task, prints a summary and exits
+//! with status 130 (1 on any other error).
+//!
+//! `cargo run -p trio --example tls_echo_server [-- ADDR [CERT.pem KEY.pem]]`
+//! (default `127.0.0.1:9443`; port 0 lets the OS choose).
+//!
+//! - Without PEM files it makes a self-signed certificate for `localhost`
+//!   (and `127.0.0.1`, `::1`) at start, writes it to a temporary PEM file
+//!   and prints its path, with a client command that trusts it, such as
+//!   `openssl s_client -connect 127.0.0.1:9443 -servername localhost
+//!   -CAfile PATH`.
+//! - With `CERT.pem` (the chain, leaf first) and `KEY.pem` (PKCS#8, PKCS#1
+//!   or SEC1) it serves those.
+//!
+//! A failed handshake (a client that does not trust the certificate, plain
+//! text, a scanner) or any other failure only ends its own connection: its
+//! error is printed and the server keeps going.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use trio::abc::{AsyncResource, ReceiveStream, SendStream};
+use trio::net::TcpStream;
+use trio::tls::{TlsStream, serve_tls, server_config};
+use trio::{Error, open_nursery};
+
+/// Totals, shared by the connection tasks.
+#[derive(Default)]
+struct Stats {
+    accepted: Cell<u64>,
+    handshakes_failed: Cell<u64>,
+    open: Cell<u64>,
+    bytes: Cell<u64>,
+}
+
+/// Echoes until the peer sends `close_notify`, then sends ours and closes;
+/// returns the byte count.
+async fn echo(stream: &TlsStream<TcpStream>, stats: &Stats) -> trio::Result<u64> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    loop {
+        let n = stream.receive_some(&mut buf).await?;
+        if n == 0 {
+            stream.aclose().await?;
+            return Ok(total);
+        }
+        stream.send_all(&buf[..n]).await?;
+        total += n as u64;
+        stats.bytes.set(stats.bytes.get() + n as u64);
+    }
+}
+
+/// One connection, start to end. Only a cancellation (Ctrl-C) comes out of
+/// it: every other error is this connection's alone, and is printed.
+async fn connection(stream: TlsStream<TcpStream>, stats: &Stats) -> trio::Result<()> {
+    stats.accepted.set(stats.accepted.get() + 1);
+    stats.open.set(stats.open.get() + 1);
+    let peer = stream.transport().peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    println!("{peer}: connected");
+    // Explicitly, to tell a failed handshake from a failure later (the first
+    // `receive_some` would do it otherwise).
+    match stream.do_handshake().await {
+        Ok(()) => {
+            let version = stream.protocol_version().map_or_else(|| "?".to_owned(), |v| format!("{v:?}"));
+            let suite = stream.cipher_suite().map_or_else(|| "?".to_owned(), |s| format!("{s:?}"));
+            let sni = stream.server_name().unwrap_or_else(|| "(no SNI)".to_owned());
+            println!("{peer}: handshake done: {version}, {suite}, server name {sni}");
+        }
+        Err(Error::Cancelled) => return Err(Error::Cancelled),
+        Err(e) => {
+            eprintln!("{peer}: TLS handshake failed: {e}");
+            stats.handshakes_failed.set(stats.handshakes_failed.get() + 1);
+            stats.open.set(stats.open.get() - 1);
+            return Ok(());
+        }
+    }
+    match echo(&stream, stats).await {
+        Ok(bytes) => println!("{peer}: closed after echoing {bytes} bytes"),
+        // Ctrl-C: the run is shutting down (this one stays counted as open
+        // at the shutdown).
+        Err(Error::Cancelled) => return Err(Error::Cancelled),
+        // Only this connection failed (for example a client that closed
+        // TCP without `close_notify`): report it, keep serving.
+        Err(e) => eprintln!("{peer}: {e}"),
+    }
+    stats.open.set(stats.open.get() - 1);
+    Ok(())
+}
+
+/// Where the certificate came from: generated (its PEM file, to delete at
+/// the end) or the user's files (the certificate's).
+enum Identity {
+    Generated(PathBuf),
+    Files(PathBuf),
+}
+
+/// A fresh self-signed certificate for `localhost` and the loopback
+/// addresses; its PEM goes to a temporary file so that clients can trust it.
+fn generate() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, PathBuf), String> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| format!("generating a certificate: {e}"))?;
+    let path = std::env::temp_dir().join(format!("trio-tls-echo-{}.pem", std::process::id()));
+    std::fs::write(&path, ck.cert.pem()).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(|e| format!("the key: {e}"))?;
+    Ok((vec![ck.cert.der().clone()], key, path))
+}
+
+fn load(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok((chain, key))
+}
+
+/// How to talk to the server from a shell, trusting `ca`.
+fn print_client_commands(addr: SocketAddr, ca: &Path) {
+    // A wildcard address is reachable on loopback.
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "::1".to_owned(),
+        ip => ip.to_string(),
+    };
+    let host_port = if ip.contains(':') { format!("[{ip}]:{}", addr.port()) } else { format!("{ip}:{}", addr.port()) };
+    let ca = ca.display();
+    println!("try it (type lines; Ctrl-D sends close_notify and ends):");
+    println!(
+        "  openssl s_client -connect {host_port} -servername localhost -CAfile {ca} -verify_return_error -quiet -no_ign_eof"
+    );
+    println!("or once, from python3:");
+    println!(
+        "  python3 -c \"import socket,ssl; c=ssl.create_default_context(cafile='{ca}'); \
+         s=c.wrap_socket(socket.create_connection(('{ip}',{port})),server_hostname='localhost'); \
+         s.sendall(b'hello tls'); print(s.version(), s.recv(100)); s.unwrap().close()\"",
+        port = addr.port()
+    );
+}
+
+async fn serve(addr: SocketAddr, config: Arc<rustls::ServerConfig>, ca: &Path, stats: &Stats) -> trio::Result<()> {
+    let host = addr.ip().to_string();
+    open_nursery(async |n| {
+        let handler = async |stream: TlsStream<TcpStream>| connection(stream, stats).await;
+        let addrs = n
+            .start(async move |status| {
+                match serve_tls(handler, addr.port(), config, Some(&host), Some(status)).await? {}
+            })
+            .await?;
+        for a in &addrs {
+            println!("TLS echo server listening on {a} (Ctrl-C to stop)");
+        }
+        print_client_commands(addrs[0], ca);
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+fn usage(why: &str) -> ! {
+    eprintln!("usage: tls_echo_server [IP:PORT [CERT.pem KEY.pem]]  ({why})");
+    std::process::exit(2);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = args.first().cloned().unwrap_or_else(|| "127.0.0.1:9443".to_owned());
+    let addr: SocketAddr = arg.parse().unwrap_or_else(|e| usage(&format!("{arg:?}: {e}")));
+    let loaded = match &args[..] {
+        [] | [_] => generate().map(|(chain, key, path)| (chain, key, Identity::Generated(path))),
+        [_, cert, key] => {
+            load(Path::new(cert), Path::new(key)).map(|(chain, key)| (chain, key, Identity::Files(cert.into())))
+        }
+        _ => usage("give both CERT.pem and KEY.pem, or neither"),
+    };
+    let (chain, key, identity) = loaded.unwrap_or_else(|e| {
+        eprintln!("tls_echo_server: {e}");
+        std::process::exit(1);
+    });
+    let ca = match &identity {
+        Identity::Generated(path) => {
+            println!("self-signed certificate for localhost, 127.0.0.1 and ::1 written to {}", path.display());
+            path.as_path()
+        }
+        Identity::Files(cert) => {
+            println!(
+                "serving {} (clients must trust its issuer: the file itself if self-signed; the commands below \
+                 assume it is valid for localhost)",
+                cert.display()
+            );
+            cert.as_path()
+        }
+    };
+    let config = match server_config(chain, key) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("tls_echo_server: {e}");
+            std::process::exit(1);
+        }
+    };
+    let stats = Stats::default();
+    let result = trio::run(serve(addr, config, ca, &stats));
+    if let Identity::Generated(path) = &identity {
+        let _ = std::fs::remove_file(path);
+    }
+    let summary = format!(
+        "connections: {} served ({} failed their handshake), {} still open at the end; {} bytes echoed",
+        stats.accepted.get(),
+        stats.handshakes_failed.get(),
+        stats.open.get(),
+        stats.bytes.get()
+    );
+    match result {
+        Err(Error::KeyboardInterrupt) => {
+            println!("\ninterrupted: every connection task was cancelled; {summary}");
+            std::process::exit(130);
+        }
+        Err(e) => {
+            eprintln!("TLS echo server failed: {e}; {summary}");
+            std::process::exit(1);
+        }
+        Ok(()) => {}
+    }
+}
