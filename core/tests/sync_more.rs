@@ -284,3 +284,25 @@ fn event_set_from_a_cancelled_task_still_wakes_waiters() {
     })
     .unwrap();
 }
+
+#[test]
+fn try_lock_gives_a_guard_or_would_block() {
+    util::mock_run(async {
+        let lock = trio::sync::Lock::new();
+        let g = lock.try_lock()?;
+        assert!(lock.locked());
+        trio::open_nursery(async |n| {
+            n.spawn(async {
+                assert!(matches!(lock.try_lock(), Err(trio::Error::WouldBlock)));
+                Ok(())
+            });
+            Ok(())
+        })
+        .await?;
+        drop(g);
+        assert!(!lock.locked());
+        trio::testing::assert_no_checkpoints(async { lock.try_lock().map(drop) }).await?;
+        Ok(())
+    })
+    .unwrap();
+}
