@@ -23,7 +23,7 @@ pub(crate) struct SocketCore {
 impl SocketCore {
     /// Makes `sock` non-blocking and registers it with the current run.
     pub(crate) fn new(sock: Socket) -> Result<SocketCore> {
-        sock.set_nonblocking(true)?;
+        set_nonblocking(&sock)?;
         let io = IoHandle::new(raw(&sock))?;
         Ok(SocketCore { io, sock: RefCell::new(Some(sock)) })
     }
@@ -72,6 +72,23 @@ impl SocketCore {
         self.close();
         lowlevel::checkpoint().await
     }
+}
+
+/// `O_NONBLOCK` in one system call (`ioctl(FIONBIO)`) where there is one;
+/// socket2's `set_nonblocking` reads and writes the flags (two).
+fn set_nonblocking(sock: &Socket) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor and a pointer to an int, as FIONBIO
+        // expects.
+        if unsafe { libc::ioctl(raw(sock), libc::FIONBIO, &on) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    sock.set_nonblocking(true)
 }
 
 #[cfg(unix)]
