@@ -17,8 +17,13 @@
 //! vanished mid-handshake) is reported as [`Error::Io`] with kind
 //! `InvalidData` (TLS) or the transport's own error, naming what went wrong;
 //! the alert is sent to the peer if the transport still works, and the
-//! stream is broken from then on (later operations: `Broken`). A cancelled
-//! handshake or `send_all` also leaves the stream broken, as in Trio.
+//! stream is broken from then on (later operations: `Broken`), as after a
+//! transport error during the handshake. A cancelled `send_all` (or a
+//! handshake cancelled while sending) also leaves the stream broken, as in
+//! Trio. A handshake cancelled while waiting for the peer can go on later
+//! (unlike Trio, where it breaks the stream), but `aclose` does not resume
+//! it: it closes the transport without `close_notify` rather than wait for
+//! a peer that may never answer.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -71,6 +76,16 @@ pub fn server_config(
         .map_err(|e| Error::Io(io::Error::new(io::ErrorKind::InvalidInput, format!("TLS server certificate: {e}"))))
 }
 
+/// Takes an internal lock without a yield when it is free (the public
+/// operation checkpoints anyway); waits for it otherwise.
+async fn lock_quickly(lock: &Lock) -> Result<crate::sync::LockGuard<'_>> {
+    match lock.try_lock() {
+        Ok(g) => Ok(g),
+        Err(Error::WouldBlock) => lock.lock().await,
+        Err(e) => Err(e),
+    }
+}
+
 fn tls_error(e: rustls::Error) -> Error {
     Error::Io(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))
 }
@@ -85,6 +100,9 @@ struct Inner {
     eof_sent: bool,
     /// The transport reported end of stream.
     transport_eof: bool,
+    /// A handshake attempt was cancelled midway (`aclose` then does not
+    /// resume it).
+    handshake_interrupted: bool,
     /// Received bytes rustls could not take yet.
     pending: Vec<u8>,
 }
@@ -134,6 +152,24 @@ impl Drop for BreakOnDrop<'_> {
     }
 }
 
+/// Marks a handshake attempt interrupted unless disarmed (a cancellation,
+/// an error, or the future dropped midway).
+struct InterruptedOnDrop<'a>(&'a RefCell<Inner>, bool);
+
+impl InterruptedOnDrop<'_> {
+    fn disarm(mut self) {
+        self.1 = false;
+    }
+}
+
+impl Drop for InterruptedOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.borrow_mut().handshake_interrupted = true;
+        }
+    }
+}
+
 impl<S: Stream> TlsStream<S> {
     /// The client side, connecting to `server_name` (checked against the
     /// server's certificate, and sent as SNI).
@@ -167,6 +203,7 @@ impl<S: Stream> TlsStream<S> {
                 closed: false,
                 eof_sent: false,
                 transport_eof: false,
+                handshake_interrupted: false,
                 pending: Vec::new(),
             }),
             https_compatible: false,
@@ -210,7 +247,7 @@ impl<S: Stream> TlsStream<S> {
         if !self.inner.borrow().conn.wants_write() {
             return Ok(());
         }
-        let _g = self.send_lock.lock().await?;
+        let _g = lock_quickly(&self.send_lock).await?;
         let mut buf = Vec::new();
         // Bounded: each turn drains what rustls had queued.
         for _ in 0..1_000_000 {
@@ -239,7 +276,7 @@ impl<S: Stream> TlsStream<S> {
             // it got may be all we need: go back and look first (Trio's
             // `_inner_recv_count`).
             let seen = self.recv_count.get();
-            let _g = self.recv_lock.lock().await?;
+            let _g = lock_quickly(&self.recv_lock).await?;
             if self.recv_count.get() != seen {
                 return Ok(());
             }
@@ -300,8 +337,10 @@ impl<S: Stream> TlsStream<S> {
     /// # Errors
     /// `Io(InvalidData)` with rustls's reason (certificate invalid for the
     /// name, expired, unknown issuer, garbage, ...); `Io`/`Broken` from the
-    /// transport, `Io(ConnectionAborted)` if the peer vanished; `Cancelled`
-    /// (the stream is broken then).
+    /// transport, `Io(ConnectionAborted)` if the peer vanished (the stream is
+    /// broken after each of these); `Cancelled` (the stream is broken if the
+    /// cancellation came while sending; while waiting for the peer, the
+    /// handshake can go on later).
     pub async fn do_handshake(&self) -> Result<()> {
         self.check_usable()?;
         if !self.handshaking() {
@@ -319,10 +358,25 @@ impl<S: Stream> TlsStream<S> {
         if !self.handshaking() {
             return Ok(());
         }
-        let _g = self.handshake_lock.lock().await?;
+        let _g = lock_quickly(&self.handshake_lock).await?;
         // A cancellation while sending breaks the stream (in `flush`); one
-        // while receiving loses nothing, and the handshake can go on later.
-        self.handshake_locked().await
+        // while receiving loses nothing, and the handshake can go on later
+        // (but `aclose` will not wait for it). Any other failure, a
+        // transport's receive error included, breaks the stream, as in
+        // Trio's `_do_handshake`.
+        let interrupted = InterruptedOnDrop(&self.inner, true);
+        match self.handshake_locked().await {
+            Ok(()) => {
+                interrupted.disarm();
+                Ok(())
+            }
+            Err(e) => {
+                if !e.is_cancelled() {
+                    self.inner.borrow_mut().broken = true;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn handshake_locked(&self) -> Result<()> {
@@ -423,7 +477,8 @@ impl<S: Stream> TlsStream<S> {
 
 impl<S: Stream> AsyncResource for TlsStream<S> {
     /// Closes as Trio does: if the stream is healthy (and not
-    /// `https_compatible`), finishes the handshake if needed and sends
+    /// `https_compatible`, and not left mid-handshake by a cancelled
+    /// handshake), finishes the handshake if needed and sends
     /// `close_notify` (without waiting for the peer's), so the peer sees a
     /// clean end; then closes the transport, whatever happened (also when
     /// cancelled: `aclose` in a cancelled scope closes at once).
@@ -431,7 +486,9 @@ impl<S: Stream> AsyncResource for TlsStream<S> {
     async fn aclose(&self) -> Result<()> {
         let (closed, broken) = {
             let inner = self.inner.borrow();
-            (inner.closed, inner.broken)
+            // An interrupted handshake counts as broken here: finishing it
+            // could wait forever for a silent peer.
+            (inner.closed, inner.broken || (inner.handshake_interrupted && inner.conn.is_handshaking()))
         };
         if closed {
             return crate::lowlevel::checkpoint().await;
