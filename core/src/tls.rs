@@ -481,7 +481,9 @@ impl<S: Stream> AsyncResource for TlsStream<S> {
     /// handshake), finishes the handshake if needed and sends
     /// `close_notify` (without waiting for the peer's), so the peer sees a
     /// clean end; then closes the transport, whatever happened (also when
-    /// cancelled: `aclose` in a cancelled scope closes at once).
+    /// cancelled: `aclose` in a cancelled scope closes at once). A
+    /// handshake that fails here is reported (after the close), as in Trio;
+    /// a peer that is already gone is not an error.
     /// Idempotent.
     async fn aclose(&self) -> Result<()> {
         let (closed, broken) = {
@@ -497,9 +499,13 @@ impl<S: Stream> AsyncResource for TlsStream<S> {
         self.inner.borrow_mut().closed = true;
         let closed = self.transport.aclose().await;
         match notified {
-            // A peer that is gone or busy does not stop the close.
-            Err(e) if e.is_cancelled() => Err(e),
-            _ => closed,
+            // As Trio: a peer that is gone (or a busy sender) does not make
+            // the close fail, but a handshake that `aclose` ran and that
+            // failed (a bad certificate, ...) is reported, after closing.
+            Err(Error::Broken) | Err(Error::Busy) | Err(Error::Closed) => closed,
+            Err(Error::Io(e)) if crate::net::socket::is_broken(&e) => closed,
+            Err(e) => Err(e),
+            Ok(()) => closed,
         }
     }
 }
@@ -576,7 +582,15 @@ impl<S: Stream> ReceiveStream for TlsStream<S> {
             return Err(crate::abc::empty_buffer_error());
         }
         self.check_usable()?;
-        self.ensure_handshake().await?;
+        if let Err(e) = self.ensure_handshake().await {
+            // As Trio: in HTTPS-compatible mode, a peer that closes before
+            // or during the handshake is just an end of stream.
+            if self.https_compatible && !e.is_cancelled() && self.inner.borrow().transport_eof {
+                crate::lowlevel::checkpoint().await?;
+                return Ok(0);
+            }
+            return Err(e);
+        }
         // Bounded: every turn reads plaintext or feeds rustls a chunk.
         for _ in 0..1_000_000 {
             self.check_usable()?;

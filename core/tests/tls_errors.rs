@@ -1144,3 +1144,53 @@ fn tls_listener_over_tcp_listener() {
     })
     .unwrap();
 }
+
+/// As Trio (`test_https_mode_eof_before_handshake`): in HTTPS-compatible
+/// mode a client that closes before the handshake is an end of stream for
+/// the server, not an error; in strict mode it is an error.
+#[test]
+fn https_compatible_eof_before_the_handshake() {
+    let id = localhost();
+    run(async {
+        for https in [false, true] {
+            let (a, b) = memory_stream_pair();
+            let client = TlsStream::client(a, "localhost", Arc::new(id.client()))?.https_compatible(true);
+            let server = TlsStream::server(b, Arc::new(id.server()))?.https_compatible(https);
+            let (c, r) = join2(client.aclose(), async {
+                let mut buf = [0u8; 8];
+                server.receive_some(&mut buf).await
+            })
+            .await;
+            c?;
+            if https {
+                assert_eq!(r?, 0);
+            } else {
+                assert_io(&r, io::ErrorKind::ConnectionAborted, &["TLS", "during the handshake"]);
+            }
+            server.aclose().await?;
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// As Trio: a handshake that `aclose` has to run and that fails is
+/// reported, and the transport is closed anyway.
+#[test]
+fn handshake_failure_during_aclose_is_reported() {
+    let id = localhost();
+    run(async {
+        let (client, server) = memory_pair(id.client(), "example.com", id.server());
+        let (c, _s) = join2(client.aclose(), async {
+            let mut buf = [0u8; 8];
+            server.receive_some(&mut buf).await
+        })
+        .await;
+        assert_io(&c, io::ErrorKind::InvalidData, &["TLS", "example.com"]);
+        let mut buf = [0u8; 8];
+        assert!(matches!(client.receive_some(&mut buf).await, Err(trio::Error::Closed)));
+        assert!(matches!(client.transport().send_all(b"x").await, Err(trio::Error::Closed)), "transport closed");
+        Ok(())
+    })
+    .unwrap();
+}
