@@ -103,8 +103,11 @@ struct Inner {
     /// A handshake attempt was cancelled midway (`aclose` then does not
     /// resume it).
     handshake_interrupted: bool,
-    /// Received bytes rustls could not take yet.
+    /// The last transport read; `pending[pending_pos..pending_len]` is what
+    /// rustls could not take yet.
     pending: Vec<u8>,
+    pending_pos: usize,
+    pending_len: usize,
 }
 
 /// A TLS stream over the transport `S`. See the [module docs](self).
@@ -121,6 +124,10 @@ pub struct TlsStream<S> {
     receiving: Cell<bool>,
     /// Transport receives done so far (see `fill`).
     recv_count: Cell<u64>,
+    /// The read buffer not in use (see `fill`).
+    spare: Cell<Vec<u8>>,
+    /// The buffer `flush` gathers TLS records in.
+    write_buf: Cell<Vec<u8>>,
 }
 
 impl<S> std::fmt::Debug for TlsStream<S> {
@@ -205,6 +212,8 @@ impl<S: Stream> TlsStream<S> {
                 transport_eof: false,
                 handshake_interrupted: false,
                 pending: Vec::new(),
+                pending_pos: 0,
+                pending_len: 0,
             }),
             https_compatible: false,
             send_lock: Lock::new(),
@@ -213,6 +222,8 @@ impl<S: Stream> TlsStream<S> {
             sending: Cell::new(false),
             receiving: Cell::new(false),
             recv_count: Cell::new(0),
+            spare: Cell::new(Vec::new()),
+            write_buf: Cell::new(Vec::new()),
         }
     }
 
@@ -248,14 +259,15 @@ impl<S: Stream> TlsStream<S> {
             return Ok(());
         }
         let _g = lock_quickly(&self.send_lock).await?;
-        let mut buf = Vec::new();
+        // One buffer, kept between calls (no allocation per flush).
+        let mut buf = self.write_buf.take();
         // Bounded: each turn drains what rustls had queued.
         for _ in 0..1_000_000 {
             buf.clear();
             {
                 let mut inner = self.inner.borrow_mut();
                 if !inner.conn.wants_write() {
-                    return Ok(());
+                    break;
                 }
                 while inner.conn.wants_write() {
                     inner.conn.write_tls(&mut buf)?;
@@ -265,6 +277,8 @@ impl<S: Stream> TlsStream<S> {
             self.transport.send_all(&buf).await?;
             guard.disarm();
         }
+        buf.clear();
+        self.write_buf.set(buf);
         Ok(())
     }
 
@@ -280,16 +294,33 @@ impl<S: Stream> TlsStream<S> {
             if self.recv_count.get() != seen {
                 return Ok(());
             }
-            if self.inner.borrow().pending.is_empty() {
+            let drained = {
+                let inner = self.inner.borrow();
+                inner.pending_pos == inner.pending_len
+            };
+            if drained {
+                // Two buffers take turns (no allocation or zeroing per read).
+                let mut buf = self.spare.take();
+                if buf.len() < READ_SIZE {
+                    buf.resize(READ_SIZE, 0);
+                }
                 // A cancelled transport receive loses nothing: not broken.
-                let mut buf = vec![0u8; READ_SIZE];
-                let n = self.transport.receive_some(&mut buf).await?;
-                buf.truncate(n);
+                let n = match self.transport.receive_some(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.spare.set(buf);
+                        return Err(e);
+                    }
+                };
                 let mut inner = self.inner.borrow_mut();
                 if n == 0 {
                     inner.transport_eof = true;
                 }
-                inner.pending = buf;
+                let old = std::mem::replace(&mut inner.pending, buf);
+                inner.pending_pos = 0;
+                inner.pending_len = n;
+                drop(inner);
+                self.spare.set(old);
             }
             self.recv_count.set(seen.wrapping_add(1));
             if let Err(e) = self.feed() {
@@ -307,11 +338,11 @@ impl<S: Stream> TlsStream<S> {
     fn feed(&self) -> Result<()> {
         let mut guard = self.inner.borrow_mut();
         let inner = &mut *guard;
-        let pending = std::mem::take(&mut inner.pending);
-        let mut data = &pending[..];
-        let eof = pending.is_empty() && inner.transport_eof;
+        let (pos, len) = (inner.pending_pos, inner.pending_len);
+        let mut data = &inner.pending[pos..len];
+        let eof = pos == len && inner.transport_eof;
         // Bounded: every turn consumes bytes, or stops.
-        for _ in 0..(pending.len() + 2) {
+        for _ in 0..(len - pos + 2) {
             if !(eof || (!data.is_empty() && inner.conn.wants_read())) {
                 break;
             }
@@ -325,7 +356,7 @@ impl<S: Stream> TlsStream<S> {
                 break;
             }
         }
-        inner.pending = data.to_vec();
+        inner.pending_pos = len - data.len();
         Ok(())
     }
 
