@@ -79,9 +79,14 @@ pub fn server_config(
 /// Takes an internal lock without a yield when it is free (the public
 /// operation checkpoints anyway); waits for it otherwise.
 async fn lock_quickly(lock: &Lock) -> Result<crate::sync::LockGuard<'_>> {
+    lock_noting_wait(lock).await.map(|(g, _)| g)
+}
+
+/// As [`lock_quickly`], also saying whether it had to wait (a checkpoint).
+async fn lock_noting_wait(lock: &Lock) -> Result<(crate::sync::LockGuard<'_>, bool)> {
     match lock.try_lock() {
-        Ok(g) => Ok(g),
-        Err(Error::WouldBlock) => lock.lock().await,
+        Ok(g) => Ok((g, false)),
+        Err(Error::WouldBlock) => Ok((lock.lock().await?, true)),
         Err(e) => Err(e),
     }
 }
@@ -284,15 +289,20 @@ impl<S: Stream> TlsStream<S> {
 
     /// Reads one chunk from the transport into rustls and processes it.
     /// A TLS error is sent to the peer (best effort) and reported.
-    async fn fill(&self) -> Result<()> {
+    ///
+    /// Returns whether it passed a checkpoint (waited for the lock or
+    /// received from the transport), so the caller need not yield again.
+    async fn fill(&self) -> Result<bool> {
+        let mut yielded;
         {
             // If another task received while we waited for the lock, what
             // it got may be all we need: go back and look first (Trio's
             // `_inner_recv_count`).
             let seen = self.recv_count.get();
-            let _g = lock_quickly(&self.recv_lock).await?;
+            let (_g, waited) = lock_noting_wait(&self.recv_lock).await?;
+            yielded = waited;
             if self.recv_count.get() != seen {
-                return Ok(());
+                return Ok(yielded);
             }
             let drained = {
                 let inner = self.inner.borrow();
@@ -305,6 +315,7 @@ impl<S: Stream> TlsStream<S> {
                     buf.resize(READ_SIZE, 0);
                 }
                 // A cancelled transport receive loses nothing: not broken.
+                yielded = true;
                 let n = match self.transport.receive_some(&mut buf).await {
                     Ok(n) => n,
                     Err(e) => {
@@ -329,7 +340,8 @@ impl<S: Stream> TlsStream<S> {
                 return Err(e);
             }
         }
-        self.flush().await
+        self.flush().await?;
+        Ok(yielded)
     }
 
     /// Hands rustls the received bytes it can take now, processing each
@@ -494,7 +506,9 @@ impl<S: Stream> TlsStream<S> {
                         "TLS unwrap: the peer sent data instead of close_notify",
                     )));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.fill().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.fill().await?;
+                }
                 Err(e) => return Err(Error::Io(e)),
             }
         }
@@ -623,19 +637,24 @@ impl<S: Stream> ReceiveStream for TlsStream<S> {
             return Err(e);
         }
         // Bounded: every turn reads plaintext or feeds rustls a chunk.
+        let mut yielded = false;
         for _ in 0..1_000_000 {
             self.check_usable()?;
             match self.read_plaintext(buf) {
                 Ok(n) => {
-                    if n > 0 {
-                        // Data already decrypted: still a checkpoint.
-                        crate::lowlevel::cancel_shielded_checkpoint().await?;
-                    } else {
-                        crate::lowlevel::checkpoint().await?;
+                    // Every operation is a checkpoint: yield here unless a
+                    // transport receive (or a wait) already did (Trio's
+                    // `_retry` does the same).
+                    if !yielded {
+                        if n > 0 {
+                            crate::lowlevel::cancel_shielded_checkpoint().await?;
+                        } else {
+                            crate::lowlevel::checkpoint().await?;
+                        }
                     }
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.fill().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => yielded |= self.fill().await?,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     if self.https_compatible {
                         return Ok(0);
