@@ -767,7 +767,11 @@ pub async fn open_tls_over_tcp_listeners(
 /// [`serve_tcp`](crate::net::serve_tcp) over TLS: serves `handler` on every
 /// TLS connection to `port`; reports the bound addresses through
 /// `task_status`. The handshake happens in the connection's task (a failed
-/// handshake fails that task's first operation, in the handler).
+/// handshake fails that task's first operation, in the handler). As with
+/// [`serve_listeners`](crate::net::serve_listeners), an error that leaves
+/// the handler stops the whole server: a handler facing the internet
+/// catches (and logs) errors such as a client's failed handshake instead of
+/// returning them.
 ///
 /// # Errors
 /// As [`serve_listeners`](crate::net::serve_listeners).
