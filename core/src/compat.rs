@@ -75,16 +75,6 @@ impl<S> Compat<S> {
     }
 }
 
-/// Our errors as `io::Error`s: OS errors stay themselves.
-fn to_io(e: Error) -> io::Error {
-    match e {
-        Error::Io(e) => e,
-        Error::Closed => io::Error::new(io::ErrorKind::NotConnected, Error::Closed),
-        Error::Broken => io::Error::new(io::ErrorKind::BrokenPipe, Error::Broken),
-        other => io::Error::other(other),
-    }
-}
-
 /// The most a read asks the stream for at once.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -113,7 +103,7 @@ impl<S: ReceiveStream + 'static> futures_io::AsyncRead for Compat<S> {
         let Some(op) = this.read.as_mut() else { return Poll::Ready(Ok(0)) };
         let (r, got) = std::task::ready!(op.as_mut().poll(cx));
         this.read = None;
-        let n = r.map_err(to_io)?;
+        let n = r.map_err(Error::into_io)?;
         let k = n.min(buf.len());
         buf[..k].copy_from_slice(&got[..k]);
         // Keep the rest (the caller's buffer shrank since the read began),
@@ -132,7 +122,7 @@ impl<S: SendStream + 'static> Compat<S> {
         let r = std::task::ready!(op.as_mut().poll(cx));
         let len = *len;
         self.write = None;
-        Poll::Ready(r.map(|()| len).map_err(to_io))
+        Poll::Ready(r.map(|()| len).map_err(Error::into_io))
     }
 }
 
@@ -166,6 +156,6 @@ impl<S: SendStream + 'static> futures_io::AsyncWrite for Compat<S> {
         let Some(op) = this.close.as_mut() else { return Poll::Ready(Ok(())) };
         let r = std::task::ready!(op.as_mut().poll(cx));
         this.close = None;
-        Poll::Ready(r.map_err(to_io))
+        Poll::Ready(r.map_err(Error::into_io))
     }
 }

@@ -106,6 +106,20 @@ impl Error {
         }
     }
 
+    /// This error as an `io::Error` (for the `futures-io` traits): OS errors
+    /// stay themselves, `Closed` is `NotConnected`, `Broken` is
+    /// `BrokenPipe`, the rest `Other`.
+    #[cfg_attr(not(feature = "futures-io"), allow(dead_code))]
+    pub(crate) fn into_io(self) -> std::io::Error {
+        use std::io::{Error as IoError, ErrorKind};
+        match self {
+            Error::Io(e) => e,
+            Error::Closed => IoError::new(ErrorKind::NotConnected, Error::Closed),
+            Error::Broken => IoError::new(ErrorKind::BrokenPipe, Error::Broken),
+            other => IoError::other(other),
+        }
+    }
+
     /// Removes `Cancelled` from this error: `None` if nothing else is left.
     pub(crate) fn without_cancelled(self) -> Option<Error> {
         match self {

@@ -84,20 +84,15 @@ impl IoHandle {
         dir: Dir,
         mut op: impl FnMut() -> io::Result<(T, bool)>,
     ) -> Poll<io::Result<T>> {
-        let to_io = |e: Error| match e {
-            Error::Io(e) => e,
-            Error::Closed => io::Error::new(io::ErrorKind::NotConnected, "the stream is closed"),
-            other => io::Error::other(other),
-        };
         // Bounded: each turn either returns or clears the readiness bit.
         for _ in 0..1024 {
             match self.with_rec(|r| r.ready[dir as usize]) {
-                Err(e) => return Poll::Ready(Err(to_io(e))),
+                Err(e) => return Poll::Ready(Err(e.into_io())),
                 Ok(false) => {
                     let waker = cx.waker().clone();
                     return match self.with_rec(|r| r.waiters[dir as usize] = IoWaiter::Waker(waker)) {
                         Ok(()) => Poll::Pending,
-                        Err(e) => Poll::Ready(Err(to_io(e))),
+                        Err(e) => Poll::Ready(Err(e.into_io())),
                     };
                 }
                 Ok(true) => match op() {
@@ -117,28 +112,11 @@ impl IoHandle {
         Poll::Pending
     }
 
-    /// Parks until the next readiness event in `dir` (or until the source
-    /// is released: `Closed`). `Busy` if another task waits in `dir`.
-    async fn wait_edge(&self, dir: Dir) -> Result<()> {
-        self.with_rec(|r| match r.waiters[dir as usize] {
-            IoWaiter::Park(_) => Err(Error::Busy),
-            _ => Ok(()),
-        })??;
-        park_on(self.key, self.generation, dir).await?;
-        // Woken by an event, or by the release of the source.
-        self.with_rec(|_| ())
-    }
-
     /// Waits until `dir` is ready now (level-triggered, as Trio's
     /// `wait_readable`): returns at once (after a yield) if it is.
     pub(crate) async fn wait_ready(&self, dir: Dir) -> Result<()> {
-        if self.with_rec(|r| r.ready[dir as usize])? {
-            if level_ready(self.fd, dir) {
-                return lowlevel::checkpoint().await;
-            }
-            self.clear_ready(dir);
-        }
-        self.wait_edge(dir).await
+        self.with_rec(|_| ())?;
+        wait_level(self.fd, self.key, self.generation, dir).await
     }
 
     /// Deregisters now (before the descriptor is closed); waiters wake with
@@ -239,15 +217,12 @@ where
         self.state = OpState::Parked(park);
         Poll::Pending
     }
+}
 
+impl<T, F> IoOp<'_, T, F> {
     /// Takes this op's waiter out of its slot and forgets its park record.
-    fn unpark_self(&mut self, rt: &mut runtime::Runtime, park: usize) {
-        let (key, generation, d) = (self.handle.key, self.handle.generation, self.dir as usize);
-        if let Some(rec) = rt.io_rec(key, generation)
-            && matches!(rec.waiters[d], IoWaiter::Park(k) if k == park)
-        {
-            rec.waiters[d] = IoWaiter::None;
-        }
+    fn unpark_self(&self, rt: &mut runtime::Runtime, park: usize) {
+        rt.io_clear_waiter(self.handle.key, self.handle.generation, self.dir, park);
         if rt.parks.contains(park) {
             rt.remove_park(park);
         }
@@ -323,19 +298,76 @@ where
 impl<T, F> Drop for IoOp<'_, T, F> {
     fn drop(&mut self) {
         if let OpState::Parked(park) = self.state {
-            let (key, generation, d) = (self.handle.key, self.handle.generation, self.dir as usize);
-            let _ = runtime::with(|rt| {
-                if let Some(rec) = rt.io_rec(key, generation)
-                    && matches!(rec.waiters[d], IoWaiter::Park(k) if k == park)
-                {
-                    rec.waiters[d] = IoWaiter::None;
-                }
-                if rt.parks.contains(park) {
-                    rt.remove_park(park);
-                }
-            });
+            let _ = runtime::with(|rt| self.unpark_self(rt, park));
         }
     }
+}
+
+/// Resets a busy flag when an operation ends, however it ends (Trio's
+/// conflict detectors, for every stream type).
+pub(crate) struct BusyGuard<'a>(&'a std::cell::Cell<bool>);
+
+impl<'a> BusyGuard<'a> {
+    /// Claims `flag`; `Busy` if another task holds it.
+    pub(crate) fn claim(flag: &'a std::cell::Cell<bool>) -> Result<BusyGuard<'a>> {
+        if flag.replace(true) { Err(Error::Busy) } else { Ok(BusyGuard(flag)) }
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// Is this OS error "the peer is gone"?
+pub(crate) fn is_broken(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
+}
+
+/// `Io` errors that say the peer is gone become `Broken`.
+pub(crate) fn to_broken(e: Error) -> Error {
+    match e {
+        Error::Io(e) if is_broken(&e) => Error::Broken,
+        other => other,
+    }
+}
+
+/// Trio's `send_all` over a non-blocking write (sockets and pipes):
+/// `write_some` until all of `data` is out. A failure after part of it went
+/// out (a cancellation included) or a vanished peer marks the stream
+/// `broken`; a broken stream fails with `Broken` at once.
+pub(crate) async fn send_all_loop(
+    data: &[u8],
+    broken: &std::cell::Cell<bool>,
+    mut write_some: impl AsyncFnMut(&[u8]) -> Result<usize>,
+) -> Result<()> {
+    if broken.get() {
+        return Err(Error::Broken);
+    }
+    if data.is_empty() {
+        return lowlevel::checkpoint().await;
+    }
+    let mut sent = 0;
+    while sent < data.len() {
+        match write_some(&data[sent..]).await {
+            Ok(n) => sent += n,
+            Err(e) => {
+                let e = to_broken(e);
+                if (sent > 0 && !matches!(e, Error::Closed)) || matches!(e, Error::Broken) {
+                    broken.set(true);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parks in the waiter slot `dir` of record `key`.
@@ -352,13 +384,7 @@ async fn park_on(key: usize, generation: u32, dir: Dir) -> Result<()> {
             });
         },
         || {
-            let _ = runtime::with(|rt| {
-                if let Some(rec) = rt.io_rec(key, generation)
-                    && matches!(rec.waiters[dir as usize], IoWaiter::Park(k) if k == park_key.get())
-                {
-                    rec.waiters[dir as usize] = IoWaiter::None;
-                }
-            });
+            let _ = runtime::with(|rt| rt.io_clear_waiter(key, generation, dir, park_key.get()));
             Abort::Succeeded
         },
     )
@@ -401,6 +427,14 @@ async fn wait_fd(fd: RawSource, dir: Dir) -> Result<()> {
         }
     }
     let _guard = TempGuard(key, generation, temporary);
+    wait_level(fd, key, generation, dir).await
+}
+
+/// The level-triggered wait on record `key`: `Busy` if another task waits
+/// in `dir`; if the readiness bit is set, one `poll(2)` says whether `fd`
+/// is ready now (then it returns after a yield); otherwise it parks until
+/// the next event. `Closed` if the record is released meanwhile.
+async fn wait_level(fd: RawSource, key: usize, generation: u32, dir: Dir) -> Result<()> {
     let ready = runtime::with(|rt| match rt.io_rec(key, generation) {
         Some(rec) => match rec.waiters[dir as usize] {
             IoWaiter::Park(_) => Err(Error::Busy),
@@ -415,6 +449,7 @@ async fn wait_fd(fd: RawSource, dir: Dir) -> Result<()> {
         let _ = runtime::with(|rt| rt.io_clear_ready(key, generation, dir));
     }
     park_on(key, generation, dir).await?;
+    // Woken by an event, or by the release of the source.
     runtime::with(|rt| rt.io_rec(key, generation).map(|_| ()).ok_or(Error::Closed))?
 }
 

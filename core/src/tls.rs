@@ -34,7 +34,7 @@ use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerCo
 
 use crate::abc::{AsyncResource, HalfCloseableStream, Listener, ReceiveStream, SendStream, Stream};
 use crate::error::{Error, Result};
-use crate::net::socket::BusyGuard;
+use crate::io::BusyGuard;
 use crate::sync::Lock;
 
 /// The largest chunk read from the transport at once.
@@ -146,40 +146,39 @@ impl<S> std::fmt::Debug for TlsStream<S> {
     }
 }
 
-/// Marks the stream broken unless disarmed (a cancellation or an error in
-/// the middle of an exchange).
-struct BreakOnDrop<'a>(&'a RefCell<Inner>, bool);
+/// Sets a flag of the stream's state when dropped armed: an exchange cut
+/// short by a cancellation or an error (the stream is broken, or the
+/// handshake interrupted).
+struct MarkOnDrop<'a> {
+    inner: &'a RefCell<Inner>,
+    mark: fn(&mut Inner),
+    armed: bool,
+}
 
-impl BreakOnDrop<'_> {
+impl<'a> MarkOnDrop<'a> {
+    fn new(inner: &'a RefCell<Inner>, mark: fn(&mut Inner)) -> MarkOnDrop<'a> {
+        MarkOnDrop { inner, mark, armed: true }
+    }
+
     fn disarm(mut self) {
-        self.1 = false;
+        self.armed = false;
     }
 }
 
-impl Drop for BreakOnDrop<'_> {
+impl Drop for MarkOnDrop<'_> {
     fn drop(&mut self) {
-        if self.1 {
-            self.0.borrow_mut().broken = true;
+        if self.armed {
+            (self.mark)(&mut self.inner.borrow_mut());
         }
     }
 }
 
-/// Marks a handshake attempt interrupted unless disarmed (a cancellation,
-/// an error, or the future dropped midway).
-struct InterruptedOnDrop<'a>(&'a RefCell<Inner>, bool);
-
-impl InterruptedOnDrop<'_> {
-    fn disarm(mut self) {
-        self.1 = false;
-    }
+fn mark_broken(inner: &mut Inner) {
+    inner.broken = true;
 }
 
-impl Drop for InterruptedOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.1 {
-            self.0.borrow_mut().handshake_interrupted = true;
-        }
-    }
+fn mark_handshake_interrupted(inner: &mut Inner) {
+    inner.handshake_interrupted = true;
 }
 
 impl<S: Stream> TlsStream<S> {
@@ -269,16 +268,11 @@ impl<S: Stream> TlsStream<S> {
         // Bounded: each turn drains what rustls had queued.
         for _ in 0..1_000_000 {
             buf.clear();
-            {
-                let mut inner = self.inner.borrow_mut();
-                if !inner.conn.wants_write() {
-                    break;
-                }
-                while inner.conn.wants_write() {
-                    inner.conn.write_tls(&mut buf)?;
-                }
+            self.take_tls(&mut buf)?;
+            if buf.is_empty() {
+                break;
             }
-            let guard = BreakOnDrop(&self.inner, true);
+            let guard = MarkOnDrop::new(&self.inner, mark_broken);
             self.transport.send_all(&buf).await?;
             guard.disarm();
         }
@@ -407,7 +401,7 @@ impl<S: Stream> TlsStream<S> {
         // (but `aclose` will not wait for it). Any other failure, a
         // transport's receive error included, breaks the stream, as in
         // Trio's `_do_handshake`.
-        let interrupted = InterruptedOnDrop(&self.inner, true);
+        let interrupted = MarkOnDrop::new(&self.inner, mark_handshake_interrupted);
         match self.handshake_locked().await {
             Ok(()) => {
                 interrupted.disarm();
@@ -548,7 +542,7 @@ impl<S: Stream> AsyncResource for TlsStream<S> {
             // the close fail, but a handshake that `aclose` ran and that
             // failed (a bad certificate, ...) is reported, after closing.
             Err(Error::Broken) | Err(Error::Busy) | Err(Error::Closed) => closed,
-            Err(Error::Io(e)) if crate::net::socket::is_broken(&e) => closed,
+            Err(Error::Io(e)) if crate::io::is_broken(&e) => closed,
             Err(e) => Err(e),
             Ok(()) => closed,
         }
@@ -556,16 +550,20 @@ impl<S: Stream> AsyncResource for TlsStream<S> {
 }
 
 impl<S: Stream> TlsStream<S> {
+    /// Appends the TLS records rustls has queued to `buf`.
+    fn take_tls(&self, buf: &mut Vec<u8>) -> Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        while inner.conn.wants_write() {
+            inner.conn.write_tls(buf)?;
+        }
+        Ok(())
+    }
+
     /// Sends the alert rustls queued after an error, without the send lock
     /// (best effort; the caller reports the error either way).
     async fn flush_unchecked(&self) -> Result<()> {
         let mut buf = Vec::new();
-        {
-            let mut inner = self.inner.borrow_mut();
-            while inner.conn.wants_write() {
-                inner.conn.write_tls(&mut buf)?;
-            }
-        }
+        self.take_tls(&mut buf)?;
         if buf.is_empty() { Ok(()) } else { self.transport.send_all(&buf).await }
     }
 
@@ -594,7 +592,7 @@ impl<S: Stream> SendStream for TlsStream<S> {
         if data.is_empty() {
             return crate::lowlevel::checkpoint().await;
         }
-        let guard = BreakOnDrop(&self.inner, true);
+        let guard = MarkOnDrop::new(&self.inner, mark_broken);
         let mut rest = data;
         // Bounded: each turn hands rustls some bytes or fails.
         for _ in 0..(data.len() + 16) {

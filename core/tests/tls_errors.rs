@@ -683,14 +683,12 @@ fn cancelled_handshake_returns_and_the_stream_closes() {
             } else {
                 TlsStream::server(a, Arc::new(id.server()))?
             };
-            let wall = std::time::Instant::now();
             let t0 = current_time()?;
             let r = trio::move_on_after(secs(5), tls.do_handshake()).await?;
             assert!(r.is_none(), "the handshake cannot finish");
             assert_eq!(current_time()? - t0, secs(5), "returned at the deadline");
             // Closing must not wait for the silent peer.
             trio::fail_after(secs(1), tls.aclose()).await?;
-            assert!(wall.elapsed() < Duration::from_secs(1), "quick: {:?}", wall.elapsed());
             assert!(matches!(tls.send_all(b"x").await, Err(Error::Closed)));
             assert!(matches!(tls.transport().send_all(b"x").await, Err(Error::Closed)));
             // The silent peer sees the end (after the ClientHello, if any).

@@ -8,7 +8,8 @@ use std::io;
 use socket2::Socket;
 
 use crate::error::{Error, Result};
-use crate::io::IoHandle;
+pub(crate) use crate::io::BusyGuard;
+use crate::io::{IoHandle, send_all_loop, to_broken};
 use crate::lowlevel;
 use crate::runtime::io::Dir;
 
@@ -101,33 +102,6 @@ pub(crate) fn raw(sock: &Socket) -> crate::driver::RawSource {
     std::os::windows::io::AsRawSocket::as_raw_socket(sock)
 }
 
-/// Is this OS error "the peer is gone"?
-pub(crate) fn is_broken(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::NotConnected
-    )
-}
-
-/// Resets a busy flag when an operation ends, however it ends.
-pub(crate) struct BusyGuard<'a>(&'a Cell<bool>);
-
-impl<'a> BusyGuard<'a> {
-    /// Claims `flag`; `Busy` if another task holds it.
-    pub(crate) fn claim(flag: &'a Cell<bool>) -> Result<BusyGuard<'a>> {
-        if flag.replace(true) { Err(Error::Busy) } else { Ok(BusyGuard(flag)) }
-    }
-}
-
-impl Drop for BusyGuard<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
-}
-
 /// A connected byte-stream socket (TCP or Unix): Trio's `SocketStream`.
 #[derive(Debug)]
 pub(crate) struct StreamSocket {
@@ -157,30 +131,10 @@ impl StreamSocket {
         if self.eof_sent.get() {
             return Err(Error::Closed);
         }
-        if self.broken.get() {
-            return Err(Error::Broken);
-        }
-        if data.is_empty() {
-            return lowlevel::checkpoint().await;
-        }
-        let mut sent = 0;
-        while sent < data.len() {
-            let rest = &data[sent..];
-            match self.core.io(Dir::Write, |s| send(s, rest).map(|n| (n, n < rest.len()))).await {
-                Ok(n) => sent += n,
-                Err(e) => {
-                    let e = match e {
-                        Error::Io(e) if is_broken(&e) => Error::Broken,
-                        other => other,
-                    };
-                    if sent > 0 || matches!(e, Error::Broken) {
-                        self.broken.set(true);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        send_all_loop(data, &self.broken, async |rest: &[u8]| {
+            self.core.io(Dir::Write, |s| send(s, rest).map(|n| (n, n < rest.len()))).await
+        })
+        .await
     }
 
     pub(crate) async fn wait_send_all_might_not_block(&self) -> Result<()> {
@@ -198,10 +152,7 @@ impl StreamSocket {
         // A short read drained the socket: the next one waits for an event
         // instead of trying (and failing) first. End of stream (0) stays
         // "ready": no further event would come.
-        self.core.io(Dir::Read, |s| recv(s, buf).map(|n| (n, n > 0 && n < len))).await.map_err(|e| match e {
-            Error::Io(e) if is_broken(&e) => Error::Broken,
-            other => other,
-        })
+        self.core.io(Dir::Read, |s| recv(s, buf).map(|n| (n, n > 0 && n < len))).await.map_err(to_broken)
     }
 
     pub(crate) async fn send_eof(&self) -> Result<()> {

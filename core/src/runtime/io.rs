@@ -167,6 +167,16 @@ impl Runtime {
         }
     }
 
+    /// Empties waiter slot `dir` of record `key` if park record `park`
+    /// holds it (a waiter that was cancelled or dropped).
+    pub(crate) fn io_clear_waiter(&mut self, key: usize, generation: u32, dir: Dir, park: usize) {
+        if let Some(rec) = self.io_rec(key, generation)
+            && matches!(rec.waiters[dir as usize], IoWaiter::Park(k) if k == park)
+        {
+            rec.waiters[dir as usize] = IoWaiter::None;
+        }
+    }
+
     /// A temporary registration whose waiters are gone is removed.
     pub(crate) fn io_temp_done(&mut self, key: usize, generation: u32) {
         if let Some(rec) = self.io_rec(key, generation)

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
-use crate::io::IoHandle;
+use crate::io::{BusyGuard, IoHandle, send_all_loop, to_broken};
 use crate::lowlevel;
 use crate::runtime::io::Dir;
 
@@ -97,34 +97,6 @@ impl Drop for FdCore {
     }
 }
 
-/// Resets a busy flag when an operation ends, however it ends.
-struct BusyGuard<'a>(&'a Cell<bool>);
-
-impl<'a> BusyGuard<'a> {
-    /// Claims `flag`; `Busy` if another task holds it.
-    fn claim(flag: &'a Cell<bool>) -> Result<BusyGuard<'a>> {
-        if flag.replace(true) { Err(Error::Busy) } else { Ok(BusyGuard(flag)) }
-    }
-}
-
-impl Drop for BusyGuard<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
-}
-
-/// Is this OS error "the other end is gone"?
-fn is_broken(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
-}
-
-fn to_broken(e: Error) -> Error {
-    match e {
-        Error::Io(e) if is_broken(&e) => Error::Broken,
-        other => other,
-    }
-}
-
 /// The sending end of a pipe: what the parent writes to a child's stdin
 /// ([`Process::stdin`](super::Process::stdin)), or any writable pipe, FIFO
 /// or TTY wrapped with [`from_fd`](PipeSendStream::from_fd).
@@ -194,29 +166,10 @@ impl PipeSendStream {
     async fn send_all_impl(&self, data: &[u8]) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
         self.core.raw()?;
-        if self.broken.get() {
-            return Err(Error::Broken);
-        }
-        if data.is_empty() {
-            return lowlevel::checkpoint().await;
-        }
-        let mut sent = 0;
-        while sent < data.len() {
-            let rest = &data[sent..];
-            match self.core.io(Dir::Write, |fd| write(fd, rest).map(|n| (n, n < rest.len()))).await {
-                Ok(n) => sent += n,
-                Err(e) => {
-                    let e = to_broken(e);
-                    // Some bytes went out and the rest did not (cancelled or
-                    // failed): the stream is in an unknown state from now on.
-                    if (sent > 0 && !matches!(e, Error::Closed)) || matches!(e, Error::Broken) {
-                        self.broken.set(true);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        send_all_loop(data, &self.broken, async |rest: &[u8]| {
+            self.core.io(Dir::Write, |fd| write(fd, rest).map(|n| (n, n < rest.len()))).await
+        })
+        .await
     }
 
     async fn wait_send_all_might_not_block_impl(&self) -> Result<()> {
