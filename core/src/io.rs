@@ -358,16 +358,21 @@ pub(crate) async fn send_all_loop(
     while sent < data.len() {
         match write_some(&data[sent..]).await {
             Ok(n) => sent += n,
-            Err(e) => {
-                let e = to_broken(e);
-                if (sent > 0 && !matches!(e, Error::Closed)) || matches!(e, Error::Broken) {
-                    broken.set(true);
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(note_broken(e, sent, broken)),
         }
     }
     Ok(())
+}
+
+/// The error of a `send_all` that failed after `sent` bytes: a failure
+/// after part of the data went out (a cancellation included) or a vanished
+/// peer marks the stream `broken`.
+pub(crate) fn note_broken(e: Error, sent: usize, broken: &std::cell::Cell<bool>) -> Error {
+    let e = to_broken(e);
+    if (sent > 0 && !matches!(e, Error::Closed)) || matches!(e, Error::Broken) {
+        broken.set(true);
+    }
+    e
 }
 
 /// Parks in the waiter slot `dir` of record `key`.
