@@ -339,31 +339,6 @@ pub(crate) fn to_broken(e: Error) -> Error {
     }
 }
 
-/// Trio's `send_all` over a non-blocking write (sockets and pipes):
-/// `write_some` until all of `data` is out. A failure after part of it went
-/// out (a cancellation included) or a vanished peer marks the stream
-/// `broken`; a broken stream fails with `Broken` at once.
-pub(crate) async fn send_all_loop(
-    data: &[u8],
-    broken: &std::cell::Cell<bool>,
-    mut write_some: impl AsyncFnMut(&[u8]) -> Result<usize>,
-) -> Result<()> {
-    if broken.get() {
-        return Err(Error::Broken);
-    }
-    if data.is_empty() {
-        return lowlevel::checkpoint().await;
-    }
-    let mut sent = 0;
-    while sent < data.len() {
-        match write_some(&data[sent..]).await {
-            Ok(n) => sent += n,
-            Err(e) => return Err(note_broken(e, sent, broken)),
-        }
-    }
-    Ok(())
-}
-
 /// The error of a `send_all` that failed after `sent` bytes: a failure
 /// after part of the data went out (a cancellation included) or a vanished
 /// peer marks the stream `broken`.

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
-use crate::io::{BusyGuard, IoHandle, send_all_loop, to_broken};
+use crate::io::{BusyGuard, IoHandle, note_broken, to_broken};
 use crate::lowlevel;
 use crate::runtime::io::Dir;
 
@@ -95,6 +95,32 @@ impl Drop for FdCore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Trio's `send_all` over a non-blocking write (as the sockets' inline
+/// loop):
+/// `write_some` until all of `data` is out. A failure after part of it went
+/// out (a cancellation included) or a vanished peer marks the stream
+/// `broken`; a broken stream fails with `Broken` at once.
+async fn send_all_loop(
+    data: &[u8],
+    broken: &std::cell::Cell<bool>,
+    mut write_some: impl AsyncFnMut(&[u8]) -> Result<usize>,
+) -> Result<()> {
+    if broken.get() {
+        return Err(Error::Broken);
+    }
+    if data.is_empty() {
+        return lowlevel::checkpoint().await;
+    }
+    let mut sent = 0;
+    while sent < data.len() {
+        match write_some(&data[sent..]).await {
+            Ok(n) => sent += n,
+            Err(e) => return Err(note_broken(e, sent, broken)),
+        }
+    }
+    Ok(())
 }
 
 /// The sending end of a pipe: what the parent writes to a child's stdin
