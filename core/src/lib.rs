@@ -46,7 +46,6 @@ mod driver;
 mod error;
 mod io;
 pub mod lowlevel;
-#[cfg(not(target_os = "wasi"))]
 pub mod net;
 mod nursery;
 mod runtime;

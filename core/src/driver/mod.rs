@@ -11,16 +11,22 @@
 //! - `wake_handle()`: a thread-safe handle that interrupts `poll`, where the
 //!   platform has threads.
 //!
-//! Backends: `native` (mio: epoll, kqueue, IOCP) on every OS mio supports.
-//! The WASI backends (`poll_oneoff`, `wasi:io/poll`) come with their own
-//! issue and slot in here.
+//! Backends: `native` (mio: epoll, kqueue, IOCP) on every OS mio supports;
+//! `wasi_p1` (`poll_oneoff`) on `wasm32-wasip1`; `wasi_p2` (`wasi:io/poll`)
+//! on `wasm32-wasip2`.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::io::IoTable;
+
 #[cfg(not(target_os = "wasi"))]
 mod native;
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+pub(crate) mod wasi_p1;
+#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
+pub(crate) mod wasi_p2;
 #[cfg(unix)]
 pub(crate) mod signals;
 #[cfg(windows)]
@@ -80,7 +86,10 @@ pub(crate) trait WakeHandle: Send + Sync {
 pub(crate) trait Driver {
     fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
     fn deregister(&mut self, source: RawSource) -> io::Result<()>;
-    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
+    /// `io` is the runtime's table of sources and their waiters: drivers
+    /// over a level-triggered, stateless poll (WASI) subscribe only the
+    /// directions somebody waits on; the native driver ignores it.
+    fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
     fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>>;
 }
 
@@ -94,5 +103,24 @@ pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
     native::NativeDriver::new()
 }
 
-#[cfg(target_os = "wasi")]
-compile_error!("the WASI drivers are not written yet (see the WASI issue)");
+
+
+/// The driver of this platform.
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+pub(crate) type PlatformDriver = wasi_p1::WasiP1Driver;
+
+/// The driver for this platform.
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
+    wasi_p1::WasiP1Driver::new()
+}
+
+/// The driver of this platform.
+#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
+pub(crate) type PlatformDriver = wasi_p2::WasiP2Driver;
+
+/// The driver for this platform.
+#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
+pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
+    wasi_p2::WasiP2Driver::new()
+}

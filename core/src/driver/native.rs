@@ -8,6 +8,7 @@ use std::time::Duration;
 use mio::{Poll, Token, Waker};
 
 use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
+use crate::runtime::io::IoTable;
 
 /// Events taken per `epoll_wait`/`kevent` (the tasks they wake form one
 /// batch). 64 instead was tried for cache locality and made no measurable
@@ -86,7 +87,7 @@ impl Driver for NativeDriver {
         self.do_deregister(source)
     }
 
-    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    fn poll(&mut self, _io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),

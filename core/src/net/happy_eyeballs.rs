@@ -20,9 +20,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+#[cfg(not(target_os = "wasi"))]
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::tcp::{TcpStream, in_progress};
+use super::TcpStream;
+#[cfg(not(target_os = "wasi"))]
+use super::tcp::in_progress;
 use crate::abc::{AsyncResource, SendStream};
 use crate::error::{Error, Result};
 use crate::sync::Event;
@@ -293,8 +296,20 @@ fn annotate(e: Error, addr: SocketAddr) -> Error {
     }
 }
 
+/// Connects to `addr` from the local IP address `local`: not available on
+/// WASI, whose sockets bind and connect only through the host's policy.
+#[cfg(target_os = "wasi")]
+async fn connect_from(local: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
+    crate::lowlevel::checkpoint_if_cancelled().await?;
+    Err(Error::Io(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("connecting to {addr} from local address {local} is not supported on WASI"),
+    )))
+}
+
 /// Connects to `addr` from the local IP address `local` (port chosen by the
 /// OS).
+#[cfg(not(target_os = "wasi"))]
 async fn connect_from(local: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
     crate::lowlevel::checkpoint_if_cancelled().await?;
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -338,5 +353,5 @@ fn bind_address_no_port(sock: &Socket) {
     };
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "wasi")))]
 fn bind_address_no_port(_sock: &Socket) {}

@@ -7,22 +7,42 @@
 //! it is made; operations try the system call first and wait for readiness
 //! only when it would block. Every operation is a checkpoint.
 
+//!
+//! On WASI the same names are backed by the platform's sockets:
+//! preview 1 (`wasm32-wasip1`) has only the listeners the host preopened
+//! ([`preopened_listeners`]) and the streams they accept; preview 2
+//! (`wasm32-wasip2`) binds, listens, accepts and connects through
+//! `wasi:sockets`, as far as the host's network policy allows.
+
 mod happy_eyeballs;
 mod serve;
+#[cfg(not(target_os = "wasi"))]
 pub(crate) mod socket;
+#[cfg(not(target_os = "wasi"))]
 mod tcp;
+#[cfg(not(target_os = "wasi"))]
 mod udp;
 #[cfg(unix)]
 mod unix;
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+mod wasi_p1;
+#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
+mod wasi_p2;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub use happy_eyeballs::*;
 pub use serve::*;
+#[cfg(not(target_os = "wasi"))]
 pub use tcp::{ListenOptions, TcpListener, TcpStream};
+#[cfg(not(target_os = "wasi"))]
 pub use udp::UdpSocket;
 #[cfg(unix)]
 pub use unix::{UnixDatagram, UnixListener, UnixStream, open_unix_listener, open_unix_socket};
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+pub use wasi_p1::{TcpListener, TcpStream, preopened_listeners};
+#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
+pub use wasi_p2::{TcpListener, TcpStream};
 
 use crate::error::{Error, Result};
 
@@ -30,6 +50,8 @@ use crate::error::{Error, Result};
 /// system's `getaddrinfo` on a worker thread (the default thread limiter
 /// bounds how many run at once). IP literals are parsed without a thread.
 /// The order is the resolver's (it already sorts by RFC 6724 preference).
+/// On WASI preview 2 names go to `wasi:sockets/ip-name-lookup`; preview 1
+/// has no resolver and takes IP literals only.
 ///
 /// # Checkpoint
 /// Always.
@@ -47,6 +69,12 @@ pub async fn getaddrinfo(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     if host.is_empty() {
         return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty host name")));
     }
+    resolve(host, port).await
+}
+
+/// Name resolution proper (`host` is not an IP literal).
+#[cfg(not(target_os = "wasi"))]
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     let name = host.to_owned();
     let addrs = crate::to_thread::Options::new()
         .abandon_on_cancel(true)
@@ -63,6 +91,22 @@ pub async fn getaddrinfo(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
         Ok(v) => Ok(v),
         Err((e, name)) => Err(Error::Io(std::io::Error::new(e.kind(), format!("resolving {name:?}: {e}")))),
     }
+}
+
+/// Name resolution proper: preview 1 has none.
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+async fn resolve(host: &str, _port: u16) -> Result<Vec<SocketAddr>> {
+    crate::checkpoint().await?;
+    Err(Error::Io(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("cannot resolve {host:?}: WASI preview 1 has no name resolution (use an IP address)"),
+    )))
+}
+
+/// Name resolution proper: `wasi:sockets/ip-name-lookup`.
+#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    wasi_p2::resolve(host, port).await
 }
 
 /// Opens TCP listeners on `port` (0: the OS picks, separately for each
@@ -110,8 +154,8 @@ pub async fn open_tcp_listeners(port: u16, host: Option<&str>) -> Result<Vec<Tcp
 }
 
 fn address_family_not_supported() -> Option<i32> {
-    #[cfg(unix)]
+    #[cfg(any(unix, target_os = "wasi"))]
     return Some(libc::EAFNOSUPPORT);
-    #[cfg(not(unix))]
+    #[cfg(not(any(unix, target_os = "wasi")))]
     None
 }

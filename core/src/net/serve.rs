@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::tcp::TcpListener;
+use super::TcpListener;
 use crate::abc::Listener;
 use crate::error::{Error, Result};
 use crate::nursery::{Nursery, TaskStatus};

@@ -440,7 +440,8 @@ impl RunOptions {
             // loop only through `shared` and the driver's wake handle.
             let deferred = {
                 let mut rt = cell.borrow_mut();
-                rt.driver.poll(&mut events, timeout)?;
+                let rt = &mut *rt;
+                rt.driver.poll(&rt.io, &mut events, timeout)?;
                 if !events.is_empty() {
                     rt.io_dispatch(&events);
                 } else if !ready && !shared.has_pending() {

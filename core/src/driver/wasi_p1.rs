@@ -1,0 +1,139 @@
+//! The WASI preview 1 driver: `poll_oneoff`.
+//!
+//! `poll_oneoff` is level-triggered and keeps no state between calls, so
+//! this driver has no registrations of its own: each `poll` builds one
+//! `fd_read`/`fd_write` subscription per source and direction that a task is
+//! waiting on *now* (the runtime's I/O table says which), plus one clock
+//! subscription for the nearest deadline. A subscription's userdata is
+//! `record key * 2 + direction`, so each event maps straight back to its
+//! waiter. An event that carries an error wakes its direction with `error`
+//! set; the woken operation retries its call and reports what the OS says.
+//!
+//! Operations try their call first and wait only after `EAGAIN`, so a
+//! direction is subscribed only while somebody is parked on it: a readable
+//! socket that nobody reads does not make `poll_oneoff` return at once
+//! forever.
+//!
+//! There are no threads on `wasm32-wasip1`, hence no wake handle. A poll with
+//! no subscription and no deadline could never end: it is reported as an
+//! error instead of hanging (WASI also rejects an empty subscription list).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
+use crate::runtime::io::{IoTable, IoWaiter};
+
+/// Userdata of the clock subscription (record keys are `< usize::MAX / 2`).
+const CLOCK_USERDATA: u64 = u64::MAX;
+
+/// The preview 1 driver (see the module docs).
+pub(crate) struct WasiP1Driver {
+    subs: Vec<wasi::Subscription>,
+    out: Vec<wasi::Event>,
+}
+
+impl WasiP1Driver {
+    pub(crate) fn new() -> io::Result<WasiP1Driver> {
+        Ok(WasiP1Driver { subs: Vec::new(), out: Vec::new() })
+    }
+}
+
+/// `Errno` as `io::Error` (WASI's errno values are the guest's OS errors).
+pub(crate) fn errno(e: wasi::Errno) -> io::Error {
+    io::Error::from_raw_os_error(i32::from(e.raw()))
+}
+
+fn fd_subscription(userdata: u64, fd: RawSource, write: bool) -> wasi::Subscription {
+    let rw = wasi::SubscriptionFdReadwrite { file_descriptor: fd };
+    let (tag, u) = if write {
+        (wasi::EVENTTYPE_FD_WRITE, wasi::SubscriptionUU { fd_write: rw })
+    } else {
+        (wasi::EVENTTYPE_FD_READ, wasi::SubscriptionUU { fd_read: rw })
+    };
+    wasi::Subscription { userdata, u: wasi::SubscriptionU { tag: tag.raw(), u } }
+}
+
+fn clock_subscription(timeout: Duration) -> wasi::Subscription {
+    let clock = wasi::SubscriptionClock {
+        id: wasi::CLOCKID_MONOTONIC,
+        timeout: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+        precision: 0,
+        flags: 0,
+    };
+    wasi::Subscription {
+        userdata: CLOCK_USERDATA,
+        u: wasi::SubscriptionU { tag: wasi::EVENTTYPE_CLOCK.raw(), u: wasi::SubscriptionUU { clock } },
+    }
+}
+
+impl Driver for WasiP1Driver {
+    fn register(&mut self, _source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
+        // Nothing to do: `poll` subscribes from the I/O table.
+        Ok(())
+    }
+
+    fn deregister(&mut self, _source: RawSource) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        self.subs.clear();
+        for (key, rec) in io.recs.iter() {
+            for (dir, waiter) in rec.waiters.iter().enumerate() {
+                if !matches!(waiter, IoWaiter::None) {
+                    self.subs.push(fd_subscription((key * 2 + dir) as u64, rec.fd, dir == 1));
+                }
+            }
+        }
+        match timeout {
+            Some(t) if t.is_zero() && self.subs.is_empty() => return Ok(()),
+            Some(t) => self.subs.push(clock_subscription(t)),
+            None if self.subs.is_empty() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Deadlock,
+                    "every task is blocked with no I/O to wait for and no deadline; \
+                     nothing can wake them on WASI (there are no threads or signals)",
+                ));
+            }
+            None => {}
+        }
+        self.out.clear();
+        self.out.reserve(self.subs.len());
+        // SAFETY: `subs` holds `subs.len()` initialised subscriptions and
+        // `out` has room for as many events; WASI writes at most that many
+        // and returns how many it wrote.
+        let n = loop {
+            match unsafe { wasi::poll_oneoff(self.subs.as_ptr(), self.out.as_mut_ptr(), self.subs.len()) } {
+                Ok(n) => break n,
+                Err(wasi::ERRNO_INTR) => continue,
+                Err(e) => return Err(errno(e)),
+            }
+        };
+        // SAFETY: the first `n` events were written by `poll_oneoff`.
+        unsafe { self.out.set_len(n.min(self.subs.len())) };
+        for ev in &self.out {
+            if ev.userdata == CLOCK_USERDATA {
+                continue;
+            }
+            let key = (ev.userdata / 2) as usize;
+            let write = ev.userdata % 2 == 1;
+            let error = ev.error != wasi::ERRNO_SUCCESS;
+            let hangup = ev.fd_readwrite.flags & wasi::EVENTRWFLAGS_FD_READWRITE_HANGUP != 0;
+            events.push(Event {
+                token: key,
+                readable: !write,
+                writable: write,
+                error,
+                read_closed: hangup && !write,
+                write_closed: hangup && write,
+            });
+        }
+        Ok(())
+    }
+
+    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
+        None
+    }
+}

@@ -1,0 +1,156 @@
+//! The WASI preview 2 driver: `wasi:io/poll` over pollables.
+//!
+//! Preview 2 has no file descriptors: a socket is a resource whose
+//! readiness comes as `pollable`s (its input stream's for reading, its output
+//! stream's for writing, the socket's own while an accept or a connect is
+//! pending). The socket types hand their pollables to this driver
+//! ([`WasiP2Driver::add_source`]), which gives back a [`RawSource`] number;
+//! that number is what the runtime's I/O table registers, exactly as a file
+//! descriptor natively.
+//!
+//! `wasi:io/poll.poll` is level-triggered and stateless, like preview 1's
+//! `poll_oneoff`: each `poll` passes the pollables of the directions a task
+//! is waiting on now, plus a `wasi:clocks` pollable for the nearest
+//! deadline, and maps the ready indices back to `(record, direction)`.
+//! There are no threads, hence no wake handle; a poll with nothing to wait
+//! for and no deadline is an error instead of a hang (`poll` traps on an
+//! empty list).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasip2::io::poll::{Pollable, poll};
+
+use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
+use crate::runtime::io::{IoTable, IoWaiter};
+
+/// The pollables of one source, per direction.
+#[derive(Debug, Default)]
+struct Pollables {
+    read: Option<Pollable>,
+    write: Option<Pollable>,
+}
+
+/// The preview 2 driver (see the module docs).
+pub(crate) struct WasiP2Driver {
+    sources: HashMap<RawSource, Pollables>,
+    next_source: RawSource,
+    /// `(record key, direction)` of each pollable passed to `poll`.
+    order: Vec<(usize, bool)>,
+}
+
+impl WasiP2Driver {
+    pub(crate) fn new() -> io::Result<WasiP2Driver> {
+        Ok(WasiP2Driver { sources: HashMap::new(), next_source: 1, order: Vec::new() })
+    }
+
+    /// Stores the pollables of a new source and returns its number, to be
+    /// registered with the runtime's I/O table. The driver owns the
+    /// pollables until [`Driver::deregister`] drops them, which must happen
+    /// before the resources they came from are dropped.
+    pub(crate) fn add_source(&mut self, read: Option<Pollable>, write: Option<Pollable>) -> RawSource {
+        let mut id = self.next_source;
+        while self.sources.contains_key(&id) {
+            id = id.wrapping_add(1).max(1);
+        }
+        self.next_source = id.wrapping_add(1).max(1);
+        self.sources.insert(id, Pollables { read, write });
+        id
+    }
+
+    /// Replaces the pollables of `source` (a connect or accept finished and
+    /// the streams took over), dropping the old ones first.
+    pub(crate) fn set_pollables(&mut self, source: RawSource, read: Option<Pollable>, write: Option<Pollable>) {
+        if let Some(p) = self.sources.get_mut(&source) {
+            p.read = None;
+            p.write = None;
+            p.read = read;
+            p.write = write;
+        }
+    }
+}
+
+impl Driver for WasiP2Driver {
+    fn register(&mut self, source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
+        if self.sources.contains_key(&source) {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::InvalidInput, "not a WASI preview 2 source of this run"))
+        }
+    }
+
+    fn deregister(&mut self, source: RawSource) -> io::Result<()> {
+        self.sources.remove(&source);
+        Ok(())
+    }
+
+    fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        self.order.clear();
+        let mut list: Vec<&Pollable> = Vec::new();
+        for (key, rec) in io.recs.iter() {
+            let Some(p) = self.sources.get(&rec.fd) else { continue };
+            for (dir, waiter) in rec.waiters.iter().enumerate() {
+                if matches!(waiter, IoWaiter::None) {
+                    continue;
+                }
+                let pollable = if dir == 0 { p.read.as_ref() } else { p.write.as_ref() };
+                match pollable {
+                    Some(pollable) => {
+                        list.push(pollable);
+                        self.order.push((key, dir == 1));
+                    }
+                    // Nothing to wait for in this direction: report it
+                    // ready, the operation will say why it cannot proceed.
+                    None => events.push(Event {
+                        token: key,
+                        readable: dir == 0,
+                        writable: dir == 1,
+                        error: false,
+                        read_closed: false,
+                        write_closed: false,
+                    }),
+                }
+            }
+        }
+        if !events.is_empty() {
+            return Ok(());
+        }
+        let clock;
+        match timeout {
+            Some(t) if t.is_zero() && list.is_empty() => return Ok(()),
+            Some(t) => {
+                clock = wasip2::clocks::monotonic_clock::subscribe_duration(
+                    u64::try_from(t.as_nanos()).unwrap_or(u64::MAX),
+                );
+                list.push(&clock);
+            }
+            None if list.is_empty() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Deadlock,
+                    "every task is blocked with no I/O to wait for and no deadline; \
+                     nothing can wake them on WASI (there are no threads or signals)",
+                ));
+            }
+            None => {}
+        }
+        for i in poll(&list) {
+            if let Some(&(key, write)) = self.order.get(i as usize) {
+                events.push(Event {
+                    token: key,
+                    readable: !write,
+                    writable: write,
+                    error: false,
+                    read_closed: false,
+                    write_closed: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
+        None
+    }
+}
