@@ -50,6 +50,8 @@ pub mod net;
 mod nursery;
 mod runtime;
 pub mod signal;
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+pub mod stdio;
 #[cfg(unix)]
 pub mod subprocess;
 pub mod sync;

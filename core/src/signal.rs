@@ -114,7 +114,7 @@ pub fn open_signal_receiver(signals: &[Signal]) -> Result<SignalReceiver> {
         let _ = signals;
         Err(crate::Error::Io(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
-            "signal receivers are not supported on this platform yet",
+            "signal receivers are not supported on this platform (WASI has no signals)",
         )))
     }
     #[cfg(any(unix, windows))]

@@ -1,6 +1,8 @@
 //! `lowlevel::wait_readable`, `wait_writable`, `notify_closing` on raw
 //! descriptors (Unix).
 #![cfg(unix)]
+// Native only: WASI has its own socket tests (examples/wasi/tests).
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

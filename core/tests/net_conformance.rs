@@ -1,5 +1,7 @@
 //! The stream conformance checks (`trio::testing::check_*`) on real
 //! transports: TCP over loopback and Unix socket pairs.
+// Native only: WASI has its own socket tests (examples/wasi/tests).
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -3,6 +3,8 @@
 //! cancellations. (Its own test binary: other tests would open descriptors
 //! concurrently.)
 #![cfg(target_os = "linux")]
+// Native only: WASI has its own socket tests (examples/wasi/tests).
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -1,6 +1,8 @@
 //! `open_tcp_stream` and the happy eyeballs algorithm, after Trio's
 //! `test_highlevel_open_tcp_stream.py`: the algorithm driven by a scripted
 //! fake connector under the mock clock, plus real connects on loopback.
+// Native only: WASI has its own socket tests (examples/wasi/tests).
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -2,6 +2,8 @@
 //! `test_highlevel_serve_listeners.py`: scripted fake listeners under the
 //! mock clock, real TCP servers on loopback, and an `EMFILE` test in a child
 //! process whose descriptor limit is lowered.
+// Native only: WASI has its own socket tests (examples/wasi/tests).
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

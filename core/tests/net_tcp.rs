@@ -1,4 +1,6 @@
 //! TCP sockets on loopback.
+// Native only: WASI has its own socket tests (examples/wasi/tests).
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -1,4 +1,6 @@
 //! UDP and Unix-domain sockets on loopback / in a temporary directory.
+// Native only: WASI has its own socket tests (examples/wasi/tests).
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

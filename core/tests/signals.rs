@@ -3,6 +3,8 @@
 //! do not see each other's; Ctrl-C runs in a child process (this test binary
 //! re-executed) so the test runner itself is never interrupted.
 #![cfg(unix)]
+// Native only: WASI has no threads, signals or processes.
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

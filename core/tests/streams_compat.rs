@@ -1,5 +1,7 @@
 //! `trio::abc::Compat`: futures-io over any stream.
 #![cfg(feature = "futures-io")]
+// Native only: WASI has its own socket tests (examples/wasi/tests).
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

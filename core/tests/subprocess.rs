@@ -1,6 +1,8 @@
 //! Subprocesses: `run_process`, `open_process`, `Process` and the pipe
 //! streams.
 #![cfg(unix)]
+// Native only: WASI has no threads, signals or processes.
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

@@ -2,6 +2,8 @@
 //! `test_threads.py` semantics that apply). Worker threads are real, so
 //! waits on them are bounded in time; virtual time comes from the mock
 //! clock.
+// Native only: WASI has no threads, signals or processes.
+#![cfg(not(target_os = "wasi"))]
 
 mod util;
 

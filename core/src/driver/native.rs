@@ -126,10 +126,10 @@ mod tests {
         let (mut tx, rx) = mio::unix::pipe::new().unwrap();
         d.register(rx.as_raw_fd(), 7, Interest::READABLE).unwrap();
         let mut events = Events::new();
-        d.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        d.poll(&IoTable::new(), &mut events, Some(Duration::ZERO)).unwrap();
         assert!(events.is_empty(), "nothing written yet: {events:?}");
         tx.write_all(b"x").unwrap();
-        d.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        d.poll(&IoTable::new(), &mut events, Some(Duration::from_secs(5))).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].token, 7);
         assert!(events[0].readable);
@@ -139,7 +139,7 @@ mod tests {
         let handle = d.wake_handle().unwrap();
         let t = std::thread::spawn(move || handle.wake());
         events.clear();
-        d.poll(&mut events, Some(Duration::from_secs(10))).unwrap();
+        d.poll(&IoTable::new(), &mut events, Some(Duration::from_secs(10))).unwrap();
         assert!(events.is_empty(), "wakes are not reported as source events");
         t.join().unwrap();
     }

@@ -8,6 +8,9 @@
 //! `record key * 2 + direction`, so each event maps straight back to its
 //! waiter. An event that carries an error wakes its direction with `error`
 //! set; the woken operation retries its call and reports what the OS says.
+//! A host that fails the whole call for one bad subscription instead
+//! (wasmtime does, with `EBADF`) gets each subscription probed alone, so the
+//! failure lands on its own waiter and not on the run (`probe`).
 //!
 //! Operations try their call first and wait only after `EAGAIN`, so a
 //! direction is subscribed only while somebody is parked on it: a readable
@@ -68,6 +71,88 @@ fn clock_subscription(timeout: Duration) -> wasi::Subscription {
     }
 }
 
+/// `poll_oneoff` over `subs` into `out`'s spare room, retrying `EINTR`.
+fn poll_oneoff(subs: &[wasi::Subscription], out: &mut Vec<wasi::Event>) -> Result<usize, wasi::Errno> {
+    out.reserve(subs.len());
+    loop {
+        // SAFETY: `subs` holds `subs.len()` initialised subscriptions and
+        // `out` has room for as many events; WASI writes at most that many
+        // and returns how many it wrote.
+        match unsafe { wasi::poll_oneoff(subs.as_ptr(), out.as_mut_ptr(), subs.len()) } {
+            Ok(n) => return Ok(n),
+            Err(wasi::ERRNO_INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Turns one WASI event into a runtime event (clock events are dropped).
+fn push_event(events: &mut Events, ev: &wasi::Event) {
+    if ev.userdata == CLOCK_USERDATA {
+        return;
+    }
+    let key = (ev.userdata / 2) as usize;
+    let write = ev.userdata % 2 == 1;
+    let error = ev.error != wasi::ERRNO_SUCCESS;
+    let hangup = ev.fd_readwrite.flags & wasi::EVENTRWFLAGS_FD_READWRITE_HANGUP != 0;
+    events.push(Event {
+        token: key,
+        readable: !write,
+        writable: write,
+        error,
+        read_closed: hangup && !write,
+        write_closed: hangup && write,
+    });
+}
+
+impl WasiP1Driver {
+    /// `poll_oneoff` failed as a whole with `err`: a host may fail the call
+    /// when one subscription fails instead of reporting the error in its
+    /// event (both of wasmtime 46's preview 1 implementations answer `EBADF`
+    /// for the whole call if one descriptor is not open). Each subscription
+    /// is then polled alone, without waiting: one that fails alone is
+    /// reported as an error event for its direction (the woken operation
+    /// retries its call and reports what the OS says), the others as they
+    /// are now. If none fails alone, the failure is the driver's own and is
+    /// returned.
+    fn probe(&mut self, err: wasi::Errno, events: &mut Events) -> io::Result<()> {
+        let mut failed_alone = false;
+        let mut one = Vec::with_capacity(2);
+        let mut out = Vec::with_capacity(2);
+        for sub in &self.subs {
+            if sub.userdata == CLOCK_USERDATA {
+                continue;
+            }
+            one.clear();
+            one.push(*sub);
+            one.push(clock_subscription(Duration::ZERO));
+            out.clear();
+            match poll_oneoff(&one, &mut out) {
+                Ok(n) => {
+                    // SAFETY: the first `n` events were written by `poll_oneoff`.
+                    unsafe { out.set_len(n.min(one.len())) };
+                    for ev in &out {
+                        push_event(events, ev);
+                    }
+                }
+                Err(_) => {
+                    failed_alone = true;
+                    let write = sub.userdata % 2 == 1;
+                    events.push(Event {
+                        token: (sub.userdata / 2) as usize,
+                        readable: !write,
+                        writable: write,
+                        error: true,
+                        read_closed: false,
+                        write_closed: false,
+                    });
+                }
+            }
+        }
+        if failed_alone { Ok(()) } else { Err(errno(err)) }
+    }
+}
+
 impl Driver for WasiP1Driver {
     fn register(&mut self, _source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
         // Nothing to do: `poll` subscribes from the I/O table.
@@ -101,34 +186,14 @@ impl Driver for WasiP1Driver {
         }
         self.out.clear();
         self.out.reserve(self.subs.len());
-        // SAFETY: `subs` holds `subs.len()` initialised subscriptions and
-        // `out` has room for as many events; WASI writes at most that many
-        // and returns how many it wrote.
-        let n = loop {
-            match unsafe { wasi::poll_oneoff(self.subs.as_ptr(), self.out.as_mut_ptr(), self.subs.len()) } {
-                Ok(n) => break n,
-                Err(wasi::ERRNO_INTR) => continue,
-                Err(e) => return Err(errno(e)),
-            }
+        let n = match poll_oneoff(&self.subs, &mut self.out) {
+            Ok(n) => n,
+            Err(e) => return self.probe(e, events),
         };
         // SAFETY: the first `n` events were written by `poll_oneoff`.
         unsafe { self.out.set_len(n.min(self.subs.len())) };
         for ev in &self.out {
-            if ev.userdata == CLOCK_USERDATA {
-                continue;
-            }
-            let key = (ev.userdata / 2) as usize;
-            let write = ev.userdata % 2 == 1;
-            let error = ev.error != wasi::ERRNO_SUCCESS;
-            let hangup = ev.fd_readwrite.flags & wasi::EVENTRWFLAGS_FD_READWRITE_HANGUP != 0;
-            events.push(Event {
-                token: key,
-                readable: !write,
-                writable: write,
-                error,
-                read_closed: hangup && !write,
-                write_closed: hangup && write,
-            });
+            push_event(events, ev);
         }
         Ok(())
     }

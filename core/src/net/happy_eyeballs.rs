@@ -26,7 +26,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::TcpStream;
 #[cfg(not(target_os = "wasi"))]
 use super::tcp::in_progress;
-use crate::abc::{AsyncResource, SendStream};
+use crate::abc::AsyncResource;
+#[cfg(not(target_os = "wasi"))]
+use crate::abc::SendStream;
 use crate::error::{Error, Result};
 use crate::sync::Event;
 

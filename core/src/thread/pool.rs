@@ -1,3 +1,4 @@
+#![cfg_attr(target_os = "wasi", allow(dead_code, unused_imports))]
 //! The worker-thread pool behind `to_thread`: idle threads are reused, and
 //! a thread idle for `IDLE_TIMEOUT` exits.
 
@@ -46,6 +47,17 @@ pub(crate) fn idle_workers() -> usize {
     idle().len()
 }
 
+/// WASI has no threads: `to_thread` reports it instead of std's generic
+/// "unsupported" from `thread::spawn`.
+#[cfg(target_os = "wasi")]
+fn start_worker(_first: Job) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "to_thread: WASI has no threads to run blocking work on",
+    ))
+}
+
+#[cfg(not(target_os = "wasi"))]
 fn start_worker(first: Job) -> std::io::Result<()> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel::<Job>();

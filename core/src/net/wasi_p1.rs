@@ -1,0 +1,533 @@
+//! TCP on WASI preview 1 (`wasm32-wasip1`).
+//!
+//! Preview 1 cannot open sockets: a guest has only the listening sockets the
+//! host preopened for it (`wasmtime run -Spreview2=n -Stcplisten=ADDR`, fd 3
+//! onwards) and the connections it accepts on them, through `sock_accept`,
+//! `sock_recv`, `sock_send` and `sock_shutdown`. There is no `getsockname`,
+//! `getpeername` or `setsockopt` either. So:
+//!
+//! - [`preopened_listeners`] finds the preopened listeners;
+//! - [`TcpListener::bind`] and [`TcpStream::connect`] exist with the native
+//!   signatures (so portable code compiles) but fail with
+//!   `Io(Unsupported)`; so do the address getters and
+//!   [`TcpStream::set_nodelay`].
+//!
+//! Every descriptor is non-blocking and registered with the run's
+//! `poll_oneoff` driver when it is wrapped; operations follow the native
+//! sockets' rules (try the call, wait for readiness on `EAGAIN`, every
+//! operation a checkpoint, `Busy` for a second concurrent sender or
+//! receiver, a cancelled partial `send_all` breaks the stream).
+//!
+//! # Host behaviour (wasmtime 46)
+//!
+//! Only the legacy preview 1 implementation (`-Spreview2=n`, `wasi-common`)
+//! has preopened sockets. Its `poll_oneoff` is a `poll(2)` on the host
+//! descriptors, so readiness is exact (no busy loop on idle connections)
+//! and hang-ups come as `HANGUP` flags; `sock_accept` honours
+//! `FDFLAGS_NONBLOCK`; the preopened listener is non-blocking already. A
+//! `-Stcplisten` address the host cannot bind makes wasmtime fail before
+//! the guest starts.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::driver::wasi_p1::errno;
+use crate::error::{Error, Result};
+use crate::io::{BusyGuard, IoHandle, note_broken, to_broken};
+use crate::lowlevel;
+use crate::runtime::{self, io::Dir};
+
+thread_local! {
+    /// The descriptors a [`Core`] owns now: [`preopened_listeners`] skips
+    /// them (an accepted connection is a stream socket too, and a listener
+    /// must not be wrapped twice). `wasm32-wasip1` has one thread.
+    static OWNED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn owned(fd: u32) -> bool {
+    OWNED.with(|o| o.borrow().contains(&fd))
+}
+
+fn unsupported(what: &str) -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::Unsupported, what.to_owned()))
+}
+
+const NO_SOCKETS: &str =
+    "WASI preview 1 cannot open sockets; the host must preopen listeners (wasmtime -Stcplisten=ADDR)";
+
+/// A registered non-blocking descriptor. Closing deregisters before the
+/// descriptor is closed.
+#[derive(Debug)]
+struct Core {
+    io: IoHandle,
+    fd: RefCell<Option<OwnedFd>>,
+}
+
+impl Core {
+    /// Registers the non-blocking descriptor `fd` with the current run and
+    /// takes ownership of it. On failure `fd` is left open (the caller
+    /// decides).
+    fn new(fd: u32) -> Result<Core> {
+        let io = IoHandle::new(fd)?;
+        let raw = RawFd::try_from(fd).map_err(|_| Error::Io(io::Error::other("descriptor out of range")))?;
+        // SAFETY: `fd` is an open descriptor nobody else owns: a preopened
+        // socket that no `Core` holds (see `OWNED`), or one `sock_accept`
+        // just returned.
+        let owned_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        OWNED.with(|o| o.borrow_mut().push(fd));
+        Ok(Core { io, fd: RefCell::new(Some(owned_fd)) })
+    }
+
+    /// The descriptor, or `Closed`.
+    fn raw(&self) -> Result<u32> {
+        match self.fd.borrow().as_ref() {
+            Some(fd) => Ok(fd.as_raw_fd() as u32),
+            None => Err(Error::Closed),
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.fd.borrow().as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.fd.borrow().is_none()
+    }
+
+    /// Runs a non-blocking call on the descriptor until it does not block
+    /// (see `IoHandle::io`).
+    async fn io<T>(&self, dir: Dir, mut op: impl FnMut(u32) -> io::Result<(T, bool)>) -> Result<T> {
+        self.io
+            .io(dir, || match self.raw() {
+                Ok(fd) => op(fd),
+                Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "closed")),
+            })
+            .await
+            .map_err(|e| if self.is_closed() { Error::Closed } else { e })
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_io<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        dir: Dir,
+        mut op: impl FnMut(u32) -> io::Result<(T, bool)>,
+    ) -> std::task::Poll<io::Result<T>> {
+        self.io.poll_io(cx, dir, || match self.raw() {
+            Ok(fd) => op(fd),
+            Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
+        })
+    }
+
+    /// Closes now: waiters wake with `Closed`, the descriptor is freed.
+    fn close(&self) {
+        self.io.release();
+        if let Some(fd) = self.fd.borrow_mut().take() {
+            let raw = fd.as_raw_fd() as u32;
+            OWNED.with(|o| o.borrow_mut().retain(|&f| f != raw));
+            drop(fd);
+        }
+    }
+
+    async fn aclose(&self) -> Result<()> {
+        self.close();
+        lowlevel::checkpoint().await
+    }
+
+    /// Deregisters and gives the descriptor up without closing it.
+    fn disown(&self) {
+        self.io.release();
+        if let Some(fd) = self.fd.borrow_mut().take() {
+            let raw = std::os::fd::IntoRawFd::into_raw_fd(fd) as u32;
+            OWNED.with(|o| o.borrow_mut().retain(|&f| f != raw));
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The listening sockets the host preopened for this guest
+/// (`wasmtime run -Spreview2=n -Stcplisten=ADDR ...`; each `-Stcplisten`
+/// adds one, from descriptor 3 up), made non-blocking and registered with
+/// the current run, in descriptor order. Empty if there are none.
+///
+/// It looks at descriptors from 3 up (at most 1024 of them, stopping after
+/// three in a row that do not exist) and takes the stream sockets among
+/// them. Preview 1 cannot tell a listening socket from a connected one, so
+/// call it once, at start-up: sockets that a `trio` object of this module
+/// owns already (listeners from an earlier call, accepted connections) are
+/// skipped, so a second call returns only sockets nobody took (usually
+/// none), never a second owner of a descriptor.
+///
+/// # Errors
+/// `Runtime` outside `trio::run`; `Io` if a socket cannot be made
+/// non-blocking, or `Io(AlreadyExists)` if one is registered with the run
+/// already (by a `wait_readable` on its number, for example). The sockets
+/// taken before the error are given up again (deregistered, left open).
+pub fn preopened_listeners() -> Result<Vec<TcpListener>> {
+    runtime::with(|_| ())?;
+    let mut listeners = Vec::new();
+    let r = scan_preopened(&mut listeners);
+    if r.is_err() {
+        for l in &listeners {
+            l.core.disown();
+        }
+    }
+    r.map(|()| listeners)
+}
+
+fn scan_preopened(listeners: &mut Vec<TcpListener>) -> Result<()> {
+    let mut bad_in_a_row = 0;
+    for fd in 3u32..1024 {
+        // SAFETY: a plain query of a descriptor number.
+        let stat = match unsafe { wasi::fd_fdstat_get(fd) } {
+            Ok(stat) => stat,
+            Err(_) => {
+                bad_in_a_row += 1;
+                if bad_in_a_row == 3 {
+                    break;
+                }
+                continue;
+            }
+        };
+        bad_in_a_row = 0;
+        if stat.fs_filetype != wasi::FILETYPE_SOCKET_STREAM || owned(fd) {
+            continue;
+        }
+        if stat.fs_flags & wasi::FDFLAGS_NONBLOCK == 0 {
+            // SAFETY: as above. (wasi-common accepts exactly NONBLOCK.)
+            unsafe { wasi::fd_fdstat_set_flags(fd, wasi::FDFLAGS_NONBLOCK) }.map_err(|e| {
+                let e = errno(e);
+                Error::Io(io::Error::new(e.kind(), format!("making preopened socket {fd} non-blocking: {e}")))
+            })?;
+        }
+        let core = Core::new(fd).map_err(|e| match e {
+            Error::Io(io) => Error::Io(io::Error::new(io.kind(), format!("preopened socket {fd}: {io}"))),
+            other => other,
+        })?;
+        listeners.push(TcpListener { core, accepting: Cell::new(false) });
+    }
+    Ok(())
+}
+
+/// A TCP listener: a [`Listener`](crate::abc::Listener) of [`TcpStream`]s.
+/// On WASI preview 1 only the host can make one: see
+/// [`preopened_listeners`].
+#[derive(Debug)]
+pub struct TcpListener {
+    core: Core,
+    accepting: Cell<bool>,
+}
+
+impl TcpListener {
+    /// Native code binds here; WASI preview 1 cannot open sockets, so this
+    /// always fails (and so does [`open_tcp_listeners`](super::open_tcp_listeners)).
+    /// Use [`preopened_listeners`].
+    ///
+    /// # Errors
+    /// Always `Io(Unsupported)`.
+    pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
+        let _ = addr;
+        Err(unsupported(NO_SOCKETS))
+    }
+
+    /// The bound address: preview 1 has no `getsockname`.
+    ///
+    /// # Errors
+    /// `Closed` after `aclose`; otherwise always `Io(Unsupported)`.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.core.raw()?;
+        Err(unsupported("WASI preview 1 cannot tell a socket's address (no getsockname)"))
+    }
+}
+
+impl crate::abc::AsyncResource for TcpListener {
+    async fn aclose(&self) -> Result<()> {
+        self.core.aclose().await
+    }
+}
+
+impl crate::abc::Listener for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> Result<TcpStream> {
+        let _busy = BusyGuard::claim(&self.accepting)?;
+        self.core.raw()?;
+        let fd = self.core.io(Dir::Read, |fd| accept(fd).map(|c| (c, false))).await?;
+        match Core::new(fd) {
+            Ok(core) => Ok(TcpStream::new(core)),
+            Err(e) => {
+                // SAFETY: `fd` was just accepted and nobody else owns it.
+                let _ = unsafe { wasi::fd_close(fd) };
+                Err(e)
+            }
+        }
+    }
+}
+
+impl AsRawFd for TcpListener {
+    /// The descriptor (-1 after `aclose`).
+    fn as_raw_fd(&self) -> RawFd {
+        self.core.raw_fd()
+    }
+}
+
+/// `sock_accept` of a non-blocking connection, skipping connections that
+/// died in the queue (as the native listener: `ECONNABORTED`, `EPROTO`,
+/// `EPERM`); each retry consumes one, so the loop is finite.
+fn accept(fd: u32) -> io::Result<u32> {
+    loop {
+        // SAFETY: a plain call on a descriptor number.
+        match unsafe { wasi::sock_accept(fd, wasi::FDFLAGS_NONBLOCK) } {
+            Ok(c) => return Ok(c),
+            Err(wasi::ERRNO_CONNABORTED | wasi::ERRNO_PROTO | wasi::ERRNO_PERM) => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}
+
+fn recv(fd: u32, buf: &mut [u8]) -> io::Result<usize> {
+    let iov = wasi::Iovec { buf: buf.as_mut_ptr(), buf_len: buf.len() };
+    // SAFETY: one iovec over a live, writable buffer.
+    unsafe { wasi::sock_recv(fd, &[iov], 0) }.map(|(n, _)| n).map_err(errno)
+}
+
+fn send(fd: u32, buf: &[u8]) -> io::Result<usize> {
+    let iov = wasi::Ciovec { buf: buf.as_ptr(), buf_len: buf.len() };
+    // SAFETY: one iovec over a live buffer.
+    unsafe { wasi::sock_send(fd, &[iov], 0) }.map_err(errno)
+}
+
+/// `sock_shutdown(WR)`; a connection that is gone already needs none.
+fn shutdown_write(fd: u32) -> io::Result<()> {
+    // SAFETY: a plain call on a descriptor number.
+    match unsafe { wasi::sock_shutdown(fd, wasi::SDFLAGS_WR) } {
+        Ok(()) | Err(wasi::ERRNO_NOTCONN) => Ok(()),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// A connected TCP stream: a [`HalfCloseableStream`](crate::abc::HalfCloseableStream)
+/// over a non-blocking socket, as the native one. On WASI preview 1 the
+/// only streams are those a [`TcpListener`] accepts.
+///
+/// Also `futures-io`'s `AsyncRead`/`AsyncWrite` (feature `futures-io`), on
+/// `TcpStream` and on `&TcpStream`.
+#[derive(Debug)]
+pub struct TcpStream {
+    core: Core,
+    sending: Cell<bool>,
+    receiving: Cell<bool>,
+    /// A `send_all` was cancelled midway, or the peer is gone.
+    broken: Cell<bool>,
+    /// `send_eof` was called: sending is over (`Closed`, as Trio).
+    eof_sent: Cell<bool>,
+}
+
+impl TcpStream {
+    fn new(core: Core) -> TcpStream {
+        TcpStream {
+            core,
+            sending: Cell::new(false),
+            receiving: Cell::new(false),
+            broken: Cell::new(false),
+            eof_sent: Cell::new(false),
+        }
+    }
+
+    /// Native code connects here; WASI preview 1 cannot open sockets, so
+    /// this always fails (after a cancellation check).
+    ///
+    /// # Errors
+    /// `Cancelled`; otherwise always `Io(Unsupported)`.
+    pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+        lowlevel::checkpoint_if_cancelled().await?;
+        Err(unsupported(&format!("cannot connect to {addr}: {NO_SOCKETS}")))
+    }
+
+    /// The local address: preview 1 has no `getsockname`.
+    ///
+    /// # Errors
+    /// `Closed` after `aclose`; otherwise always `Io(Unsupported)`.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.core.raw()?;
+        Err(unsupported("WASI preview 1 cannot tell a socket's address (no getsockname)"))
+    }
+
+    /// The peer's address: preview 1 has no `getpeername`.
+    ///
+    /// # Errors
+    /// `Closed` after `aclose`; otherwise always `Io(Unsupported)`.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        self.core.raw()?;
+        Err(unsupported("WASI preview 1 cannot tell a peer's address (no getpeername)"))
+    }
+
+    /// `TCP_NODELAY`: preview 1 has no socket options (the host's socket
+    /// keeps whatever the host set).
+    ///
+    /// # Errors
+    /// `Closed` after `aclose`; otherwise always `Io(Unsupported)`.
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        let _ = on;
+        self.core.raw()?;
+        Err(unsupported("WASI preview 1 has no socket options (TCP_NODELAY)"))
+    }
+}
+
+impl crate::abc::AsyncResource for TcpStream {
+    async fn aclose(&self) -> Result<()> {
+        self.core.aclose().await
+    }
+}
+
+impl crate::abc::SendStream for TcpStream {
+    async fn send_all(&self, data: &[u8]) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.core.raw()?;
+        if self.eof_sent.get() {
+            return Err(Error::Closed);
+        }
+        if self.broken.get() {
+            return Err(Error::Broken);
+        }
+        if data.is_empty() {
+            return lowlevel::checkpoint().await;
+        }
+        let mut sent = 0;
+        while sent < data.len() {
+            let rest = &data[sent..];
+            match self.core.io(Dir::Write, |fd| send(fd, rest).map(|n| (n, n < rest.len()))).await {
+                Ok(n) => sent += n,
+                Err(e) => return Err(note_broken(e, sent, &self.broken)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_send_all_might_not_block(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.core.raw()?;
+        self.core.io.wait_ready(Dir::Write).await
+    }
+}
+
+impl crate::abc::ReceiveStream for TcpStream {
+    async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
+        let _busy = BusyGuard::claim(&self.receiving)?;
+        self.core.raw()?;
+        if buf.is_empty() {
+            return Err(crate::abc::empty_buffer_error());
+        }
+        let len = buf.len();
+        // A short read drained the socket; end of stream (0) stays ready.
+        self.core.io(Dir::Read, |fd| recv(fd, buf).map(|n| (n, n > 0 && n < len))).await.map_err(to_broken)
+    }
+}
+
+impl crate::abc::HalfCloseableStream for TcpStream {
+    async fn send_eof(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        shutdown_write(self.core.raw()?)?;
+        self.eof_sent.set(true);
+        lowlevel::checkpoint().await
+    }
+}
+
+impl AsRawFd for TcpStream {
+    /// The descriptor (-1 after `aclose`).
+    fn as_raw_fd(&self) -> RawFd {
+        self.core.raw_fd()
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl TcpStream {
+    fn poll_read_impl(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
+        let len = buf.len();
+        self.core.poll_io(cx, Dir::Read, |fd| recv(fd, buf).map(|n| (n, n > 0 && n < len)))
+    }
+
+    fn poll_write_impl(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
+        if self.eof_sent.get() {
+            return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "sent EOF already")));
+        }
+        if self.broken.get() {
+            return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the stream is broken")));
+        }
+        self.core.poll_io(cx, Dir::Write, |fd| send(fd, buf).map(|n| (n, n < buf.len())))
+    }
+
+    fn poll_close_impl(&self) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(match self.core.raw() {
+            Ok(fd) => shutdown_write(fd),
+            Err(_) => Ok(()),
+        })
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl futures_io::AsyncRead for TcpStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.poll_read_impl(cx, buf)
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl futures_io::AsyncRead for &TcpStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.poll_read_impl(cx, buf)
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl futures_io::AsyncWrite for TcpStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.poll_write_impl(cx, buf)
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        self.poll_close_impl()
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl futures_io::AsyncWrite for &TcpStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.poll_write_impl(cx, buf)
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        self.poll_close_impl()
+    }
+}

@@ -1,0 +1,806 @@
+//! TCP and name resolution on WASI preview 2 (`wasm32-wasip2`), through
+//! `wasi:sockets`.
+//!
+//! A preview 2 socket is a `tcp-socket` resource; a connected one comes with
+//! an `input-stream` and an `output-stream`. There are no descriptors:
+//! readiness comes as `pollable`s, which each type creates and hands to the
+//! run's driver (`driver/wasi_p2.rs`), registering the number it gets back
+//! with the run's I/O table as natively:
+//!
+//! - a listener: the socket's pollable, for reading (ready when `accept`
+//!   can proceed);
+//! - a connecting stream: the socket's pollable, for writing, until
+//!   `finish-connect` gives the streams; then the input stream's pollable
+//!   for reading and the output stream's for writing.
+//!
+//! Operations follow the native sockets' rules: try the call, wait for the
+//! driver's report on "would block", every operation a checkpoint, `Busy`
+//! for a second concurrent sender, receiver or acceptor, a cancelled partial
+//! `send_all` breaks the stream, `send_all` after `send_eof` is `Closed`.
+//!
+//! # Resource order
+//!
+//! The component model forbids dropping a resource before its children: a
+//! pollable before the stream or socket it came from, the streams before
+//! their socket. Each type therefore holds its registration first (dropping
+//! it deregisters, and the driver drops the pollables), then the streams,
+//! then the socket, and `aclose` releases them in that order.
+//!
+//! # Host behaviour (wasmtime 46, `wasi:sockets@0.2.x`)
+//!
+//! - `start-bind`/`start-listen` (and the `finish-*` calls) complete at once;
+//!   [`TcpListener::bind`] stays synchronous as natively, and would block
+//!   the thread on the socket's pollable if a host made them wait.
+//! - The host's policy is checked in `start-bind` and `start-connect`: a
+//!   denied address is `access-denied`, reported as
+//!   `io::ErrorKind::PermissionDenied` ("access denied: the host's network
+//!   policy does not allow binding to ADDR").
+//! - `SO_REUSEADDR` is implicit (the host sets it for every listener);
+//!   IPv6 sockets are IPv6-only. There is no `TCP_NODELAY` control:
+//!   [`TcpStream::set_nodelay`] is a no-op.
+//! - An `output-stream` write the socket cannot take at once continues in
+//!   the host's background, and dropping the stream meanwhile discards the
+//!   rest. So `send_all` returns only after a `flush` and once the stream
+//!   reports it can take more data (the background write finished): all
+//!   data is in the host's socket by then, and closing cannot lose it.
+//!   This is up to one socket buffer later than natively (the socket must
+//!   have room again).
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use wasip2::io::poll::Pollable;
+use wasip2::io::streams::{InputStream, OutputStream, StreamError};
+use wasip2::sockets::instance_network::instance_network;
+use wasip2::sockets::ip_name_lookup::resolve_addresses;
+use wasip2::sockets::network::{
+    ErrorCode, IpAddress, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+};
+use wasip2::sockets::tcp::{ShutdownType, TcpSocket};
+use wasip2::sockets::tcp_create_socket::create_tcp_socket;
+
+use crate::driver::{Driver, RawSource};
+use crate::error::{Error, Result};
+use crate::io::{BusyGuard, IoHandle, note_broken, to_broken};
+use crate::lowlevel;
+use crate::runtime::{self, io::Dir};
+
+/// The most `send_all` hands to one `write` (the host copies it).
+const MAX_WRITE: u64 = 1 << 20;
+
+/// The backlog asked for (as natively; the host may clamp it).
+const BACKLOG: u64 = 65535;
+
+/// A source registered with the run: the driver holds its pollables, the
+/// I/O table its readiness. Dropping it deregisters, which drops the
+/// pollables (so it must go before the resources they came from).
+#[derive(Debug)]
+struct Reg {
+    io: IoHandle,
+    src: RawSource,
+}
+
+impl Reg {
+    /// Registers the pollables `read()` and `write()` (made inside the
+    /// runtime borrow, so nothing is created outside a run).
+    fn new(read: impl FnOnce() -> Option<Pollable>, write: impl FnOnce() -> Option<Pollable>) -> Result<Reg> {
+        let src = runtime::with(|rt| rt.driver.add_source(read(), write()))?;
+        match IoHandle::new(src) {
+            Ok(io) => Ok(Reg { io, src }),
+            Err(e) => {
+                let _ = runtime::with(|rt| rt.driver.deregister(src));
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the pollables (the old ones are dropped first).
+    fn set_pollables(
+        &self,
+        read: impl FnOnce() -> Option<Pollable>,
+        write: impl FnOnce() -> Option<Pollable>,
+    ) -> Result<()> {
+        runtime::with(|rt| rt.driver.set_pollables(self.src, read(), write()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Addresses and errors
+// ---------------------------------------------------------------------------
+
+fn family(addr: &SocketAddr) -> IpAddressFamily {
+    if addr.is_ipv4() { IpAddressFamily::Ipv4 } else { IpAddressFamily::Ipv6 }
+}
+
+fn to_wasi(addr: SocketAddr) -> IpSocketAddress {
+    match addr {
+        SocketAddr::V4(a) => {
+            let [a0, a1, a2, a3] = a.ip().octets();
+            IpSocketAddress::Ipv4(Ipv4SocketAddress { port: a.port(), address: (a0, a1, a2, a3) })
+        }
+        SocketAddr::V6(a) => {
+            let [s0, s1, s2, s3, s4, s5, s6, s7] = a.ip().segments();
+            IpSocketAddress::Ipv6(Ipv6SocketAddress {
+                port: a.port(),
+                flow_info: a.flowinfo(),
+                address: (s0, s1, s2, s3, s4, s5, s6, s7),
+                scope_id: a.scope_id(),
+            })
+        }
+    }
+}
+
+fn from_wasi(addr: IpSocketAddress) -> SocketAddr {
+    match addr {
+        IpSocketAddress::Ipv4(a) => {
+            let (a0, a1, a2, a3) = a.address;
+            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a0, a1, a2, a3), a.port))
+        }
+        IpSocketAddress::Ipv6(a) => {
+            let (s0, s1, s2, s3, s4, s5, s6, s7) = a.address;
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::new(s0, s1, s2, s3, s4, s5, s6, s7),
+                a.port,
+                a.flow_info,
+                a.scope_id,
+            ))
+        }
+    }
+}
+
+fn ip_from_wasi(addr: IpAddress) -> IpAddr {
+    match addr {
+        IpAddress::Ipv4((a0, a1, a2, a3)) => IpAddr::V4(Ipv4Addr::new(a0, a1, a2, a3)),
+        IpAddress::Ipv6((s0, s1, s2, s3, s4, s5, s6, s7)) => IpAddr::V6(Ipv6Addr::new(s0, s1, s2, s3, s4, s5, s6, s7)),
+    }
+}
+
+/// A `wasi:sockets` error code as an `io::Error` whose message says what
+/// was being done (`what`: "binding to 127.0.0.1:80", ...).
+fn code_error(code: ErrorCode, what: &dyn fmt::Display) -> io::Error {
+    match describe(code, what) {
+        Ok((kind, text)) => io::Error::new(kind, format!("{what}: {text}")),
+        Err(e) => e,
+    }
+}
+
+/// A `connect` error: as natively, the message does not repeat the address
+/// (`open_tcp_stream` adds it), except for a denial.
+fn connect_error(code: ErrorCode, addr: SocketAddr) -> io::Error {
+    match describe(code, &format_args!("connecting to {addr}")) {
+        Ok((kind, text)) => io::Error::new(kind, text),
+        Err(e) => e,
+    }
+}
+
+/// The kind and text of `code`, or the whole error where it has its own
+/// form (a denial, `EMFILE`).
+fn describe(code: ErrorCode, what: &dyn fmt::Display) -> std::result::Result<(io::ErrorKind, &'static str), io::Error> {
+    use io::ErrorKind as K;
+    let (kind, text) = match code {
+        ErrorCode::AccessDenied => {
+            return Err(io::Error::new(
+                K::PermissionDenied,
+                format!("access denied: the host's network policy does not allow {what}"),
+            ));
+        }
+        ErrorCode::Unknown => (K::Other, "unknown error"),
+        ErrorCode::NotSupported => (K::Unsupported, "not supported by the host"),
+        ErrorCode::InvalidArgument => (K::InvalidInput, "invalid argument"),
+        ErrorCode::OutOfMemory => (K::OutOfMemory, "out of memory"),
+        ErrorCode::Timeout => (K::TimedOut, "timed out"),
+        ErrorCode::ConcurrencyConflict => (K::ResourceBusy, "another operation is in progress on this socket"),
+        ErrorCode::NotInProgress => (K::Other, "no such operation in progress"),
+        ErrorCode::WouldBlock => (K::WouldBlock, "would block"),
+        ErrorCode::InvalidState => (K::Other, "not valid in the socket's current state"),
+        // `EMFILE`, so that `serve_listeners` can treat it as natively.
+        ErrorCode::NewSocketLimit => return Err(io::Error::from_raw_os_error(libc::EMFILE)),
+        ErrorCode::AddressNotBindable => (K::AddrNotAvailable, "not an address the host's network can bind"),
+        ErrorCode::AddressInUse => (K::AddrInUse, "address in use"),
+        ErrorCode::RemoteUnreachable => (K::HostUnreachable, "remote address unreachable"),
+        ErrorCode::ConnectionRefused => (K::ConnectionRefused, "connection refused"),
+        ErrorCode::ConnectionReset => (K::ConnectionReset, "connection reset"),
+        ErrorCode::ConnectionAborted => (K::ConnectionAborted, "connection aborted"),
+        ErrorCode::DatagramTooLarge => (K::InvalidInput, "datagram too large"),
+        ErrorCode::NameUnresolvable => (K::NotFound, "name does not exist or has no suitable addresses"),
+        ErrorCode::TemporaryResolverFailure => (K::Other, "temporary failure in name resolution"),
+        ErrorCode::PermanentResolverFailure => {
+            (K::Other, "name resolution failed (the host may not allow name lookups)")
+        }
+    };
+    Ok((kind, text))
+}
+
+fn sock_err(code: ErrorCode, what: &dyn fmt::Display) -> Error {
+    Error::Io(code_error(code, what))
+}
+
+/// A failed stream operation (`last-operation-failed`): the host's message
+/// decides the kind, so that a reset or a broken pipe becomes `Broken`.
+fn stream_failed(e: &wasip2::io::error::Error, what: &str) -> io::Error {
+    let msg = e.to_debug_string();
+    let lower = msg.to_ascii_lowercase();
+    let kind = if lower.contains("reset") {
+        io::ErrorKind::ConnectionReset
+    } else if lower.contains("broken pipe") {
+        io::ErrorKind::BrokenPipe
+    } else if lower.contains("abort") {
+        io::ErrorKind::ConnectionAborted
+    } else if lower.contains("not connected") {
+        io::ErrorKind::NotConnected
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, format!("{what}: {msg}"))
+}
+
+/// A write-side stream error: `closed` means the connection cannot take
+/// data any more (the peer is gone).
+fn write_error(e: StreamError) -> io::Error {
+    match e {
+        StreamError::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed for sending"),
+        StreamError::LastOperationFailed(e) => stream_failed(&e, "sending"),
+    }
+}
+
+fn closed_io() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")
+}
+
+fn would_block() -> io::Error {
+    io::ErrorKind::WouldBlock.into()
+}
+
+/// Runs `finish` until it does not report `would-block`, blocking the
+/// thread on the socket's pollable in between (bind and listen; wasmtime
+/// completes them at once).
+fn finish_blocking(
+    sock: &TcpSocket,
+    finish: impl Fn(&TcpSocket) -> std::result::Result<(), ErrorCode>,
+) -> std::result::Result<(), ErrorCode> {
+    loop {
+        match finish(sock) {
+            Err(ErrorCode::WouldBlock) => sock.subscribe().block(),
+            r => return r,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Name resolution
+// ---------------------------------------------------------------------------
+
+/// Resolves `host` (not an IP literal) through
+/// `wasi:sockets/ip-name-lookup`, waiting on the lookup's pollable.
+pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    lowlevel::checkpoint_if_cancelled().await?;
+    let what = format_args!("resolving {host:?}");
+    let stream = {
+        let network = instance_network();
+        resolve_addresses(&network, host).map_err(|e| sock_err(e, &what))?
+    };
+    let mut addrs = Vec::new();
+    {
+        // Dropped (with its pollable) before the lookup stream.
+        let reg = Reg::new(|| Some(stream.subscribe()), || None)?;
+        reg.io
+            .io(Dir::Read, || {
+                loop {
+                    match stream.resolve_next_address() {
+                        Ok(Some(ip)) => addrs.push(SocketAddr::new(ip_from_wasi(ip), port)),
+                        Ok(None) => return Ok(((), false)),
+                        Err(ErrorCode::WouldBlock) => return Err(would_block()),
+                        Err(e) => return Err(code_error(e, &format_args!("resolving {host:?}"))),
+                    }
+                }
+            })
+            .await?;
+    }
+    drop(stream);
+    if addrs.is_empty() {
+        return Err(Error::Io(io::Error::new(io::ErrorKind::NotFound, format!("no addresses found for {host:?}"))));
+    }
+    Ok(addrs)
+}
+
+// ---------------------------------------------------------------------------
+// Streams
+// ---------------------------------------------------------------------------
+
+/// A connection's resources; fields drop in order, the streams before the
+/// socket they belong to.
+#[derive(Debug)]
+struct Conn {
+    input: InputStream,
+    output: OutputStream,
+    socket: TcpSocket,
+}
+
+/// A connected TCP stream over `wasi:sockets`: a
+/// [`HalfCloseableStream`](crate::abc::HalfCloseableStream), as the native
+/// `TcpStream` (Trio's `SocketStream`).
+///
+/// Also `futures-io`'s `AsyncRead`/`AsyncWrite` (feature `futures-io`), on
+/// `TcpStream` and on `&TcpStream`.
+pub struct TcpStream {
+    /// First: deregistering drops the pollables before the streams.
+    reg: Reg,
+    conn: RefCell<Option<Conn>>,
+    sending: Cell<bool>,
+    receiving: Cell<bool>,
+    /// A `send_all` was cancelled midway, or the peer is gone.
+    broken: Cell<bool>,
+    /// `send_eof` was called: sending is over (`Closed`, as Trio).
+    eof_sent: Cell<bool>,
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("source", &self.reg.src)
+            .field("closed", &self.conn.borrow().is_none())
+            .field("broken", &self.broken.get())
+            .field("eof_sent", &self.eof_sent.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpStream {
+    /// Connects to `addr` (`start-connect`, then waits on the socket's
+    /// pollable for `finish-connect`).
+    ///
+    /// # Checkpoint
+    /// Always.
+    /// # Cancellation
+    /// The half-made socket is closed; returns `Err(Cancelled)`.
+    /// # Errors
+    /// `Runtime` outside `trio::run`; `Io` with the `wasi:sockets` error:
+    /// `PermissionDenied` if the host's policy does not allow connecting to
+    /// `addr`, `ConnectionRefused`, `TimedOut`, ...
+    pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+        lowlevel::checkpoint_if_cancelled().await?;
+        let socket = create_tcp_socket(family(&addr)).map_err(|e| Error::Io(connect_error(e, addr)))?;
+        {
+            let network = instance_network();
+            socket.start_connect(&network, to_wasi(addr)).map_err(|e| Error::Io(connect_error(e, addr)))?;
+        }
+        // Declared after `socket`, so dropped (on an error or a
+        // cancellation) before it.
+        let reg = Reg::new(|| None, || Some(socket.subscribe()))?;
+        let (input, output) = reg
+            .io
+            .io(Dir::Write, || match socket.finish_connect() {
+                Ok(streams) => Ok((streams, false)),
+                Err(ErrorCode::WouldBlock) => Err(would_block()),
+                Err(e) => Err(connect_error(e, addr)),
+            })
+            .await?;
+        let conn = Conn { input, output, socket };
+        if let Err(e) = reg.set_pollables(|| Some(conn.input.subscribe()), || Some(conn.output.subscribe())) {
+            // The registration (the socket's pollable) goes first.
+            drop(reg);
+            drop(conn);
+            return Err(e);
+        }
+        Ok(TcpStream::new(reg, conn))
+    }
+
+    fn new(reg: Reg, conn: Conn) -> TcpStream {
+        TcpStream {
+            reg,
+            conn: RefCell::new(Some(conn)),
+            sending: Cell::new(false),
+            receiving: Cell::new(false),
+            broken: Cell::new(false),
+            eof_sent: Cell::new(false),
+        }
+    }
+
+    /// Wraps an accepted connection.
+    fn accepted(conn: Conn) -> Result<TcpStream> {
+        let reg = Reg::new(|| Some(conn.input.subscribe()), || Some(conn.output.subscribe()))?;
+        Ok(TcpStream::new(reg, conn))
+    }
+
+    /// Runs `f` on the connection, or `Closed`.
+    fn with_conn<R>(&self, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
+        match self.conn.borrow().as_ref() {
+            Some(c) => f(c),
+            None => Err(Error::Closed),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.conn.borrow().is_none()
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    /// `Closed` after `aclose`; `Io` from the host.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.with_conn(|c| {
+            c.socket.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address"))
+        })
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    /// As [`local_addr`](Self::local_addr).
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        self.with_conn(|c| {
+            c.socket.remote_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the peer address"))
+        })
+    }
+
+    /// Would set `TCP_NODELAY`: `wasi:sockets` has no such option, so this
+    /// does nothing (the host decides; wasmtime leaves the OS default).
+    ///
+    /// # Errors
+    /// `Closed` after `aclose`.
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        let _ = on;
+        self.with_conn(|_| Ok(()))
+    }
+
+    /// Runs a non-blocking operation on the connection until it does not
+    /// block (see `IoHandle::io`); `Closed` if the stream was closed.
+    async fn io<T>(&self, dir: Dir, mut op: impl FnMut(&Conn) -> io::Result<(T, bool)>) -> Result<T> {
+        self.reg
+            .io
+            .io(dir, || match self.conn.borrow().as_ref() {
+                Some(c) => op(c),
+                None => Err(closed_io()),
+            })
+            .await
+            .map_err(|e| if self.is_closed() { Error::Closed } else { e })
+    }
+
+    async fn send_all_impl(&self, data: &[u8]) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.with_conn(|_| Ok(()))?;
+        if self.eof_sent.get() {
+            return Err(Error::Closed);
+        }
+        if self.broken.get() {
+            return Err(Error::Broken);
+        }
+        if data.is_empty() {
+            return lowlevel::checkpoint().await;
+        }
+        let mut sent = 0;
+        let mut flushed = false;
+        let r = self
+            .io(Dir::Write, |c| {
+                // Write what the stream permits, then flush and wait until it
+                // permits more: the host has taken everything by then.
+                loop {
+                    if sent == data.len() && !flushed {
+                        c.output.flush().map_err(write_error)?;
+                        flushed = true;
+                    }
+                    let permit = c.output.check_write().map_err(write_error)?;
+                    if permit == 0 {
+                        return Err(would_block());
+                    }
+                    if sent == data.len() {
+                        return Ok(((), false));
+                    }
+                    let rest = (data.len() - sent) as u64;
+                    let n = permit.min(MAX_WRITE).min(rest) as usize;
+                    c.output.write(&data[sent..sent + n]).map_err(write_error)?;
+                    sent += n;
+                }
+            })
+            .await;
+        r.map_err(|e| note_broken(e, sent, &self.broken))
+    }
+
+    async fn receive_some_impl(&self, buf: &mut [u8]) -> Result<usize> {
+        let _busy = BusyGuard::claim(&self.receiving)?;
+        self.with_conn(|_| Ok(()))?;
+        if buf.is_empty() {
+            return Err(crate::abc::empty_buffer_error());
+        }
+        self.io(Dir::Read, |c| read(c, buf)).await.map_err(to_broken)
+    }
+
+    async fn send_eof_impl(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.with_conn(|c| shutdown_send(c).map_err(Error::Io))?;
+        self.eof_sent.set(true);
+        lowlevel::checkpoint().await
+    }
+
+    /// Closes now: waiters wake with `Closed`; the pollables, the streams
+    /// and the socket are dropped, in that order.
+    fn close(&self) {
+        self.reg.io.release();
+        drop(self.conn.borrow_mut().take());
+    }
+}
+
+/// One non-blocking read into `buf`: nothing available is "would block";
+/// the end of the stream is `Ok(0)` (and stays ready). A short read drained
+/// the stream: the next one waits for the driver's report first.
+fn read(c: &Conn, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    match c.input.read(buf.len() as u64) {
+        Ok(v) if v.is_empty() => Err(would_block()),
+        Ok(v) => {
+            let n = v.len().min(buf.len());
+            buf[..n].copy_from_slice(&v[..n]);
+            Ok((n, n < buf.len()))
+        }
+        Err(StreamError::Closed) => Ok((0, false)),
+        Err(StreamError::LastOperationFailed(e)) => Err(stream_failed(&e, "receiving")),
+    }
+}
+
+/// `shutdown(send)`; a socket that is no longer connected has nothing to
+/// send anyway. The host sends a write still in progress first.
+fn shutdown_send(c: &Conn) -> io::Result<()> {
+    match c.socket.shutdown(ShutdownType::Send) {
+        Ok(()) | Err(ErrorCode::InvalidState) => Ok(()),
+        Err(e) => Err(code_error(e, &"shutting down the sending side")),
+    }
+}
+
+impl crate::abc::AsyncResource for TcpStream {
+    async fn aclose(&self) -> Result<()> {
+        self.close();
+        lowlevel::checkpoint().await
+    }
+}
+
+impl crate::abc::SendStream for TcpStream {
+    async fn send_all(&self, data: &[u8]) -> Result<()> {
+        self.send_all_impl(data).await
+    }
+
+    async fn wait_send_all_might_not_block(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.with_conn(|_| Ok(()))?;
+        self.reg.io.wait_ready(Dir::Write).await
+    }
+}
+
+impl crate::abc::ReceiveStream for TcpStream {
+    async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
+        self.receive_some_impl(buf).await
+    }
+}
+
+impl crate::abc::HalfCloseableStream for TcpStream {
+    async fn send_eof(&self) -> Result<()> {
+        self.send_eof_impl().await
+    }
+}
+
+#[cfg(feature = "futures-io")]
+mod futures_impls {
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::{Conn, TcpStream, closed_io, read, shutdown_send, would_block, write_error};
+    use crate::runtime::io::Dir;
+
+    impl TcpStream {
+        fn poll_conn<T>(
+            &self,
+            cx: &mut Context<'_>,
+            dir: Dir,
+            mut op: impl FnMut(&Conn) -> io::Result<(T, bool)>,
+        ) -> Poll<io::Result<T>> {
+            self.reg.io.poll_io(cx, dir, || match self.conn.borrow().as_ref() {
+                Some(c) => op(c),
+                None => Err(closed_io()),
+            })
+        }
+
+        fn poll_read_impl(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            self.poll_conn(cx, Dir::Read, |c| read(c, buf))
+        }
+
+        fn poll_write_impl(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            if self.eof_sent.get() {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "sent EOF already")));
+            }
+            if self.broken.get() {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the stream is broken")));
+            }
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            self.poll_conn(cx, Dir::Write, |c| {
+                let permit = c.output.check_write().map_err(write_error)?;
+                if permit == 0 {
+                    return Err(would_block());
+                }
+                let n = permit.min(super::MAX_WRITE).min(buf.len() as u64) as usize;
+                c.output.write(&buf[..n]).map_err(write_error)?;
+                Ok((n, false))
+            })
+        }
+
+        /// Flushes and waits until the stream takes data again (every
+        /// write handed over).
+        fn poll_flush_impl(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.eof_sent.get() {
+                return Poll::Ready(Ok(()));
+            }
+            self.poll_conn(cx, Dir::Write, |c| {
+                c.output.flush().map_err(write_error)?;
+                match c.output.check_write().map_err(write_error)? {
+                    0 => Err(would_block()),
+                    _ => Ok(((), false)),
+                }
+            })
+        }
+
+        /// Flushes, then shuts the sending side down (as `send_eof`).
+        fn poll_close_impl(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.eof_sent.get() || self.is_closed() {
+                return Poll::Ready(Ok(()));
+            }
+            std::task::ready!(self.poll_flush_impl(cx))?;
+            if let Some(c) = self.conn.borrow().as_ref() {
+                shutdown_send(c)?;
+            }
+            self.eof_sent.set(true);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl futures_io::AsyncRead for TcpStream {
+        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            self.poll_read_impl(cx, buf)
+        }
+    }
+
+    impl futures_io::AsyncRead for &TcpStream {
+        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            self.poll_read_impl(cx, buf)
+        }
+    }
+
+    impl futures_io::AsyncWrite for TcpStream {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.poll_write_impl(cx, buf)
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_flush_impl(cx)
+        }
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_close_impl(cx)
+        }
+    }
+
+    impl futures_io::AsyncWrite for &TcpStream {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.poll_write_impl(cx, buf)
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_flush_impl(cx)
+        }
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_close_impl(cx)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Listeners
+// ---------------------------------------------------------------------------
+
+/// A TCP listener over `wasi:sockets`: a [`Listener`](crate::abc::Listener)
+/// of [`TcpStream`]s.
+pub struct TcpListener {
+    /// First: deregistering drops the socket's pollable before the socket.
+    reg: Reg,
+    socket: RefCell<Option<TcpSocket>>,
+    accepting: Cell<bool>,
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("source", &self.reg.src)
+            .field("closed", &self.socket.borrow().is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpListener {
+    /// Binds and listens on `addr` (port 0: the host picks one): a new
+    /// `tcp-socket`, `start-bind`/`finish-bind`, `start-listen`/
+    /// `finish-listen`. Synchronous as natively: should a host not finish
+    /// binding or listening at once (wasmtime does), this blocks the thread
+    /// on the socket's pollable until it has. The host sets
+    /// `SO_REUSEADDR` itself.
+    ///
+    /// # Errors
+    /// `Runtime` outside `trio::run`; `Io`: `PermissionDenied` ("access
+    /// denied: the host's network policy does not allow binding to ADDR"),
+    /// `AddrInUse`, `AddrNotAvailable`, ...
+    pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
+        // Outside a run, fail before making anything.
+        runtime::with(|_| ())?;
+        let what = format_args!("binding to {addr}");
+        let socket = create_tcp_socket(family(&addr)).map_err(|e| sock_err(e, &what))?;
+        {
+            let network = instance_network();
+            socket.start_bind(&network, to_wasi(addr)).map_err(|e| sock_err(e, &what))?;
+        }
+        finish_blocking(&socket, TcpSocket::finish_bind).map_err(|e| sock_err(e, &what))?;
+        // A hint; hosts may refuse to change it.
+        let _ = socket.set_listen_backlog_size(BACKLOG);
+        let what = format_args!("listening on {addr}");
+        socket.start_listen().map_err(|e| sock_err(e, &what))?;
+        finish_blocking(&socket, TcpSocket::finish_listen).map_err(|e| sock_err(e, &what))?;
+        let reg = Reg::new(|| Some(socket.subscribe()), || None)?;
+        Ok(TcpListener { reg, socket: RefCell::new(Some(socket)), accepting: Cell::new(false) })
+    }
+
+    /// The bound address (with the port the host chose for port 0).
+    ///
+    /// # Errors
+    /// `Closed` after `aclose`; `Io` from the host.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        match self.socket.borrow().as_ref() {
+            Some(s) => s.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Closes now: waiters wake with `Closed`; the pollable, then the socket
+    /// are dropped.
+    fn close(&self) {
+        self.reg.io.release();
+        drop(self.socket.borrow_mut().take());
+    }
+}
+
+impl crate::abc::AsyncResource for TcpListener {
+    async fn aclose(&self) -> Result<()> {
+        self.close();
+        lowlevel::checkpoint().await
+    }
+}
+
+impl crate::abc::Listener for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> Result<TcpStream> {
+        let _busy = BusyGuard::claim(&self.accepting)?;
+        if self.socket.borrow().is_none() {
+            return Err(Error::Closed);
+        }
+        let conn = self
+            .reg
+            .io
+            .io(Dir::Read, || {
+                let socket = self.socket.borrow();
+                let Some(socket) = socket.as_ref() else { return Err(closed_io()) };
+                // A connection that died in the queue is skipped (as
+                // natively); each retry consumes one.
+                loop {
+                    match socket.accept() {
+                        Ok((socket, input, output)) => return Ok((Conn { input, output, socket }, false)),
+                        Err(ErrorCode::ConnectionAborted) => continue,
+                        Err(ErrorCode::WouldBlock) => return Err(would_block()),
+                        Err(e) => return Err(code_error(e, &"accepting a connection")),
+                    }
+                }
+            })
+            .await
+            .map_err(|e| if self.socket.borrow().is_none() { Error::Closed } else { e })?;
+        TcpStream::accepted(conn)
+    }
+}

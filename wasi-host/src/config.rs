@@ -1,0 +1,44 @@
+//! What the guest is given: directories, environment, network, budgets.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::policy::NetPolicy;
+
+/// Everything a guest is granted besides stdio (which it always inherits).
+///
+/// The default grants nothing: no directories, an empty environment, no
+/// network, no arguments beyond argv\[0\], unlimited fuel and memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Preopened directories as (host path, guest path) (`--dir HOST::GUEST`).
+    pub dirs: Vec<(PathBuf, String)>,
+    /// Environment variables as (key, value) (`--env K=V`); nothing is
+    /// inherited from the host.
+    pub envs: Vec<(String, String)>,
+    /// Addresses the guest may bind and listen on (`--listen`); port 0
+    /// means any port on that IP. See [`NetPolicy`] for the exact rules.
+    pub listen: Vec<SocketAddr>,
+    /// Addresses the guest may connect to (`--connect`); port 0 means any
+    /// port on that IP.
+    pub connect: Vec<SocketAddr>,
+    /// Fuel units the guest may consume before it is stopped (`--fuel`);
+    /// `None` means unmetered (metering slows code, so it is off by default).
+    pub fuel: Option<u64>,
+    /// Largest size in bytes of each linear memory (`--max-memory`); growth
+    /// past it fails as if the system were out of memory.
+    pub max_memory: Option<usize>,
+    /// Guest arguments after argv\[0\] (everything after `--`). argv\[0\] is
+    /// the guest's file name.
+    pub args: Vec<String>,
+}
+
+impl HostConfig {
+    /// The network policy `listen` and `connect` describe.
+    pub fn net_policy(&self) -> NetPolicy {
+        NetPolicy {
+            listen: self.listen.clone(),
+            connect: self.connect.clone(),
+        }
+    }
+}

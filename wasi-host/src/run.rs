@@ -1,0 +1,246 @@
+//! Running a guest file: detect its kind, set up wasmtime and WASI the same
+//! way for both kinds, and turn how the guest stopped into an exit status.
+//!
+//! The kind-specific parts live beside this file: `module.rs` (preview 1)
+//! and `component.rs` (preview 2).
+
+use std::path::Path;
+
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, WasmBacktrace, WasmBacktraceDetails};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::config::HostConfig;
+use crate::error::HostError;
+use crate::{component, module};
+
+/// What a WebAssembly binary's 8-byte header says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WasmKind {
+    /// A core module (`\0asm`, version 1, layer 0): run as preview 1.
+    Module,
+    /// A component (`\0asm`, any version, layer 1): run as preview 2.
+    Component,
+}
+
+/// Reads the header of `bytes`: the magic `\0asm`, a 16-bit version and a
+/// 16-bit layer (0 for core modules, 1 for components). Returns `None` for
+/// anything else, including the WebAssembly text format and precompiled
+/// `.cwasm` files.
+pub fn detect_kind(bytes: &[u8]) -> Option<WasmKind> {
+    match bytes.get(..8)? {
+        [0, b'a', b's', b'm', 1, 0, 0, 0] => Some(WasmKind::Module),
+        [0, b'a', b's', b'm', _, _, 1, 0] => Some(WasmKind::Component),
+        _ => None,
+    }
+}
+
+/// Runs the guest in `path` with what `config` grants, to completion.
+///
+/// Blocks the calling thread until the guest exits. The guest inherits the
+/// process's stdin, stdout and stderr. Socket operations the policy refuses
+/// are reported on stderr as they happen, one line each.
+///
+/// # Errors
+///
+/// Returns `Ok(status)` when the guest exits on its own, whatever the
+/// status: 0 when `_start` or `wasi:cli/run` returns successfully, 1 when
+/// `wasi:cli/run` returns an error, the exit code when it calls `proc_exit`
+/// or `wasi:cli/exit`. Returns a [`HostError`] when the guest cannot be
+/// loaded or linked, or stops abnormally (trap, fuel, memory); see
+/// [`HostError::exit_status`] for the status to exit with.
+pub fn run_file(path: &Path, config: &HostConfig) -> Result<i32, HostError> {
+    let bytes = std::fs::read(path).map_err(|source| HostError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let kind = detect_kind(&bytes).ok_or_else(|| HostError::NotWasm {
+        path: path.to_owned(),
+    })?;
+    if kind == WasmKind::Module {
+        // Checked before compiling: the answer does not depend on the code.
+        for (given, flag) in [(&config.listen, "--listen"), (&config.connect, "--connect")] {
+            if !given.is_empty() {
+                return Err(HostError::P1Sockets {
+                    path: path.to_owned(),
+                    flag,
+                });
+            }
+        }
+    }
+    let engine = engine(path, config)?;
+    match kind {
+        WasmKind::Module => module::run(&engine, path, &bytes, config),
+        WasmKind::Component => component::run(&engine, path, &bytes, config),
+    }
+}
+
+fn engine(path: &Path, config: &HostConfig) -> Result<Engine, HostError> {
+    let mut c = Config::new();
+    // Metering costs speed, so only when asked for.
+    c.consume_fuel(config.fuel.is_some());
+    // Built without DWARF support: no file/line details, and no hint
+    // telling the user to set WASMTIME_BACKTRACE_DETAILS.
+    c.wasm_backtrace_details(WasmBacktraceDetails::Disable);
+    Engine::new(&c).map_err(|e| HostError::Compile {
+        path: path.to_owned(),
+        reason: format!("cannot set up wasmtime: {e:#}"),
+    })
+}
+
+/// The WASI context both kinds share: stdio, argv, env, preopens, network.
+pub(crate) fn wasi_builder(path: &Path, config: &HostConfig) -> Result<WasiCtxBuilder, HostError> {
+    let mut b = WasiCtxBuilder::new();
+    b.inherit_stdio();
+    let argv0 = path
+        .file_name()
+        .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
+    b.arg(argv0);
+    b.args(&config.args);
+    b.envs(&config.envs);
+    for (host, guest) in &config.dirs {
+        b.preopened_dir(host, guest, FsPerms::ReadWrite)
+            .map_err(|e| HostError::Preopen {
+                host: host.clone(),
+                reason: format!("{e:#}"),
+            })?;
+    }
+
+    let policy = config.net_policy();
+    b.allow_ip_name_lookup(policy.allows_name_lookup());
+    b.allow_udp(false);
+    // TCP stays on even with an empty policy, so that every refused
+    // operation goes through the check below and gets reported.
+    b.allow_tcp(true);
+    b.socket_addr_check(move |addr, addr_use| {
+        let allowed = match policy.check(addr, addr_use) {
+            Ok(()) => true,
+            Err(denial) => {
+                eprintln!("trio-wasi-host: {denial}");
+                false
+            }
+        };
+        Box::pin(std::future::ready(allowed))
+    });
+    Ok(b)
+}
+
+/// Applies `--fuel` and `--max-memory` to a fresh store.
+pub(crate) fn limit_store<T: 'static>(
+    store: &mut Store<T>,
+    config: &HostConfig,
+    limiter: fn(&mut T) -> &mut MemoryLimiter,
+) -> Result<(), HostError> {
+    store.limiter(limiter);
+    if let Some(fuel) = config.fuel {
+        store.set_fuel(fuel).map_err(|e| HostError::Failed {
+            report: format!("cannot set fuel: {e:#}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// Enforces `--max-memory` on every linear memory and remembers whether it
+/// refused a growth, so that a later abort can be explained.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryLimiter {
+    limit: Option<usize>,
+    refused: bool,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: Option<usize>) -> Self {
+        MemoryLimiter {
+            limit,
+            refused: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if let Some(limit) = self.limit
+            && desired > limit
+        {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// Turns the error a guest stopped with into its exit status or the
+/// host's explanation.
+pub(crate) fn stopped(
+    err: wasmtime::Error,
+    config: &HostConfig,
+    limiter: &MemoryLimiter,
+) -> Result<i32, HostError> {
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return Ok(exit.0);
+    }
+    let trap = err.downcast_ref::<Trap>().copied();
+    if let (Some(Trap::OutOfFuel), Some(fuel)) = (trap, config.fuel) {
+        return Err(HostError::OutOfFuel { fuel });
+    }
+    if limiter.refused
+        && let Some(limit) = limiter.limit
+    {
+        return Err(HostError::OutOfMemory { limit });
+    }
+    match trap {
+        Some(trap) => {
+            let report = match err.downcast_ref::<WasmBacktrace>() {
+                Some(bt) => format!("{trap}\n{bt}"),
+                None => trap.to_string(),
+            };
+            Err(HostError::Trapped { report })
+        }
+        None => Err(HostError::Failed {
+            report: format!("{err:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers() {
+        let module = b"\0asm\x01\0\0\0";
+        let component = b"\0asm\x0d\0\x01\0";
+        assert_eq!(detect_kind(module), Some(WasmKind::Module));
+        assert_eq!(detect_kind(component), Some(WasmKind::Component));
+        assert_eq!(detect_kind(b"\0asm\x01\0\0"), None);
+        assert_eq!(detect_kind(b"\0asm\x02\0\0\0"), None);
+        assert_eq!(detect_kind(b"(module)"), None);
+        assert_eq!(detect_kind(b"\x7fELF\x02\x01\x01\0\0\0"), None);
+        assert_eq!(detect_kind(b""), None);
+    }
+
+    #[test]
+    fn limiter_refuses_past_the_limit_only() {
+        let mut l = MemoryLimiter::new(Some(2 << 16));
+        assert!(l.memory_growing(0, 2 << 16, None).unwrap());
+        assert!(!l.refused);
+        // The module's own maximum is not the host's limit.
+        assert!(!l.memory_growing(0, 1 << 16, Some(0)).unwrap());
+        assert!(!l.refused);
+        assert!(!l.memory_growing(2 << 16, 3 << 16, None).unwrap());
+        assert!(l.refused);
+    }
+}

@@ -1,0 +1,301 @@
+//! The `trio-wasi-host` binary on preview 1 guests written in WAT, and its
+//! command-line and load errors.
+
+mod util;
+
+use util::{assert_contains, host, scratch, wat_guest};
+
+const EXIT_7: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $proc_exit (i32.const 7))))"#;
+
+#[test]
+fn proc_exit_status_is_passed_through() {
+    let guest = wat_guest("proc_exit_status", EXIT_7);
+    let out = host(["run".as_ref(), guest.as_os_str()]);
+    assert_eq!(out.status, Some(7), "{out:?}");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn returning_from_start_is_status_0_and_stdout_is_inherited() {
+    let guest = wat_guest(
+        "hello",
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "hello\n")
+          (func (export "_start")
+            ;; iovec at 0: base 16, len 6; bytes written at 8
+            (i32.store (i32.const 0) (i32.const 16))
+            (i32.store (i32.const 4) (i32.const 6))
+            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    );
+    let out = host(["run".as_ref(), guest.as_os_str()]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "hello\n");
+}
+
+#[test]
+fn args_and_env_reach_the_guest() {
+    // Exits with argc + 10 * (number of environment variables).
+    let guest = wat_guest(
+        "args_env",
+        r#"(module
+          (import "wasi_snapshot_preview1" "args_sizes_get"
+            (func $args_sizes_get (param i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "environ_sizes_get"
+            (func $environ_sizes_get (param i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (drop (call $args_sizes_get (i32.const 0) (i32.const 4)))
+            (drop (call $environ_sizes_get (i32.const 8) (i32.const 12)))
+            (call $proc_exit
+              (i32.add (i32.load (i32.const 0))
+                       (i32.mul (i32.const 10) (i32.load (i32.const 8)))))))"#,
+    );
+    let out = host(["run".as_ref(), guest.as_os_str()]);
+    assert_eq!(out.status, Some(1), "argv[0] only, no env: {out:?}");
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--env".as_ref(),
+        "A=1".as_ref(),
+        "--env=B=2".as_ref(),
+        "--".as_ref(),
+        "x".as_ref(),
+        "--fuel".as_ref(),
+    ]);
+    assert_eq!(out.status, Some(23), "{out:?}");
+}
+
+#[test]
+fn trap_exits_134_with_backtrace() {
+    let guest = wat_guest(
+        "trap",
+        r#"(module
+          (func $boom unreachable)
+          (func (export "_start") (call $boom)))"#,
+    );
+    let out = host(["run".as_ref(), guest.as_os_str()]);
+    assert_eq!(out.status, Some(134), "{out:?}");
+    assert!(
+        out.stderr.starts_with("trio-wasi-host: guest trapped: "),
+        "{out:?}"
+    );
+    assert_contains(&out.stderr, &["unreachable", "boom", "wasm backtrace"]);
+}
+
+#[test]
+fn infinite_loop_runs_out_of_fuel() {
+    let guest = wat_guest(
+        "fuel",
+        r#"(module (func (export "_start") (loop $spin (br $spin))))"#,
+    );
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--fuel".as_ref(),
+        "100000".as_ref(),
+    ]);
+    assert_eq!(out.status, Some(134), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "trio-wasi-host: guest ran out of fuel (100000 units)\n"
+    );
+}
+
+/// Grows memory by 10 pages and aborts (traps) if that fails.
+const GROW_OR_ABORT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (if (i32.eq (memory.grow (i32.const 10)) (i32.const -1))
+      (then unreachable))))"#;
+
+#[test]
+fn refused_growth_then_abort_is_out_of_memory() {
+    let guest = wat_guest("memory_limit", GROW_OR_ABORT);
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--max-memory".as_ref(),
+        "131072".as_ref(),
+    ]);
+    assert_eq!(out.status, Some(134), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "trio-wasi-host: guest ran out of memory (limit 131072 bytes)\n"
+    );
+}
+
+#[test]
+fn growth_within_the_limit_succeeds() {
+    let guest = wat_guest("memory_ok", GROW_OR_ABORT);
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--max-memory=1M".as_ref(),
+    ]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+}
+
+#[test]
+fn guest_handling_refused_growth_keeps_its_status() {
+    let guest = wat_guest(
+        "memory_handled",
+        r#"(module
+          (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (if (i32.eq (memory.grow (i32.const 10)) (i32.const -1))
+              (then (call $proc_exit (i32.const 5))))))"#,
+    );
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--max-memory".as_ref(),
+        "64K".as_ref(),
+    ]);
+    assert_eq!(out.status, Some(5), "{out:?}");
+}
+
+#[test]
+fn initial_memory_over_the_limit_is_out_of_memory() {
+    let guest = wat_guest(
+        "memory_initial",
+        r#"(module (memory (export "memory") 4) (func (export "_start")))"#,
+    );
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--max-memory".as_ref(),
+        "65536".as_ref(),
+    ]);
+    assert_eq!(out.status, Some(134), "{out:?}");
+    assert_contains(&out.stderr, &["guest ran out of memory (limit 65536 bytes)"]);
+}
+
+#[test]
+fn missing_file() {
+    let path = scratch("missing_file").join("nope.wasm");
+    let out = host(["run".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &[&format!("trio-wasi-host: cannot read {}: ", path.display())],
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+}
+
+#[test]
+fn non_wasm_file() {
+    let path = scratch("non_wasm").join("readme.txt");
+    std::fs::write(&path, "(module) is text, not binary\n").unwrap();
+    let out = host(["run".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "trio-wasi-host: {} is not a WebAssembly module or component (bad header)\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn invalid_module_body() {
+    let path = scratch("invalid_body").join("bad.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0\x01\xff\xff").unwrap();
+    let out = host(["run".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &[&format!("trio-wasi-host: cannot compile {}: ", path.display())],
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+}
+
+#[test]
+fn unknown_import_is_a_link_error() {
+    let guest = wat_guest(
+        "unknown_import",
+        r#"(module
+          (import "env" "mystery" (func))
+          (func (export "_start")))"#,
+    );
+    let out = host(["run".as_ref(), guest.as_os_str()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &[
+            &format!("trio-wasi-host: cannot link {}: ", guest.display()),
+            "env::mystery",
+        ],
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+}
+
+#[test]
+fn module_without_start_is_a_link_error() {
+    let guest = wat_guest("no_start", r#"(module (func (export "main")))"#);
+    let out = host(["run".as_ref(), guest.as_os_str()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_contains(&out.stderr, &["cannot link", "no `_start` export"]);
+}
+
+#[test]
+fn listen_with_a_preview_1_module_is_refused() {
+    let guest = wat_guest("p1_listen", EXIT_7);
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &["preview 1", "--listen", "wasmtime-cli 46", "-Stcplisten"],
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+}
+
+#[test]
+fn preopened_dir_must_exist() {
+    let guest = wat_guest("bad_dir", EXIT_7);
+    let dir = scratch("bad_dir").join("no-such-dir");
+    let arg = format!("{}::/data", dir.display());
+    let out = host(["run".as_ref(), guest.as_os_str(), "--dir".as_ref(), arg.as_ref()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_contains(&out.stderr, &["cannot open --dir"]);
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_usage_line() {
+    for args in [
+        &[][..],
+        &["run"],
+        &["frobnicate"],
+        &["run", "g.wasm", "--bogus"],
+        &["run", "g.wasm", "--fuel", "lots"],
+        &["run", "g.wasm", "--listen", "localhost"],
+        &["run", "g.wasm", "stray"],
+    ] {
+        let out = host(args);
+        assert_eq!(out.status, Some(2), "{args:?}: {out:?}");
+        assert!(out.stderr.starts_with("trio-wasi-host: "), "{out:?}");
+        assert_contains(&out.stderr, &["\nusage: trio-wasi-host run GUEST.wasm"]);
+        assert_eq!(out.stderr.lines().count(), 2, "{out:?}");
+    }
+}
+
+#[test]
+fn help_goes_to_stdout_with_status_0() {
+    let out = host(["--help"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_contains(&out.stdout, &["usage: trio-wasi-host run", "--listen ADDR"]);
+    assert_eq!(out.stderr, "");
+}
