@@ -21,7 +21,7 @@
 //! `trio-bench --load 127.0.0.1:9000 CONNS SIZE SECONDS`, with for example
 //! `perf record -g -p PID` on the server.
 
-mod load;
+pub(crate) mod load;
 pub(crate) mod server;
 mod syscalls;
 

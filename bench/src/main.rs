@@ -11,7 +11,9 @@
 //! `cargo run -p trio-bench --release` runs everything. Options:
 //! - `--quick`: fewer rounds, shorter windows, echo with 1 and 100
 //!   connections only, fewer handshakes and transfers;
-//! - `--only echo`, `--only tls`: only that benchmark; `--only spawn|checkpoint|
+//! - `--only echo`, `--only tls`, `--only wasi`: only that benchmark (`wasi`:
+//!   the echo server as a wasip2 component in `trio-wasi-host` against the same
+//!   source built natively; see `wasi_echo.rs` for the builds it needs); `--only spawn|checkpoint|
 //!   pingpong|lock|child`: one trio micro-benchmark once (a profiling aid);
 //! - `--syscalls[=perf|strace]`: also count the echo servers' system calls
 //!   per round trip (perf stat if it works, else strace; otherwise n/a);
@@ -24,6 +26,7 @@
 
 mod echo;
 mod tls;
+mod wasi_echo;
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -332,6 +335,10 @@ fn main() {
         }
         if only == "tls" {
             tls::run(&tls_plan);
+            return;
+        }
+        if only == "wasi" {
+            wasi_echo::run(quick);
             return;
         }
         // Profiling aid: one trio workload, once.

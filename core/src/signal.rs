@@ -5,7 +5,7 @@
 //! until it is read, in order of first arrival), and handed out by
 //! [`SignalReceiver::receive`]. Dropping the receiver restores the previous
 //! handlers and re-raises any signal it never read, so none is lost.
-//! Unix; on Windows only [`Signal::SIGINT`] (Ctrl-C and Ctrl-Break), and an
+//! Unix; on Windows only `Signal::SIGINT` (Ctrl-C and Ctrl-Break), and an
 //! unread one is dropped rather than re-raised; elsewhere
 //! `open_signal_receiver` fails with `Unsupported`.
 #![cfg_attr(not(any(unix, windows)), allow(unused_imports, dead_code))]

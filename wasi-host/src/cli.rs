@@ -85,10 +85,7 @@ where
         Some(cmd) if cmd == "run" => {}
         Some(cmd) if cmd == "-h" || cmd == "--help" || cmd == "help" => return Ok(Command::Help),
         Some(cmd) => {
-            return Err(usage(format!(
-                "unknown command '{}' (the only command is 'run')",
-                cmd.to_string_lossy()
-            )));
+            return Err(usage(format!("unknown command '{}' (the only command is 'run')", cmd.to_string_lossy())));
         }
     }
 
@@ -131,9 +128,7 @@ where
             "--connect" => config.connect.push(parse_addr(&value()?, "--connect")?),
             "--fuel" => {
                 let v = value()?;
-                let fuel = v
-                    .parse()
-                    .map_err(|_| usage(format!("invalid --fuel '{v}' (expected a whole number)")))?;
+                let fuel = v.parse().map_err(|_| usage(format!("invalid --fuel '{v}' (expected a whole number)")))?;
                 set_once(&mut config.fuel, fuel, "--fuel")?;
             }
             "--max-memory" => {
@@ -155,16 +150,12 @@ fn usage(msg: impl Into<String>) -> HostError {
 }
 
 fn utf8(arg: OsString, what: &str) -> Result<String, HostError> {
-    arg.into_string()
-        .map_err(|a| usage(format!("{what} is not valid UTF-8: {}", a.to_string_lossy())))
+    arg.into_string().map_err(|a| usage(format!("{what} is not valid UTF-8: {}", a.to_string_lossy())))
 }
 
 fn set_guest(guest: &mut Option<PathBuf>, arg: OsString) -> Result<(), HostError> {
     if guest.is_some() {
-        return Err(usage(format!(
-            "unexpected argument '{}' (guest arguments go after --)",
-            arg.to_string_lossy()
-        )));
+        return Err(usage(format!("unexpected argument '{}' (guest arguments go after --)", arg.to_string_lossy())));
     }
     *guest = Some(PathBuf::from(arg));
     Ok(())
@@ -181,9 +172,7 @@ fn set_once<T>(slot: &mut Option<T>, value: T, flag: &str) -> Result<(), HostErr
 fn parse_dir(v: &str) -> Result<(PathBuf, String), HostError> {
     let (host, guest) = v.split_once("::").unwrap_or((v, v));
     if host.is_empty() || guest.is_empty() {
-        return Err(usage(format!(
-            "invalid --dir '{v}' (expected HOST::GUEST or DIR)"
-        )));
+        return Err(usage(format!("invalid --dir '{v}' (expected HOST::GUEST or DIR)")));
     }
     Ok((PathBuf::from(host), guest.to_owned()))
 }
@@ -196,21 +185,14 @@ fn parse_env(v: &str) -> Result<(String, String), HostError> {
 }
 
 fn parse_addr(v: &str, flag: &str) -> Result<SocketAddr, HostError> {
-    v.parse().map_err(|_| {
-        usage(format!(
-            "invalid {flag} address '{v}' (expected IP:PORT, e.g. 127.0.0.1:0 or [::1]:8080)"
-        ))
-    })
+    v.parse()
+        .map_err(|_| usage(format!("invalid {flag} address '{v}' (expected IP:PORT, e.g. 127.0.0.1:0 or [::1]:8080)")))
 }
 
 /// Parses a byte count with an optional binary suffix: `65536`, `64K`,
 /// `16MiB`, `1G`.
 fn parse_size(v: &str) -> Result<usize, HostError> {
-    let invalid = || {
-        usage(format!(
-            "invalid --max-memory '{v}' (expected bytes, optionally with K, M or G)"
-        ))
-    };
+    let invalid = || usage(format!("invalid --max-memory '{v}' (expected bytes, optionally with K, M or G)"));
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, suffix) = v.split_at(split);
     let n: usize = digits.parse().map_err(|_| invalid())?;
@@ -275,27 +257,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(guest, PathBuf::from("g.wasm"));
-        assert_eq!(
-            c.dirs,
-            [
-                (PathBuf::from("/tmp"), "/data".to_owned()),
-                (PathBuf::from("."), ".".to_owned())
-            ]
-        );
-        assert_eq!(
-            c.envs,
-            [
-                ("A".to_owned(), "1".to_owned()),
-                ("B".to_owned(), "x=y".to_owned())
-            ]
-        );
-        assert_eq!(
-            c.listen,
-            [
-                "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-                "[::1]:8080".parse().unwrap()
-            ]
-        );
+        assert_eq!(c.dirs, [(PathBuf::from("/tmp"), "/data".to_owned()), (PathBuf::from("."), ".".to_owned())]);
+        assert_eq!(c.envs, [("A".to_owned(), "1".to_owned()), ("B".to_owned(), "x=y".to_owned())]);
+        assert_eq!(c.listen, ["127.0.0.1:0".parse::<SocketAddr>().unwrap(), "[::1]:8080".parse().unwrap()]);
         assert_eq!(c.connect, ["10.0.0.1:443".parse::<SocketAddr>().unwrap()]);
         assert_eq!(c.fuel, Some(1000));
         assert_eq!(c.max_memory, Some(64 << 20));
@@ -350,9 +314,7 @@ mod tests {
         let bad = OsString::from_vec(vec![b'g', 0xff]);
         let cmd = parse_args([OsString::from("run"), bad.clone()]).unwrap();
         assert!(matches!(cmd, Command::Run { .. }));
-        let e = parse_args([OsString::from("run"), "g.wasm".into(), "--".into(), bad])
-            .unwrap_err()
-            .to_string();
+        let e = parse_args([OsString::from("run"), "g.wasm".into(), "--".into(), bad]).unwrap_err().to_string();
         assert!(e.contains("not valid UTF-8"), "{e}");
     }
 }

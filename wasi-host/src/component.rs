@@ -20,51 +20,28 @@ struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
     }
 }
 
 /// Runs a `wasi:cli/command` component; see [`crate::run_file`].
-pub(crate) fn run(
-    engine: &Engine,
-    path: &Path,
-    bytes: &[u8],
-    config: &HostConfig,
-) -> Result<i32, HostError> {
-    let link_error = |e: wasmtime::Error| HostError::Link {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    };
-    let component = Component::new(engine, bytes).map_err(|e| HostError::Compile {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    })?;
+pub(crate) fn run(engine: &Engine, path: &Path, bytes: &[u8], config: &HostConfig) -> Result<i32, HostError> {
+    let link_error = |e: wasmtime::Error| HostError::Link { path: path.to_owned(), reason: format!("{e:#}") };
+    let component = Component::new(engine, bytes)
+        .map_err(|e| HostError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
 
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_error)?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(link_error)?;
+    let pre = linker.instantiate_pre(&component).map_err(link_error)?;
     // Fails when the component does not export `wasi:cli/run`.
     let pre = CommandPre::new(pre).map_err(link_error)?;
 
     let ctx = wasi_builder(path, config)?.build();
-    let mut store = Store::new(
-        engine,
-        State {
-            ctx,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(config.max_memory),
-        },
-    );
+    let mut store =
+        Store::new(engine, State { ctx, table: ResourceTable::new(), limiter: MemoryLimiter::new(config.max_memory) });
     limit_store(&mut store, config, |s| &mut s.limiter)?;
 
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|command| command.wasi_cli_run().call_run(&mut store));
+    let result = pre.instantiate(&mut store).and_then(|command| command.wasi_cli_run().call_run(&mut store));
     match result {
         Ok(Ok(())) => Ok(0),
         Ok(Err(())) => Ok(1),

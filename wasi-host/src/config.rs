@@ -36,9 +36,6 @@ pub struct HostConfig {
 impl HostConfig {
     /// The network policy `listen` and `connect` describe.
     pub fn net_policy(&self) -> NetPolicy {
-        NetPolicy {
-            listen: self.listen.clone(),
-            connect: self.connect.clone(),
-        }
+        NetPolicy { listen: self.listen.clone(), connect: self.connect.clone() }
     }
 }

@@ -23,7 +23,8 @@ pub const EXIT_ABNORMAL: i32 = 134;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum HostError {
-    /// The command line was malformed; the message says how.
+    /// The command line was malformed; the message says how. Displayed
+    /// with the [`USAGE`](crate::USAGE) line after it.
     Usage(String),
     /// The guest file could not be read.
     Read {
@@ -115,15 +116,13 @@ impl HostError {
 impl fmt::Display for HostError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostError::Usage(msg) => f.write_str(msg),
+            HostError::Usage(msg) => write!(f, "{msg}\n{}", crate::cli::USAGE),
             HostError::Read { path, source } => {
                 write!(f, "cannot read {}: {source}", path.display())
             }
-            HostError::NotWasm { path } => write!(
-                f,
-                "{} is not a WebAssembly module or component (bad header)",
-                path.display()
-            ),
+            HostError::NotWasm { path } => {
+                write!(f, "{} is not a WebAssembly module or component (bad header)", path.display())
+            }
             HostError::Compile { path, reason } => {
                 write!(f, "cannot compile {}: {reason}", path.display())
             }

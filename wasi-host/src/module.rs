@@ -16,45 +16,25 @@ struct State {
 }
 
 /// Runs a preview 1 command module; see [`crate::run_file`].
-pub(crate) fn run(
-    engine: &Engine,
-    path: &Path,
-    bytes: &[u8],
-    config: &HostConfig,
-) -> Result<i32, HostError> {
-    let link_error = |reason: String| HostError::Link {
-        path: path.to_owned(),
-        reason,
-    };
-    let module = Module::new(engine, bytes).map_err(|e| HostError::Compile {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    })?;
+pub(crate) fn run(engine: &Engine, path: &Path, bytes: &[u8], config: &HostConfig) -> Result<i32, HostError> {
+    let link_error = |reason: String| HostError::Link { path: path.to_owned(), reason };
+    let module = Module::new(engine, bytes)
+        .map_err(|e| HostError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
     match module.get_export("_start") {
         Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
         Some(_) => return Err(link_error("`_start` is not a function `() -> ()`".into())),
         None => {
-            return Err(link_error(
-                "no `_start` export (not a WASI command module)".into(),
-            ));
+            return Err(link_error("no `_start` export (not a WASI command module)".into()));
         }
     }
 
     let mut linker = Linker::new(engine);
     p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
         .map_err(|e| link_error(format!("cannot set up WASI: {e:#}")))?;
-    let pre = linker
-        .instantiate_pre(&module)
-        .map_err(|e| link_error(format!("{e:#}")))?;
+    let pre = linker.instantiate_pre(&module).map_err(|e| link_error(format!("{e:#}")))?;
 
     let wasi = wasi_builder(path, config)?.build_p1();
-    let mut store = Store::new(
-        engine,
-        State {
-            wasi,
-            limiter: MemoryLimiter::new(config.max_memory),
-        },
-    );
+    let mut store = Store::new(engine, State { wasi, limiter: MemoryLimiter::new(config.max_memory) });
     limit_store(&mut store, config, |s| &mut s.limiter)?;
 
     // Instantiating runs the module's start function, which may trap too.

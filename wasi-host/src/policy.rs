@@ -4,12 +4,15 @@
 //! wasmtime-wasi asks a `socket_addr_check` before every bind, listen,
 //! connect and accept of a preview 2 socket. [`NetPolicy::check`] answers it:
 //!
-//! * bind: the address must match a `--listen` entry. One exception: the
-//!   implicit bind wasmtime-wasi checks before an outgoing connect (the
-//!   unspecified address, port 0) is allowed when there is a `--connect`.
-//! * listen: the socket's address must match a `--listen` entry (checked
-//!   again because a socket bound to port 0 for connecting could otherwise
-//!   become a listener on an ephemeral port).
+//! * bind: the address must match a `--listen` entry, except that binding
+//!   the unspecified address (`0.0.0.0` or `::`) with port 0 is always
+//!   allowed. That is what wasmtime-wasi checks for the implicit bind before
+//!   every outgoing connect and before `listen` on an unbound socket; the
+//!   connect or listen check that follows then decides, so the denial names
+//!   the real problem. A bound socket that neither listens nor connects
+//!   exposes nothing.
+//! * listen: the socket's local address (with the real port if it was bound
+//!   to port 0) must match a `--listen` entry.
 //! * accept: always allowed; the listener itself was allowed.
 //! * connect: the remote address must match a `--connect` entry.
 //! * UDP: denied (UDP sockets are also switched off as a whole).
@@ -90,20 +93,13 @@ impl NetPolicy {
     pub fn check(&self, addr: SocketAddr, addr_use: impl Into<Use>) -> Result<(), Denial> {
         let addr_use = addr_use.into();
         let allowed = match addr_use {
-            Use::TcpBind => {
-                matches_any(&self.listen, addr)
-                    || (!self.connect.is_empty() && addr.ip().is_unspecified() && addr.port() == 0)
-            }
+            Use::TcpBind => (addr.ip().is_unspecified() && addr.port() == 0) || matches_any(&self.listen, addr),
             Use::TcpListen => matches_any(&self.listen, addr),
             Use::TcpAccept => true,
             Use::TcpConnect => matches_any(&self.connect, addr),
             Use::Udp => false,
         };
-        if allowed {
-            Ok(())
-        } else {
-            Err(Denial { addr_use, addr })
-        }
+        if allowed { Ok(()) } else { Err(Denial { addr_use, addr }) }
     }
 }
 
@@ -112,34 +108,18 @@ fn matches_any(entries: &[SocketAddr], addr: SocketAddr) -> bool {
 }
 
 fn matches(entry: SocketAddr, addr: SocketAddr) -> bool {
-    entry.ip().to_canonical() == addr.ip().to_canonical()
-        && (entry.port() == 0 || entry.port() == addr.port())
+    entry.ip().to_canonical() == addr.ip().to_canonical() && (entry.port() == 0 || entry.port() == addr.port())
 }
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let addr = self.addr;
         match self.addr_use {
-            Use::TcpBind => write!(
-                f,
-                "access denied: guest tried to bind {addr}, not allowed by --listen"
-            ),
-            Use::TcpListen => write!(
-                f,
-                "access denied: guest tried to listen on {addr}, not allowed by --listen"
-            ),
-            Use::TcpAccept => write!(
-                f,
-                "access denied: guest tried to accept a client from {addr}"
-            ),
-            Use::TcpConnect => write!(
-                f,
-                "access denied: guest tried to connect to {addr}, not allowed by --connect"
-            ),
-            Use::Udp => write!(
-                f,
-                "access denied: guest tried to use UDP with {addr}; UDP is not supported"
-            ),
+            Use::TcpBind => write!(f, "access denied: guest tried to bind {addr}, not allowed by --listen"),
+            Use::TcpListen => write!(f, "access denied: guest tried to listen on {addr}, not allowed by --listen"),
+            Use::TcpAccept => write!(f, "access denied: guest tried to accept a client from {addr}"),
+            Use::TcpConnect => write!(f, "access denied: guest tried to connect to {addr}, not allowed by --connect"),
+            Use::Udp => write!(f, "access denied: guest tried to use UDP with {addr}; UDP is not supported"),
         }
     }
 }
@@ -153,19 +133,20 @@ mod tests {
     }
 
     fn policy(listen: &[&str], connect: &[&str]) -> NetPolicy {
-        NetPolicy {
-            listen: listen.iter().map(|s| a(s)).collect(),
-            connect: connect.iter().map(|s| a(s)).collect(),
-        }
+        NetPolicy { listen: listen.iter().map(|s| a(s)).collect(), connect: connect.iter().map(|s| a(s)).collect() }
     }
 
     #[test]
-    fn empty_policy_denies_everything_but_accept() {
+    fn empty_policy_denies_everything_but_accept_and_wildcard_bind() {
         let p = policy(&[], &[]);
         assert!(p.is_empty());
         assert!(!p.allows_name_lookup());
         assert!(p.check(a("127.0.0.1:0"), Use::TcpBind).is_err());
-        assert!(p.check(a("0.0.0.0:0"), Use::TcpBind).is_err());
+        assert!(p.check(a("0.0.0.0:80"), Use::TcpBind).is_err());
+        // The implicit bind before connect/listen; those checks decide.
+        assert!(p.check(a("0.0.0.0:0"), Use::TcpBind).is_ok());
+        assert!(p.check(a("[::]:0"), Use::TcpBind).is_ok());
+        assert!(p.check(a("0.0.0.0:0"), Use::TcpListen).is_err());
         assert!(p.check(a("127.0.0.1:80"), Use::TcpListen).is_err());
         assert!(p.check(a("127.0.0.1:80"), Use::TcpConnect).is_err());
         assert!(p.check(a("127.0.0.1:80"), Use::Udp).is_err());
@@ -181,8 +162,8 @@ mod tests {
         assert!(p.check(a("127.0.0.1:0"), Use::TcpBind).is_err());
         // Listening does not grant connecting.
         assert!(p.check(a("127.0.0.1:8080"), Use::TcpConnect).is_err());
-        // Nor the implicit bind of an outgoing connect.
-        assert!(p.check(a("0.0.0.0:0"), Use::TcpBind).is_err());
+        // Nor listening on the wildcard address.
+        assert!(p.check(a("0.0.0.0:8080"), Use::TcpListen).is_err());
     }
 
     #[test]
@@ -192,12 +173,14 @@ mod tests {
         // listen sees the real, ephemeral port.
         assert!(p.check(a("127.0.0.1:40123"), Use::TcpListen).is_ok());
         assert!(p.check(a("127.0.0.2:0"), Use::TcpBind).is_err());
-        assert!(p.check(a("0.0.0.0:0"), Use::TcpBind).is_err());
         assert!(p.check(a("[::1]:0"), Use::TcpBind).is_err());
+        // Bound to the wildcard address, then listening: refused at listen.
+        assert!(p.check(a("0.0.0.0:0"), Use::TcpBind).is_ok());
+        assert!(p.check(a("0.0.0.0:40123"), Use::TcpListen).is_err());
     }
 
     #[test]
-    fn connect_allows_implicit_bind_but_not_listen() {
+    fn connect_does_not_grant_listen() {
         let p = policy(&[], &["127.0.0.1:9000"]);
         assert!(p.allows_name_lookup());
         assert!(p.check(a("0.0.0.0:0"), Use::TcpBind).is_ok());
@@ -223,11 +206,7 @@ mod tests {
     fn accept_is_allowed_and_udp_is_not() {
         let p = policy(&["127.0.0.1:0"], &["127.0.0.1:0"]);
         assert!(p.check(a("10.1.2.3:5555"), Use::TcpAccept).is_ok());
-        for u in [
-            SocketAddrUse::UdpBind,
-            SocketAddrUse::UdpSend,
-            SocketAddrUse::UdpReceive,
-        ] {
+        for u in [SocketAddrUse::UdpBind, SocketAddrUse::UdpSend, SocketAddrUse::UdpReceive] {
             assert!(p.check(a("127.0.0.1:53"), u).is_err());
         }
     }
@@ -236,14 +215,8 @@ mod tests {
     fn denial_messages() {
         let p = policy(&[], &[]);
         let d = p.check(a("0.0.0.0:80"), Use::TcpBind).unwrap_err();
-        assert_eq!(
-            d.to_string(),
-            "access denied: guest tried to bind 0.0.0.0:80, not allowed by --listen"
-        );
+        assert_eq!(d.to_string(), "access denied: guest tried to bind 0.0.0.0:80, not allowed by --listen");
         let d = p.check(a("[::1]:22"), Use::TcpConnect).unwrap_err();
-        assert_eq!(
-            d.to_string(),
-            "access denied: guest tried to connect to [::1]:22, not allowed by --connect"
-        );
+        assert_eq!(d.to_string(), "access denied: guest tried to connect to [::1]:22, not allowed by --connect");
     }
 }

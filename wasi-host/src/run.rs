@@ -49,21 +49,13 @@ pub fn detect_kind(bytes: &[u8]) -> Option<WasmKind> {
 /// loaded or linked, or stops abnormally (trap, fuel, memory); see
 /// [`HostError::exit_status`] for the status to exit with.
 pub fn run_file(path: &Path, config: &HostConfig) -> Result<i32, HostError> {
-    let bytes = std::fs::read(path).map_err(|source| HostError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let kind = detect_kind(&bytes).ok_or_else(|| HostError::NotWasm {
-        path: path.to_owned(),
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| HostError::Read { path: path.to_owned(), source })?;
+    let kind = detect_kind(&bytes).ok_or_else(|| HostError::NotWasm { path: path.to_owned() })?;
     if kind == WasmKind::Module {
         // Checked before compiling: the answer does not depend on the code.
         for (given, flag) in [(&config.listen, "--listen"), (&config.connect, "--connect")] {
             if !given.is_empty() {
-                return Err(HostError::P1Sockets {
-                    path: path.to_owned(),
-                    flag,
-                });
+                return Err(HostError::P1Sockets { path: path.to_owned(), flag });
             }
         }
     }
@@ -81,28 +73,21 @@ fn engine(path: &Path, config: &HostConfig) -> Result<Engine, HostError> {
     // Built without DWARF support: no file/line details, and no hint
     // telling the user to set WASMTIME_BACKTRACE_DETAILS.
     c.wasm_backtrace_details(WasmBacktraceDetails::Disable);
-    Engine::new(&c).map_err(|e| HostError::Compile {
-        path: path.to_owned(),
-        reason: format!("cannot set up wasmtime: {e:#}"),
-    })
+    Engine::new(&c)
+        .map_err(|e| HostError::Compile { path: path.to_owned(), reason: format!("cannot set up wasmtime: {e:#}") })
 }
 
 /// The WASI context both kinds share: stdio, argv, env, preopens, network.
 pub(crate) fn wasi_builder(path: &Path, config: &HostConfig) -> Result<WasiCtxBuilder, HostError> {
     let mut b = WasiCtxBuilder::new();
     b.inherit_stdio();
-    let argv0 = path
-        .file_name()
-        .map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
+    let argv0 = path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
     b.arg(argv0);
     b.args(&config.args);
     b.envs(&config.envs);
     for (host, guest) in &config.dirs {
         b.preopened_dir(host, guest, FsPerms::ReadWrite)
-            .map_err(|e| HostError::Preopen {
-                host: host.clone(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(|e| HostError::Preopen { host: host.clone(), reason: format!("{e:#}") })?;
     }
 
     let policy = config.net_policy();
@@ -130,11 +115,9 @@ pub(crate) fn limit_store<T: 'static>(
     config: &HostConfig,
     limiter: fn(&mut T) -> &mut MemoryLimiter,
 ) -> Result<(), HostError> {
-    store.limiter(limiter);
+    store.limiter(move |data| limiter(data));
     if let Some(fuel) = config.fuel {
-        store.set_fuel(fuel).map_err(|e| HostError::Failed {
-            report: format!("cannot set fuel: {e:#}"),
-        })?;
+        store.set_fuel(fuel).map_err(|e| HostError::Failed { report: format!("cannot set fuel: {e:#}") })?;
     }
     Ok(())
 }
@@ -149,20 +132,12 @@ pub(crate) struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub(crate) fn new(limit: Option<usize>) -> Self {
-        MemoryLimiter {
-            limit,
-            refused: false,
-        }
+        MemoryLimiter { limit, refused: false }
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if let Some(limit) = self.limit
             && desired > limit
         {
@@ -172,23 +147,14 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(maximum.is_none_or(|max| desired <= max))
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(maximum.is_none_or(|max| desired <= max))
     }
 }
 
 /// Turns the error a guest stopped with into its exit status or the
 /// host's explanation.
-pub(crate) fn stopped(
-    err: wasmtime::Error,
-    config: &HostConfig,
-    limiter: &MemoryLimiter,
-) -> Result<i32, HostError> {
+pub(crate) fn stopped(err: wasmtime::Error, config: &HostConfig, limiter: &MemoryLimiter) -> Result<i32, HostError> {
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return Ok(exit.0);
     }
@@ -202,17 +168,23 @@ pub(crate) fn stopped(
         return Err(HostError::OutOfMemory { limit });
     }
     match trap {
-        Some(trap) => {
-            let report = match err.downcast_ref::<WasmBacktrace>() {
-                Some(bt) => format!("{trap}\n{bt}"),
-                None => trap.to_string(),
-            };
-            Err(HostError::Trapped { report })
-        }
-        None => Err(HostError::Failed {
-            report: format!("{err:?}"),
-        }),
+        Some(trap) => Err(HostError::Trapped { report: trap_report(trap, err.downcast_ref::<WasmBacktrace>()) }),
+        None => Err(HostError::Failed { report: format!("{err:?}") }),
     }
+}
+
+/// `wasm `unreachable` instruction executed` and, on the next lines,
+/// `wasm backtrace:` and the frames (wasmtime's wording, minus the
+/// redundant "wasm trap: " and "error while executing at ").
+fn trap_report(trap: Trap, backtrace: Option<&WasmBacktrace>) -> String {
+    let trap = trap.to_string();
+    let mut report = trap.strip_prefix("wasm trap: ").unwrap_or(&trap).to_owned();
+    if let Some(bt) = backtrace {
+        let bt = bt.to_string();
+        report.push('\n');
+        report.push_str(bt.strip_prefix("error while executing at ").unwrap_or(&bt));
+    }
+    report
 }
 
 #[cfg(test)]

@@ -82,30 +82,16 @@ fn trap_exits_134_with_backtrace() {
     );
     let out = host(["run".as_ref(), guest.as_os_str()]);
     assert_eq!(out.status, Some(134), "{out:?}");
-    assert!(
-        out.stderr.starts_with("trio-wasi-host: guest trapped: "),
-        "{out:?}"
-    );
+    assert!(out.stderr.starts_with("trio-wasi-host: guest trapped: "), "{out:?}");
     assert_contains(&out.stderr, &["unreachable", "boom", "wasm backtrace"]);
 }
 
 #[test]
 fn infinite_loop_runs_out_of_fuel() {
-    let guest = wat_guest(
-        "fuel",
-        r#"(module (func (export "_start") (loop $spin (br $spin))))"#,
-    );
-    let out = host([
-        "run".as_ref(),
-        guest.as_os_str(),
-        "--fuel".as_ref(),
-        "100000".as_ref(),
-    ]);
+    let guest = wat_guest("fuel", r#"(module (func (export "_start") (loop $spin (br $spin))))"#);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--fuel".as_ref(), "100000".as_ref()]);
     assert_eq!(out.status, Some(134), "{out:?}");
-    assert_eq!(
-        out.stderr,
-        "trio-wasi-host: guest ran out of fuel (100000 units)\n"
-    );
+    assert_eq!(out.stderr, "trio-wasi-host: guest ran out of fuel (100000 units)\n");
 }
 
 /// Grows memory by 10 pages and aborts (traps) if that fails.
@@ -118,27 +104,15 @@ const GROW_OR_ABORT: &str = r#"(module
 #[test]
 fn refused_growth_then_abort_is_out_of_memory() {
     let guest = wat_guest("memory_limit", GROW_OR_ABORT);
-    let out = host([
-        "run".as_ref(),
-        guest.as_os_str(),
-        "--max-memory".as_ref(),
-        "131072".as_ref(),
-    ]);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "131072".as_ref()]);
     assert_eq!(out.status, Some(134), "{out:?}");
-    assert_eq!(
-        out.stderr,
-        "trio-wasi-host: guest ran out of memory (limit 131072 bytes)\n"
-    );
+    assert_eq!(out.stderr, "trio-wasi-host: guest ran out of memory (limit 131072 bytes)\n");
 }
 
 #[test]
 fn growth_within_the_limit_succeeds() {
     let guest = wat_guest("memory_ok", GROW_OR_ABORT);
-    let out = host([
-        "run".as_ref(),
-        guest.as_os_str(),
-        "--max-memory=1M".as_ref(),
-    ]);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory=1M".as_ref()]);
     assert_eq!(out.status, Some(0), "{out:?}");
 }
 
@@ -153,27 +127,14 @@ fn guest_handling_refused_growth_keeps_its_status() {
             (if (i32.eq (memory.grow (i32.const 10)) (i32.const -1))
               (then (call $proc_exit (i32.const 5))))))"#,
     );
-    let out = host([
-        "run".as_ref(),
-        guest.as_os_str(),
-        "--max-memory".as_ref(),
-        "64K".as_ref(),
-    ]);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "64K".as_ref()]);
     assert_eq!(out.status, Some(5), "{out:?}");
 }
 
 #[test]
 fn initial_memory_over_the_limit_is_out_of_memory() {
-    let guest = wat_guest(
-        "memory_initial",
-        r#"(module (memory (export "memory") 4) (func (export "_start")))"#,
-    );
-    let out = host([
-        "run".as_ref(),
-        guest.as_os_str(),
-        "--max-memory".as_ref(),
-        "65536".as_ref(),
-    ]);
+    let guest = wat_guest("memory_initial", r#"(module (memory (export "memory") 4) (func (export "_start")))"#);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "65536".as_ref()]);
     assert_eq!(out.status, Some(134), "{out:?}");
     assert_contains(&out.stderr, &["guest ran out of memory (limit 65536 bytes)"]);
 }
@@ -183,10 +144,7 @@ fn missing_file() {
     let path = scratch("missing_file").join("nope.wasm");
     let out = host(["run".as_ref(), path.as_os_str()]);
     assert_eq!(out.status, Some(2), "{out:?}");
-    assert_contains(
-        &out.stderr,
-        &[&format!("trio-wasi-host: cannot read {}: ", path.display())],
-    );
+    assert_contains(&out.stderr, &[&format!("trio-wasi-host: cannot read {}: ", path.display())]);
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
 }
 
@@ -198,10 +156,7 @@ fn non_wasm_file() {
     assert_eq!(out.status, Some(2), "{out:?}");
     assert_eq!(
         out.stderr,
-        format!(
-            "trio-wasi-host: {} is not a WebAssembly module or component (bad header)\n",
-            path.display()
-        )
+        format!("trio-wasi-host: {} is not a WebAssembly module or component (bad header)\n", path.display())
     );
 }
 
@@ -211,10 +166,7 @@ fn invalid_module_body() {
     std::fs::write(&path, b"\0asm\x01\0\0\0\x01\xff\xff").unwrap();
     let out = host(["run".as_ref(), path.as_os_str()]);
     assert_eq!(out.status, Some(2), "{out:?}");
-    assert_contains(
-        &out.stderr,
-        &[&format!("trio-wasi-host: cannot compile {}: ", path.display())],
-    );
+    assert_contains(&out.stderr, &[&format!("trio-wasi-host: cannot compile {}: ", path.display())]);
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
 }
 
@@ -228,13 +180,7 @@ fn unknown_import_is_a_link_error() {
     );
     let out = host(["run".as_ref(), guest.as_os_str()]);
     assert_eq!(out.status, Some(2), "{out:?}");
-    assert_contains(
-        &out.stderr,
-        &[
-            &format!("trio-wasi-host: cannot link {}: ", guest.display()),
-            "env::mystery",
-        ],
-    );
+    assert_contains(&out.stderr, &[&format!("trio-wasi-host: cannot link {}: ", guest.display()), "env::mystery"]);
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
 }
 
@@ -249,17 +195,9 @@ fn module_without_start_is_a_link_error() {
 #[test]
 fn listen_with_a_preview_1_module_is_refused() {
     let guest = wat_guest("p1_listen", EXIT_7);
-    let out = host([
-        "run".as_ref(),
-        guest.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-    ]);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--listen".as_ref(), "127.0.0.1:0".as_ref()]);
     assert_eq!(out.status, Some(2), "{out:?}");
-    assert_contains(
-        &out.stderr,
-        &["preview 1", "--listen", "wasmtime-cli 46", "-Stcplisten"],
-    );
+    assert_contains(&out.stderr, &["preview 1", "--listen", "wasmtime-cli 46", "-Stcplisten"]);
     assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
 }
 

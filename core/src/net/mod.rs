@@ -10,7 +10,7 @@
 //!
 //! On WASI the same names are backed by the platform's sockets:
 //! preview 1 (`wasm32-wasip1`) has only the listeners the host preopened
-//! ([`preopened_listeners`]) and the streams they accept; preview 2
+//! (`preopened_listeners`) and the streams they accept; preview 2
 //! (`wasm32-wasip2`) binds, listens, accepts and connects through
 //! `wasi:sockets`, as far as the host's network policy allows.
 

@@ -261,12 +261,12 @@ where
 
 /// The OS error codes that say "out of resources, try again later".
 fn capacity_errnos() -> &'static [(i32, &'static str)] {
-    #[cfg(unix)]
+    #[cfg(any(unix, target_os = "wasi"))]
     return &[(libc::EMFILE, "EMFILE"), (libc::ENFILE, "ENFILE"), (libc::ENOMEM, "ENOMEM"), (libc::ENOBUFS, "ENOBUFS")];
     // WSAEMFILE, WSAENOBUFS.
     #[cfg(windows)]
     return &[(10024, "WSAEMFILE"), (10055, "WSAENOBUFS")];
-    #[cfg(not(any(unix, windows)))]
+    #[cfg(not(any(unix, windows, target_os = "wasi")))]
     return &[];
 }
 

@@ -26,25 +26,27 @@
 //! it deregisters, and the driver drops the pollables), then the streams,
 //! then the socket, and `aclose` releases them in that order.
 //!
-//! # Host behaviour (wasmtime 46, `wasi:sockets@0.2.x`)
+//! # Host behaviour (wasmtime 46 and 48, `wasi:sockets@0.2.12`)
 //!
 //! - `start-bind`/`start-listen` (and the `finish-*` calls) complete at once;
 //!   [`TcpListener::bind`] stays synchronous as natively, and would block
 //!   the thread on the socket's pollable if a host made them wait.
-//! - The host's policy is checked in `start-bind` and `start-connect`: a
-//!   denied address is `access-denied`, reported as
-//!   `io::ErrorKind::PermissionDenied` ("access denied: the host's network
-//!   policy does not allow binding to ADDR").
+//! - The host's policy is checked in `start-bind` and `start-connect` (and
+//!   by some hosts in `start-listen`): a denied address is
+//!   `access-denied`, reported as `io::ErrorKind::PermissionDenied`
+//!   ("access denied: the host's network policy does not allow binding to
+//!   ADDR").
 //! - `SO_REUSEADDR` is implicit (the host sets it for every listener);
 //!   IPv6 sockets are IPv6-only. There is no `TCP_NODELAY` control:
 //!   [`TcpStream::set_nodelay`] is a no-op.
-//! - An `output-stream` write the socket cannot take at once continues in
-//!   the host's background, and dropping the stream meanwhile discards the
-//!   rest. So `send_all` returns only after a `flush` and once the stream
-//!   reports it can take more data (the background write finished): all
-//!   data is in the host's socket by then, and closing cannot lose it.
-//!   This is up to one socket buffer later than natively (the socket must
-//!   have room again).
+//! - `check-write` permits 1 GiB (wasmtime 46) or 64 KiB (48) at a time; a
+//!   `write` the socket cannot take at once continues in the host's
+//!   background, and `check-write` says 0 until it is done. wasmtime 46
+//!   discards the rest of such a write when the stream is dropped; 48 waits
+//!   for it. So `send_all` returns only after a `flush` and once the stream
+//!   permits more data: everything is in the host's socket by then, and
+//!   closing cannot lose it. This is up to one socket buffer later than
+//!   natively (the socket must have room again).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;

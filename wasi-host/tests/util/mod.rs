@@ -34,12 +34,7 @@ where
 /// Runs `cmd` to completion with stdin closed, killing it after
 /// [`DEADLINE`] (the test then fails).
 pub fn run_with_deadline(cmd: &mut Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let out = thread::spawn(move || {
@@ -73,9 +68,7 @@ pub fn run_with_deadline(cmd: &mut Command) -> Output {
 
 /// A directory of its own for `test` under cargo's scratch space.
 pub fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("trio-wasi-host-tests")
-        .join(test);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("trio-wasi-host-tests").join(test);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
