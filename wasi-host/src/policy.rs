@@ -1,31 +1,31 @@
 //! The network policy: deny by default, allow what `--listen` and `--connect`
-//! name.
-//!
-//! wasmtime-wasi asks a `socket_addr_check` before every bind, listen,
-//! connect and accept of a preview 2 socket. [`NetPolicy::check`] answers it:
-//!
-//! * bind: the address must match a `--listen` entry, except that binding
-//!   the unspecified address (`0.0.0.0` or `::`) with port 0 is always
-//!   allowed. That is what wasmtime-wasi checks for the implicit bind before
-//!   every outgoing connect and before `listen` on an unbound socket; the
-//!   connect or listen check that follows then decides, so the denial names
-//!   the real problem. A bound socket that neither listens nor connects
-//!   exposes nothing.
-//! * listen: the socket's local address (with the real port if it was bound
-//!   to port 0) must match a `--listen` entry.
-//! * accept: always allowed; the listener itself was allowed.
-//! * connect: the remote address must match a `--connect` entry.
-//! * UDP: denied (UDP sockets are also switched off as a whole).
-//!
-//! An entry with port 0 matches any port on its IP address. IPv4-mapped IPv6
-//! addresses are compared as the IPv4 address they map.
+//! name. The rules are on [`NetPolicy`].
 
 use std::fmt;
 use std::net::SocketAddr;
 
 use wasmtime_wasi::sockets::SocketAddrUse;
 
-/// The addresses a guest may use; see the [module docs](self) for the rules.
+/// The addresses a guest may use.
+///
+/// wasmtime-wasi asks a `socket_addr_check` before every bind, listen,
+/// connect and accept of a preview 2 socket. [`check`](Self::check) answers it:
+///
+/// * bind: the address must match a `--listen` entry, except that binding
+///   the unspecified address (`0.0.0.0` or `::`) with port 0 is always
+///   allowed. That is what wasmtime-wasi checks for the implicit bind before
+///   every outgoing connect and before `listen` on an unbound socket; the
+///   connect or listen check that follows then decides, so the denial names
+///   the real problem. A bound socket that neither listens nor connects
+///   exposes nothing.
+/// * listen: the socket's local address (with the real port if it was bound
+///   to port 0) must match a `--listen` entry.
+/// * accept: always allowed; the listener itself was allowed.
+/// * connect: the remote address must match a `--connect` entry.
+/// * UDP: denied (UDP sockets are also switched off as a whole).
+///
+/// An entry with port 0 matches any port on its IP address. IPv4-mapped IPv6
+/// addresses are compared as the IPv4 address they map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetPolicy {
     /// Addresses the guest may bind and listen on (`--listen`).
@@ -72,9 +72,7 @@ impl From<SocketAddrUse> for Use {
 }
 
 impl NetPolicy {
-    /// Whether the guest gets any network at all.
-    ///
-    /// Not a checkpoint (nothing here is async).
+    /// Whether nothing is allowed (no `--listen`, no `--connect`).
     pub fn is_empty(&self) -> bool {
         self.listen.is_empty() && self.connect.is_empty()
     }
