@@ -97,7 +97,10 @@ pub(crate) fn run(quick: bool) {
     let cases: &[(usize, usize)] = if quick { &[(1, 64), (100, 64)] } else { &[(1, 64), (100, 64), (100, 4096)] };
     let window = Duration::from_millis(if quick { 1000 } else { 2000 });
     println!("\n## echo: native vs wasip2 component in trio-wasi-host (same source, same load client)\n");
-    println!("{:<18} {:>14} {:>14} {:>7} {:>14} {:>14}", "case", "native rt/s", "wasi rt/s", "ratio", "native µs/rt", "wasi µs/rt");
+    println!(
+        "{:<18} {:>14} {:>14} {:>7} {:>14} {:>14}",
+        "case", "native rt/s", "wasi rt/s", "ratio", "native µs/rt", "wasi µs/rt"
+    );
     for &(conns, size) in cases {
         let start_native = || {
             let mut cmd = Command::new(&native);

@@ -18,13 +18,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Guest, START_TIMEOUT, build_guest, connect, echo, echo_1mib, expect_eof, free_port, timeouts, wasmtime46};
+use common::{
+    Guest, START_TIMEOUT, build_guest, connect, echo, echo_1mib, expect_eof, free_port, timeouts, wasmtime46,
+};
 
 /// Starts `echo_server` on a free port and returns it with a first
 /// connection (retrying with another port if wasmtime could not bind).

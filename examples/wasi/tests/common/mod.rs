@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
@@ -43,14 +43,13 @@ pub(crate) fn target_dir() -> PathBuf {
 /// rather than start a second cargo. (Other test binaries running at the
 /// same time are serialised by cargo's own lock on the target directory.)
 pub(crate) fn build_guest(bin: &str, target: &str) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<(String, String), Result<PathBuf, String>>>> = Mutex::new(None);
+    /// The result of each build: the guest's path or what went wrong.
+    type Builds = BTreeMap<(String, String), Result<PathBuf, String>>;
+    static BUILT: Mutex<Builds> = Mutex::new(BTreeMap::new());
     // A panic never happens with the lock held, but a poisoned lock is
     // still usable: the map only ever holds finished results.
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let result = built
-        .get_or_insert_with(HashMap::new)
-        .entry((bin.to_owned(), target.to_owned()))
-        .or_insert_with(|| cargo_build(bin, target));
+    let result = built.entry((bin.to_owned(), target.to_owned())).or_insert_with(|| cargo_build(bin, target));
     match result {
         Ok(p) => p.clone(),
         Err(e) => panic!("{e}"),
@@ -350,4 +349,18 @@ pub(crate) fn half_close_with(s: &mut TcpStream, tail: &[u8]) {
     let mut back = Vec::new();
     s.read_to_end(&mut back).expect("read the rest and the end of stream");
     assert_eq!(back, tail, "after the half-close");
+}
+
+/// Checks that a guest run ended in a denial: a failure status, `guest_line`
+/// on the guest's stderr, and (under the host) the host's own report of the
+/// denial on the same stderr, a line with "access denied" that is not the
+/// guest's.
+pub(crate) fn assert_denied(runner: &Runner, guest: &Guest, status: ExitStatus, guest_line: &str) {
+    let (stderr, out) = (guest.stderr(), guest.output());
+    assert!(!status.success(), "the guest did not fail ({status})\n{out}");
+    assert!(stderr.contains(guest_line), "no `{guest_line}` from the guest\n{out}");
+    if runner.is_host() {
+        let host_said = stderr.lines().any(|l| l.contains("access denied") && !l.contains(guest_line));
+        assert!(host_said, "the host did not report the denial on its stderr\n{out}");
+    }
 }
