@@ -23,15 +23,15 @@ use crate::runtime::io::IoTable;
 
 #[cfg(not(target_os = "wasi"))]
 mod native;
-#[cfg(all(target_os = "wasi", target_env = "p1"))]
-pub(crate) mod wasi_p1;
-#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
-pub(crate) mod wasi_p2;
 #[cfg(unix)]
 pub(crate) mod signals;
 #[cfg(windows)]
 #[path = "signals_windows.rs"]
 pub(crate) mod signals;
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+pub(crate) mod wasi_p1;
+#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
+pub(crate) mod wasi_p2;
 
 /// The OS handle of an I/O source: a file descriptor on Unix, a socket on
 /// Windows.
@@ -102,8 +102,6 @@ pub(crate) type PlatformDriver = native::NativeDriver;
 pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
     native::NativeDriver::new()
 }
-
-
 
 /// The driver of this platform.
 #[cfg(all(target_os = "wasi", target_env = "p1"))]

@@ -51,10 +51,7 @@ pub(crate) fn idle_workers() -> usize {
 /// "unsupported" from `thread::spawn`.
 #[cfg(target_os = "wasi")]
 fn start_worker(_first: Job) -> std::io::Result<()> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "to_thread: WASI has no threads to run blocking work on",
-    ))
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "to_thread: WASI has no threads to run blocking work on"))
 }
 
 #[cfg(not(target_os = "wasi"))]

@@ -77,7 +77,10 @@ async fn demo(t: &Timeline, failures: &RefCell<Vec<String>>) -> trio::Result<()>
 
     // 3. fail_after: the deadline becomes TooSlow.
     let r = fail_after(ms(20), sleep_forever()).await;
-    t.say(format!("fail_after(20 ms) around sleep_forever -> {}", if matches!(r, Err(Error::TooSlow)) { "TooSlow" } else { "?" }));
+    t.say(format!(
+        "fail_after(20 ms) around sleep_forever -> {}",
+        if matches!(r, Err(Error::TooSlow)) { "TooSlow" } else { "?" }
+    ));
     check(failures, matches!(r, Err(Error::TooSlow)), "fail_after gave TooSlow");
 
     // 4 and 5. A failing child cancels its siblings; one cleans up shielded.
@@ -99,11 +102,18 @@ async fn demo(t: &Timeline, failures: &RefCell<Vec<String>>) -> trio::Result<()>
         Ok(())
     })
     .await;
-    t.say(format!("nursery with a failing child -> {}", match &r {
-        Err(e) => format!("Err({e})"),
-        Ok(_) => "Ok".to_owned(),
-    }));
-    check(failures, matches!(&r, Err(Error::User(m)) if m.to_string() == "child 1 failed"), "the nursery reported child 1's error");
+    t.say(format!(
+        "nursery with a failing child -> {}",
+        match &r {
+            Err(e) => format!("Err({e})"),
+            Ok(_) => "Ok".to_owned(),
+        }
+    ));
+    check(
+        failures,
+        matches!(&r, Err(Error::User(m)) if m.to_string() == "child 1 failed"),
+        "the nursery reported child 1's error",
+    );
     check(failures, cleaned.get(), "child 2's shielded clean-up ran");
 
     // 6. to_thread.
