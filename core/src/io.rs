@@ -339,6 +339,20 @@ pub(crate) fn to_broken(e: Error) -> Error {
     }
 }
 
+/// What every stream's `send_all` checks before sending: `Closed` once its
+/// sending side is shut (`send_eof`, `aclose`), `Broken` after a failed or
+/// cancelled partial send (see [`note_broken`]).
+#[inline]
+pub(crate) fn check_send(shut: bool, broken: &std::cell::Cell<bool>) -> Result<()> {
+    if shut {
+        return Err(Error::Closed);
+    }
+    if broken.get() {
+        return Err(Error::Broken);
+    }
+    Ok(())
+}
+
 /// The error of a `send_all` that failed after `sent` bytes: a failure
 /// after part of the data went out (a cancellation included) or a vanished
 /// peer marks the stream `broken`.

@@ -47,7 +47,7 @@ use std::io;
 use crate::abc::{AsyncResource, ReceiveStream, SendStream};
 use crate::driver::wasi_p1::errno;
 use crate::error::{Error, Result};
-use crate::io::{BusyGuard, note_broken, notify_closing, to_broken, wait_readable, wait_writable};
+use crate::io::{BusyGuard, check_send, note_broken, notify_closing, to_broken, wait_readable, wait_writable};
 use crate::lowlevel;
 
 const STDIN: u32 = 0;
@@ -192,12 +192,7 @@ impl AsyncResource for Stdout {
 impl SendStream for Stdout {
     async fn send_all(&self, data: &[u8]) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
-        if self.closed.get() {
-            return Err(Error::Closed);
-        }
-        if self.broken.get() {
-            return Err(Error::Broken);
-        }
+        check_send(self.closed.get(), &self.broken)?;
         if data.is_empty() {
             return lowlevel::checkpoint().await;
         }

@@ -9,7 +9,7 @@ use socket2::Socket;
 
 use crate::error::{Error, Result};
 pub(crate) use crate::io::BusyGuard;
-use crate::io::{IoHandle, note_broken, to_broken};
+use crate::io::{IoHandle, check_send, note_broken, to_broken};
 use crate::lowlevel;
 use crate::runtime::io::Dir;
 
@@ -128,14 +128,9 @@ impl StreamSocket {
     pub(crate) async fn send_all(&self, data: &[u8]) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
         self.core.sock()?;
-        if self.eof_sent.get() {
-            return Err(Error::Closed);
-        }
+        check_send(self.eof_sent.get(), &self.broken)?;
         // The pipes' `send_all_loop` written out: the echo hot path, where
         // the async closure cost ~60 instructions per message (callgrind).
-        if self.broken.get() {
-            return Err(Error::Broken);
-        }
         if data.is_empty() {
             return lowlevel::checkpoint().await;
         }

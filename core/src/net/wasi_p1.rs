@@ -35,7 +35,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::driver::wasi_p1::errno;
 use crate::error::{Error, Result};
-use crate::io::{BusyGuard, IoHandle, note_broken, to_broken};
+use crate::io::{BusyGuard, IoHandle, check_send, note_broken, to_broken};
 use crate::lowlevel;
 use crate::runtime::{self, io::Dir};
 
@@ -391,12 +391,7 @@ impl crate::abc::SendStream for TcpStream {
     async fn send_all(&self, data: &[u8]) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
         self.core.raw()?;
-        if self.eof_sent.get() {
-            return Err(Error::Closed);
-        }
-        if self.broken.get() {
-            return Err(Error::Broken);
-        }
+        check_send(self.eof_sent.get(), &self.broken)?;
         if data.is_empty() {
             return lowlevel::checkpoint().await;
         }

@@ -65,7 +65,7 @@ use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 
 use crate::driver::{Driver, RawSource};
 use crate::error::{Error, Result};
-use crate::io::{BusyGuard, IoHandle, note_broken, to_broken};
+use crate::io::{BusyGuard, IoHandle, check_send, note_broken, to_broken};
 use crate::lowlevel;
 use crate::runtime::{self, io::Dir};
 
@@ -464,12 +464,7 @@ impl TcpStream {
     async fn send_all_impl(&self, data: &[u8]) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
         self.with_conn(|_| Ok(()))?;
-        if self.eof_sent.get() {
-            return Err(Error::Closed);
-        }
-        if self.broken.get() {
-            return Err(Error::Broken);
-        }
+        check_send(self.eof_sent.get(), &self.broken)?;
         if data.is_empty() {
             return lowlevel::checkpoint().await;
         }

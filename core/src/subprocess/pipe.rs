@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
-use crate::io::{BusyGuard, IoHandle, note_broken, to_broken};
+use crate::io::{BusyGuard, IoHandle, check_send, note_broken, to_broken};
 use crate::lowlevel;
 use crate::runtime::io::Dir;
 
@@ -107,9 +107,7 @@ async fn send_all_loop(
     broken: &std::cell::Cell<bool>,
     mut write_some: impl AsyncFnMut(&[u8]) -> Result<usize>,
 ) -> Result<()> {
-    if broken.get() {
-        return Err(Error::Broken);
-    }
+    check_send(false, broken)?;
     if data.is_empty() {
         return lowlevel::checkpoint().await;
     }
