@@ -10,6 +10,7 @@
 //! as Rust futures: a C call that would wait suspends only its own task
 //! (see `task.rs`).
 
+pub mod api_core;
 pub mod error;
 pub mod handle;
 pub mod task;

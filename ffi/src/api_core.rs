@@ -1,0 +1,323 @@
+//! The run, C tasks, time, nurseries and cancel scopes.
+
+use std::ffi::c_void;
+use std::rc::Rc;
+use std::time::Duration;
+
+use trio::CancelScope;
+
+use crate::error::{self, guard, set_error};
+use crate::handle::{self, Kind, trio_handle_t};
+use crate::task::{self, CTask, Layer, NurseryState, TrioTaskFn};
+
+/// A C cancel scope while it is open.
+pub(crate) struct ScopeState {
+    scope: CancelScope,
+    /// The layer id, for the close-in-order check.
+    layer: usize,
+}
+
+/// Ignores SIGPIPE if it has its default action: a write to a closed pipe
+/// must be an `EPIPE` error, not the end of the process (sockets use
+/// `MSG_NOSIGNAL`; pipes cannot).
+fn ignore_sigpipe() {
+    // SAFETY: reading and setting a signal disposition.
+    unsafe {
+        let old = libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        if old != libc::SIG_DFL && old != libc::SIG_ERR {
+            libc::signal(libc::SIGPIPE, old);
+        }
+    }
+}
+
+/// Runs `main_fn(arg)` as the first C task of a new trio run on the calling
+/// thread, and returns when it and everything it started have finished.
+///
+/// Blocks the calling thread for the whole run. `main_fn` returns 0 (or a
+/// positive value) on success or a negative code; that value is returned
+/// (a C task's own negative value is passed on as it is, also by
+/// `trio_nursery_close` when exactly one child failed).
+/// SIGPIPE is set to be ignored if it had its default action.
+///
+/// Returns: `main_fn`'s value; `TRIO_EINVAL` if `main_fn` is NULL;
+/// `TRIO_ENORUN` if a run is already active on this thread; `TRIO_ECANCELED`
+/// if the run was cancelled (Ctrl-C is not handled: SIGINT keeps its
+/// action); the code of the error that ended the run otherwise (for
+/// example `TRIO_EGROUP` when several tasks failed; `trio_last_error` has
+/// the detail).
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_run(main_fn: TrioTaskFn, arg: *mut c_void) -> i32 {
+    guard(|| run_with(trio::RunOptions::new(), main_fn, arg))
+}
+
+/// As `trio_run`, but on a mock clock that starts at 0 and jumps straight
+/// to the next deadline whenever every task is blocked: sleeps and
+/// deadlines take no real time and happen in a deterministic order. For
+/// tests.
+///
+/// Returns as `trio_run`.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_run_mock_clock(main_fn: TrioTaskFn, arg: *mut c_void) -> i32 {
+    guard(|| {
+        let clock = trio::testing::MockClock::new();
+        clock.set_autojump_threshold(Some(Duration::ZERO));
+        run_with(trio::RunOptions::new().clock(clock), main_fn, arg)
+    })
+}
+
+fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) -> i32 {
+    if main_fn.is_none() {
+        return set_error(error::TRIO_EINVAL, "main_fn is NULL");
+    }
+    ignore_sigpipe();
+    let task = match CTask::new(main_fn, arg) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    match options.handle_ctrl_c(false).run(task) {
+        Ok(code) => code,
+        Err(e) => task::note_error(&e),
+    }
+}
+
+/// Sets the stack size, in bytes, of C tasks created from now on by this
+/// thread (default 256 KiB; rounded up to whole pages, plus a guard page).
+///
+/// Returns 0, or `TRIO_EINVAL` if `size` is below 16 KiB.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_set_stack_size(size: usize) -> i32 {
+    guard(|| {
+        if size < 16 * 1024 {
+            return set_error(error::TRIO_EINVAL, "the stack size must be at least 16 KiB");
+        }
+        task::set_stack_size(size);
+        0
+    })
+}
+
+/// Sleeps for `seconds` (0 or more; fractions allowed). A checkpoint.
+///
+/// Suspends only the calling C task. Returns 0; `TRIO_ECANCELED` if an
+/// enclosing scope was cancelled; `TRIO_EINVAL` for a negative or NaN
+/// duration; `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_sleep(seconds: f64) -> i32 {
+    guard(|| {
+        let Ok(d) = Duration::try_from_secs_f64(seconds) else {
+            return set_error(error::TRIO_EINVAL, format_args!("not a duration: {seconds}"));
+        };
+        task::wait(trio::sleep(d)).map_or_else(|c| c, |()| 0)
+    })
+}
+
+/// A checkpoint: lets other tasks run, and reports a pending cancellation.
+///
+/// Returns 0, `TRIO_ECANCELED`, or `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_checkpoint() -> i32 {
+    guard(|| task::wait(trio::checkpoint()).map_or_else(|c| c, |()| 0))
+}
+
+/// The run's clock, in seconds since an arbitrary start, into `*out`.
+///
+/// Does not block. Returns 0, `TRIO_EINVAL` if `out` is NULL, `TRIO_ENORUN`
+/// outside a run. `*out` is written only on success.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `double`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_now(out: *mut f64) -> i32 {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        match trio::current_time() {
+            // SAFETY: non-null, and the caller promised it is writable.
+            Ok(t) => {
+                unsafe { *out = t.as_nanos() as f64 / 1e9 };
+                0
+            }
+            Err(e) => error::from_error(&e),
+        }
+    })
+}
+
+/// Opens a nursery in the calling C task and writes its handle to `*out`.
+///
+/// Until `trio_nursery_close`, everything the calling task does runs inside
+/// the nursery (a failing child cancels it), and the nursery's children run
+/// whenever the task waits on anything. Nurseries and cancel scopes close in
+/// the reverse order of opening.
+///
+/// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_ENORUN` outside a C
+/// task.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `trio_handle_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_nursery_open(out: *mut trio_handle_t) -> i32 {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        if let Err(c) = task::current_task() {
+            return c;
+        }
+        let id = task::next_id();
+        let state = Rc::new(NurseryState::new(id));
+        if let Err(c) = task::open(Layer::Nursery(state.clone()), id) {
+            return c;
+        }
+        let h = handle::insert_rc(Kind::Nursery, state);
+        // SAFETY: non-null, and the caller promised it is writable.
+        unsafe { *out = h };
+        0
+    })
+}
+
+/// Starts `fn(arg)` as a new C task in `nursery`. Does not block (the child
+/// starts at the next scheduling point).
+///
+/// Returns 0; `TRIO_EINVAL` if `fn` is NULL; `TRIO_EBADHANDLE` for a handle
+/// that is not an open nursery; `TRIO_ECLOSED` if the nursery is closing;
+/// `TRIO_ENOMEM` if no stack could be allocated.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_nursery_spawn(nursery: trio_handle_t, func: TrioTaskFn, arg: *mut c_void) -> i32 {
+    guard(|| match handle::get::<NurseryState>(nursery, Kind::Nursery) {
+        Ok(state) => state.spawn(func, arg),
+        Err(c) => c,
+    })
+}
+
+/// Cancels `nursery`: its children and the region of the task that opened
+/// it. Does not block.
+///
+/// Returns 0 or `TRIO_EBADHANDLE`.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_nursery_cancel(nursery: trio_handle_t) -> i32 {
+    guard(|| match handle::get::<NurseryState>(nursery, Kind::Nursery) {
+        Ok(state) => state.cancel(),
+        Err(c) => c,
+    })
+}
+
+/// Closes `nursery`: waits until every child has finished, then frees the
+/// handle. Must be called by the task that opened it, for its innermost open
+/// nursery or scope.
+///
+/// Blocks the calling C task. If a child failed, the others were cancelled
+/// and the error is returned (`TRIO_EGROUP` for several; see
+/// `trio_last_error`). Returns 0 also when the nursery was cancelled by
+/// `trio_nursery_cancel`; `TRIO_ECANCELED` if an enclosing scope was
+/// cancelled; `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the calling
+/// task's innermost nursery or scope.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_nursery_close(nursery: trio_handle_t) -> i32 {
+    guard(|| {
+        let state = match handle::get::<NurseryState>(nursery, Kind::Nursery) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        match task::innermost_layer() {
+            Ok(id) if id == state.layer() => {}
+            Ok(_) => {
+                return set_error(
+                    error::TRIO_EINVAL,
+                    "not the calling task's innermost open nursery or scope (close them in reverse order)",
+                );
+            }
+            Err(c) => return c,
+        }
+        let _ = handle::remove::<NurseryState>(nursery, Kind::Nursery);
+        match task::close() {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => task::note_error(&e),
+            Err(c) => c,
+        }
+    })
+}
+
+/// Opens a cancel scope in the calling C task and writes its handle to
+/// `*out`. `timeout` is a relative deadline in seconds (negative or
+/// infinite: none); `shield` non-zero shields the scope from outer
+/// cancellation.
+///
+/// Returns 0; `TRIO_EINVAL` if `out` is NULL or `timeout` is NaN;
+/// `TRIO_ENORUN` outside a C task.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `trio_handle_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_cancel_scope_open(timeout: f64, shield: i32, out: *mut trio_handle_t) -> i32 {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        if timeout.is_nan() {
+            return set_error(error::TRIO_EINVAL, "timeout is NaN");
+        }
+        if let Err(c) = task::current_task() {
+            return c;
+        }
+        let scope = match Duration::try_from_secs_f64(timeout) {
+            Ok(d) if timeout.is_finite() => CancelScope::with_timeout(d),
+            _ => CancelScope::new(),
+        };
+        scope.set_shield(shield != 0);
+        let id = task::next_id();
+        if let Err(c) = task::open(Layer::Scope(scope.clone()), id) {
+            return c;
+        }
+        let h = handle::insert(Kind::CancelScope, ScopeState { scope, layer: id });
+        // SAFETY: non-null, and the caller promised it is writable.
+        unsafe { *out = h };
+        0
+    })
+}
+
+/// Cancels `scope` (any task may). Does not block.
+///
+/// Returns 0 or `TRIO_EBADHANDLE`.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_cancel_scope_cancel(scope: trio_handle_t) -> i32 {
+    guard(|| match handle::get::<ScopeState>(scope, Kind::CancelScope) {
+        Ok(s) => {
+            s.scope.cancel();
+            0
+        }
+        Err(c) => c,
+    })
+}
+
+/// Closes `scope`, the calling task's innermost open nursery or scope, and
+/// frees the handle. Does not wait for anything else.
+///
+/// Returns 1 if the scope caught a cancellation (its own deadline or
+/// `trio_cancel_scope_cancel` cancelled a call inside it), 0 if not;
+/// `TRIO_ECANCELED` if an outer scope's cancellation passes through it;
+/// `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_cancel_scope_close(scope: trio_handle_t) -> i32 {
+    guard(|| {
+        let state = match handle::get::<ScopeState>(scope, Kind::CancelScope) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        match task::innermost_layer() {
+            Ok(id) if id == state.layer => {}
+            Ok(_) => {
+                return set_error(
+                    error::TRIO_EINVAL,
+                    "not the calling task's innermost open nursery or scope (close them in reverse order)",
+                );
+            }
+            Err(c) => return c,
+        }
+        let _ = handle::remove::<ScopeState>(scope, Kind::CancelScope);
+        match task::close() {
+            Ok(Ok(())) => i32::from(state.scope.cancelled_caught()),
+            Ok(Err(e)) => task::note_error(&e),
+            Err(c) => c,
+        }
+    })
+}

@@ -1,0 +1,550 @@
+//! C tasks: stackful coroutines that the engine polls as futures.
+//!
+//! A C task runs its function on its own stack (a corosensei coroutine,
+//! pooled stacks with a guard page). When the C code calls something that
+//! waits (`trio_sleep`, a socket receive, closing a nursery, ...), that call
+//! builds the Rust future for the operation *on the coroutine's stack* and
+//! suspends the coroutine with a pointer to it ([`block_on`]). The task's
+//! future (a [`Pump`]) polls the operation with the task's waker; when the
+//! operation is ready the pump resumes the coroutine, and the C call returns
+//! with the result. Only that C task waits; the run goes on.
+//!
+//! # Layers: nurseries and cancel scopes
+//! C opens a nursery or a cancel scope with one call and closes it with
+//! another, with arbitrary C code between. Everything the C code waits on
+//! in between must run *inside* that nursery's or scope's future, as the
+//! body of a Rust `open_nursery` or `CancelScope::run` would. So opening
+//! one suspends the coroutine with [`Ask::Open`]; the current pump then
+//! polls a new layer future (`open_nursery(|n| pump)` or
+//! `scope.run(pump)`) whose own, inner pump takes over the coroutine's next
+//! requests. Closing suspends with [`Ask::Close`]: the inner pump finishes,
+//! the layer future finishes as Rust's would (a nursery waits for its
+//! children), and the outer pump resumes the coroutine with the layer's
+//! result. A nursery's children therefore run whenever the C task waits on
+//! anything, not only while it closes the nursery.
+//!
+//! A cancellation delivered to a C call inside a layer is remembered by that
+//! layer's pump, which then ends with `Err(Cancelled)` when the layer closes,
+//! so the scope that caused it catches it (`cancelled_caught`) and any other
+//! passes it on outward, as in Trio.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use trio::{CancelScope, Error, Result};
+
+use crate::error;
+
+/// A C task's function: returns 0 (or a positive value) on success, a
+/// negative `TRIO_E*` code (or any negative value of its own) on failure.
+pub type TrioTaskFn = Option<unsafe extern "C" fn(arg: *mut c_void) -> i32>;
+
+/// The default size of a C task's stack (configurable with
+/// `trio_set_stack_size`).
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    /// The yielder of the coroutine running now (null outside C tasks).
+    static CURRENT: Cell<*const Yielder<Resumed, Ask>> = const { Cell::new(std::ptr::null()) };
+    /// Stack size for new tasks.
+    static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
+    /// Finished tasks' stacks, reused (creating one costs ~9 µs, reusing
+    /// ~13 ns).
+    static STACK_POOL: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many stacks the pool keeps.
+const POOL_MAX: usize = 1024;
+
+/// Sets the stack size of C tasks created from now on, on this thread.
+pub(crate) fn set_stack_size(size: usize) {
+    STACK_SIZE.with(|s| s.set(size));
+    STACK_POOL.with(|p| p.borrow_mut().clear());
+}
+
+fn take_stack() -> std::io::Result<DefaultStack> {
+    if let Some(s) = STACK_POOL.with(|p| p.borrow_mut().pop()) {
+        return Ok(s);
+    }
+    DefaultStack::new(STACK_SIZE.with(Cell::get))
+}
+
+fn return_stack(stack: DefaultStack) {
+    STACK_POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(stack);
+        }
+    });
+}
+
+/// An operation a C call waits on, pinned on the coroutine's stack.
+pub(crate) trait Op {
+    fn poll_op(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// A future and, once it is ready, its output.
+struct Slot<F: Future> {
+    fut: F,
+    out: Option<F::Output>,
+}
+
+impl<F: Future> Op for Slot<F> {
+    fn poll_op(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.out.is_some() {
+            return Poll::Ready(());
+        }
+        // SAFETY: the slot lives in a frame of the suspended coroutine's
+        // stack, which does not move, until the pump has finished with it
+        // (the frame waits in `suspend` until resumed, and is resumed only
+        // after the last poll).
+        let fut = unsafe { Pin::new_unchecked(&mut self.fut) };
+        match fut.poll(cx) {
+            Poll::Ready(v) => {
+                self.out = Some(v);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What a coroutine asks its pump for.
+pub(crate) enum Ask {
+    /// Poll this operation until it is ready, then resume.
+    Wait(*mut dyn Op),
+    /// Open a layer (with this id) around everything that follows; resume
+    /// once it is open.
+    Open(Layer, usize),
+    /// Close the innermost layer; resume with its result.
+    Close,
+}
+
+/// What a coroutine is resumed with.
+pub(crate) enum Resumed {
+    /// The operation it waited on is ready (its output is in its slot).
+    Ready,
+    /// The layer it asked for is open.
+    Opened,
+    /// The innermost layer closed with this result.
+    Closed(Result<()>),
+}
+
+/// A layer a C task opens (see the module docs).
+pub(crate) enum Layer {
+    /// A nursery; its state is shared with the C handle.
+    Nursery(Rc<NurseryState>),
+    /// A cancel scope.
+    Scope(CancelScope),
+}
+
+/// A C nursery while it is open: what `trio_nursery_spawn` needs.
+pub(crate) struct NurseryState {
+    /// Its layer id (for the close-in-order check).
+    layer: usize,
+    /// The nursery, while its body runs (erased lifetime; see `spawn`).
+    nursery: Cell<Option<*const trio::Nursery<'static, 'static>>>,
+    /// Its cancel scope, once open.
+    scope: RefCell<Option<CancelScope>>,
+}
+
+impl NurseryState {
+    /// The state of a nursery about to open as layer `layer`.
+    pub(crate) fn new(layer: usize) -> NurseryState {
+        NurseryState { layer, nursery: Cell::new(None), scope: RefCell::new(None) }
+    }
+
+    /// Its layer id.
+    pub(crate) fn layer(&self) -> usize {
+        self.layer
+    }
+
+    /// Starts `func(arg)` as a child C task of this nursery.
+    pub(crate) fn spawn(&self, func: TrioTaskFn, arg: *mut c_void) -> i32 {
+        let Some(n) = self.nursery.get() else {
+            return error::set_error(error::TRIO_ECLOSED, "the nursery is closing or closed");
+        };
+        let task = match CTask::new(func, arg) {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        // SAFETY: `nursery` is set while the nursery's body runs and cleared
+        // before the body returns (`open_layer`), so the nursery is alive;
+        // the child is 'static.
+        unsafe { (*n).spawn(async move { task.await.map(|_| ()) }) };
+        0
+    }
+
+    /// Cancels the nursery's scope (children and the body's region).
+    pub(crate) fn cancel(&self) -> i32 {
+        match self.scope.borrow().as_ref() {
+            Some(s) => {
+                s.cancel();
+                0
+            }
+            None => error::set_error(error::TRIO_ECLOSED, "the nursery is closed"),
+        }
+    }
+}
+
+/// The coroutine of a C task.
+type Co = Coroutine<Resumed, Ask, i32, DefaultStack>;
+
+/// The state a task's coroutine and its pumps share.
+pub(crate) struct Core {
+    /// `None` once finished and its stack went back to the pool.
+    co: RefCell<Option<Co>>,
+    /// The coroutine's yielder, once it started.
+    yielder: Cell<*const Yielder<Resumed, Ask>>,
+    /// The C function's return value, once it returned.
+    finished: Cell<Option<i32>>,
+    /// Per open layer, outermost first: its id and whether a C call in it
+    /// was cancelled.
+    layers: RefCell<Vec<(usize, Rc<Cell<bool>>)>>,
+    id: usize,
+}
+
+thread_local! {
+    /// The task whose coroutine runs now (null outside C tasks).
+    static CURRENT_CORE: Cell<*const Core> = const { Cell::new(std::ptr::null()) };
+}
+
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// A fresh id for a task or a layer.
+pub(crate) fn next_id() -> usize {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Core {
+    /// Resumes the coroutine with `r` and returns what it asks next, or
+    /// `None` if its function returned.
+    fn resume(&self, r: Resumed) -> Option<Ask> {
+        let prev = CURRENT.with(|c| c.replace(self.yielder.get()));
+        let prev_core = CURRENT_CORE.with(|c| c.replace(self));
+        let result = match self.co.borrow_mut().as_mut() {
+            Some(co) => co.resume(r),
+            None => CoroutineResult::Return(self.finished.get().unwrap_or(0)),
+        };
+        if self.yielder.get().is_null() {
+            // The first resume: the coroutine stored its yielder on start.
+            self.yielder.set(CURRENT.with(Cell::get));
+        }
+        CURRENT.with(|c| c.set(prev));
+        CURRENT_CORE.with(|c| c.set(prev_core));
+        match result {
+            CoroutineResult::Yield(ask) => Some(ask),
+            CoroutineResult::Return(code) => {
+                self.finished.set(Some(code));
+                // The stack goes back to the pool.
+                if let Some(co) = self.co.borrow_mut().take() {
+                    return_stack(co.into_stack());
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if let Some(co) = self.co.get_mut()
+            && co.started()
+            && !co.done()
+        {
+            // Dropped while suspended (the run is being torn down): C frames
+            // must not be unwound (undefined behaviour through C), so the
+            // stack is reset without running them; what they and the
+            // operation they waited on held is leaked, not freed.
+            // SAFETY: nothing on the coroutine's stack is used again.
+            unsafe { co.force_reset() };
+        }
+    }
+}
+
+/// The C task running now, if any.
+fn with_current<R>(f: impl FnOnce(&Core) -> R) -> std::result::Result<R, i32> {
+    let core = CURRENT_CORE.with(Cell::get);
+    if core.is_null() {
+        return Err(error::set_error(error::TRIO_ENORUN, "not called from a C task inside trio_run"));
+    }
+    // SAFETY: set only while `resume` runs, with the `Core` borrowed by it.
+    Ok(f(unsafe { &*core }))
+}
+
+/// The id of the C task running now.
+pub(crate) fn current_task() -> std::result::Result<usize, i32> {
+    with_current(|c| c.id)
+}
+
+/// The id of the calling task's innermost open layer (0 if none).
+pub(crate) fn innermost_layer() -> std::result::Result<usize, i32> {
+    with_current(|c| c.layers.borrow().last().map_or(0, |l| l.0))
+}
+
+/// A C task as a future: resolves when its function has returned and its
+/// open layers have closed.
+pub(crate) struct CTask {
+    pump: Pump,
+}
+
+impl CTask {
+    /// A task that will run `func(arg)`. `Err(code)` if `func` is NULL or no
+    /// stack could be made.
+    pub(crate) fn new(func: TrioTaskFn, arg: *mut c_void) -> std::result::Result<CTask, i32> {
+        let Some(func) = func else {
+            return Err(error::set_error(error::TRIO_EINVAL, "the task function is NULL"));
+        };
+        let stack = take_stack()
+            .map_err(|e| error::set_error(error::TRIO_ENOMEM, format_args!("cannot allocate a task stack: {e}")))?;
+        let arg = arg as usize;
+        let co = Coroutine::with_stack(stack, move |y: &Yielder<Resumed, Ask>, _first: Resumed| {
+            CURRENT.with(|c| c.set(y));
+            // SAFETY: the C function with the argument the C caller gave.
+            // It is C, and every Rust function it calls catches its panics,
+            // so nothing unwinds out of it.
+            unsafe { func(arg as *mut c_void) }
+        });
+        let core = Rc::new(Core {
+            co: RefCell::new(Some(co)),
+            yielder: Cell::new(std::ptr::null()),
+            finished: Cell::new(None),
+            layers: RefCell::new(Vec::new()),
+            id: next_id(),
+        });
+        let pump = Pump::new(core, PumpState::Resume(Resumed::Opened));
+        // The task's own level counts as its outermost layer (id 0).
+        pump.core.layers.borrow_mut().push((0, pump.saw_cancel.clone()));
+        Ok(CTask { pump })
+    }
+}
+
+impl Future for CTask {
+    /// The C function's return value (0 or more), or its error.
+    type Output = Result<i32>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<i32>> {
+        match Pin::new(&mut self.pump).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                let code = self.pump.core.finished.get().unwrap_or(0);
+                Poll::Ready(r.and_then(|()| task_result(code)))
+            }
+        }
+    }
+}
+
+enum PumpState {
+    /// Resume the coroutine with this.
+    Resume(Resumed),
+    /// Waiting on an operation on the coroutine's stack.
+    Waiting(*mut dyn Op),
+    /// Polling a layer the coroutine opened.
+    Child(Pin<Box<dyn Future<Output = Result<()>>>>),
+    /// Finished.
+    Done,
+}
+
+/// Drives a task's coroutine for one layer (see the module docs).
+struct Pump {
+    core: Rc<Core>,
+    state: PumpState,
+    /// A C call in this layer was cancelled: the layer ends with
+    /// `Err(Cancelled)`.
+    saw_cancel: Rc<Cell<bool>>,
+}
+
+impl Pump {
+    fn new(core: Rc<Core>, state: PumpState) -> Pump {
+        Pump { core, state, saw_cancel: Rc::new(Cell::new(false)) }
+    }
+
+    /// The layer's result: `Err(Cancelled)` if a C call in it was cancelled.
+    fn finish(&mut self) -> Result<()> {
+        self.state = PumpState::Done;
+        if self.saw_cancel.get() { Err(Error::Cancelled) } else { Ok(()) }
+    }
+}
+
+impl Future for Pump {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = &mut *self;
+        loop {
+            let ask = match std::mem::replace(&mut this.state, PumpState::Done) {
+                PumpState::Done => {
+                    return Poll::Ready(Err(Error::Runtime("a C task's pump was polled after it finished")));
+                }
+                PumpState::Resume(r) => this.core.resume(r),
+                PumpState::Waiting(op) => {
+                    // SAFETY: the operation lives on the suspended
+                    // coroutine's stack until it is resumed (see `Slot`).
+                    match unsafe { (*op).poll_op(cx) } {
+                        Poll::Pending => {
+                            this.state = PumpState::Waiting(op);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(()) => this.core.resume(Resumed::Ready),
+                    }
+                }
+                PumpState::Child(mut layer) => match layer.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        this.state = PumpState::Child(layer);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(r) => {
+                        this.core.layers.borrow_mut().pop();
+                        if matches!(r, Err(Error::Cancelled)) {
+                            this.saw_cancel.set(true);
+                        }
+                        if this.core.finished.get().is_some() {
+                            // The function returned with layers open: they
+                            // close one by one, this one too.
+                            return Poll::Ready(this.finish());
+                        }
+                        this.core.resume(Resumed::Closed(r))
+                    }
+                },
+            };
+            match ask {
+                None | Some(Ask::Close) => return Poll::Ready(this.finish()),
+                Some(Ask::Wait(op)) => this.state = PumpState::Waiting(op),
+                Some(Ask::Open(layer, id)) => {
+                    let inner = Pump::new(this.core.clone(), PumpState::Resume(Resumed::Opened));
+                    this.core.layers.borrow_mut().push((id, inner.saw_cancel.clone()));
+                    this.state = PumpState::Child(open_layer(layer, inner));
+                }
+            }
+        }
+    }
+}
+
+/// The future of a layer: a nursery or a scope around `inner`.
+fn open_layer(layer: Layer, inner: Pump) -> Pin<Box<dyn Future<Output = Result<()>>>> {
+    match layer {
+        Layer::Scope(scope) => Box::pin(async move { scope.run(inner).await.map(|_| ()) }),
+        Layer::Nursery(state) => Box::pin(async move {
+            let r = trio::open_nursery(async |n| {
+                let erased: *const trio::Nursery<'_, '_> = n;
+                state.nursery.set(Some(erased.cast()));
+                *state.scope.borrow_mut() = Some(n.cancel_scope().clone());
+                let r = inner.await;
+                // No spawning after the body: the nursery is only waiting
+                // for its children now.
+                state.nursery.set(None);
+                r
+            })
+            .await;
+            state.nursery.set(None);
+            r.map(|_| ())
+        }),
+    }
+}
+
+/// Runs `fut` to completion from inside a C task: suspends the task's
+/// coroutine until `fut` is ready. `Err(TRIO_ENORUN)` outside a C task.
+pub(crate) fn block_on<F: Future>(fut: F) -> std::result::Result<F::Output, i32> {
+    let y = CURRENT.with(Cell::get);
+    if y.is_null() {
+        return Err(error::set_error(error::TRIO_ENORUN, "not called from a C task inside trio_run"));
+    }
+    let mut slot = Slot { fut, out: None };
+    let op: &mut dyn Op = &mut slot;
+    // SAFETY: erases the slot's lifetime; the pump uses the pointer only
+    // while this frame is suspended below (see `Slot`).
+    let op: *mut (dyn Op + 'static) = unsafe { std::mem::transmute(op as *mut dyn Op) };
+    // SAFETY: `y` is the running coroutine's yielder (set on every resume).
+    match unsafe { (*y).suspend(Ask::Wait(op)) } {
+        Resumed::Ready => {}
+        _ => return Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
+    }
+    slot.out.take().ok_or_else(|| error::set_error(error::TRIO_EPANIC, "a C task was resumed before its operation finished"))
+}
+
+/// Opens `layer` (id `id`) around the rest of the calling C task's code.
+pub(crate) fn open(layer: Layer, id: usize) -> std::result::Result<(), i32> {
+    let y = CURRENT.with(Cell::get);
+    if y.is_null() {
+        return Err(error::set_error(error::TRIO_ENORUN, "not called from a C task inside trio_run"));
+    }
+    // SAFETY: as in `block_on`.
+    match unsafe { (*y).suspend(Ask::Open(layer, id)) } {
+        Resumed::Opened => Ok(()),
+        _ => Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
+    }
+}
+
+/// Closes the calling task's innermost layer and returns its result.
+pub(crate) fn close() -> std::result::Result<Result<()>, i32> {
+    let y = CURRENT.with(Cell::get);
+    if y.is_null() {
+        return Err(error::set_error(error::TRIO_ENORUN, "not called from a C task inside trio_run"));
+    }
+    // SAFETY: as in `block_on`.
+    match unsafe { (*y).suspend(Ask::Close) } {
+        Resumed::Closed(r) => Ok(r),
+        _ => Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
+    }
+}
+
+/// Waits for `fut` from inside a C task and maps its error to a status
+/// code (recording the detail). A cancellation is also noted in the
+/// innermost layer, which then ends with `Cancelled` (see the module docs).
+pub(crate) fn wait<T>(fut: impl Future<Output = Result<T>>) -> std::result::Result<T, i32> {
+    block_on(fut)?.map_err(|e| note_error(&e))
+}
+
+/// The status code of `e`, with its detail recorded; a cancellation is
+/// also noted in the calling task's innermost layer.
+pub(crate) fn note_error(e: &Error) -> i32 {
+    if matches!(e, Error::Cancelled) {
+        let _ = with_current(|c| {
+            if let Some(l) = c.layers.borrow().last() {
+                l.1.set(true);
+            }
+        });
+    }
+    match task_code(e) {
+        // The C task's own code, passed on as it is.
+        Some(code) => error::set_error(code, e),
+        None => error::from_error(e),
+    }
+}
+
+/// A C task's return value as a result: 0 or more is success,
+/// `TRIO_ECANCELED` a cancellation (caught by the scope that caused it),
+/// anything else an error naming the code.
+fn task_result(code: i32) -> Result<i32> {
+    match code {
+        0.. => Ok(code),
+        error::TRIO_ECANCELED => Err(Error::Cancelled),
+        _ => Err(Error::User(Box::new(TaskFailed(code)))),
+    }
+}
+
+/// A C task returned this negative value (its own code, or one of ours).
+#[derive(Debug)]
+pub(crate) struct TaskFailed(pub(crate) i32);
+
+impl std::fmt::Display for TaskFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a C task returned {}", self.0)
+    }
+}
+
+impl std::error::Error for TaskFailed {}
+
+/// The code a C task failed with, if `e` is exactly that.
+fn task_code(e: &Error) -> Option<i32> {
+    match e {
+        Error::User(b) => b.downcast_ref::<TaskFailed>().map(|t| t.0),
+        _ => None,
+    }
+}
