@@ -11,6 +11,9 @@
 //! (see `task.rs`).
 
 pub mod api_core;
+pub mod api_net;
+pub mod api_sync;
+pub mod api_thread;
 pub mod error;
 pub mod handle;
 pub mod task;
