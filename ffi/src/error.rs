@@ -225,6 +225,13 @@ pub extern "C" fn trio_last_os_error() -> c_int {
     guard(|| LAST.try_with(|l| l.borrow().os_error).unwrap_or(0))
 }
 
+/// The code of this thread's last failure (0 if no call has failed yet).
+/// Does not block; any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_last_error_code() -> c_int {
+    guard(|| LAST.try_with(|l| l.borrow().code).unwrap_or(0))
+}
+
 /// Runs `f` behind the panic boundary: a Rust panic inside becomes
 /// `TRIO_EPANIC`, with the panic message as the detail, instead of unwinding
 /// into C (undefined behaviour). Every `extern "C"` body goes through here.

@@ -157,6 +157,7 @@ int main(void) {
     CHECK(trio_checkpoint() == TRIO_ENORUN, "checkpoint outside a run");
     CHECK(trio_nursery_open(&h) == TRIO_ENORUN && h == 0, "nursery_open outside a run leaves out alone");
     CHECK(trio_run(NULL, NULL) == TRIO_EINVAL, "run with NULL");
+    CHECK(trio_last_error_code() == TRIO_EINVAL, "the last error code is kept");
     CHECK(trio_run_mock_clock(main_task, NULL) == 42, "run (mock clock) returns main's value");
     CHECK(trio_run_mock_clock(returns_error, NULL) == -77, "run (mock clock) passes main's own code on");
     CHECK(trio_run(returns_error, NULL) == -77, "run passes main's own code on");

@@ -1,0 +1,276 @@
+//! Builds the C and C++ programs in `tests/c/` against `libtrio.a` and
+//! `libtrio.so` and runs them: plain (static and shared), under
+//! AddressSanitizer + UndefinedBehaviorSanitizer, and under valgrind (zero
+//! errors, zero definite or indirect leaks). Each program prints
+//! `ok N - name` lines and exits 0. Also: the header compiles as C99 and
+//! C++17 with warnings as errors, and `ffi/install.sh` gives a prefix a C
+//! program can build against with pkg-config.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long one program may run (valgrind is slow).
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Libraries a static `libtrio.a` needs (`--print native-static-libs`).
+const NATIVE_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+
+const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-D_POSIX_C_SOURCE=200809L", "-g"];
+const CXX_FLAGS: &[&str] = &["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+}
+
+/// Builds the library (debug) once and returns the directory holding
+/// `libtrio.a` and `libtrio.so`.
+fn lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "trio-ffi"])
+            .env("CARGO_TARGET_DIR", target_dir())
+            .current_dir(workspace())
+            .status()
+            .expect("running cargo build -p trio-ffi");
+        assert!(status.success(), "cargo build -p trio-ffi failed");
+        let dir = target_dir().join("debug");
+        assert!(dir.join("libtrio.a").exists() && dir.join("libtrio.so").exists(), "no libtrio in {}", dir.display());
+        dir
+    })
+}
+
+/// The test programs with extension `ext`.
+fn programs(ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(workspace().join("tests/c"))
+        .expect("tests/c")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        // Files named `*_unit_*` are translation units of a bigger program.
+        .filter(|p| !p.file_stem().is_some_and(|s| s.to_string_lossy().contains("_unit_")))
+        .collect();
+    v.sort();
+    v
+}
+
+/// How a program is linked and run.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Static,
+    Shared,
+    Sanitized,
+}
+
+fn out_dir(variant: Variant) -> PathBuf {
+    let name = match variant {
+        Variant::Static => "static",
+        Variant::Shared => "shared",
+        Variant::Sanitized => "asan",
+    };
+    let dir = target_dir().join("c-tests").join(name);
+    std::fs::create_dir_all(&dir).expect("creating the output directory");
+    dir
+}
+
+/// Compiles `sources` (C or C++) into one program.
+fn compile(sources: &[PathBuf], variant: Variant) -> PathBuf {
+    let cxx = sources.iter().any(|s| s.extension().is_some_and(|x| x == "cpp"));
+    let stem = sources[0].file_stem().expect("a file name").to_string_lossy().into_owned();
+    let out = out_dir(variant).join(stem);
+    let lib = lib_dir();
+    let mut cmd = Command::new(if cxx { "g++" } else { "gcc" });
+    cmd.args(if cxx { CXX_FLAGS } else { C_FLAGS });
+    cmd.arg("-I").arg(workspace().join("include"));
+    cmd.arg("-I").arg(workspace().join("bindings/cpp"));
+    if variant == Variant::Sanitized {
+        cmd.arg("-fsanitize=address,undefined").arg("-fno-omit-frame-pointer");
+    }
+    cmd.args(sources).arg("-o").arg(&out);
+    if cxx {
+        // After `-x c++` sources, the archive must not be read as C++.
+        cmd.args(["-x", "none"]);
+    }
+    match variant {
+        Variant::Static | Variant::Sanitized => {
+            cmd.arg(lib.join("libtrio.a")).args(NATIVE_LIBS);
+        }
+        Variant::Shared => {
+            cmd.arg("-L").arg(lib).arg("-ltrio").arg(format!("-Wl,-rpath,{}", lib.display())).arg("-lpthread");
+        }
+    }
+    let output = cmd.output().expect("running the C compiler");
+    assert!(output.status.success(), "compiling {sources:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    out
+}
+
+/// Runs `program` (through `wrapper`, if any) and checks it exits 0.
+fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) {
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for the program") {
+            break s;
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} {wrapper:?} did not finish within {RUN_TIMEOUT:?}", program.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().expect("reading the program's output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let oks = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    println!("{} {wrapper:?}: {oks} checks passed", program.display());
+    assert!(
+        status.success() && oks > 0,
+        "{} {wrapper:?} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        program.display()
+    );
+}
+
+fn all_programs() -> Vec<Vec<PathBuf>> {
+    let mut v: Vec<Vec<PathBuf>> = programs("c").into_iter().map(|p| vec![p]).collect();
+    v.extend(programs("cpp").into_iter().map(|p| vec![p]));
+    // A program made of several translation units: tests/c/NAME_unit_*.cpp.
+    let mut units: Vec<PathBuf> = std::fs::read_dir(workspace().join("tests/c"))
+        .expect("tests/c")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_stem().is_some_and(|s| s.to_string_lossy().contains("_unit_")))
+        .collect();
+    units.sort();
+    if !units.is_empty() {
+        v.push(units);
+    }
+    v
+}
+
+#[test]
+fn programs_linked_statically() {
+    for p in all_programs() {
+        run(&compile(&p, Variant::Static), &[], &[]);
+    }
+}
+
+#[test]
+fn programs_linked_dynamically() {
+    for p in all_programs() {
+        run(&compile(&p, Variant::Shared), &[], &[]);
+    }
+}
+
+#[test]
+fn programs_under_address_and_undefined_sanitizers() {
+    for p in all_programs() {
+        run(
+            &compile(&p, Variant::Sanitized),
+            &[],
+            &[
+                ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
+                ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn programs_under_valgrind() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        // Every machine of this project has valgrind; say so loudly if not.
+        eprintln!("*** SKIPPED: valgrind is not installed ***");
+        assert!(std::env::var_os("TRIO_ALLOW_SKIP").is_some(), "valgrind is missing (set TRIO_ALLOW_SKIP=1 to skip)");
+        return;
+    }
+    for p in all_programs() {
+        let program = compile(&p, Variant::Static);
+        run(
+            &program,
+            &[
+                "valgrind",
+                "-q",
+                "--error-exitcode=99",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite,indirect",
+                "--fair-sched=yes",
+            ],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn header_compiles_as_c99_and_cpp17() {
+    let header = workspace().join("include/libtrio.h");
+    for (compiler, flags, lang) in [("gcc", C_FLAGS, "c"), ("g++", CXX_FLAGS, "c++")] {
+        let out = Command::new(compiler)
+            .args(flags)
+            .args(["-fsyntax-only", "-x", lang])
+            .arg(&header)
+            .output()
+            .expect("running the compiler");
+        assert!(out.status.success(), "{compiler} rejects libtrio.h:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn install_gives_a_pkg_config_prefix() {
+    if Command::new("pkg-config").arg("--version").output().is_err() {
+        eprintln!("*** SKIPPED: pkg-config is not installed ***");
+        assert!(std::env::var_os("TRIO_ALLOW_SKIP").is_some(), "pkg-config is missing (set TRIO_ALLOW_SKIP=1 to skip)");
+        return;
+    }
+    let prefix = target_dir().join("c-tests/prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let status = Command::new("bash")
+        .arg(workspace().join("ffi/install.sh"))
+        .arg(&prefix)
+        .arg("--debug")
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .expect("running ffi/install.sh");
+    assert!(status.success(), "ffi/install.sh failed");
+    let pc_path = prefix.join("lib/pkgconfig");
+    for static_link in [false, true] {
+        let mut pc = Command::new("pkg-config");
+        pc.env("PKG_CONFIG_PATH", &pc_path).args(["--cflags", "--libs", "trio"]);
+        if static_link {
+            pc.arg("--static");
+        }
+        let flags = String::from_utf8(pc.output().expect("pkg-config").stdout).expect("utf-8");
+        let app = out_dir(Variant::Static).join(if static_link { "pc_static" } else { "pc_shared" });
+        let src = workspace().join("tests/c/test_tasks.c");
+        let mut cc = Command::new("gcc");
+        cc.args(C_FLAGS).arg(&src).arg("-o").arg(&app);
+        if static_link {
+            // Only the archive is wanted: ask the linker for it by name.
+            cc.arg(prefix.join("lib/libtrio.a"));
+        }
+        cc.args(flags.split_whitespace());
+        if !static_link {
+            cc.arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
+        }
+        let out = cc.output().expect("gcc");
+        assert!(
+            out.status.success(),
+            "building with `pkg-config {flags}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run(&app, &[], &[]);
+    }
+}
