@@ -30,7 +30,7 @@ enum Stream {
 }
 
 /// The stream `h` names (TCP or Unix), or `TRIO_EBADHANDLE`.
-fn stream(h: trio_handle_t) -> Result<Stream, i32> {
+fn lookup_stream(h: trio_handle_t) -> Result<Stream, i32> {
     if kind_bits(h) == Kind::UnixStream as u8 {
         handle::get::<UnixStream>(h, Kind::UnixStream).map(Stream::Unix)
     } else {
@@ -319,7 +319,7 @@ pub unsafe extern "C" fn trio_send_all(stream: trio_handle_t, buf: *const c_void
             // SAFETY: non-null and `len` readable bytes, as the caller promised.
             unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
         };
-        status(match stream(stream) {
+        status(match lookup_stream(stream) {
             Ok(Stream::Tcp(s)) => task::wait(s.send_all(data)),
             Ok(Stream::Unix(s)) => task::wait(s.send_all(data)),
             Err(c) => Err(c),
@@ -355,7 +355,7 @@ pub unsafe extern "C" fn trio_receive_some(stream: trio_handle_t, buf: *mut c_vo
         let len = len.min(i32::MAX as usize);
         // SAFETY: non-null and `len` writable bytes, as the caller promised.
         let data = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
-        let r = match stream(stream) {
+        let r = match lookup_stream(stream) {
             Ok(Stream::Tcp(s)) => task::wait(s.receive_some(data)),
             Ok(Stream::Unix(s)) => task::wait(s.receive_some(data)),
             Err(c) => Err(c),
@@ -378,7 +378,7 @@ pub unsafe extern "C" fn trio_receive_some(stream: trio_handle_t, buf: *mut c_vo
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_send_eof(stream: trio_handle_t) -> i32 {
     guard(|| {
-        status(match stream(stream) {
+        status(match lookup_stream(stream) {
             Ok(Stream::Tcp(s)) => task::wait(s.send_eof()),
             Ok(Stream::Unix(s)) => task::wait(s.send_eof()),
             Err(c) => Err(c),
