@@ -319,6 +319,49 @@ pub unsafe extern "C" fn trio_channel_receive(receiver: trio_handle_t, out: *mut
     })
 }
 
+/// Sends `value` without waiting: to a waiting receiver, or into the
+/// buffer if there is room. Does not block and is not a checkpoint.
+///
+/// Returns 0; `TRIO_EWOULDBLOCK` if it would have to wait; `TRIO_EBROKEN`
+/// if every receiving end is closed; `TRIO_EBADHANDLE`. On failure the
+/// value was not sent.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_channel_try_send(sender: trio_handle_t, value: *mut c_void) -> c_int {
+    guard(|| match handle::get::<SendState>(sender, Kind::ChannelSender) {
+        Ok(s) => s.end.try_send(value).map_or_else(|e| error::from_error(&e.error), |()| 0),
+        Err(c) => c,
+    })
+}
+
+/// Takes the next value into `*out` without waiting. Does not block and is
+/// not a checkpoint.
+///
+/// Returns 0; `TRIO_EWOULDBLOCK` if none is ready; `TRIO_EENDOFCHANNEL` if
+/// every sending end is closed and the buffer is empty; `TRIO_EINVAL` if
+/// `out` is NULL; `TRIO_EBADHANDLE`. `*out` is written only on success.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `void *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_channel_try_receive(receiver: trio_handle_t, out: *mut *mut c_void) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        match handle::get::<RecvState>(receiver, Kind::ChannelReceiver) {
+            Ok(r) => match r.end.try_receive() {
+                Ok(v) => {
+                    // SAFETY: non-null, and the caller promised it is writable.
+                    unsafe { put(out, v) };
+                    0
+                }
+                Err(e) => error::from_error(&e),
+            },
+            Err(c) => c,
+        }
+    })
+}
+
 /// Closes this sending end and its handle (now stale). Tasks blocked in
 /// `trio_channel_send` on it return `TRIO_ECLOSED`; if it was the last
 /// sending end, receivers get `TRIO_EENDOFCHANNEL` once the buffer is

@@ -220,6 +220,39 @@ static int channel_semantics(void) {
           "receive reports the end, *out untouched");
     CHECK(trio_channel_close_receiver(rx) == 0, "close the receiver");
 
+    /* The non-blocking variants. */
+    CHECK(trio_channel_open(1, &tx, &rx) == 0, "channel_open(1)");
+    CHECK(trio_channel_try_receive(rx, &v) == TRIO_EWOULDBLOCK, "try_receive on an empty channel");
+    CHECK(trio_channel_try_send(tx, &x) == 0, "try_send into the buffer");
+    CHECK(trio_channel_try_send(tx, &s) == TRIO_EWOULDBLOCK, "try_send on a full buffer");
+    v = NULL;
+    CHECK(trio_channel_try_receive(rx, &v) == 0 && v == &x, "try_receive takes it");
+    CHECK(trio_channel_try_receive(rx, NULL) == TRIO_EINVAL, "try_receive(NULL out)");
+    CHECK(trio_channel_try_receive(tx, &v) == TRIO_EBADHANDLE, "try_receive on a sender");
+    CHECK(trio_channel_try_send(rx, &x) == TRIO_EBADHANDLE, "try_send on a receiver");
+    CHECK(trio_channel_try_send(0, &x) == TRIO_EBADHANDLE, "try_send(0)");
+    CHECK(trio_channel_close_sender(tx) == 0, "close the sender");
+    CHECK(trio_channel_try_receive(rx, &v) == TRIO_EENDOFCHANNEL, "try_receive sees the end");
+    CHECK(trio_channel_try_send(tx, &x) == TRIO_EBADHANDLE, "try_send(stale)");
+    CHECK(trio_channel_close_receiver(rx) == 0, "close the receiver");
+    CHECK(trio_channel_try_receive(rx, &v) == TRIO_EBADHANDLE, "try_receive(stale)");
+    CHECK(trio_channel_open(1, &tx, &rx) == 0 && trio_channel_close_receiver(rx) == 0,
+          "a channel without receivers");
+    CHECK(trio_channel_try_send(tx, &x) == TRIO_EBROKEN, "try_send gets BROKEN");
+    CHECK(trio_channel_close_sender(tx) == 0, "close");
+
+    /* SIZE_MAX: no limit, sends never wait. */
+    CHECK(trio_channel_open((size_t)-1, &tx, &rx) == 0, "channel_open(SIZE_MAX)");
+    {
+        int i, ok = 1;
+        for (i = 0; i < 1000 && ok; i++) ok = trio_channel_try_send(tx, &values[i % 60]) == 0;
+        CHECK(ok, "1000 sends without waiting");
+        for (i = 0; i < 1000 && ok; i++)
+            ok = trio_channel_try_receive(rx, &v) == 0 && v == &values[i % 60];
+        CHECK(ok, "1000 values back in order");
+    }
+    CHECK(trio_channel_close_sender(tx) == 0 && trio_channel_close_receiver(rx) == 0, "close");
+
     /* Buffered values are delivered before the end. */
     CHECK(trio_channel_open(4, &tx, &rx) == 0, "channel_open(4)");
     CHECK(trio_channel_send(tx, &x) == 0 && trio_channel_send(tx, &x) == 0, "two buffered sends");
