@@ -193,6 +193,41 @@ static int from_thread_in_worker(void) {
     return 0;
 }
 
+/* A cancellation of the task that started the worker reaches the task
+ * that the worker runs in the loop. */
+static int sleep_long(void *arg) {
+    int *slept = (int *)arg;
+    *slept = trio_sleep(100);
+    return *slept;
+}
+
+struct cancel_case {
+    trio_token *token;
+    int slept;
+    int result;
+};
+
+static int call_sleeper(void *arg) {
+    struct cancel_case *c = (struct cancel_case *)arg;
+    c->result = trio_from_thread_run(c->token, sleep_long, &c->slept);
+    return 0;
+}
+
+static int from_thread_cancelled_with_host(void) {
+    struct cancel_case c;
+    trio_handle_t s = 0;
+    memset(&c, 0, sizeof c);
+    c.slept = 99;
+    CHECK(trio_token_get(&c.token) == 0, "token_get");
+    CHECK(trio_cancel_scope_open(1.0, 0, &s) == 0, "open a scope with a deadline");
+    CHECK(trio_to_thread(call_sleeper, &c, 0) == 0, "the worker returns after the deadline");
+    CHECK(c.slept == TRIO_ECANCELED && c.result == TRIO_ECANCELED,
+          "the host's deadline cancelled the task from_thread_run started");
+    trio_cancel_scope_close(s);
+    trio_token_free(c.token);
+    return 0;
+}
+
 /* --- a plain pthread: run_sync_soon and from_thread_run --- */
 struct outsider {
     trio_token *token;
@@ -264,6 +299,7 @@ static int main_task(void *arg) {
     if (to_thread_abandoned() != 0) return -1;
     if (cancelled_before_start() != 0) return -1;
     if (from_thread_in_worker() != 0) return -1;
+    if (from_thread_cancelled_with_host() != 0) return -1;
     if (from_plain_pthread() != 0) return -1;
     CHECK(trio_token_get(NULL) == TRIO_EINVAL, "token_get(NULL) is EINVAL");
     CHECK(trio_token_get(&leftover) == 0, "a token to use after the run");
