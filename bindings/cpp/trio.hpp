@@ -37,6 +37,16 @@
  *   throw trio::error with TRIO_EGROUP). A child that throws trio::cancelled
  *   is simply a cancelled child (not a failure).
  *
+ * OTHER WRAPPERS
+ *   trio::sleep / checkpoint / now; trio::move_on_after(seconds, f);
+ *   trio::open_nursery(body) (the form to prefer, see below); sockets:
+ *   trio::listener::tcp / unix_socket, accept, port; trio::stream::
+ *   connect_tcp / connect_unix, send_all, receive_some, send_eof; sync:
+ *   trio::event, trio::lock + trio::lock_guard, trio::semaphore,
+ *   trio::open_channel<T>(capacity) -> {sender<T>, receiver<T>} moving T*;
+ *   threads: trio::to_thread(f), trio::token::current(),
+ *   trio::from_thread_run(token, f). Handles close in destructors.
+ *
  * RAII AND DESTRUCTORS
  *   trio::nursery opens in its constructor; trio::cancel_scope likewise.
  *   Close them explicitly with close() on the normal path: close() throws.
@@ -68,6 +78,7 @@
 
 #include <libtrio.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -684,6 +695,124 @@ std::pair<sender<T>, receiver<T>> open_channel(std::size_t capacity) {
     trio_handle_t s = 0, r = 0;
     check(trio_channel_open(capacity, &s, &r));
     return {sender<T>(s), receiver<T>(r)};
+}
+
+namespace detail {
+
+/// What a to_thread() call shares with its worker thread.
+struct thread_job {
+    std::atomic<bool> started{false};
+    std::unique_ptr<task_base> task;
+    std::exception_ptr failure;
+};
+
+/// The worker side of to_thread(): owns one reference to the job.
+extern "C" inline int32_t trio_cpp_thread_trampoline(void *arg) {
+    std::unique_ptr<std::shared_ptr<thread_job>> ref(static_cast<std::shared_ptr<thread_job> *>(arg));
+    thread_job &job = **ref;
+    job.started.store(true);
+    try {
+        return job.task->call();
+    } catch (const error &e) {
+        job.failure = std::current_exception();
+        return e.code() < 0 ? e.code() : TRIO_EUSER;
+    } catch (...) {
+        job.failure = std::current_exception();
+        return TRIO_EUSER;
+    }
+}
+
+/// A task the caller keeps (from_thread_run waits for it).
+struct borrowed_task {
+    task_base *task;
+    std::exception_ptr failure;
+};
+
+extern "C" inline int32_t trio_cpp_borrowed_trampoline(void *arg) {
+    auto *b = static_cast<borrowed_task *>(arg);
+    try {
+        return b->task->call();
+    } catch (const cancelled &) {
+        return TRIO_ECANCELED;
+    } catch (const error &e) {
+        b->failure = std::current_exception();
+        return e.code() < 0 ? e.code() : TRIO_EUSER;
+    } catch (...) {
+        b->failure = std::current_exception();
+        return TRIO_EUSER;
+    }
+}
+
+} // namespace detail
+
+/// Runs `f` (returning int or void) on a worker thread and returns its
+/// value, suspending only the calling task. An exception thrown by `f` is
+/// rethrown here. `f` must not call what needs a task (sleep, nurseries,
+/// ...): use from_thread_run(token, ...) for that.
+/// Cancellation: before the thread starts, throws trio::cancelled and `f`
+/// never runs. Once it runs, with abandon_on_cancel false the task waits for
+/// it; with true, throws trio::cancelled at once and the thread goes on
+/// alone (the callable and what it captures by value live until it
+/// returns; what it captures by reference must too).
+template <class F>
+int to_thread(F &&f, bool abandon_on_cancel = false) {
+    auto job = std::make_shared<detail::thread_job>();
+    job->task = detail::make_task(nullptr, std::forward<F>(f));
+    auto ref = std::make_unique<std::shared_ptr<detail::thread_job>>(job);
+    int rc = trio_to_thread(detail::trio_cpp_thread_trampoline, ref.get(), abandon_on_cancel ? 1 : 0);
+    // A started worker owns `ref` (and has freed it, or will); one that
+    // never started never will.
+    if (job->started.load()) (void)ref.release();
+    if (rc == TRIO_ECANCELED) throw_error(rc);
+    if (rc < 0 && job->failure) std::rethrow_exception(job->failure);
+    return check(rc);
+}
+
+/// A run's token: lets other threads reach the run (from_thread_run).
+/// Get it inside the run; use and destroy it on any thread. Movable.
+class token {
+public:
+    /// The token of the run on the calling thread (throws outside a run).
+    static token current() {
+        trio_token *t = nullptr;
+        check(trio_token_get(&t));
+        return token(t);
+    }
+    token(token &&o) noexcept : t_(std::exchange(o.t_, nullptr)) {}
+    token &operator=(token &&o) noexcept {
+        if (this != &o) {
+            trio_token_free(t_);
+            t_ = std::exchange(o.t_, nullptr);
+        }
+        return *this;
+    }
+    token(const token &) = delete;
+    token &operator=(const token &) = delete;
+    ~token() { trio_token_free(t_); }
+
+    /// Queues a plain C callback to run soon on the run's thread (any
+    /// thread may call this). If the run ends first it never runs, so no
+    /// owning lambda form is offered: nothing could free it.
+    void run_sync_soon(trio_sync_fn fn, void *arg) const { check(trio_token_run_sync_soon(t_, fn, arg)); }
+
+    const trio_token *get() const noexcept { return t_; }
+
+private:
+    explicit token(trio_token *t) noexcept : t_(t) {}
+    trio_token *t_;
+};
+
+/// From a thread other than the run's: runs `f` (int or void) as a task in
+/// the token's run, blocks this OS thread until it returns, and returns its
+/// value. An exception thrown by `f` is rethrown here; trio::cancelled if
+/// it was cancelled; trio::error TRIO_ENORUN if the run ended.
+template <class F>
+int from_thread_run(const token &t, F &&f) {
+    auto task = detail::make_task(nullptr, std::forward<F>(f));
+    detail::borrowed_task b{task.get(), nullptr};
+    int rc = trio_from_thread_run(t.get(), detail::trio_cpp_borrowed_trampoline, &b);
+    if (rc < 0 && rc != TRIO_ECANCELED && b.failure) std::rethrow_exception(b.failure);
+    return check(rc);
 }
 
 } // namespace trio

@@ -8,6 +8,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 static int test_no = 0;
@@ -343,6 +344,47 @@ static void sync_objects() {
     CHECK(sum == 15, "a channel of pointers between two lambdas, closed by RAII");
 }
 
+static void threads() {
+    CHECK(trio::to_thread([] { return 6 * 7; }) == 42, "to_thread returns the worker's value");
+    int ticks = 0;
+    trio::open_nursery([&](trio::nursery &n) {
+        n.spawn([&] {
+            trio::to_thread([] { std::this_thread::sleep_for(std::chrono::milliseconds(50)); });
+            n.cancel();
+        });
+        while (trio_sleep(0.001) == 0) ticks++; // C API: no exception (ASan)
+    });
+    CHECK(ticks > 0, "the run goes on while a worker blocks");
+
+    trio::token tok = trio::token::current();
+    int got = trio::to_thread([&tok] {
+        // On the worker: back into the run for a task that may sleep.
+        return trio::from_thread_run(tok, [] {
+            trio::sleep(1);
+            return 5;
+        });
+    });
+    CHECK(got == 5, "from_thread_run through a token runs a task in the run");
+}
+
+static void thread_exceptions() {
+    std::string what;
+    CHECK(throws<std::domain_error>([] { trio::to_thread([]() -> int { throw std::domain_error("worker"); }); },
+                                    &what) &&
+              what == "worker",
+          "an exception on the worker thread is rethrown in the task");
+    trio::token tok = trio::token::current();
+    int code = trio::to_thread([&tok] {
+        try {
+            trio::from_thread_run(tok, [] { throw std::length_error("in the run"); });
+        } catch (const std::length_error &) {
+            return 1;
+        }
+        return 0;
+    });
+    CHECK(code == 1, "an exception of a from_thread_run task is rethrown on the calling thread");
+}
+
 static void sockets() {
     // Real clock: an echo over loopback.
     std::string reply;
@@ -421,6 +463,7 @@ int main() {
         nursery_of_lambdas();
         raii();
         sync_objects();
+        threads();
     });
     sockets();
 
@@ -436,6 +479,7 @@ int main() {
             exceptions_in_children();
             cancel_scopes();
             raii_with_exceptions();
+            thread_exceptions();
             return nested_run_refused();
         });
     }
