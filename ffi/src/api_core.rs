@@ -37,7 +37,8 @@ fn ignore_sigpipe() {
 /// positive value) on success or a negative code; that value is returned
 /// (a C task's own negative value is passed on as it is, also by
 /// `trio_nursery_close` when exactly one child failed).
-/// SIGPIPE is set to be ignored if it had its default action.
+/// SIGPIPE is set to be ignored if it had its default action. Handles the
+/// C code did not close are closed when the run ends (they become stale).
 ///
 /// Returns: `main_fn`'s value; `TRIO_EINVAL` if `main_fn` is NULL;
 /// `TRIO_ENORUN` if a run is already active on this thread; `TRIO_ECANCELED`
@@ -74,7 +75,11 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
         Ok(t) => t,
         Err(c) => return c,
     };
-    match options.handle_ctrl_c(false).run(task) {
+    let r = options.handle_ctrl_c(false).run(task);
+    // Objects the C code did not close belong to the finished run: their
+    // handles go stale and the objects are freed.
+    handle::clear();
+    match r {
         Ok(code) => code,
         Err(e) => task::note_error(&e),
     }

@@ -246,7 +246,6 @@ impl Handles {
         Some(entry)
     }
 
-    #[allow(dead_code, reason = "for trio_run's teardown, not wired yet")]
     /// Closes every handle (all become stale) and returns their objects, to
     /// be dropped by the caller outside any borrow of the table.
     pub(crate) fn clear(&mut self) -> Vec<Rc<dyn Any>> {
@@ -301,7 +300,6 @@ pub(crate) fn remove<T: 'static>(h: trio_handle_t, kind: Kind) -> Result<Rc<T>, 
     with(|t| t.remove(h, kind))
 }
 
-#[allow(dead_code, reason = "for trio_run's teardown, not wired yet")]
 /// Closes every handle of this thread (at the end of a run) and drops their
 /// objects. Returns how many there were.
 pub(crate) fn clear() -> usize {
