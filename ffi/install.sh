@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="${1:?usage: ffi/install.sh PREFIX [--debug]}"
+# trio.pc records the prefix: make it absolute.
+mkdir -p "$prefix"
+prefix=$(cd "$prefix" && pwd)
 profile=release
 [ "${2:-}" = "--debug" ] && profile=debug
 if [ "$profile" = release ]; then

@@ -5,6 +5,10 @@
 //! `ok N - name` lines and exits 0. Also: the header compiles as C99 and
 //! C++17 with warnings as errors, and `ffi/install.sh` gives a prefix a C
 //! program can build against with pkg-config.
+//!
+//! `TRIO_C_TESTS=test_errors,cpp_include cargo test -p trio-ffi --test
+//! c_programs` runs only the programs named (a program made of
+//! `NAME_unit_*` files is named `NAME`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -52,7 +56,7 @@ fn programs(ext: &str) -> Vec<PathBuf> {
         .expect("tests/c")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == ext))
-        // Files named `*_unit_*` are translation units of a bigger program.
+        // Files named `NAME_unit_*` are translation units of program NAME.
         .filter(|p| !p.file_stem().is_some_and(|s| s.to_string_lossy().contains("_unit_")))
         .collect();
     v.sort();
@@ -65,6 +69,10 @@ enum Variant {
     Static,
     Shared,
     Sanitized,
+    /// Linked statically, like `Static`, into a directory of its own: the
+    /// tests run in parallel, and one must not rebuild a program another
+    /// is running.
+    Valgrind,
 }
 
 fn out_dir(variant: Variant) -> PathBuf {
@@ -72,17 +80,23 @@ fn out_dir(variant: Variant) -> PathBuf {
         Variant::Static => "static",
         Variant::Shared => "shared",
         Variant::Sanitized => "asan",
+        Variant::Valgrind => "valgrind",
     };
     let dir = target_dir().join("c-tests").join(name);
     std::fs::create_dir_all(&dir).expect("creating the output directory");
     dir
 }
 
+/// The program a source file belongs to: its stem, without `_unit_*`.
+fn program_name(source: &Path) -> String {
+    let stem = source.file_stem().expect("a file name").to_string_lossy();
+    stem.split("_unit_").next().unwrap_or(&stem).to_owned()
+}
+
 /// Compiles `sources` (C or C++) into one program.
 fn compile(sources: &[PathBuf], variant: Variant) -> PathBuf {
     let cxx = sources.iter().any(|s| s.extension().is_some_and(|x| x == "cpp"));
-    let stem = sources[0].file_stem().expect("a file name").to_string_lossy().into_owned();
-    let out = out_dir(variant).join(stem);
+    let out = out_dir(variant).join(program_name(&sources[0]));
     let lib = lib_dir();
     let mut cmd = Command::new(if cxx { "g++" } else { "gcc" });
     cmd.args(if cxx { CXX_FLAGS } else { C_FLAGS });
@@ -97,7 +111,7 @@ fn compile(sources: &[PathBuf], variant: Variant) -> PathBuf {
         cmd.args(["-x", "none"]);
     }
     match variant {
-        Variant::Static | Variant::Sanitized => {
+        Variant::Static | Variant::Sanitized | Variant::Valgrind => {
             cmd.arg(lib.join("libtrio.a")).args(NATIVE_LIBS);
         }
         Variant::Shared => {
@@ -148,15 +162,22 @@ fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) {
 fn all_programs() -> Vec<Vec<PathBuf>> {
     let mut v: Vec<Vec<PathBuf>> = programs("c").into_iter().map(|p| vec![p]).collect();
     v.extend(programs("cpp").into_iter().map(|p| vec![p]));
-    // A program made of several translation units: tests/c/NAME_unit_*.cpp.
-    let mut units: Vec<PathBuf> = std::fs::read_dir(workspace().join("tests/c"))
-        .expect("tests/c")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_stem().is_some_and(|s| s.to_string_lossy().contains("_unit_")))
-        .collect();
-    units.sort();
-    if !units.is_empty() {
-        v.push(units);
+    // Programs made of several translation units: tests/c/NAME_unit_*.c(pp).
+    let mut units: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for p in std::fs::read_dir(workspace().join("tests/c")).expect("tests/c").filter_map(|e| e.ok().map(|e| e.path())) {
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some((name, _)) = stem.split_once("_unit_") {
+            units.entry(name.to_owned()).or_default().push(p);
+        }
+    }
+    for (_, mut files) in units {
+        files.sort();
+        v.push(files);
+    }
+    // TRIO_C_TESTS=test_errors,cpp_include runs only the programs named.
+    if let Ok(only) = std::env::var("TRIO_C_TESTS") {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        v.retain(|files| names.contains(&program_name(&files[0]).as_str()));
     }
     v
 }
@@ -198,7 +219,7 @@ fn programs_under_valgrind() {
         return;
     }
     for p in all_programs() {
-        let program = compile(&p, Variant::Static);
+        let program = compile(&p, Variant::Valgrind);
         run(
             &program,
             &[
