@@ -236,8 +236,9 @@ pub extern "C" fn trio_last_error_code() -> c_int {
 /// `TRIO_EPANIC`, with the panic message as the detail, instead of unwinding
 /// into C (undefined behaviour). Every `extern "C"` body goes through here.
 pub(crate) fn guard(f: impl FnOnce() -> c_int) -> c_int {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|payload| set_error(TRIO_EPANIC, format_args!("panic in libtrio: {}", panic_message(&*payload))))
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        set_error(TRIO_EPANIC, format_args!("panic in libtrio: {}", panic_message(&*payload)))
+    })
 }
 
 /// [`guard`] for functions that do not return a status: `on_panic` is
