@@ -7,11 +7,12 @@
 #   PKG_CONFIG_PATH=PREFIX/lib/pkgconfig cc app.c $(pkg-config --cflags --libs trio)
 # (add --static to pkg-config to link libtrio.a).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 prefix="${1:?usage: ffi/install.sh PREFIX [--debug]}"
-# trio.pc records the prefix: make it absolute.
+# trio.pc records the prefix: make it absolute (relative to the caller's
+# directory) before moving to the workspace.
 mkdir -p "$prefix"
 prefix=$(cd "$prefix" && pwd)
+cd "$(dirname "$0")/.."
 profile=release
 [ "${2:-}" = "--debug" ] && profile=debug
 if [ "$profile" = release ]; then
