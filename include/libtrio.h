@@ -95,6 +95,12 @@
 // `trio_set_stack_size`).
 #define TRIO_DEFAULT_STACK_SIZE (256 * 1024)
 
+// A run's token: a thread-safe reference to a `trio_run`, the way other
+// threads reach it. Get one with `trio_token_get` inside the run; it may be
+// used from any thread, and outlive the run (it then reports
+// `TRIO_ENORUN`). Free it with `trio_token_free`, once, from any thread.
+typedef struct trio_token trio_token;
+
 // A C task's function: returns 0 (or a positive value) on success, a
 // negative `TRIO_E*` code (or any negative value of its own) on failure.
 typedef int32_t (*trio_task_fn)(void *arg);
@@ -104,6 +110,9 @@ typedef int32_t (*trio_task_fn)(void *arg);
 // until it is closed; after that every call given it returns
 // `TRIO_EBADHANDLE`.
 typedef uint64_t trio_handle_t;
+
+// A function run soon on a run's thread by `trio_token_run_sync_soon`.
+typedef void (*trio_sync_fn)(void *arg);
 
 #ifdef __cplusplus
 extern "C" {
@@ -116,7 +125,8 @@ extern "C" {
 // positive value) on success or a negative code; that value is returned
 // (a C task's own negative value is passed on as it is, also by
 // `trio_nursery_close` when exactly one child failed).
-// SIGPIPE is set to be ignored if it had its default action.
+// SIGPIPE is set to be ignored if it had its default action. Handles the
+// C code did not close are closed when the run ends (they become stale).
 //
 // Returns: `main_fn`'s value; `TRIO_EINVAL` if `main_fn` is NULL;
 // `TRIO_ENORUN` if a run is already active on this thread; `TRIO_ECANCELED`
@@ -226,6 +236,457 @@ int32_t trio_cancel_scope_cancel(trio_handle_t scope);
 // `TRIO_ECANCELED` if an outer scope's cancellation passes through it;
 // `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost.
 int32_t trio_cancel_scope_close(trio_handle_t scope);
+
+// Starts listening for TCP connections on `host`:`port` and writes the
+// listener's handle to `*out`.
+//
+// `host` is a numeric IPv4 or IPv6 address (`"0.0.0.0"` for every IPv4
+// interface, `"::"` for every IPv6 one) or `"localhost"`; NULL means
+// `"127.0.0.1"` (loopback only). Names are not looked up. Port 0 lets the
+// OS choose one (read it with `trio_listener_port`). `SO_REUSEADDR` is set.
+// Does not block, but needs a run.
+//
+// Returns 0; `TRIO_EINVAL` if `out` is NULL or `host` is not an address;
+// `TRIO_EIO` if the OS refuses (the port is in use, ...; the detail has
+// the OS message); `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
+// writable `trio_handle_t`.
+int32_t trio_tcp_listen(const char *host, uint16_t port, trio_handle_t *out);
+
+// Writes the local port of the TCP listener `listener` to `*out` (the one
+// the OS chose if it was opened with port 0). Does not block.
+//
+// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE` if
+// `listener` is not an open TCP listener; `TRIO_EIO` from the OS.
+//
+// # Safety
+// `out` is NULL or points to a writable `uint16_t`.
+int32_t trio_listener_port(trio_handle_t listener, uint16_t *out);
+
+// Waits for a connection on `listener` (TCP or Unix) and writes the new
+// stream's handle (of the same family) to `*stream_out`.
+//
+// Suspends the calling C task until a peer connects. Cancellation: returns
+// `TRIO_ECANCELED` and no connection is taken.
+//
+// Returns 0; `TRIO_EINVAL` if `stream_out` is NULL; `TRIO_EBADHANDLE` if
+// `listener` is not an open listener; `TRIO_EBUSY` if another task is
+// already accepting on it; `TRIO_ECLOSED` if it was closed meanwhile;
+// `TRIO_EIO` from the OS (for example out of descriptors: retry later);
+// `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `stream_out` is NULL or points to a writable `trio_handle_t`.
+int32_t trio_accept(trio_handle_t listener, trio_handle_t *stream_out);
+
+// Connects to `host`:`port` over TCP and writes the stream's handle to
+// `*out`. `host` is a name or a numeric address; every address it resolves
+// to is tried, IPv6 and IPv4 interleaved, a new attempt starting every
+// 250 ms while earlier ones are pending ("happy eyeballs", RFC 8305); the
+// first to connect wins. `TCP_NODELAY` is on.
+//
+// Suspends the calling C task (name lookup and connecting). Cancellation:
+// every attempt is abandoned and closed; returns `TRIO_ECANCELED`.
+//
+// Returns 0; `TRIO_EINVAL` if `host` or `out` is NULL; `TRIO_EIO` if the
+// connection failed (refused, unreachable, unknown name; the detail has
+// the OS message); `TRIO_EGROUP` if several addresses were tried and all
+// failed (the detail lists them); `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
+// writable `trio_handle_t`.
+int32_t trio_tcp_connect(const char *host, uint16_t port, trio_handle_t *out);
+
+// Starts listening for Unix-domain stream connections at the filesystem
+// path `path` (which must not exist yet; it is not removed on close) and
+// writes the listener's handle to `*out`. Does not block, but needs a run.
+//
+// Returns 0; `TRIO_EINVAL` if `path` or `out` is NULL; `TRIO_EIO` from the
+// OS (the path exists, is too long, ...); `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
+// writable `trio_handle_t`.
+int32_t trio_unix_listen(const char *path, trio_handle_t *out);
+
+// Connects to the Unix-domain stream socket at `path` and writes the
+// stream's handle to `*out`.
+//
+// Suspends the calling C task (rarely for long). Cancellation: the
+// half-made socket is closed; returns `TRIO_ECANCELED`.
+//
+// Returns 0; `TRIO_EINVAL` if `path` or `out` is NULL; `TRIO_EIO` if the
+// connection failed (no such socket, refused; the detail has the OS
+// message); `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
+// writable `trio_handle_t`.
+int32_t trio_unix_connect(const char *path, trio_handle_t *out);
+
+// Sends all `len` bytes of `buf` on the stream `stream` (TCP or Unix).
+//
+// Suspends the calling C task until everything is handed to the OS (a
+// checkpoint even when nothing needs to wait). Cancellation: returns
+// `TRIO_ECANCELED`; if part of the data was already sent the stream is
+// broken (as in Trio: further sends return `TRIO_EBROKEN`) since the peer
+// cannot know where the message was cut.
+//
+// Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0;
+// `TRIO_EBADHANDLE` if `stream` is not an open stream (a listener, ...);
+// `TRIO_EBROKEN` if the peer is gone (reset) or an earlier send was cut
+// short; `TRIO_ECLOSED` after `trio_send_eof` or if the stream was closed
+// meanwhile; `TRIO_EBUSY` if another task is sending on it; `TRIO_EIO`
+// from the OS; `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `buf` is NULL (only with `len` 0) or points to `len` readable bytes that
+// stay valid and unchanged until the call returns.
+int32_t trio_send_all(trio_handle_t stream, const void *buf, size_t len);
+
+// Receives at most `len` bytes (and at most `INT_MAX`) from the stream
+// `stream` into `buf`.
+//
+// Suspends the calling C task until some data arrives (or the peer sends
+// EOF). Cancellation: returns `TRIO_ECANCELED` and nothing was received.
+//
+// Returns the number of bytes received (at least 1), or 0 once the peer
+// has sent EOF (closed or `trio_send_eof`); `TRIO_EINVAL` if `buf` is NULL
+// or `len` is 0; `TRIO_EBADHANDLE` if `stream` is not an open stream;
+// `TRIO_EBROKEN` if the peer reset the connection; `TRIO_ECLOSED` if the
+// stream was closed meanwhile; `TRIO_EBUSY` if another task is receiving
+// on it; `TRIO_EIO` from the OS; `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `buf` is NULL or points to `len` writable bytes that stay valid until
+// the call returns.
+int32_t trio_receive_some(trio_handle_t stream, void *buf, size_t len);
+
+// Sends EOF on the stream `stream` (shuts down its sending side): the
+// peer's `trio_receive_some` returns 0 once it has read everything sent
+// before. Receiving still works. Sending EOF twice is allowed.
+//
+// A checkpoint: may suspend the calling C task briefly. Cancellation:
+// returns `TRIO_ECANCELED` (EOF was sent anyway).
+//
+// Returns 0; `TRIO_EBADHANDLE` if `stream` is not an open stream;
+// `TRIO_EBUSY` if another task is sending on it; `TRIO_ECLOSED` if it was
+// closed; `TRIO_EIO` from the OS; `TRIO_ENORUN` outside a C task.
+int32_t trio_send_eof(trio_handle_t stream);
+
+// Closes the socket `h` (a TCP or Unix stream or listener) and frees the
+// handle: from now on `h` is stale (`TRIO_EBADHANDLE`). Other tasks
+// blocked on the socket wake with `TRIO_ECLOSED`.
+//
+// Inside a C task it is a checkpoint; the socket is closed and the handle
+// freed even if it returns `TRIO_ECANCELED`. Outside a run (or outside a C
+// task) it closes without waiting.
+//
+// Returns 0; `TRIO_EBADHANDLE` if `h` is not an open socket (a double
+// close); `TRIO_ECANCELED` as above.
+int32_t trio_close(trio_handle_t h);
+
+// Makes a new event, not set, and writes its handle to `*out`. An event is
+// a one-shot flag: `trio_event_set` wakes every waiter and it stays set.
+//
+// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+// `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `out` is NULL or points to a writable `trio_handle_t`.
+int trio_event_new(trio_handle_t *out);
+
+// Sets `event` and wakes every task waiting for it. Idempotent. Does not
+// block and is not a checkpoint.
+//
+// Returns 0 or `TRIO_EBADHANDLE`.
+int trio_event_set(trio_handle_t event);
+
+// Is `event` set? Does not block.
+//
+// Returns 1 if set, 0 if not, or `TRIO_EBADHANDLE`.
+int trio_event_is_set(trio_handle_t event);
+
+// Waits until `event` is set (at once, after a checkpoint, if it is).
+//
+// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
+// enclosing scope was cancelled (the event is unaffected); `TRIO_ECLOSED`
+// if another task closed the handle meanwhile; `TRIO_EBADHANDLE`;
+// `TRIO_ENORUN` outside a C task.
+int trio_event_wait(trio_handle_t event);
+
+// Closes `event`'s handle: from now on it is stale. Tasks blocked in
+// `trio_event_wait` on it return `TRIO_ECLOSED`. Does not block.
+//
+// Returns 0 or `TRIO_EBADHANDLE`.
+int trio_event_close(trio_handle_t event);
+
+// Opens a memory channel of `void *` values and writes its two ends'
+// handles to `*send_out` and `*recv_out`.
+//
+// `capacity` is how many values it buffers: 0 makes every send wait for a
+// receiver (a rendezvous), `SIZE_MAX` means no limit. The channel only
+// moves the pointers: the C code owns what they point to (values still in
+// the channel when its last receiver closes are dropped without notice).
+//
+// Does not block. Returns 0; `TRIO_EINVAL` if an out pointer is NULL;
+// `TRIO_ENORUN` outside a C task. The outputs are written only on
+// success.
+//
+// # Safety
+// `send_out` and `recv_out` are NULL or point to writable
+// `trio_handle_t`s.
+int trio_channel_open(size_t capacity, trio_handle_t *send_out, trio_handle_t *recv_out);
+
+// Makes another sending end of the same channel as `sender` and writes
+// its handle to `*out`. Each end closes on its own; receivers see the end
+// of the channel once every sending end is closed.
+//
+// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+// `TRIO_EBADHANDLE` (also for an end already closed: its handle is stale).
+//
+// # Safety
+// `out` is NULL or points to a writable `trio_handle_t`.
+int trio_channel_clone_sender(trio_handle_t sender, trio_handle_t *out);
+
+// Makes another receiving end of the same channel as `receiver` and
+// writes its handle to `*out`. Each value goes to one of the receivers;
+// senders see `TRIO_EBROKEN` once every receiving end is closed.
+//
+// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+// `TRIO_EBADHANDLE`.
+//
+// # Safety
+// `out` is NULL or points to a writable `trio_handle_t`.
+int trio_channel_clone_receiver(trio_handle_t receiver, trio_handle_t *out);
+
+// Sends `value` (any pointer, NULL included) on the channel: to a waiting
+// receiver, or into the buffer; waits while the buffer is full. A
+// checkpoint.
+//
+// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
+// enclosing scope was cancelled (the value was **not** sent);
+// `TRIO_EBROKEN` if every receiving end is (or gets) closed;
+// `TRIO_ECLOSED` if this end's handle is closed by another task
+// meanwhile; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+int trio_channel_send(trio_handle_t sender, void *value);
+
+// Receives the next value into `*out`, waiting for one. A checkpoint.
+//
+// Suspends the calling C task. Returns 0; `TRIO_EENDOFCHANNEL` once every
+// sending end is closed and the buffer is empty; `TRIO_ECANCELED` if an
+// enclosing scope was cancelled (no value was taken); `TRIO_ECLOSED` if
+// this end's handle is closed by another task meanwhile; `TRIO_EINVAL` if
+// `out` is NULL; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+// `*out` is written only on success.
+//
+// # Safety
+// `out` is NULL or points to a writable `void *`.
+int trio_channel_receive(trio_handle_t receiver, void **out);
+
+// Sends `value` without waiting: to a waiting receiver, or into the
+// buffer if there is room. Does not block and is not a checkpoint.
+//
+// Returns 0; `TRIO_EWOULDBLOCK` if it would have to wait; `TRIO_EBROKEN`
+// if every receiving end is closed; `TRIO_EBADHANDLE`. On failure the
+// value was not sent.
+int trio_channel_try_send(trio_handle_t sender, void *value);
+
+// Takes the next value into `*out` without waiting. Does not block and is
+// not a checkpoint.
+//
+// Returns 0; `TRIO_EWOULDBLOCK` if none is ready; `TRIO_EENDOFCHANNEL` if
+// every sending end is closed and the buffer is empty; `TRIO_EINVAL` if
+// `out` is NULL; `TRIO_EBADHANDLE`. `*out` is written only on success.
+//
+// # Safety
+// `out` is NULL or points to a writable `void *`.
+int trio_channel_try_receive(trio_handle_t receiver, void **out);
+
+// Closes this sending end and its handle (now stale). Tasks blocked in
+// `trio_channel_send` on it return `TRIO_ECLOSED`; if it was the last
+// sending end, receivers get `TRIO_EENDOFCHANNEL` once the buffer is
+// empty. Does not block.
+//
+// Returns 0 or `TRIO_EBADHANDLE`.
+int trio_channel_close_sender(trio_handle_t sender);
+
+// Closes this receiving end and its handle (now stale). Tasks blocked in
+// `trio_channel_receive` on it return `TRIO_ECLOSED`; if it was the last
+// receiving end, senders get `TRIO_EBROKEN` and values still buffered are
+// dropped (the C code still owns what they point to). Does not block.
+//
+// Returns 0 or `TRIO_EBADHANDLE`.
+int trio_channel_close_receiver(trio_handle_t receiver);
+
+// Makes a new, unlocked lock and writes its handle to `*out`. A lock is
+// owned by the C task that acquired it; waiters get it in FIFO order.
+//
+// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+// `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `out` is NULL or points to a writable `trio_handle_t`.
+int trio_lock_new(trio_handle_t *out);
+
+// Waits for `lock` and takes it for the calling C task. A checkpoint.
+//
+// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
+// enclosing scope was cancelled (the lock was not taken); `TRIO_EMISUSE`
+// if the calling task already holds it; `TRIO_ECLOSED` if another task
+// closed the handle meanwhile; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a
+// C task.
+int trio_lock_acquire(trio_handle_t lock);
+
+// Takes `lock` if it is free and nobody waits for it. Does not block and
+// is not a checkpoint.
+//
+// Returns 0; `TRIO_EWOULDBLOCK` if it is held or others wait for it;
+// `TRIO_EMISUSE` if the calling task already holds it; `TRIO_EBADHANDLE`;
+// `TRIO_ENORUN` outside a C task.
+int trio_lock_try_acquire(trio_handle_t lock);
+
+// Releases `lock`, handing it to the first waiter if any. Does not block.
+//
+// Returns 0; `TRIO_EMISUSE` if the calling task does not hold it;
+// `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+int trio_lock_release(trio_handle_t lock);
+
+// Closes `lock`'s handle: from now on it is stale. Tasks blocked in
+// `trio_lock_acquire` on it return `TRIO_ECLOSED`. Closing a held lock is
+// allowed (the lock is gone). Does not block.
+//
+// Returns 0 or `TRIO_EBADHANDLE`.
+int trio_lock_close(trio_handle_t lock);
+
+// Makes a new semaphore holding `initial` permits (no maximum) and writes
+// its handle to `*out`. Permits are not tied to tasks; waiters get them in
+// FIFO order.
+//
+// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+// `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `out` is NULL or points to a writable `trio_handle_t`.
+int trio_semaphore_new(size_t initial, trio_handle_t *out);
+
+// Waits for a permit of `sem` and takes it. A checkpoint.
+//
+// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
+// enclosing scope was cancelled (no permit taken); `TRIO_ECLOSED` if
+// another task closed the handle meanwhile; `TRIO_EBADHANDLE`;
+// `TRIO_ENORUN` outside a C task.
+int trio_semaphore_acquire(trio_handle_t sem);
+
+// Takes a permit of `sem` if one is available. Does not block and is not
+// a checkpoint.
+//
+// Returns 0; `TRIO_EWOULDBLOCK` if none is; `TRIO_EBADHANDLE`.
+int trio_semaphore_try_acquire(trio_handle_t sem);
+
+// Returns a permit to `sem`: to the first waiter if any, else to the
+// pool. Does not block.
+//
+// Returns 0 or `TRIO_EBADHANDLE`.
+int trio_semaphore_release(trio_handle_t sem);
+
+// Writes the number of permits `sem` holds now to `*out`. Does not block.
+//
+// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
+// written only on success.
+//
+// # Safety
+// `out` is NULL or points to a writable `size_t`.
+int trio_semaphore_value(trio_handle_t sem, size_t *out);
+
+// Closes `sem`'s handle: from now on it is stale. Tasks blocked in
+// `trio_semaphore_acquire` on it return `TRIO_ECLOSED`. Does not block.
+//
+// Returns 0 or `TRIO_EBADHANDLE`.
+int trio_semaphore_close(trio_handle_t sem);
+
+// Runs `fn(arg)` on a worker thread (from a pool) and returns its value:
+// 0 or more, or its negative code as it is.
+//
+// Suspends only the calling C task; the run goes on. `fn` runs outside the
+// run: it may block, and it may call `trio_from_thread_run` with the run's
+// token; it must not call the functions that need a C task.
+//
+// Cancellation: a cancellation before the thread starts returns
+// `TRIO_ECANCELED` and `fn` never runs. Once `fn` runs, if
+// `abandon_on_cancel` is 0 the task waits for it to return (the
+// cancellation is seen at the task's next checkpoint); if it is nonzero,
+// the call returns `TRIO_ECANCELED` at once and the thread goes on alone:
+// its value is dropped, so `arg` (and whatever `fn` uses) must stay valid
+// until `fn` has returned, which the caller must arrange itself.
+//
+// Returns: `fn`'s value; `TRIO_ECANCELED`; `TRIO_EINVAL` if `fn` is NULL;
+// `TRIO_ENORUN` outside a C task; `TRIO_EIO` if no thread could be
+// started.
+int32_t trio_to_thread(trio_task_fn func, void *arg, int32_t abandon_on_cancel);
+
+// Writes a new token for the run on the calling thread to `*out`.
+//
+// Does not block; may be called from C tasks and from callbacks of
+// `trio_token_run_sync_soon`. Each token must be freed with
+// `trio_token_free`.
+//
+// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_ENORUN` outside a run.
+// `*out` is written only on success.
+//
+// # Safety
+// `out` is NULL or points to a writable `trio_token *`.
+int32_t trio_token_get(trio_token **out);
+
+// Frees a token from `trio_token_get`. Any thread, during or after its
+// run. NULL is accepted and does nothing.
+//
+// Returns 0.
+//
+// # Safety
+// `token` is NULL or a token from `trio_token_get` not freed yet, and no
+// other thread uses it during or after this call.
+int32_t trio_token_free(trio_token *token);
+
+// Queues `fn(arg)` to run soon on the run's thread, between scheduling
+// passes. Any thread may call it, the run's own included; it does not block.
+// Calls run in the order they were queued. `fn` runs outside any C task: it
+// must not block nor call the functions that need a C task (it may call
+// `trio_token_get` and `trio_token_run_sync_soon`). If the run ends before
+// `fn` had its turn, `fn` never runs.
+//
+// Returns 0; `TRIO_EINVAL` if `token` or `fn` is NULL; `TRIO_ENORUN` if
+// the run has ended (`fn` will not run).
+//
+// # Safety
+// `token` is NULL or a live token (not freed); `arg` stays valid until
+// `fn` has run (or the run has ended).
+int32_t trio_token_run_sync_soon(const trio_token *token, trio_sync_fn func, void *arg);
+
+// From a thread other than the run's: runs `fn(arg)` as a C task in the
+// run of `token`, blocks the calling OS thread until it returns, and
+// returns its value (0 or more, or its negative code as it is). The task may
+// use everything a C task can (sleep, nurseries, ...).
+//
+// From a `trio_to_thread` worker of the same run, the task runs as part of
+// the task that started the worker, inside its cancel scopes: a
+// cancellation there reaches it, and if that task abandoned the thread the
+// call returns `TRIO_ECANCELED`. From any other thread it runs as a system
+// task of the run, cancelled only when the run is torn down.
+//
+// Returns: `fn`'s value; `TRIO_ECANCELED`; `TRIO_EINVAL` if `token` or
+// `fn` is NULL; `TRIO_EMISUSE` if called on a thread running a trio run
+// (waiting there would deadlock); `TRIO_ENORUN` if the run has ended or
+// ends before the task returns; `TRIO_ENOMEM` if no task stack could be
+// made.
+//
+// # Safety
+// `token` is NULL or a live token (not freed); `arg` stays valid until the
+// call returns.
+int32_t trio_from_thread_run(const trio_token *token, trio_task_fn func, void *arg);
 
 // Returns a static, NUL-terminated English message for a status code:
 // `trio_strerror(TRIO_ECANCELED)` is `"cancelled"`. Unknown codes give
