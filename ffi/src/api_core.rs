@@ -233,8 +233,11 @@ pub extern "C" fn trio_nursery_close(nursery: trio_handle_t) -> i32 {
             }
             Err(c) => return c,
         }
+        // The handle stays valid while the children finish: they may spawn
+        // siblings into it.
+        let r = task::close();
         let _ = handle::remove::<NurseryState>(nursery, Kind::Nursery);
-        match task::close() {
+        match r {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => task::note_error(&e),
             Err(c) => c,

@@ -148,7 +148,8 @@ pub(crate) enum Layer {
 pub(crate) struct NurseryState {
     /// Its layer id (for the close-in-order check).
     layer: usize,
-    /// The nursery, while its body runs (erased lifetime; see `spawn`).
+    /// The nursery, from its body's start until it has finished (erased
+    /// lifetime; see `spawn`).
     nursery: Cell<Option<*const trio::Nursery<'static, 'static>>>,
     /// Its cancel scope, once open.
     scope: RefCell<Option<CancelScope>>,
@@ -174,8 +175,9 @@ impl NurseryState {
             Ok(t) => t,
             Err(code) => return code,
         };
-        // SAFETY: `nursery` is set while the nursery's body runs and cleared
-        // before the body returns (`open_layer`), so the nursery is alive;
+        // SAFETY: `nursery` is set when the nursery's body starts and cleared
+        // as soon as `open_nursery` returns (`open_layer`), so the nursery is
+        // alive;
         // the child is 'static.
         unsafe { (*n).spawn(async move { task.await.map(|_| ()) }) };
         0
@@ -435,11 +437,9 @@ fn open_layer(layer: Layer, inner: Pump) -> Pin<Box<dyn Future<Output = Result<(
                 let erased: *const trio::Nursery<'_, '_> = n;
                 state.nursery.set(Some(erased.cast()));
                 *state.scope.borrow_mut() = Some(n.cancel_scope().clone());
-                let r = inner.await;
-                // No spawning after the body: the nursery is only waiting
-                // for its children now.
-                state.nursery.set(None);
-                r
+                // Children may still spawn siblings after the body ended,
+                // while the nursery waits for them (as in Trio).
+                inner.await
             })
             .await;
             state.nursery.set(None);
