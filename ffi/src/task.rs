@@ -465,7 +465,9 @@ pub(crate) fn block_on<F: Future>(fut: F) -> std::result::Result<F::Output, i32>
         Resumed::Ready => {}
         _ => return Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
     }
-    slot.out.take().ok_or_else(|| error::set_error(error::TRIO_EPANIC, "a C task was resumed before its operation finished"))
+    slot.out
+        .take()
+        .ok_or_else(|| error::set_error(error::TRIO_EPANIC, "a C task was resumed before its operation finished"))
 }
 
 /// Opens `layer` (id `id`) around the rest of the calling C task's code.
