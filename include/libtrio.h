@@ -440,7 +440,8 @@ int trio_send_eof(trio_handle_t stream);
 // a reset if data was left unread).
 //
 // Does not block and is not a checkpoint; works in any C task, also a
-// cancelled one, and after `trio_run` returned (for handles left open).
+// cancelled one (handy in cleanup code). Sockets left open are closed
+// when `trio_run` returns.
 //
 // Returns 0, or `TRIO_EBADHANDLE` if `sock` is not a live socket handle.
 int trio_close(trio_handle_t sock);

@@ -140,7 +140,9 @@ impl Sock {
         match self {
             Sock::TcpStream(s) => Ok(s.local_addr()?.to_string()),
             Sock::TcpListener(s) => Ok(s.local_addr()?.to_string()),
-            Sock::UnixStream(s) => Ok(s.with_socket(|s| s.local_addr())?.as_pathname().map(path_text).unwrap_or_default()),
+            Sock::UnixStream(s) => {
+                Ok(s.with_socket(|s| s.local_addr())?.as_pathname().map(path_text).unwrap_or_default())
+            }
             Sock::UnixListener(s) => Ok(s.local_path()?.as_deref().map(path_text).unwrap_or_default()),
         }
     }
@@ -194,9 +196,7 @@ unsafe fn text<'a>(s: *const c_char, name: &str) -> Result<&'a str, c_int> {
         return Err(set_error(TRIO_EINVAL, format_args!("{name} is NULL")));
     }
     // SAFETY: non-null and NUL-terminated (the caller's promise).
-    unsafe { CStr::from_ptr(s) }
-        .to_str()
-        .map_err(|_| set_error(TRIO_EINVAL, format_args!("{name} is not valid UTF-8")))
+    unsafe { CStr::from_ptr(s) }.to_str().map_err(|_| set_error(TRIO_EINVAL, format_args!("{name} is not valid UTF-8")))
 }
 
 /// A path argument, or `TRIO_EINVAL` (NULL or empty).
@@ -613,7 +613,8 @@ pub extern "C" fn trio_send_eof(stream: trio_handle_t) -> c_int {
 /// a reset if data was left unread).
 ///
 /// Does not block and is not a checkpoint; works in any C task, also a
-/// cancelled one, and after `trio_run` returned (for handles left open).
+/// cancelled one (handy in cleanup code). Sockets left open are closed
+/// when `trio_run` returns.
 ///
 /// Returns 0, or `TRIO_EBADHANDLE` if `sock` is not a live socket handle.
 #[unsafe(no_mangle)]
@@ -813,7 +814,11 @@ impl<L: Listener> Listener for Shared<L> {
 /// `handler` is called with `arg`, which must stay valid until this
 /// returns.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn trio_serve_listener(listener: trio_handle_t, handler: trio_handler_fn, arg: *mut c_void) -> c_int {
+pub unsafe extern "C" fn trio_serve_listener(
+    listener: trio_handle_t,
+    handler: trio_handler_fn,
+    arg: *mut c_void,
+) -> c_int {
     guard(|| {
         status((|| {
             let handler = handler_of(handler)?;

@@ -293,6 +293,35 @@ static int server_task(void *arg) {
     return c->serve_rc == TRIO_ECANCELED ? TRIO_ECANCELED : 0;
 }
 
+/* on_started runs in the serving task: it may spawn, here the client,
+ * into the nursery the parent is already closing. */
+struct spawning_ctx {
+    struct serve_ctx base; /* first: the handler sees a serve_ctx */
+    trio_handle_t nursery;
+    uint16_t port;
+    int serve_rc;
+    long reply_len;
+    char reply[32];
+};
+
+static int spawned_client(void *arg) {
+    struct spawning_ctx *c = (struct spawning_ctx *)arg;
+    c->reply_len = ask(c->port, "spawned\n", c->reply, sizeof c->reply);
+    return trio_nursery_cancel(c->nursery);
+}
+
+static void on_started_spawn(uint16_t port, void *arg) {
+    struct spawning_ctx *c = (struct spawning_ctx *)arg;
+    c->port = port;
+    if (trio_nursery_spawn(c->nursery, spawned_client, c) != 0) c->port = 0;
+}
+
+static int spawning_server(void *arg) {
+    struct spawning_ctx *c = (struct spawning_ctx *)arg;
+    c->serve_rc = trio_serve_tcp(0, "127.0.0.1", greeter, c, on_started_spawn);
+    return c->serve_rc == TRIO_ECANCELED ? TRIO_ECANCELED : 0;
+}
+
 static void serve_tcp_with_a_handler(void) {
     struct serve_ctx c;
     trio_handle_t n = 0;
@@ -326,6 +355,18 @@ static void serve_tcp_with_a_handler(void) {
     CHECK(trio_nursery_close(n) == 0, "serve: the server stops by itself");
     CHECK(c.serve_rc == -55, "serve: a handler's failure stops the server with its code");
     CHECK(trio_event_close(c.started) == 0, "serve: close the event");
+
+    {
+        struct spawning_ctx sc;
+        memset(&sc, 0, sizeof sc);
+        CHECK(trio_nursery_open(&sc.nursery) == 0, "serve: a third nursery");
+        CHECK(trio_nursery_spawn(sc.nursery, spawning_server, &sc) == 0, "serve: a server whose on_started spawns");
+        CHECK(trio_nursery_close(sc.nursery) == 0, "serve: the spawned client cancels the nursery");
+        CHECK(sc.port != 0 && sc.reply_len == 11 && memcmp(sc.reply, "hi spawned\n", 11) == 0,
+              "serve: on_started spawned a client that was answered");
+        CHECK(sc.base.handled == 1, "serve: one connection handled");
+        CHECK(sc.serve_rc == TRIO_ECANCELED, "serve: and the server was cancelled");
+    }
 }
 
 /* --- 5b. serve_listener on a Unix listener --- */
@@ -571,16 +612,17 @@ int main(void) {
     CHECK(trio_run(real_clock_task, NULL) == 0, "echo on the real clock");
 
     CHECK(trio_run(leave_open, NULL) == 0, "a run that leaves sockets open");
-    CHECK(trio_receive_some(left_a, buf, sizeof buf) == TRIO_ENORUN, "outside: receive on a live handle");
-    CHECK(trio_send_all(left_a, "x", 1) == TRIO_ENORUN, "outside: send on a live handle");
-    CHECK(trio_send_eof(left_a) == TRIO_ENORUN, "outside: send_eof on a live handle");
-    CHECK(trio_accept(left_listener, &h) == TRIO_ENORUN && h == 555, "outside: accept on a live handle");
-    CHECK(trio_serve_listener(left_listener, greeter, NULL) == TRIO_ENORUN, "outside: serve_listener");
-    CHECK(trio_local_address(left_a, buf, sizeof buf) > 0, "outside: local_address still works");
-    CHECK(trio_close(left_a) == 0 && trio_close(left_b) == 0 && trio_close(left_listener) == 0,
-          "outside: closing handles left open works");
-    CHECK(trio_close(left_a) == TRIO_EBADHANDLE, "outside: and they are stale then");
-
+    /* trio_run closed them: their handles are stale, their descriptors
+     * gone (the count below). */
+    CHECK(trio_receive_some(left_a, buf, sizeof buf) == TRIO_EBADHANDLE, "after: receive on a handle left open");
+    CHECK(detail_has("stale"), "after: it is stale");
+    CHECK(trio_send_all(left_b, "x", 1) == TRIO_EBADHANDLE, "after: send on a handle left open");
+    CHECK(trio_send_eof(left_a) == TRIO_EBADHANDLE, "after: send_eof on a handle left open");
+    CHECK(trio_accept(left_listener, &h) == TRIO_EBADHANDLE && h == 555, "after: accept on a listener left open");
+    CHECK(trio_serve_listener(left_listener, greeter, NULL) == TRIO_EBADHANDLE, "after: serve_listener");
+    CHECK(trio_local_address(left_a, buf, sizeof buf) == TRIO_EBADHANDLE, "after: local_address");
+    CHECK(trio_close(left_a) == TRIO_EBADHANDLE && trio_close(left_listener) == TRIO_EBADHANDLE,
+          "after: closing them again is TRIO_EBADHANDLE");
     CHECK(count_fds() == fds_before, "no descriptor leaked");
     printf("1..%d\n", test_no);
     return 0;
