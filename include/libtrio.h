@@ -111,6 +111,22 @@ typedef int32_t (*trio_task_fn)(void *arg);
 // `TRIO_EBADHANDLE`.
 typedef uint64_t trio_handle_t;
 
+// A connection handler for `trio_serve_tcp` and `trio_serve_listener`:
+// runs as a C task of its own for each connection, with `stream` (a stream
+// handle for the connection) and the `arg` given to the serve call.
+// Returns 0 (or a positive value) when done, `TRIO_ECANCELED` when a call
+// in it was cancelled, or a negative code to stop the whole server (see
+// `trio_serve_tcp`). The stream is closed and its handle freed after the
+// handler returns (the handler may also close it itself with
+// `trio_close`).
+typedef int32_t (*trio_handler_fn)(trio_handle_t stream, void *arg);
+
+// Called by `trio_serve_tcp` once it listens, before it serves, with the
+// port it listens on (the one the OS chose if 0 was asked for) and the
+// serve call's `arg`. It runs in the serving C task, so it may call
+// anything a C task may (spawn the clients of a test, set an event).
+typedef void (*trio_started_fn)(uint16_t port, void *arg);
+
 // A function run soon on a run's thread by `trio_token_run_sync_soon`.
 typedef void (*trio_sync_fn)(void *arg);
 
@@ -237,157 +253,261 @@ int32_t trio_cancel_scope_cancel(trio_handle_t scope);
 // `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost.
 int32_t trio_cancel_scope_close(trio_handle_t scope);
 
-// Starts listening for TCP connections on `host`:`port` and writes the
-// listener's handle to `*out`.
+// Connects to `host` (an IP address or a name to resolve) on TCP port
+// `port` and writes the new stream's handle to `*out`. With several
+// addresses it uses happy eyeballs (attempts staggered by 250 ms, the
+// first to connect wins, as Trio's `open_tcp_stream`).
 //
-// `host` is a numeric IPv4 or IPv6 address (`"0.0.0.0"` for every IPv4
-// interface, `"::"` for every IPv6 one) or `"localhost"`; NULL means
-// `"127.0.0.1"` (loopback only). Names are not looked up. Port 0 lets the
-// OS choose one (read it with `trio_listener_port`). `SO_REUSEADDR` is set.
-// Does not block, but needs a run.
+// Suspends the calling C task until connected or failed. Cancellation
+// closes every attempt's socket and returns `TRIO_ECANCELED`.
 //
-// Returns 0; `TRIO_EINVAL` if `out` is NULL or `host` is not an address;
-// `TRIO_EIO` if the OS refuses (the port is in use, ...; the detail has
-// the OS message); `TRIO_ENORUN` outside a C task.
+// Returns 0; `TRIO_EIO` if the name could not be resolved or no address
+// accepted the connection (`trio_last_error` has the OS messages, for
+// example "connecting to 127.0.0.1:1: Connection refused"); `TRIO_EINVAL`
+// if `host` or `out` is NULL or `host` is not UTF-8; `TRIO_ECANCELED`;
+// `TRIO_ENORUN` outside a C task. `*out` is written only on success.
 //
 // # Safety
 // `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
 // writable `trio_handle_t`.
-int32_t trio_tcp_listen(const char *host, uint16_t port, trio_handle_t *out);
+int trio_tcp_connect(const char *host, uint16_t port, trio_handle_t *out);
 
-// Writes the local port of the TCP listener `listener` to `*out` (the one
-// the OS chose if it was opened with port 0). Does not block.
+// Listens on one TCP address, `host`:`port`, and writes the listener's
+// handle to `*out`. `host` is an IP address or a name (the first of its
+// addresses that can be bound is used); NULL means every IPv4 address
+// (`0.0.0.0`; pass `"::"` for every IPv6 one). Port 0 lets the OS choose
+// (see `trio_listener_port`). `SO_REUSEADDR` is set; an IPv6 listener
+// is IPv6-only. (Trio's `open_tcp_listeners` may open several listeners;
+// this opens exactly one. `trio_serve_tcp` opens them all.)
+//
+// Suspends the calling C task briefly (a checkpoint; name resolution).
+//
+// Returns 0; `TRIO_EIO` (address in use, name not found, ...);
+// `TRIO_EINVAL` if `out` is NULL or `host` is not UTF-8; `TRIO_ECANCELED`;
+// `TRIO_ENORUN` outside a C task. `*out` is written only on success.
+//
+// # Safety
+// `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
+// writable `trio_handle_t`.
+int trio_tcp_listen(const char *host, uint16_t port, trio_handle_t *out);
+
+// Writes the port a TCP listener listens on to `*port` (useful after
+// listening on port 0). Does not block.
+//
+// Returns 0; `TRIO_EINVAL` if `port` is NULL; `TRIO_EBADHANDLE` if
+// `listener` is not a TCP listener; `TRIO_ECLOSED` if it was closed by a
+// server that used it; `TRIO_EIO`. `*port` is written only on success.
+//
+// # Safety
+// `port` is NULL or points to a writable `uint16_t`.
+int trio_listener_port(trio_handle_t listener, uint16_t *port);
+
+// Copies the local address of any socket into `buf` as text,
+// NUL-terminated and truncated to `len` bytes including the NUL:
+// `"127.0.0.1:9000"`, `"[::1]:9000"`, or a Unix socket's path (empty for
+// an unnamed one). Does not block.
+//
+// Returns the length of the whole text without the NUL, like `snprintf`
+// (if it is `>= len` the copy was truncated; `buf` may be NULL when `len`
+// is 0); `TRIO_EINVAL` if `buf` is NULL and `len` is not 0;
+// `TRIO_EBADHANDLE` if `sock` is not a socket; `TRIO_ECLOSED` if it was
+// closed by a server that used it; `TRIO_EIO`.
+//
+// # Safety
+// `buf` is NULL or points to `len` writable bytes.
+int trio_local_address(trio_handle_t sock, char *buf, size_t len);
+
+// As `trio_local_address`, for the address of a stream's peer (a Unix
+// peer usually has none: empty text). Does not block.
+//
+// Returns as `trio_local_address`; `TRIO_EBADHANDLE` if `stream` is not
+// a stream.
+//
+// # Safety
+// `buf` is NULL or points to `len` writable bytes.
+int trio_peer_address(trio_handle_t stream, char *buf, size_t len);
+
+// Waits for the next connection on a listener (TCP or Unix) and writes
+// the new stream's handle to `*out`.
+//
+// Suspends the calling C task. Cancellation returns `TRIO_ECANCELED`
+// (no connection is taken).
 //
 // Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE` if
-// `listener` is not an open TCP listener; `TRIO_EIO` from the OS.
+// `listener` is not a listener; `TRIO_EBUSY` if another task is accepting
+// on it; `TRIO_ECLOSED` if it was closed meanwhile; `TRIO_EIO` (for
+// example out of file descriptors: `trio_last_os_error` gives `EMFILE`);
+// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task. `*out` is written only
+// on success.
 //
 // # Safety
-// `out` is NULL or points to a writable `uint16_t`.
-int32_t trio_listener_port(trio_handle_t listener, uint16_t *out);
+// `out` is NULL or points to a writable `trio_handle_t`.
+int trio_accept(trio_handle_t listener, trio_handle_t *out);
 
-// Waits for a connection on `listener` (TCP or Unix) and writes the new
-// stream's handle (of the same family) to `*stream_out`.
-//
-// Suspends the calling C task until a peer connects. Cancellation: returns
-// `TRIO_ECANCELED` and no connection is taken.
-//
-// Returns 0; `TRIO_EINVAL` if `stream_out` is NULL; `TRIO_EBADHANDLE` if
-// `listener` is not an open listener; `TRIO_EBUSY` if another task is
-// already accepting on it; `TRIO_ECLOSED` if it was closed meanwhile;
-// `TRIO_EIO` from the OS (for example out of descriptors: retry later);
-// `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `stream_out` is NULL or points to a writable `trio_handle_t`.
-int32_t trio_accept(trio_handle_t listener, trio_handle_t *stream_out);
-
-// Connects to `host`:`port` over TCP and writes the stream's handle to
-// `*out`. `host` is a name or a numeric address; every address it resolves
-// to is tried, IPv6 and IPv4 interleaved, a new attempt starting every
-// 250 ms while earlier ones are pending ("happy eyeballs", RFC 8305); the
-// first to connect wins. `TCP_NODELAY` is on.
-//
-// Suspends the calling C task (name lookup and connecting). Cancellation:
-// every attempt is abandoned and closed; returns `TRIO_ECANCELED`.
-//
-// Returns 0; `TRIO_EINVAL` if `host` or `out` is NULL; `TRIO_EIO` if the
-// connection failed (refused, unreachable, unknown name; the detail has
-// the OS message); `TRIO_EGROUP` if several addresses were tried and all
-// failed (the detail lists them); `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
-// writable `trio_handle_t`.
-int32_t trio_tcp_connect(const char *host, uint16_t port, trio_handle_t *out);
-
-// Starts listening for Unix-domain stream connections at the filesystem
-// path `path` (which must not exist yet; it is not removed on close) and
-// writes the listener's handle to `*out`. Does not block, but needs a run.
-//
-// Returns 0; `TRIO_EINVAL` if `path` or `out` is NULL; `TRIO_EIO` from the
-// OS (the path exists, is too long, ...); `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
-// writable `trio_handle_t`.
-int32_t trio_unix_listen(const char *path, trio_handle_t *out);
-
-// Connects to the Unix-domain stream socket at `path` and writes the
+// Connects to the Unix-domain socket at `path` and writes the new
 // stream's handle to `*out`.
 //
-// Suspends the calling C task (rarely for long). Cancellation: the
-// half-made socket is closed; returns `TRIO_ECANCELED`.
+// Suspends the calling C task until connected or failed; cancellation
+// returns `TRIO_ECANCELED`.
 //
-// Returns 0; `TRIO_EINVAL` if `path` or `out` is NULL; `TRIO_EIO` if the
-// connection failed (no such socket, refused; the detail has the OS
-// message); `TRIO_ENORUN` outside a C task.
+// Returns 0; `TRIO_EIO` (no such file, connection refused, path too long,
+// ...); `TRIO_EINVAL` if `path` or `out` is NULL or `path` is empty;
+// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task. `*out` is written
+// only on success.
 //
 // # Safety
 // `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
 // writable `trio_handle_t`.
-int32_t trio_unix_connect(const char *path, trio_handle_t *out);
+int trio_unix_connect(const char *path, trio_handle_t *out);
 
-// Sends all `len` bytes of `buf` on the stream `stream` (TCP or Unix).
+// Listens on a Unix-domain socket at `path` and writes the listener's
+// handle to `*out`. A stale socket file at `path` (one nobody listens on)
+// is removed first; anything else there gives `TRIO_EIO` (address in
+// use). Closing the listener does not remove the file: unlink it
+// yourself.
 //
-// Suspends the calling C task until everything is handed to the OS (a
-// checkpoint even when nothing needs to wait). Cancellation: returns
-// `TRIO_ECANCELED`; if part of the data was already sent the stream is
-// broken (as in Trio: further sends return `TRIO_EBROKEN`) since the peer
-// cannot know where the message was cut.
+// Suspends the calling C task briefly (a checkpoint).
+//
+// Returns 0; `TRIO_EIO`; `TRIO_EINVAL` if `path` or `out` is NULL or
+// `path` is empty; `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
+// `*out` is written only on success.
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
+// writable `trio_handle_t`.
+int trio_unix_listen(const char *path, trio_handle_t *out);
+
+// Sends all `len` bytes at `buf` on a stream (TCP or Unix); returns when
+// they are all handed to the OS (not when the peer has them). `len` 0 is
+// just a checkpoint. The buffer must stay untouched until the call
+// returns.
+//
+// Suspends the calling C task while the socket's send buffer is full.
+// Cancellation returns `TRIO_ECANCELED`; if some bytes were sent already,
+// the stream is broken (later sends return `TRIO_EBROKEN`; receiving still
+// works), as in Trio.
 //
 // Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0;
-// `TRIO_EBADHANDLE` if `stream` is not an open stream (a listener, ...);
-// `TRIO_EBROKEN` if the peer is gone (reset) or an earlier send was cut
-// short; `TRIO_ECLOSED` after `trio_send_eof` or if the stream was closed
-// meanwhile; `TRIO_EBUSY` if another task is sending on it; `TRIO_EIO`
-// from the OS; `TRIO_ENORUN` outside a C task.
+// `TRIO_EBADHANDLE` if `stream` is not a stream; `TRIO_EBUSY` if another
+// task is sending on it; `TRIO_ECLOSED` after `trio_send_eof` or if it was
+// closed meanwhile; `TRIO_EBROKEN` if the peer is gone (connection reset,
+// broken pipe) or an earlier send was cancelled midway; `TRIO_EIO`;
+// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
 //
 // # Safety
-// `buf` is NULL (only with `len` 0) or points to `len` readable bytes that
-// stay valid and unchanged until the call returns.
-int32_t trio_send_all(trio_handle_t stream, const void *buf, size_t len);
+// `buf` is NULL (only with `len` 0) or points to `len` readable bytes.
+int trio_send_all(trio_handle_t stream, const void *buf, size_t len);
 
-// Receives at most `len` bytes (and at most `INT_MAX`) from the stream
-// `stream` into `buf`.
+// Receives some bytes from a stream (TCP or Unix) into `buf`: waits until
+// at least one byte is there (or the end of the stream), then copies what
+// is there, at most `len` bytes (at most `INT_MAX`).
 //
-// Suspends the calling C task until some data arrives (or the peer sends
-// EOF). Cancellation: returns `TRIO_ECANCELED` and nothing was received.
+// Suspends the calling C task until data or the end arrives.
+// Cancellation returns `TRIO_ECANCELED` with nothing received (the stream
+// stays usable).
 //
-// Returns the number of bytes received (at least 1), or 0 once the peer
-// has sent EOF (closed or `trio_send_eof`); `TRIO_EINVAL` if `buf` is NULL
-// or `len` is 0; `TRIO_EBADHANDLE` if `stream` is not an open stream;
-// `TRIO_EBROKEN` if the peer reset the connection; `TRIO_ECLOSED` if the
-// stream was closed meanwhile; `TRIO_EBUSY` if another task is receiving
-// on it; `TRIO_EIO` from the OS; `TRIO_ENORUN` outside a C task.
+// Returns the number of bytes received (1 or more), or 0 at the end of
+// the stream (the peer sent EOF or closed; every later call returns 0
+// too); `TRIO_EINVAL` if `buf` is NULL or `len` is 0; `TRIO_EBADHANDLE`
+// if `stream` is not a stream; `TRIO_EBUSY` if another task is receiving
+// on it; `TRIO_ECLOSED` if it was closed meanwhile; `TRIO_EBROKEN` if the
+// peer reset the connection; `TRIO_EIO`; `TRIO_ECANCELED`; `TRIO_ENORUN`
+// outside a C task.
 //
 // # Safety
-// `buf` is NULL or points to `len` writable bytes that stay valid until
-// the call returns.
-int32_t trio_receive_some(trio_handle_t stream, void *buf, size_t len);
+// `buf` is NULL or points to `len` writable bytes, which no one else uses
+// until the call returns.
+int trio_receive_some(trio_handle_t stream, void *buf, size_t len);
 
-// Sends EOF on the stream `stream` (shuts down its sending side): the
-// peer's `trio_receive_some` returns 0 once it has read everything sent
-// before. Receiving still works. Sending EOF twice is allowed.
+// Sends EOF on a stream (TCP or Unix): the peer's `trio_receive_some`
+// returns 0 once it has read everything before it. This side can still
+// receive; sending again returns `TRIO_ECLOSED`. Calling it again does
+// nothing.
 //
-// A checkpoint: may suspend the calling C task briefly. Cancellation:
-// returns `TRIO_ECANCELED` (EOF was sent anyway).
+// A checkpoint: suspends the calling C task briefly. Cancellation returns
+// `TRIO_ECANCELED` (the EOF was sent anyway).
 //
-// Returns 0; `TRIO_EBADHANDLE` if `stream` is not an open stream;
-// `TRIO_EBUSY` if another task is sending on it; `TRIO_ECLOSED` if it was
-// closed; `TRIO_EIO` from the OS; `TRIO_ENORUN` outside a C task.
-int32_t trio_send_eof(trio_handle_t stream);
+// Returns 0; `TRIO_EBADHANDLE` if `stream` is not a stream; `TRIO_EBUSY`
+// if another task is sending; `TRIO_ECLOSED` if it was closed; `TRIO_EIO`;
+// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
+int trio_send_eof(trio_handle_t stream);
 
-// Closes the socket `h` (a TCP or Unix stream or listener) and frees the
-// handle: from now on `h` is stale (`TRIO_EBADHANDLE`). Other tasks
-// blocked on the socket wake with `TRIO_ECLOSED`.
+// Closes any socket (a TCP or Unix stream or listener) and frees its
+// handle. A task blocked on the socket (receiving, sending, accepting)
+// wakes with `TRIO_ECLOSED`; any later use of the handle, and closing it
+// again, returns `TRIO_EBADHANDLE`. Closing a stream without
+// `trio_send_eof` first is fine (the peer sees the end of the stream, or
+// a reset if data was left unread).
 //
-// Inside a C task it is a checkpoint; the socket is closed and the handle
-// freed even if it returns `TRIO_ECANCELED`. Outside a run (or outside a C
-// task) it closes without waiting.
+// Does not block and is not a checkpoint; works in any C task, also a
+// cancelled one (handy in cleanup code). Sockets left open are closed
+// when `trio_run` returns.
 //
-// Returns 0; `TRIO_EBADHANDLE` if `h` is not an open socket (a double
-// close); `TRIO_ECANCELED` as above.
-int32_t trio_close(trio_handle_t h);
+// Returns 0, or `TRIO_EBADHANDLE` if `sock` is not a live socket handle.
+int trio_close(trio_handle_t sock);
+
+// Trio's `serve_tcp`: listens on TCP `port` on every address of `host`
+// (NULL: every local IPv4 and IPv6 address, one listener each), then
+// accepts connections forever and runs `handler(stream, arg)` as a new C
+// task for each, in a nursery of the server's own.
+//
+// Once listening, and before serving, it calls `on_started(port, arg)`
+// (if not NULL) in the calling task with the port it listens on: the one
+// the OS chose when `port` is 0. (With several listeners and port 0 each
+// gets its own port; the first one's, IPv4 if any, is reported: pass a
+// `host` such as `"127.0.0.1"` to have exactly one.) Connections that
+// arrive meanwhile wait in the queue.
+//
+// The handler's stream handle is closed after the handler returns (the
+// handler may close it earlier with `trio_close`; it must not use it after
+// returning, nor pass it to a task that outlives it). As in Trio, nothing
+// catches a handler's failure: a handler returning a negative value other
+// than `TRIO_ECANCELED` cancels every other connection, closes the
+// listeners and makes `trio_serve_tcp` return that value. A handler that
+// should only end its own connection on an error (a peer that went away:
+// `TRIO_EBROKEN`) returns 0. Running out of file descriptors while
+// accepting is not fatal: the server writes a line to stderr and retries
+// 100 ms later.
+//
+// Suspends the calling C task until the server stops: it never returns
+// 0. Cancelling it (cancel the nursery or scope around it) closes the
+// listeners, cancels the handlers, waits for them and returns
+// `TRIO_ECANCELED`.
+//
+// Returns `TRIO_ECANCELED`; a handler's code (`TRIO_EGROUP` if several
+// failed at once); `TRIO_EIO` if it could not listen (address in use,
+// ...) or accepting failed; `TRIO_EINVAL` if `handler` is NULL or `host`
+// is not UTF-8; `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `host` is NULL or a NUL-terminated string. `handler` and `on_started`
+// are called with `arg`, which must stay valid until this returns.
+int trio_serve_tcp(uint16_t port,
+                   const char *host,
+                   trio_handler_fn handler,
+                   void *arg,
+                   trio_started_fn on_started);
+
+// Trio's `serve_listeners` for one listener you opened (TCP or Unix): as
+// `trio_serve_tcp`, without the listening part. Each connection's
+// `handler(stream, arg)` gets a stream of the listener's kind.
+//
+// When the server stops (cancelled, or a handler failed) the listener is
+// closed, as in Trio; its handle stays valid until you `trio_close` it
+// (other calls then return `TRIO_ECLOSED`). No other task may accept on
+// it meanwhile (`TRIO_EBUSY` for that task).
+//
+// Suspends the calling C task until the server stops; never returns 0.
+//
+// Returns `TRIO_ECANCELED`; a handler's code (`TRIO_EGROUP` for several);
+// `TRIO_EIO`; `TRIO_ECLOSED` if the listener was closed, or closed
+// meanwhile; `TRIO_EBADHANDLE` if `listener` is not a listener;
+// `TRIO_EINVAL` if `handler` is NULL; `TRIO_ENORUN` outside a C task.
+//
+// # Safety
+// `handler` is called with `arg`, which must stay valid until this
+// returns.
+int trio_serve_listener(trio_handle_t listener, trio_handler_fn handler, void *arg);
 
 // Makes a new event, not set, and writes its handle to `*out`. An event is
 // a one-shot flag: `trio_event_set` wakes every waiter and it stays set.
