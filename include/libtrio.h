@@ -209,6 +209,40 @@ int32_t trio_nursery_open(trio_handle_t *out);
 // `TRIO_ENOMEM` if no stack could be allocated.
 int32_t trio_nursery_spawn(trio_handle_t nursery, trio_task_fn func, void *arg);
 
+// Starts `fn(arg)` as a new C task in `nursery` and waits until it
+// reports that it is ready by calling `trio_task_started(value)`; writes
+// that value to `*value_out` (if not NULL). From then on the task runs on
+// as a child of the nursery, as if spawned (Trio's `nursery.start`): use
+// it for a task that must finish setting up (bind a port, open a file)
+// before the caller goes on.
+//
+// Blocks the calling C task. Until it calls `trio_task_started`, the new
+// task runs under the caller's cancel scopes: cancelling the caller
+// cancels it, and its failure comes back from this call instead of going
+// to the nursery. A checkpoint.
+//
+// Returns 0; the task's own error (its negative return value) if it
+// failed before `trio_task_started`; `TRIO_EMISUSE` if it returned 0
+// without calling it; `TRIO_ECANCELED` if the caller was cancelled first
+// (the task is cancelled too); `TRIO_EINVAL` if `fn` is NULL;
+// `TRIO_EBADHANDLE` for a handle that is not an open nursery;
+// `TRIO_ECLOSED` if the nursery is closed; `TRIO_ENORUN` outside a C task;
+// `TRIO_ENOMEM` if no stack could be allocated. `*value_out` is written
+// only on success.
+//
+// # Safety
+// `value_out` is NULL or points to a writable `void *`.
+int32_t trio_nursery_start(trio_handle_t nursery, trio_task_fn func, void *arg, void **value_out);
+
+// Reports that the calling C task, started by `trio_nursery_start`, is
+// ready: that call returns `value` to its caller, and this task moves into
+// the nursery. Call it once.
+//
+// Does not block and is not a checkpoint. Returns 0; `TRIO_EMISUSE` if the
+// calling task was not started by `trio_nursery_start` or already called
+// this; `TRIO_ENORUN` outside a C task.
+int32_t trio_task_started(void *value);
+
 // Cancels `nursery`: its children and the region of the task that opened
 // it. Does not block.
 //

@@ -201,6 +201,54 @@ std::unique_ptr<task_base> make_task(std::shared_ptr<task_group> g, F &&f) {
     return std::unique_ptr<task_base>(new task_impl<D>(std::move(g), std::forward<F>(f)));
 }
 
+template <class F>
+struct start_impl;
+
+} // namespace detail
+
+/// Given to a task started by nursery::start(): `started(value)` tells the
+/// starter it is ready (start() returns `value`) and moves the task into
+/// the nursery, which from then on gets its failures.
+class task_status {
+public:
+    /// Reports readiness (see trio_task_started). Throws trio::error
+    /// (TRIO_EMISUSE) if called twice.
+    void started(void *value = nullptr) {
+        task_->group = target_;
+        check(trio_task_started(value));
+    }
+
+private:
+    template <class F>
+    friend struct detail::start_impl;
+    task_status(detail::task_base *task, std::shared_ptr<detail::task_group> target)
+        : task_(task), target_(std::move(target)) {}
+    detail::task_base *task_;
+    std::shared_ptr<detail::task_group> target_;
+};
+
+namespace detail {
+
+/// A task for nursery::start(): called with its task_status; its failures
+/// go to the starter until it has started.
+template <class F>
+struct start_impl final : task_base {
+    start_impl(std::shared_ptr<task_group> starter, std::shared_ptr<task_group> nursery, F &&fn)
+        : task_base(std::move(starter)), status(this, std::move(nursery)), f(std::move(fn)) {}
+    start_impl(std::shared_ptr<task_group> starter, std::shared_ptr<task_group> nursery, const F &fn)
+        : task_base(std::move(starter)), status(this, std::move(nursery)), f(fn) {}
+    int call() override {
+        if constexpr (std::is_void_v<std::invoke_result_t<F &, task_status &>>) {
+            f(status);
+            return 0;
+        } else {
+            return static_cast<int>(f(status));
+        }
+    }
+    task_status status;
+    F f;
+};
+
 /// The C task function of every C++ task: runs the callable, deletes it,
 /// and turns any exception into a status code (no exception ever reaches
 /// the C runtime's frames).
@@ -309,6 +357,28 @@ public:
         auto task = detail::make_task(group_, std::forward<F>(f));
         check(trio_nursery_spawn(handle_, detail::trio_cpp_trampoline, task.get()));
         (void)task.release(); // owned by the trampoline now
+    }
+
+    /// Starts `f` (a callable taking `trio::task_status &`, returning int or
+    /// void) as a child task and waits until it calls `status.started(v)`;
+    /// returns `v`. Until then the task runs under the caller's cancel
+    /// scopes, and if it throws (or returns) first, start() throws that
+    /// exception (trio::error with TRIO_EMISUSE if it returned without
+    /// calling started). After that it is an ordinary child.
+    template <class F>
+    void *start(F &&f) {
+        using D = std::decay_t<F>;
+        static_assert(std::is_invocable_v<D &, task_status &>, "a started task is callable with a trio::task_status &");
+        auto starter = std::make_shared<detail::task_group>();
+        std::unique_ptr<detail::task_base> task(new detail::start_impl<D>(starter, group_, std::forward<F>(f)));
+        bool began = false;
+        task->started = &began;
+        void *value = nullptr;
+        int rc = trio_nursery_start(handle_, detail::trio_cpp_trampoline, task.get(), &value);
+        // The trampoline owns (and deletes) the task once it begins.
+        if (began) (void)task.release();
+        if (rc < 0) detail::throw_failure(*starter, rc);
+        return value;
     }
 
     /// Cancels the children and the opener's region inside the nursery.

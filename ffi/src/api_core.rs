@@ -194,6 +194,72 @@ pub extern "C" fn trio_nursery_spawn(nursery: trio_handle_t, func: TrioTaskFn, a
     })
 }
 
+/// Starts `fn(arg)` as a new C task in `nursery` and waits until it
+/// reports that it is ready by calling `trio_task_started(value)`; writes
+/// that value to `*value_out` (if not NULL). From then on the task runs on
+/// as a child of the nursery, as if spawned (Trio's `nursery.start`): use
+/// it for a task that must finish setting up (bind a port, open a file)
+/// before the caller goes on.
+///
+/// Blocks the calling C task. Until it calls `trio_task_started`, the new
+/// task runs under the caller's cancel scopes: cancelling the caller
+/// cancels it, and its failure comes back from this call instead of going
+/// to the nursery. A checkpoint.
+///
+/// Returns 0; the task's own error (its negative return value) if it
+/// failed before `trio_task_started`; `TRIO_EMISUSE` if it returned 0
+/// without calling it; `TRIO_ECANCELED` if the caller was cancelled first
+/// (the task is cancelled too); `TRIO_EINVAL` if `fn` is NULL;
+/// `TRIO_EBADHANDLE` for a handle that is not an open nursery;
+/// `TRIO_ECLOSED` if the nursery is closed; `TRIO_ENORUN` outside a C task;
+/// `TRIO_ENOMEM` if no stack could be allocated. `*value_out` is written
+/// only on success.
+///
+/// # Safety
+/// `value_out` is NULL or points to a writable `void *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_nursery_start(
+    nursery: trio_handle_t,
+    func: TrioTaskFn,
+    arg: *mut c_void,
+    value_out: *mut *mut c_void,
+) -> i32 {
+    guard(|| {
+        if func.is_none() {
+            return set_error(error::TRIO_EINVAL, "the task function is NULL");
+        }
+        let state = match handle::get::<NurseryState>(nursery, Kind::Nursery) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        match state.start(func, arg) {
+            Ok(v) => {
+                if !value_out.is_null() {
+                    // SAFETY: non-null, and the caller promised it is writable.
+                    unsafe { *value_out = v as *mut c_void };
+                }
+                0
+            }
+            Err(c) => c,
+        }
+    })
+}
+
+/// Reports that the calling C task, started by `trio_nursery_start`, is
+/// ready: that call returns `value` to its caller, and this task moves into
+/// the nursery. Call it once.
+///
+/// Does not block and is not a checkpoint. Returns 0; `TRIO_EMISUSE` if the
+/// calling task was not started by `trio_nursery_start` or already called
+/// this; `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_task_started(value: *mut c_void) -> i32 {
+    guard(|| match task::started(value as usize) {
+        Ok(()) => 0,
+        Err(c) => c,
+    })
+}
+
 /// Cancels `nursery`: its children and the region of the task that opened
 /// it. Does not block.
 ///

@@ -183,6 +183,27 @@ impl NurseryState {
         0
     }
 
+    /// Starts `func(arg)` as a child C task of this nursery and waits (in
+    /// the calling C task) until it calls `trio_task_started`; returns the
+    /// value it passed.
+    pub(crate) fn start(&self, func: TrioTaskFn, arg: *mut c_void) -> std::result::Result<usize, i32> {
+        current_task()?;
+        let Some(n) = self.nursery.get() else {
+            return Err(error::set_error(error::TRIO_ECLOSED, "the nursery is closing or closed"));
+        };
+        let task = CTask::new(func, arg)?;
+        // SAFETY: as in `spawn`; the nursery cannot finish while the
+        // started child is one of its tasks, and after spawning it `start`
+        // only waits on state shared with the child.
+        let fut = unsafe {
+            (*n).start(async move |status: trio::TaskStatus<usize>| {
+                task.set_status(status);
+                task.await.map(|_| ())
+            })
+        };
+        wait(fut)
+    }
+
     /// Cancels the nursery's scope (children and the body's region).
     pub(crate) fn cancel(&self) -> i32 {
         match self.scope.borrow().as_ref() {
@@ -209,6 +230,9 @@ pub(crate) struct Core {
     /// Per open layer, outermost first: its id and whether a C call in it
     /// was cancelled.
     layers: RefCell<Vec<(usize, Rc<Cell<bool>>)>>,
+    /// Set for a task started by `trio_nursery_start` until it calls
+    /// `trio_task_started`.
+    status: RefCell<Option<trio::TaskStatus<usize>>>,
     id: usize,
 }
 
@@ -318,12 +342,36 @@ impl CTask {
             yielder: Cell::new(std::ptr::null()),
             finished: Cell::new(None),
             layers: RefCell::new(Vec::new()),
+            status: RefCell::new(None),
             id: next_id(),
         });
         let pump = Pump::new(core, PumpState::Resume(Resumed::Opened));
         // The task's own level counts as its outermost layer (id 0).
         pump.core.layers.borrow_mut().push((0, pump.saw_cancel.clone()));
         Ok(CTask { pump })
+    }
+}
+
+impl CTask {
+    /// Gives the task the status it reports `trio_task_started` to.
+    pub(crate) fn set_status(&self, status: trio::TaskStatus<usize>) {
+        *self.pump.core.status.borrow_mut() = Some(status);
+    }
+}
+
+/// Reports that the calling C task has started, with `value` (see
+/// `trio_task_started`).
+pub(crate) fn started(value: usize) -> std::result::Result<(), i32> {
+    let status = with_current(|c| c.status.borrow_mut().take())?;
+    match status {
+        Some(s) => {
+            s.started(value);
+            Ok(())
+        }
+        None => Err(error::set_error(
+            error::TRIO_EMISUSE,
+            "the calling task was not started by trio_nursery_start, or it already called trio_task_started",
+        )),
     }
 }
 

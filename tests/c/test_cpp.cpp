@@ -163,6 +163,56 @@ static void exceptions_in_children() {
     CHECK(!finished, "nursery.cancel() stopped the body and children, and open_nursery returned normally");
 }
 
+static void nursery_start() {
+    int port = 0;
+    bool served = false;
+    trio::open_nursery([&](trio::nursery &n) {
+        void *v = n.start([&](trio::task_status &status) {
+            trio::sleep(0.01);
+            port = 4242;
+            status.started(&port);
+            CHECK(throws<trio::error>([&] { status.started(nullptr); }), "started twice throws");
+            trio::sleep(0.02);
+            served = true;
+        });
+        CHECK(v == &port && port == 4242, "start returns the started value");
+        CHECK(!served, "the started task runs on in the nursery");
+    });
+    CHECK(served, "the nursery waited for the started task");
+
+    std::string what;
+    bool caught = false;
+    trio::open_nursery([&](trio::nursery &n) {
+        caught = throws<std::runtime_error>(
+            [&] { n.start([](trio::task_status &) { throw std::runtime_error("setup failed"); }); }, &what);
+    });
+    CHECK(caught && what == "setup failed", "an exception before started comes out of start");
+
+    int code = 0;
+    trio::open_nursery([&](trio::nursery &n) {
+        try {
+            n.start([](trio::task_status &) { return 0; });
+        } catch (const trio::error &e) {
+            code = e.code();
+        }
+    });
+    CHECK(code == TRIO_EMISUSE, "returning without started is TRIO_EMISUSE");
+
+    caught = throws<std::logic_error>(
+        [&] {
+            trio::open_nursery([&](trio::nursery &n) {
+                n.start([](trio::task_status &status) {
+                    status.started();
+                    trio::sleep(0.01);
+                    throw std::logic_error("after start");
+                });
+                trio::sleep(10);
+            });
+        },
+        &what);
+    CHECK(caught && what == "after start", "an exception after started goes to the nursery");
+}
+
 static void cancel_scopes() {
     double t0 = trio::now();
     bool cancelled = false;
@@ -477,6 +527,7 @@ int main() {
               "an exception of the main callable is rethrown by run()");
         trio::run_mock_clock([] {
             exceptions_in_children();
+            nursery_start();
             cancel_scopes();
             raii_with_exceptions();
             thread_exceptions();

@@ -128,6 +128,79 @@ static int cancelling_a_nursery(void) {
     return 0;
 }
 
+/* --- trio_nursery_start / trio_task_started --- */
+struct starter {
+    double setup;   /* sleep before trio_task_started (< 0: never call it) */
+    int fail_with;  /* returned before started if non-zero */
+    double after;   /* sleep after started */
+    int second;     /* what a second trio_task_started returned */
+    int after_rc;   /* what the sleep after started returned (99: not yet) */
+};
+
+static int starter_task(void *arg) {
+    struct starter *s = (struct starter *)arg;
+    int rc;
+    if (s->setup >= 0 && (rc = trio_sleep(s->setup)) != 0) return rc;
+    if (s->fail_with) return s->fail_with;
+    if (s->setup < 0) return 0; /* returns without reporting */
+    if (trio_task_started(s) != 0) return -1;
+    s->second = trio_task_started(s);
+    s->after_rc = trio_sleep(s->after);
+    return s->after_rc;
+}
+
+static int nursery_start(void) {
+    struct starter ok = {0.01, 0, 0.05, 99, 99};
+    struct starter fails = {0.01, -55, 0, 99, 99};
+    struct starter silent = {-1, 0, 0, 99, 99};
+    struct starter slow = {10.0, 0, 0, 99, 99};
+    struct starter moved = {0.0, 0, 0.05, 99, 99};
+    trio_handle_t n = 0, s = 0;
+    void *value = NULL;
+    CHECK(trio_task_started(NULL) == TRIO_EMISUSE, "task_started in a task not started by start");
+    CHECK(trio_nursery_open(&n) == 0, "open");
+    CHECK(trio_nursery_start(n, starter_task, &ok, &value) == 0, "start returns once the task started");
+    CHECK(value == &ok, "start hands over the started value");
+    CHECK(ok.second == TRIO_EMISUSE, "a second task_started is misuse");
+    CHECK(ok.after_rc == 99, "the started task runs on in the nursery");
+
+    value = (void *)&value;
+    CHECK(trio_nursery_start(n, starter_task, &fails, &value) == -55,
+          "a failure before started comes back from start");
+    CHECK(value == (void *)&value, "the value is left alone on failure");
+    CHECK(trio_nursery_start(n, starter_task, &silent, NULL) == TRIO_EMISUSE,
+          "returning without started is misuse");
+
+    CHECK(trio_cancel_scope_open(0.02, 0, &s) == 0, "a scope with a deadline around start");
+    CHECK(trio_nursery_start(n, starter_task, &slow, NULL) == TRIO_ECANCELED,
+          "cancelling the caller before started cancels start");
+    CHECK(trio_cancel_scope_close(s) == 1, "and the scope caught it");
+
+    CHECK(trio_cancel_scope_open(-1.0, 0, &s) == 0, "a scope around a start that succeeds");
+    CHECK(trio_nursery_start(n, starter_task, &moved, NULL) == 0, "start");
+    CHECK(trio_cancel_scope_cancel(s) == 0, "cancel the caller's scope after started");
+    CHECK(trio_cancel_scope_close(s) == 0, "nothing in the caller was cancelled");
+    CHECK(trio_nursery_start(n, NULL, NULL, NULL) == TRIO_EINVAL, "start with a NULL function");
+    CHECK(trio_nursery_close(n) == 0, "the nursery waits for the started tasks");
+    CHECK(ok.after_rc == 0, "the first started task finished in the nursery");
+    CHECK(moved.after_rc == 0, "a started task no longer belongs to the caller's scope");
+    CHECK(slow.after_rc == 99, "the cancelled task never started");
+    CHECK(trio_nursery_start(n, starter_task, &ok, NULL) == TRIO_EBADHANDLE, "start into a closed nursery");
+
+    /* A started task's later failure goes to the nursery. */
+    {
+        struct starter late = {0.0, 0, 0.01, 99, 99};
+        struct starter sibling = {0.0, 0, 10.0, 99, 99};
+        CHECK(trio_nursery_open(&n) == 0, "open");
+        CHECK(trio_nursery_start(n, starter_task, &sibling, NULL) == 0, "start a long sleeper");
+        CHECK(trio_nursery_spawn(n, failing_task, NULL) == 0, "spawn a failing child");
+        CHECK(trio_nursery_start(n, starter_task, &late, NULL) == 0, "start another");
+        CHECK(trio_nursery_close(n) == -77, "the nursery reports its failing child");
+        CHECK(sibling.after_rc == TRIO_ECANCELED, "which cancelled the started sleeper");
+    }
+    return 0;
+}
+
 static int main_task(void *arg) {
     (void)arg;
     CHECK(trio_checkpoint() == 0, "checkpoint");
@@ -136,6 +209,7 @@ static int main_task(void *arg) {
     a_failing_child_cancels_its_siblings();
     cancel_scopes();
     cancelling_a_nursery();
+    nursery_start();
     return 42;
 }
 

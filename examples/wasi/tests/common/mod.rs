@@ -24,8 +24,13 @@ pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound on building a guest (cargo may wait for a lock).
 pub(crate) const BUILD_TIMEOUT: Duration = Duration::from_secs(1200);
 
+/// The workspace root. The manifest directory is read when the test runs
+/// (cargo and nextest set it): the compile-time value goes stale when a
+/// cached target directory is reused by a clone in another folder.
 pub(crate) fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../..")
 }
 
 pub(crate) fn target_dir() -> PathBuf {
