@@ -35,11 +35,105 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use corosensei::stack::DefaultStack;
+use corosensei::stack::{DefaultStack, Stack};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use trio::{CancelScope, Error, Result};
 
 use crate::error;
+
+/// AddressSanitizer's fiber-switch annotations, used when the program is
+/// built with ASan (its runtime is then loaded and exports them; they are
+/// looked up once with `dlsym`, so libtrio needs no ASan build of its own).
+/// Without them ASan takes a C task's stack for a giant frame of the
+/// thread's stack and reports false errors when C++ throws on it.
+mod asan {
+    use std::cell::Cell;
+    use std::ffi::c_void;
+    use std::ptr;
+
+    type StartFn = unsafe extern "C" fn(*mut *mut c_void, *const c_void, usize);
+    type FinishFn = unsafe extern "C" fn(*mut c_void, *mut *const c_void, *mut usize);
+
+    #[derive(Clone, Copy)]
+    struct Hooks {
+        start: StartFn,
+        finish: FinishFn,
+    }
+
+    #[cfg(unix)]
+    fn hooks() -> Option<Hooks> {
+        static HOOKS: std::sync::OnceLock<Option<Hooks>> = std::sync::OnceLock::new();
+        *HOOKS.get_or_init(|| {
+            // SAFETY: dlsym with static NUL-terminated names; the symbols,
+            // when present, are ASan's functions with these signatures.
+            unsafe {
+                let start = libc::dlsym(libc::RTLD_DEFAULT, c"__sanitizer_start_switch_fiber".as_ptr());
+                let finish = libc::dlsym(libc::RTLD_DEFAULT, c"__sanitizer_finish_switch_fiber".as_ptr());
+                if start.is_null() || finish.is_null() {
+                    return None;
+                }
+                Some(Hooks {
+                    start: std::mem::transmute::<*mut c_void, StartFn>(start),
+                    finish: std::mem::transmute::<*mut c_void, FinishFn>(finish),
+                })
+            }
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn hooks() -> Option<Hooks> {
+        None
+    }
+
+    thread_local! {
+        /// The stack a running C task switches back to: (bottom, size).
+        static HOST: Cell<(*const c_void, usize)> = const { Cell::new((ptr::null(), 0)) };
+    }
+
+    /// On the host, before resuming a task whose stack is
+    /// `[bottom, bottom + size)`; returns the host's fake-stack token for
+    /// [`after_resume`].
+    pub(super) fn before_resume(bottom: usize, size: usize) -> *mut c_void {
+        let mut fake = ptr::null_mut();
+        if let Some(h) = hooks() {
+            // SAFETY: ASan's documented protocol for a switch to a fiber.
+            unsafe { (h.start)(&mut fake, bottom as *const c_void, size) };
+        }
+        fake
+    }
+
+    /// On the host, once the task has suspended or returned.
+    pub(super) fn after_resume(fake: *mut c_void) {
+        if let Some(h) = hooks() {
+            // SAFETY: as above; the host's bounds are known to ASan.
+            unsafe { (h.finish)(fake, ptr::null_mut(), ptr::null_mut()) };
+        }
+    }
+
+    /// On the task's stack, first thing after control arrived (`fake` is
+    /// the token from [`before_suspend`], null on the first entry).
+    pub(super) fn entered(fake: *mut c_void) {
+        if let Some(h) = hooks() {
+            let (mut bottom, mut size) = (ptr::null(), 0);
+            // SAFETY: as above; records the stack we came from.
+            unsafe { (h.finish)(fake, &mut bottom, &mut size) };
+            HOST.with(|c| c.set((bottom, size)));
+        }
+    }
+
+    /// On the task's stack, just before switching back to the host; `last`
+    /// when the task's function has returned (its stack is done with).
+    pub(super) fn before_suspend(last: bool) -> *mut c_void {
+        let mut fake = ptr::null_mut();
+        if let Some(h) = hooks() {
+            let (bottom, size) = HOST.with(Cell::get);
+            let save = if last { ptr::null_mut() } else { &mut fake as *mut *mut c_void };
+            // SAFETY: as above.
+            unsafe { (h.start)(save, bottom, size) };
+        }
+        fake
+    }
+}
 
 /// A C task's function: returns 0 (or a positive value) on success, a
 /// negative `TRIO_E*` code (or any negative value of its own) on failure.
@@ -234,6 +328,9 @@ pub(crate) struct Core {
     /// `trio_task_started`.
     status: RefCell<Option<trio::TaskStatus<usize>>>,
     id: usize,
+    /// The coroutine's stack: lowest address and size (for ASan).
+    stack_bottom: usize,
+    stack_size: usize,
 }
 
 thread_local! {
@@ -255,7 +352,12 @@ impl Core {
         let prev = CURRENT.with(|c| c.replace(self.yielder.get()));
         let prev_core = CURRENT_CORE.with(|c| c.replace(self));
         let result = match self.co.borrow_mut().as_mut() {
-            Some(co) => co.resume(r),
+            Some(co) => {
+                let fake = asan::before_resume(self.stack_bottom, self.stack_size);
+                let r = co.resume(r);
+                asan::after_resume(fake);
+                r
+            }
             None => CoroutineResult::Return(self.finished.get().unwrap_or(0)),
         };
         if self.yielder.get().is_null() {
@@ -330,12 +432,17 @@ impl CTask {
         let stack = take_stack()
             .map_err(|e| error::set_error(error::TRIO_ENOMEM, format_args!("cannot allocate a task stack: {e}")))?;
         let arg = arg as usize;
+        let stack_bottom = stack.limit().get();
+        let stack_size = stack.base().get() - stack_bottom;
         let co = Coroutine::with_stack(stack, move |y: &Yielder<Resumed, Ask>, _first: Resumed| {
+            asan::entered(std::ptr::null_mut());
             CURRENT.with(|c| c.set(y));
             // SAFETY: the C function with the argument the C caller gave.
             // It is C, and every Rust function it calls catches its panics,
             // so nothing unwinds out of it.
-            unsafe { func(arg as *mut c_void) }
+            let code = unsafe { func(arg as *mut c_void) };
+            asan::before_suspend(true);
+            code
         });
         let core = Rc::new(Core {
             co: RefCell::new(Some(co)),
@@ -344,6 +451,8 @@ impl CTask {
             layers: RefCell::new(Vec::new()),
             status: RefCell::new(None),
             id: next_id(),
+            stack_bottom,
+            stack_size,
         });
         let pump = Pump::new(core, PumpState::Resume(Resumed::Opened));
         // The task's own level counts as its outermost layer (id 0).
@@ -496,6 +605,19 @@ fn open_layer(layer: Layer, inner: Pump) -> Pin<Box<dyn Future<Output = Result<(
     }
 }
 
+/// Suspends the running coroutine with `ask` (telling ASan about both
+/// switches).
+///
+/// # Safety
+/// `y` is the running coroutine's yielder.
+unsafe fn suspend(y: *const Yielder<Resumed, Ask>, ask: Ask) -> Resumed {
+    let fake = asan::before_suspend(false);
+    // SAFETY: the caller's promise.
+    let r = unsafe { (*y).suspend(ask) };
+    asan::entered(fake);
+    r
+}
+
 /// Runs `fut` to completion from inside a C task: suspends the task's
 /// coroutine until `fut` is ready. `Err(TRIO_ENORUN)` outside a C task.
 pub(crate) fn block_on<F: Future>(fut: F) -> std::result::Result<F::Output, i32> {
@@ -509,7 +631,7 @@ pub(crate) fn block_on<F: Future>(fut: F) -> std::result::Result<F::Output, i32>
     // while this frame is suspended below (see `Slot`).
     let op: *mut (dyn Op + 'static) = unsafe { std::mem::transmute(op as *mut dyn Op) };
     // SAFETY: `y` is the running coroutine's yielder (set on every resume).
-    match unsafe { (*y).suspend(Ask::Wait(op)) } {
+    match unsafe { suspend(y, Ask::Wait(op)) } {
         Resumed::Ready => {}
         _ => return Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
     }
@@ -525,7 +647,7 @@ pub(crate) fn open(layer: Layer, id: usize) -> std::result::Result<(), i32> {
         return Err(error::set_error(error::TRIO_ENORUN, "not called from a C task inside trio_run"));
     }
     // SAFETY: as in `block_on`.
-    match unsafe { (*y).suspend(Ask::Open(layer, id)) } {
+    match unsafe { suspend(y, Ask::Open(layer, id)) } {
         Resumed::Opened => Ok(()),
         _ => Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
     }
@@ -538,7 +660,7 @@ pub(crate) fn close() -> std::result::Result<Result<()>, i32> {
         return Err(error::set_error(error::TRIO_ENORUN, "not called from a C task inside trio_run"));
     }
     // SAFETY: as in `block_on`.
-    match unsafe { (*y).suspend(Ask::Close) } {
+    match unsafe { suspend(y, Ask::Close) } {
         Resumed::Closed(r) => Ok(r),
         _ => Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
     }

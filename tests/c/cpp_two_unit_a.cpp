@@ -1,8 +1,7 @@
 // Two translation units including trio.hpp, linked into one program (with
 // cpp_two_unit_b.cpp): everything in the header is inline, so there are no
 // duplicate symbols and the inline functions and thread-local state are
-// one across the units (no ODR violation). Throws nothing inside tasks (so
-// it also runs under ASan; see test_cpp.cpp).
+// one across the units (no ODR violation).
 #include <trio.hpp>
 
 #include <cstdio>
