@@ -20,6 +20,7 @@ pub(crate) struct ScopeState {
 /// Ignores SIGPIPE if it has its default action: a write to a closed pipe
 /// must be an `EPIPE` error, not the end of the process (sockets use
 /// `MSG_NOSIGNAL`; pipes cannot).
+#[cfg(unix)]
 fn ignore_sigpipe() {
     // SAFETY: reading and setting a signal disposition.
     unsafe {
@@ -29,6 +30,10 @@ fn ignore_sigpipe() {
         }
     }
 }
+
+/// Windows has no SIGPIPE.
+#[cfg(not(unix))]
+fn ignore_sigpipe() {}
 
 /// Runs `main_fn(arg)` as the first C task of a new trio run on the calling
 /// thread, and returns when it and everything it started have finished.

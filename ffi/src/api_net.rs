@@ -17,7 +17,7 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+#[cfg(unix)]
 use std::os::unix::ffi::OsStrExt;
 use std::pin::pin;
 use std::rc::Rc;
@@ -25,7 +25,9 @@ use std::task::{Context, Waker};
 
 use trio::Error;
 use trio::abc::{AsyncResource, HalfCloseableStream, Listener, ReceiveStream, SendStream};
-use trio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use trio::net::{TcpListener, TcpStream};
+#[cfg(unix)]
+use trio::net::{UnixListener, UnixStream};
 
 use crate::error::{self, TRIO_EBADHANDLE, TRIO_EINVAL, guard, set_error};
 use crate::handle::{self, Kind, trio_handle_t};
@@ -52,8 +54,10 @@ pub type trio_started_fn = Option<unsafe extern "C" fn(port: u16, arg: *mut c_vo
 /// A socket found through a handle.
 enum Sock {
     TcpStream(Rc<TcpStream>),
+    #[cfg(unix)]
     UnixStream(Rc<UnixStream>),
     TcpListener(Rc<TcpListener>),
+    #[cfg(unix)]
     UnixListener(Rc<UnixListener>),
 }
 
@@ -72,8 +76,10 @@ fn lookup(h: trio_handle_t, kinds: &[Kind], what: &str) -> Result<Sock, c_int> {
     let byte = (h >> 56) as u8;
     match kinds.iter().copied().find(|k| *k as u8 == byte) {
         Some(Kind::TcpStream) => handle::get(h, Kind::TcpStream).map(Sock::TcpStream),
+        #[cfg(unix)]
         Some(Kind::UnixStream) => handle::get(h, Kind::UnixStream).map(Sock::UnixStream),
         Some(Kind::TcpListener) => handle::get(h, Kind::TcpListener).map(Sock::TcpListener),
+        #[cfg(unix)]
         Some(Kind::UnixListener) => handle::get(h, Kind::UnixListener).map(Sock::UnixListener),
         _ => {
             // Not one of `kinds`: the table says why (0, not a handle, which
@@ -119,8 +125,10 @@ impl Sock {
     fn close_now(&self) {
         match self {
             Sock::TcpStream(s) => close_now(&**s),
+            #[cfg(unix)]
             Sock::UnixStream(s) => close_now(&**s),
             Sock::TcpListener(s) => close_now(&**s),
+            #[cfg(unix)]
             Sock::UnixListener(s) => close_now(&**s),
         }
     }
@@ -129,8 +137,10 @@ impl Sock {
     fn remove(&self, h: trio_handle_t) -> Result<(), c_int> {
         match self {
             Sock::TcpStream(_) => handle::remove::<TcpStream>(h, Kind::TcpStream).map(drop),
+            #[cfg(unix)]
             Sock::UnixStream(_) => handle::remove::<UnixStream>(h, Kind::UnixStream).map(drop),
             Sock::TcpListener(_) => handle::remove::<TcpListener>(h, Kind::TcpListener).map(drop),
+            #[cfg(unix)]
             Sock::UnixListener(_) => handle::remove::<UnixListener>(h, Kind::UnixListener).map(drop),
         }
     }
@@ -140,9 +150,11 @@ impl Sock {
         match self {
             Sock::TcpStream(s) => Ok(s.local_addr()?.to_string()),
             Sock::TcpListener(s) => Ok(s.local_addr()?.to_string()),
+            #[cfg(unix)]
             Sock::UnixStream(s) => {
                 Ok(s.with_socket(|s| s.local_addr())?.as_pathname().map(path_text).unwrap_or_default())
             }
+            #[cfg(unix)]
             Sock::UnixListener(s) => Ok(s.local_path()?.as_deref().map(path_text).unwrap_or_default()),
         }
     }
@@ -151,14 +163,20 @@ impl Sock {
     fn peer_address(&self) -> trio::Result<String> {
         match self {
             Sock::TcpStream(s) => Ok(s.peer_addr()?.to_string()),
+            #[cfg(unix)]
             Sock::UnixStream(s) => Ok(s.peer_path()?.as_deref().map(path_text).unwrap_or_default()),
-            Sock::TcpListener(_) | Sock::UnixListener(_) => {
-                Err(Error::Io(io::Error::new(io::ErrorKind::InvalidInput, "a listener has no peer")))
-            }
+            Sock::TcpListener(_) => Err(no_peer()),
+            #[cfg(unix)]
+            Sock::UnixListener(_) => Err(no_peer()),
         }
     }
 }
 
+fn no_peer() -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::InvalidInput, "a listener has no peer"))
+}
+
+#[cfg(unix)]
 fn path_text(p: &std::path::Path) -> String {
     String::from_utf8_lossy(p.as_os_str().as_bytes()).into_owned()
 }
@@ -212,7 +230,13 @@ unsafe fn path<'a>(s: *const c_char) -> Result<&'a std::path::Path, c_int> {
     if bytes.is_empty() {
         return Err(set_error(TRIO_EINVAL, "path is empty"));
     }
-    Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
+    #[cfg(unix)]
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes));
+    #[cfg(not(unix))]
+    let path = std::path::Path::new(
+        std::str::from_utf8(bytes).map_err(|_| set_error(TRIO_EINVAL, "path is not valid UTF-8"))?,
+    );
+    Ok(path)
 }
 
 /// Writes `h` to `*out` (checked non-null by the caller) and returns 0.
@@ -428,6 +452,7 @@ pub unsafe extern "C" fn trio_accept(listener: trio_handle_t, out: *mut trio_han
             null_out(out)?;
             let h = match lookup(listener, LISTENERS, "a listener (TCP or Unix)")? {
                 Sock::TcpListener(l) => handle::insert(Kind::TcpStream, task::wait(l.accept())?),
+                #[cfg(unix)]
                 Sock::UnixListener(l) => handle::insert(Kind::UnixStream, task::wait(l.accept())?),
                 _ => unreachable!("lookup returns listeners only"),
             };
@@ -458,9 +483,17 @@ pub unsafe extern "C" fn trio_unix_connect(path: *const c_char, out: *mut trio_h
             // SAFETY: the caller's promise.
             let path = unsafe { self::path(path) }?;
             null_out(out)?;
-            let stream = wait_net(trio::net::open_unix_socket(path))?;
-            // SAFETY: checked non-null; the caller's promise.
-            Ok(unsafe { put(out, handle::insert(Kind::UnixStream, stream)) })
+            #[cfg(unix)]
+            {
+                let stream = wait_net(trio::net::open_unix_socket(path))?;
+                // SAFETY: checked non-null; the caller's promise.
+                Ok(unsafe { put(out, handle::insert(Kind::UnixStream, stream)) })
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = path;
+                Err(set_error(error::TRIO_EUNSUPPORTED, "Unix-domain sockets are not supported on this platform"))
+            }
         })())
     })
 }
@@ -487,9 +520,17 @@ pub unsafe extern "C" fn trio_unix_listen(path: *const c_char, out: *mut trio_ha
             // SAFETY: the caller's promise.
             let path = unsafe { self::path(path) }?;
             null_out(out)?;
-            let listener = wait_net(trio::net::open_unix_listener(path))?;
-            // SAFETY: checked non-null; the caller's promise.
-            Ok(unsafe { put(out, handle::insert(Kind::UnixListener, listener)) })
+            #[cfg(unix)]
+            {
+                let listener = wait_net(trio::net::open_unix_listener(path))?;
+                // SAFETY: checked non-null; the caller's promise.
+                Ok(unsafe { put(out, handle::insert(Kind::UnixListener, listener)) })
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = path;
+                Err(set_error(error::TRIO_EUNSUPPORTED, "Unix-domain sockets are not supported on this platform"))
+            }
         })())
     })
 }
@@ -529,6 +570,7 @@ pub unsafe extern "C" fn trio_send_all(stream: trio_handle_t, buf: *const c_void
             };
             match lookup_stream(stream)? {
                 Sock::TcpStream(s) => task::wait(s.send_all(data))?,
+                #[cfg(unix)]
                 Sock::UnixStream(s) => task::wait(s.send_all(data))?,
                 _ => unreachable!("lookup_stream returns streams only"),
             }
@@ -572,6 +614,7 @@ pub unsafe extern "C" fn trio_receive_some(stream: trio_handle_t, buf: *mut c_vo
             let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
             let n = match lookup_stream(stream)? {
                 Sock::TcpStream(s) => task::wait(s.receive_some(buf))?,
+                #[cfg(unix)]
                 Sock::UnixStream(s) => task::wait(s.receive_some(buf))?,
                 _ => unreachable!("lookup_stream returns streams only"),
             };
@@ -597,6 +640,7 @@ pub extern "C" fn trio_send_eof(stream: trio_handle_t) -> c_int {
         status((|| {
             match lookup_stream(stream)? {
                 Sock::TcpStream(s) => task::wait(s.send_eof())?,
+                #[cfg(unix)]
                 Sock::UnixStream(s) => task::wait(s.send_eof())?,
                 _ => unreachable!("lookup_stream returns streams only"),
             }
@@ -630,7 +674,7 @@ pub extern "C" fn trio_close(sock: trio_handle_t) -> c_int {
 }
 
 /// A connected stream type a handler can get.
-trait NetStream: HalfCloseableStream + AsRawFd + 'static {
+trait NetStream: HalfCloseableStream + 'static {
     const KIND: Kind;
 }
 
@@ -638,6 +682,7 @@ impl NetStream for TcpStream {
     const KIND: Kind = Kind::TcpStream;
 }
 
+#[cfg(unix)]
 impl NetStream for UnixStream {
     const KIND: Kind = Kind::UnixStream;
 }
@@ -675,7 +720,7 @@ impl<S: NetStream> Drop for OwnedStream<S> {
     fn drop(&mut self) {
         // `trio_close` frees the handle, then closes: a socket still open
         // has its handle still live.
-        if self.stream.as_raw_fd() != -1 {
+        if handle::is_live(self.h) {
             let _ = handle::remove::<S>(self.h, S::KIND);
             close_now(&*self.stream);
         }
@@ -824,6 +869,7 @@ pub unsafe extern "C" fn trio_serve_listener(
             let handler = handler_of(handler)?;
             Ok(match lookup(listener, LISTENERS, "a listener (TCP or Unix)")? {
                 Sock::TcpListener(l) => serve(vec![Shared(l)], handler, arg),
+                #[cfg(unix)]
                 Sock::UnixListener(l) => serve(vec![Shared(l)], handler, arg),
                 _ => unreachable!("lookup returns listeners only"),
             })

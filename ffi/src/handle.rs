@@ -219,6 +219,14 @@ impl Handles {
         value.clone().downcast::<T>().map_err(|_| type_mismatch::<T>(h, kind))
     }
 
+    /// Whether `h` is a live handle (records no error).
+    pub(crate) fn is_live(&self, h: trio_handle_t) -> bool {
+        let (bits, generation, index) = decode(h);
+        h != 0
+            && Kind::from_bits(bits).is_some()
+            && self.slots.get(index as usize).is_some_and(|s| s.generation == generation && s.entry.is_some())
+    }
+
     /// Closes `h` and returns its object: from now on `h` is stale.
     ///
     /// # Errors
@@ -292,6 +300,11 @@ pub(crate) fn insert_rc<T: 'static>(kind: Kind, value: Rc<T>) -> trio_handle_t {
 /// The object `h` names in this thread's table (see [`Handles::get`]).
 pub(crate) fn get<T: 'static>(h: trio_handle_t, kind: Kind) -> Result<Rc<T>, c_int> {
     with(|t| t.get(h, kind))
+}
+
+/// Whether `h` is live in this thread's table (records no error).
+pub(crate) fn is_live(h: trio_handle_t) -> bool {
+    with(|t| Ok(t.is_live(h))).unwrap_or(false)
 }
 
 /// Closes `h` in this thread's table and returns its object (see
