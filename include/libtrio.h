@@ -103,7 +103,7 @@ typedef struct trio_token trio_token;
 
 // A C task's function: returns 0 (or a positive value) on success, a
 // negative `TRIO_E*` code (or any negative value of its own) on failure.
-typedef int32_t (*trio_task_fn)(void *arg);
+typedef int (*trio_task_fn)(void *arg);
 
 // A handle to a trio object (a nursery, a cancel scope, a socket, ...).
 // 0 is never a valid handle. A handle is valid on the thread that made it
@@ -119,7 +119,7 @@ typedef uint64_t trio_handle_t;
 // `trio_serve_tcp`). The stream is closed and its handle freed after the
 // handler returns (the handler may also close it itself with
 // `trio_close`).
-typedef int32_t (*trio_handler_fn)(trio_handle_t stream, void *arg);
+typedef int (*trio_handler_fn)(trio_handle_t stream, void *arg);
 
 // Called by `trio_serve_tcp` once it listens, before it serves, with the
 // port it listens on (the one the OS chose if 0 was asked for) and the
@@ -150,7 +150,7 @@ extern "C" {
 // action); the code of the error that ended the run otherwise (for
 // example `TRIO_EGROUP` when several tasks failed; `trio_last_error` has
 // the detail).
-int32_t trio_run(trio_task_fn main_fn, void *arg);
+int trio_run(trio_task_fn main_fn, void *arg);
 
 // As `trio_run`, but on a mock clock that starts at 0 and jumps straight
 // to the next deadline whenever every task is blocked: sleeps and
@@ -158,25 +158,25 @@ int32_t trio_run(trio_task_fn main_fn, void *arg);
 // tests.
 //
 // Returns as `trio_run`.
-int32_t trio_run_mock_clock(trio_task_fn main_fn, void *arg);
+int trio_run_mock_clock(trio_task_fn main_fn, void *arg);
 
 // Sets the stack size, in bytes, of C tasks created from now on by this
 // thread (default 256 KiB; rounded up to whole pages, plus a guard page).
 //
 // Returns 0, or `TRIO_EINVAL` if `size` is below 16 KiB.
-int32_t trio_set_stack_size(size_t size);
+int trio_set_stack_size(size_t size);
 
 // Sleeps for `seconds` (0 or more; fractions allowed). A checkpoint.
 //
 // Suspends only the calling C task. Returns 0; `TRIO_ECANCELED` if an
 // enclosing scope was cancelled; `TRIO_EINVAL` for a negative or NaN
 // duration; `TRIO_ENORUN` outside a C task.
-int32_t trio_sleep(double seconds);
+int trio_sleep(double seconds);
 
 // A checkpoint: lets other tasks run, and reports a pending cancellation.
 //
 // Returns 0, `TRIO_ECANCELED`, or `TRIO_ENORUN` outside a C task.
-int32_t trio_checkpoint(void);
+int trio_checkpoint(void);
 
 // The run's clock, in seconds since an arbitrary start, into `*out`.
 //
@@ -185,7 +185,7 @@ int32_t trio_checkpoint(void);
 //
 // # Safety
 // `out` is NULL or points to a writable `double`.
-int32_t trio_now(double *out);
+int trio_now(double *out);
 
 // Opens a nursery in the calling C task and writes its handle to `*out`.
 //
@@ -199,7 +199,7 @@ int32_t trio_now(double *out);
 //
 // # Safety
 // `out` is NULL or points to a writable `trio_handle_t`.
-int32_t trio_nursery_open(trio_handle_t *out);
+int trio_nursery_open(trio_handle_t *out);
 
 // Starts `fn(arg)` as a new C task in `nursery`. Does not block (the child
 // starts at the next scheduling point).
@@ -207,7 +207,7 @@ int32_t trio_nursery_open(trio_handle_t *out);
 // Returns 0; `TRIO_EINVAL` if `fn` is NULL; `TRIO_EBADHANDLE` for a handle
 // that is not an open nursery; `TRIO_ECLOSED` if the nursery is closing;
 // `TRIO_ENOMEM` if no stack could be allocated.
-int32_t trio_nursery_spawn(trio_handle_t nursery, trio_task_fn func, void *arg);
+int trio_nursery_spawn(trio_handle_t nursery, trio_task_fn func, void *arg);
 
 // Starts `fn(arg)` as a new C task in `nursery` and waits until it
 // reports that it is ready by calling `trio_task_started(value)`; writes
@@ -232,7 +232,7 @@ int32_t trio_nursery_spawn(trio_handle_t nursery, trio_task_fn func, void *arg);
 //
 // # Safety
 // `value_out` is NULL or points to a writable `void *`.
-int32_t trio_nursery_start(trio_handle_t nursery, trio_task_fn func, void *arg, void **value_out);
+int trio_nursery_start(trio_handle_t nursery, trio_task_fn func, void *arg, void **value_out);
 
 // Reports that the calling C task, started by `trio_nursery_start`, is
 // ready: that call returns `value` to its caller, and this task moves into
@@ -241,13 +241,13 @@ int32_t trio_nursery_start(trio_handle_t nursery, trio_task_fn func, void *arg, 
 // Does not block and is not a checkpoint. Returns 0; `TRIO_EMISUSE` if the
 // calling task was not started by `trio_nursery_start` or already called
 // this; `TRIO_ENORUN` outside a C task.
-int32_t trio_task_started(void *value);
+int trio_task_started(void *value);
 
 // Cancels `nursery`: its children and the region of the task that opened
 // it. Does not block.
 //
 // Returns 0 or `TRIO_EBADHANDLE`.
-int32_t trio_nursery_cancel(trio_handle_t nursery);
+int trio_nursery_cancel(trio_handle_t nursery);
 
 // Closes `nursery`: waits until every child has finished, then frees the
 // handle. Must be called by the task that opened it, for its innermost open
@@ -259,7 +259,7 @@ int32_t trio_nursery_cancel(trio_handle_t nursery);
 // `trio_nursery_cancel`; `TRIO_ECANCELED` if an enclosing scope was
 // cancelled; `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the calling
 // task's innermost nursery or scope.
-int32_t trio_nursery_close(trio_handle_t nursery);
+int trio_nursery_close(trio_handle_t nursery);
 
 // Opens a cancel scope in the calling C task and writes its handle to
 // `*out`. `timeout` is a relative deadline in seconds (negative or
@@ -271,12 +271,12 @@ int32_t trio_nursery_close(trio_handle_t nursery);
 //
 // # Safety
 // `out` is NULL or points to a writable `trio_handle_t`.
-int32_t trio_cancel_scope_open(double timeout, int32_t shield, trio_handle_t *out);
+int trio_cancel_scope_open(double timeout, int shield, trio_handle_t *out);
 
 // Cancels `scope` (any task may). Does not block.
 //
 // Returns 0 or `TRIO_EBADHANDLE`.
-int32_t trio_cancel_scope_cancel(trio_handle_t scope);
+int trio_cancel_scope_cancel(trio_handle_t scope);
 
 // Closes `scope`, the calling task's innermost open nursery or scope, and
 // frees the handle. Does not wait for anything else.
@@ -285,7 +285,7 @@ int32_t trio_cancel_scope_cancel(trio_handle_t scope);
 // `trio_cancel_scope_cancel` cancelled a call inside it), 0 if not;
 // `TRIO_ECANCELED` if an outer scope's cancellation passes through it;
 // `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost.
-int32_t trio_cancel_scope_close(trio_handle_t scope);
+int trio_cancel_scope_close(trio_handle_t scope);
 
 // Connects to `host` (an IP address or a name to resolve) on TCP port
 // `port` and writes the new stream's handle to `*out`. With several
@@ -780,7 +780,7 @@ int trio_semaphore_close(trio_handle_t sem);
 // Returns: `fn`'s value; `TRIO_ECANCELED`; `TRIO_EINVAL` if `fn` is NULL;
 // `TRIO_ENORUN` outside a C task; `TRIO_EIO` if no thread could be
 // started.
-int32_t trio_to_thread(trio_task_fn func, void *arg, int32_t abandon_on_cancel);
+int trio_to_thread(trio_task_fn func, void *arg, int abandon_on_cancel);
 
 // Writes a new token for the run on the calling thread to `*out`.
 //
@@ -793,7 +793,7 @@ int32_t trio_to_thread(trio_task_fn func, void *arg, int32_t abandon_on_cancel);
 //
 // # Safety
 // `out` is NULL or points to a writable `trio_token *`.
-int32_t trio_token_get(trio_token **out);
+int trio_token_get(trio_token **out);
 
 // Frees a token from `trio_token_get`. Any thread, during or after its
 // run. NULL is accepted and does nothing.
@@ -803,7 +803,7 @@ int32_t trio_token_get(trio_token **out);
 // # Safety
 // `token` is NULL or a token from `trio_token_get` not freed yet, and no
 // other thread uses it during or after this call.
-int32_t trio_token_free(trio_token *token);
+int trio_token_free(trio_token *token);
 
 // Queues `fn(arg)` to run soon on the run's thread, between scheduling
 // passes. Any thread may call it, the run's own included; it does not block.
@@ -818,7 +818,7 @@ int32_t trio_token_free(trio_token *token);
 // # Safety
 // `token` is NULL or a live token (not freed); `arg` stays valid until
 // `fn` has run (or the run has ended).
-int32_t trio_token_run_sync_soon(const trio_token *token, trio_sync_fn func, void *arg);
+int trio_token_run_sync_soon(const trio_token *token, trio_sync_fn func, void *arg);
 
 // From a thread other than the run's: runs `fn(arg)` as a C task in the
 // run of `token`, blocks the calling OS thread until it returns, and
@@ -840,7 +840,7 @@ int32_t trio_token_run_sync_soon(const trio_token *token, trio_sync_fn func, voi
 // # Safety
 // `token` is NULL or a live token (not freed); `arg` stays valid until the
 // call returns.
-int32_t trio_from_thread_run(const trio_token *token, trio_task_fn func, void *arg);
+int trio_from_thread_run(const trio_token *token, trio_task_fn func, void *arg);
 
 // Returns a static, NUL-terminated English message for a status code:
 // `trio_strerror(TRIO_ECANCELED)` is `"cancelled"`. Unknown codes give

@@ -252,7 +252,7 @@ struct start_impl final : task_base {
 /// The C task function of every C++ task: runs the callable, deletes it,
 /// and turns any exception into a status code (no exception ever reaches
 /// the C runtime's frames).
-inline int32_t trampoline(void *arg) noexcept {
+inline int trampoline(void *arg) noexcept {
     std::unique_ptr<task_base> task(static_cast<task_base *>(arg));
     if (task->started) *task->started = true;
     int rc = 0;
@@ -279,7 +279,7 @@ inline int32_t trampoline(void *arg) noexcept {
 }
 
 /// The trampoline with C linkage, as libtrio expects.
-extern "C" inline int32_t trio_cpp_trampoline(void *arg) {
+extern "C" inline int trio_cpp_trampoline(void *arg) {
     return trampoline(arg);
 }
 
@@ -292,7 +292,7 @@ extern "C" inline int32_t trio_cpp_trampoline(void *arg) {
 }
 
 template <class F>
-int run_with(int32_t (*runner)(trio_task_fn, void *), F &&f) {
+int run_with(int (*runner)(trio_task_fn, void *), F &&f) {
     auto group = std::make_shared<task_group>();
     auto task = make_task(group, std::forward<F>(f));
     // The trampoline owns (and deletes) the task once it starts; a run that
@@ -619,7 +619,7 @@ public:
 namespace detail {
 
 /// A handle closed by `Close` in the destructor. Movable, not copyable.
-template <int32_t (*Close)(trio_handle_t)>
+template <int (*Close)(trio_handle_t)>
 class owned_handle {
 public:
     owned_handle() noexcept = default;
@@ -777,7 +777,7 @@ struct thread_job {
 };
 
 /// The worker side of to_thread(): owns one reference to the job.
-extern "C" inline int32_t trio_cpp_thread_trampoline(void *arg) {
+extern "C" inline int trio_cpp_thread_trampoline(void *arg) {
     std::unique_ptr<std::shared_ptr<thread_job>> ref(static_cast<std::shared_ptr<thread_job> *>(arg));
     thread_job &job = **ref;
     job.started.store(true);
@@ -798,7 +798,7 @@ struct borrowed_task {
     std::exception_ptr failure;
 };
 
-extern "C" inline int32_t trio_cpp_borrowed_trampoline(void *arg) {
+extern "C" inline int trio_cpp_borrowed_trampoline(void *arg) {
     auto *b = static_cast<borrowed_task *>(arg);
     try {
         return b->task->call();

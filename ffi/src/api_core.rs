@@ -1,6 +1,6 @@
 //! The run, C tasks, time, nurseries and cancel scopes.
 
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -52,7 +52,7 @@ fn ignore_sigpipe() {}
 /// example `TRIO_EGROUP` when several tasks failed; `trio_last_error` has
 /// the detail).
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_run(main_fn: TrioTaskFn, arg: *mut c_void) -> i32 {
+pub extern "C" fn trio_run(main_fn: TrioTaskFn, arg: *mut c_void) -> c_int {
     guard(|| run_with(trio::RunOptions::new(), main_fn, arg))
 }
 
@@ -63,7 +63,7 @@ pub extern "C" fn trio_run(main_fn: TrioTaskFn, arg: *mut c_void) -> i32 {
 ///
 /// Returns as `trio_run`.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_run_mock_clock(main_fn: TrioTaskFn, arg: *mut c_void) -> i32 {
+pub extern "C" fn trio_run_mock_clock(main_fn: TrioTaskFn, arg: *mut c_void) -> c_int {
     guard(|| {
         let clock = trio::testing::MockClock::new();
         clock.set_autojump_threshold(Some(Duration::ZERO));
@@ -95,7 +95,7 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
 ///
 /// Returns 0, or `TRIO_EINVAL` if `size` is below 16 KiB.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_set_stack_size(size: usize) -> i32 {
+pub extern "C" fn trio_set_stack_size(size: usize) -> c_int {
     guard(|| {
         if size < 16 * 1024 {
             return set_error(error::TRIO_EINVAL, "the stack size must be at least 16 KiB");
@@ -111,7 +111,7 @@ pub extern "C" fn trio_set_stack_size(size: usize) -> i32 {
 /// enclosing scope was cancelled; `TRIO_EINVAL` for a negative or NaN
 /// duration; `TRIO_ENORUN` outside a C task.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_sleep(seconds: f64) -> i32 {
+pub extern "C" fn trio_sleep(seconds: f64) -> c_int {
     guard(|| {
         let Ok(d) = Duration::try_from_secs_f64(seconds) else {
             return set_error(error::TRIO_EINVAL, format_args!("not a duration: {seconds}"));
@@ -124,7 +124,7 @@ pub extern "C" fn trio_sleep(seconds: f64) -> i32 {
 ///
 /// Returns 0, `TRIO_ECANCELED`, or `TRIO_ENORUN` outside a C task.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_checkpoint() -> i32 {
+pub extern "C" fn trio_checkpoint() -> c_int {
     guard(|| task::wait(trio::checkpoint()).map_or_else(|c| c, |()| 0))
 }
 
@@ -136,7 +136,7 @@ pub extern "C" fn trio_checkpoint() -> i32 {
 /// # Safety
 /// `out` is NULL or points to a writable `double`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn trio_now(out: *mut f64) -> i32 {
+pub unsafe extern "C" fn trio_now(out: *mut f64) -> c_int {
     guard(|| {
         if out.is_null() {
             return set_error(error::TRIO_EINVAL, "out is NULL");
@@ -165,7 +165,7 @@ pub unsafe extern "C" fn trio_now(out: *mut f64) -> i32 {
 /// # Safety
 /// `out` is NULL or points to a writable `trio_handle_t`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn trio_nursery_open(out: *mut trio_handle_t) -> i32 {
+pub unsafe extern "C" fn trio_nursery_open(out: *mut trio_handle_t) -> c_int {
     guard(|| {
         if out.is_null() {
             return set_error(error::TRIO_EINVAL, "out is NULL");
@@ -192,7 +192,7 @@ pub unsafe extern "C" fn trio_nursery_open(out: *mut trio_handle_t) -> i32 {
 /// that is not an open nursery; `TRIO_ECLOSED` if the nursery is closing;
 /// `TRIO_ENOMEM` if no stack could be allocated.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_nursery_spawn(nursery: trio_handle_t, func: TrioTaskFn, arg: *mut c_void) -> i32 {
+pub extern "C" fn trio_nursery_spawn(nursery: trio_handle_t, func: TrioTaskFn, arg: *mut c_void) -> c_int {
     guard(|| match handle::get::<NurseryState>(nursery, Kind::Nursery) {
         Ok(state) => state.spawn(func, arg),
         Err(c) => c,
@@ -228,7 +228,7 @@ pub unsafe extern "C" fn trio_nursery_start(
     func: TrioTaskFn,
     arg: *mut c_void,
     value_out: *mut *mut c_void,
-) -> i32 {
+) -> c_int {
     guard(|| {
         if func.is_none() {
             return set_error(error::TRIO_EINVAL, "the task function is NULL");
@@ -258,7 +258,7 @@ pub unsafe extern "C" fn trio_nursery_start(
 /// calling task was not started by `trio_nursery_start` or already called
 /// this; `TRIO_ENORUN` outside a C task.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_task_started(value: *mut c_void) -> i32 {
+pub extern "C" fn trio_task_started(value: *mut c_void) -> c_int {
     guard(|| match task::started(value as usize) {
         Ok(()) => 0,
         Err(c) => c,
@@ -270,7 +270,7 @@ pub extern "C" fn trio_task_started(value: *mut c_void) -> i32 {
 ///
 /// Returns 0 or `TRIO_EBADHANDLE`.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_nursery_cancel(nursery: trio_handle_t) -> i32 {
+pub extern "C" fn trio_nursery_cancel(nursery: trio_handle_t) -> c_int {
     guard(|| match handle::get::<NurseryState>(nursery, Kind::Nursery) {
         Ok(state) => state.cancel(),
         Err(c) => c,
@@ -288,7 +288,7 @@ pub extern "C" fn trio_nursery_cancel(nursery: trio_handle_t) -> i32 {
 /// cancelled; `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the calling
 /// task's innermost nursery or scope.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_nursery_close(nursery: trio_handle_t) -> i32 {
+pub extern "C" fn trio_nursery_close(nursery: trio_handle_t) -> c_int {
     guard(|| {
         let state = match handle::get::<NurseryState>(nursery, Kind::Nursery) {
             Ok(s) => s,
@@ -327,7 +327,7 @@ pub extern "C" fn trio_nursery_close(nursery: trio_handle_t) -> i32 {
 /// # Safety
 /// `out` is NULL or points to a writable `trio_handle_t`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn trio_cancel_scope_open(timeout: f64, shield: i32, out: *mut trio_handle_t) -> i32 {
+pub unsafe extern "C" fn trio_cancel_scope_open(timeout: f64, shield: c_int, out: *mut trio_handle_t) -> c_int {
     guard(|| {
         if out.is_null() {
             return set_error(error::TRIO_EINVAL, "out is NULL");
@@ -358,7 +358,7 @@ pub unsafe extern "C" fn trio_cancel_scope_open(timeout: f64, shield: i32, out: 
 ///
 /// Returns 0 or `TRIO_EBADHANDLE`.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_cancel_scope_cancel(scope: trio_handle_t) -> i32 {
+pub extern "C" fn trio_cancel_scope_cancel(scope: trio_handle_t) -> c_int {
     guard(|| match handle::get::<ScopeState>(scope, Kind::CancelScope) {
         Ok(s) => {
             s.scope.cancel();
@@ -376,7 +376,7 @@ pub extern "C" fn trio_cancel_scope_cancel(scope: trio_handle_t) -> i32 {
 /// `TRIO_ECANCELED` if an outer scope's cancellation passes through it;
 /// `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_cancel_scope_close(scope: trio_handle_t) -> i32 {
+pub extern "C" fn trio_cancel_scope_close(scope: trio_handle_t) -> c_int {
     guard(|| {
         let state = match handle::get::<ScopeState>(scope, Kind::CancelScope) {
             Ok(s) => s,

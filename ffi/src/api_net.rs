@@ -42,7 +42,7 @@ use crate::task::{self, CTask, TaskFailed};
 /// handler returns (the handler may also close it itself with
 /// `trio_close`).
 #[allow(non_camel_case_types, reason = "named as C code spells it, like the rest of the header")]
-pub type trio_handler_fn = Option<unsafe extern "C" fn(stream: trio_handle_t, arg: *mut c_void) -> i32>;
+pub type trio_handler_fn = Option<unsafe extern "C" fn(stream: trio_handle_t, arg: *mut c_void) -> c_int>;
 
 /// Called by `trio_serve_tcp` once it listens, before it serves, with the
 /// port it listens on (the one the OS chose if 0 was asked for) and the
@@ -688,7 +688,7 @@ impl NetStream for UnixStream {
 }
 
 /// A non-NULL handler.
-type Handler = unsafe extern "C" fn(trio_handle_t, *mut c_void) -> i32;
+type Handler = unsafe extern "C" fn(trio_handle_t, *mut c_void) -> c_int;
 
 /// What a connection's trampoline needs, on the heap while its task runs.
 struct Conn {
@@ -701,7 +701,7 @@ struct Conn {
 ///
 /// # Safety
 /// `conn` points to a live [`Conn`].
-unsafe extern "C" fn conn_trampoline(conn: *mut c_void) -> i32 {
+unsafe extern "C" fn conn_trampoline(conn: *mut c_void) -> c_int {
     // SAFETY: `handle_conn` keeps the `Conn` alive while the task runs.
     let conn = unsafe { &*conn.cast::<Conn>() };
     // SAFETY: the handler and argument the C caller gave.

@@ -1,7 +1,7 @@
 //! Threads: blocking work on worker threads (`trio_to_thread`), and calling
 //! into a run from other threads through its token (`trio_token`).
 
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 
 use trio::lowlevel::{TrioToken, current_trio_token};
 use trio::{Error, Result};
@@ -43,7 +43,7 @@ pub struct trio_token {
 /// `TRIO_ENORUN` outside a C task; `TRIO_EIO` if no thread could be
 /// started.
 #[unsafe(no_mangle)]
-pub extern "C" fn trio_to_thread(func: TrioTaskFn, arg: *mut c_void, abandon_on_cancel: i32) -> i32 {
+pub extern "C" fn trio_to_thread(func: TrioTaskFn, arg: *mut c_void, abandon_on_cancel: c_int) -> c_int {
     guard(|| {
         let Some(f) = func else {
             return set_error(error::TRIO_EINVAL, "fn is NULL");
@@ -76,7 +76,7 @@ pub extern "C" fn trio_to_thread(func: TrioTaskFn, arg: *mut c_void, abandon_on_
 /// # Safety
 /// `out` is NULL or points to a writable `trio_token *`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn trio_token_get(out: *mut *mut trio_token) -> i32 {
+pub unsafe extern "C" fn trio_token_get(out: *mut *mut trio_token) -> c_int {
     guard(|| {
         if out.is_null() {
             return set_error(error::TRIO_EINVAL, "out is NULL");
@@ -102,7 +102,7 @@ pub unsafe extern "C" fn trio_token_get(out: *mut *mut trio_token) -> i32 {
 /// `token` is NULL or a token from `trio_token_get` not freed yet, and no
 /// other thread uses it during or after this call.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn trio_token_free(token: *mut trio_token) -> i32 {
+pub unsafe extern "C" fn trio_token_free(token: *mut trio_token) -> c_int {
     guard(|| {
         if !token.is_null() {
             // SAFETY: made by `Box::into_raw` in `trio_token_get`, freed once.
@@ -130,7 +130,7 @@ pub unsafe extern "C" fn trio_token_run_sync_soon(
     token: *const trio_token,
     func: trio_sync_fn,
     arg: *mut c_void,
-) -> i32 {
+) -> c_int {
     guard(|| {
         if token.is_null() {
             return set_error(error::TRIO_EINVAL, "token is NULL");
@@ -171,7 +171,7 @@ pub unsafe extern "C" fn trio_token_run_sync_soon(
 /// `token` is NULL or a live token (not freed); `arg` stays valid until the
 /// call returns.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn trio_from_thread_run(token: *const trio_token, func: TrioTaskFn, arg: *mut c_void) -> i32 {
+pub unsafe extern "C" fn trio_from_thread_run(token: *const trio_token, func: TrioTaskFn, arg: *mut c_void) -> c_int {
     guard(|| {
         if token.is_null() {
             return set_error(error::TRIO_EINVAL, "token is NULL");

@@ -29,7 +29,7 @@
 //! passes it on outward, as in Trio.
 
 use std::cell::{Cell, RefCell};
-use std::ffi::c_void;
+use std::ffi::{c_int, c_void};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -137,7 +137,7 @@ mod asan {
 
 /// A C task's function: returns 0 (or a positive value) on success, a
 /// negative `TRIO_E*` code (or any negative value of its own) on failure.
-pub type TrioTaskFn = Option<unsafe extern "C" fn(arg: *mut c_void) -> i32>;
+pub type TrioTaskFn = Option<unsafe extern "C" fn(arg: *mut c_void) -> c_int>;
 
 /// The default size of a C task's stack (configurable with
 /// `trio_set_stack_size`).
