@@ -142,12 +142,33 @@ pub(crate) fn set_error(code: c_int, detail: impl Display) -> c_int {
 /// The code for `e`, recording its message (and OS error) as the detail.
 pub(crate) fn from_error(e: &Error) -> c_int {
     let code = code_of(e);
-    let os_error = match e {
-        Error::Io(io) => io.raw_os_error().unwrap_or(0),
-        _ => 0,
-    };
-    record(code, e.to_string(), os_error);
+    record(code, e.to_string(), os_error_of(e));
     code
+}
+
+/// The `errno` value behind `e`, 0 if none: an I/O error's own, or one
+/// found in its chain of sources (happy eyeballs wraps each attempt's error
+/// with its address), or the first one in a group.
+fn os_error_of(e: &Error) -> i32 {
+    match e {
+        Error::Io(io) => {
+            if let Some(n) = io.raw_os_error() {
+                return n;
+            }
+            let mut source: Option<&(dyn std::error::Error + 'static)> = io.get_ref().map(|r| r as _);
+            // Bounded: a source chain is short, and this one cannot loop.
+            for _ in 0..16 {
+                let Some(s) = source else { break };
+                if let Some(n) = s.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) {
+                    return n;
+                }
+                source = s.source();
+            }
+            0
+        }
+        Error::Group(v) => v.iter().map(os_error_of).find(|n| *n != 0).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Maps every variant of `trio::Error` to a status code.
@@ -308,6 +329,31 @@ mod tests {
         }
         assert_eq!(trio_last_os_error(), 0);
         from_error(&Error::Io(std::io::Error::from_raw_os_error(libc::ECONNREFUSED)));
+        assert_eq!(trio_last_os_error(), libc::ECONNREFUSED);
+        // Wrapped with a message (as happy eyeballs does per address), and
+        // in a group.
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "connecting to 127.0.0.1:1: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let wrapped = || {
+            let inner = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+            Error::Io(std::io::Error::new(inner.kind(), Wrapped(inner)))
+        };
+        from_error(&Error::Cancelled);
+        assert_eq!(trio_last_os_error(), 0);
+        from_error(&wrapped());
+        assert_eq!(trio_last_os_error(), libc::ECONNREFUSED);
+        from_error(&Error::Cancelled);
+        from_error(&Error::Group(vec![Error::Busy, wrapped(), wrapped()]));
         assert_eq!(trio_last_os_error(), libc::ECONNREFUSED);
     }
 

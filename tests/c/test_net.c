@@ -7,6 +7,7 @@
 #endif
 #include <dirent.h>
 #include <stdint.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,6 +484,7 @@ static void connect_refused(void) {
     CHECK(trio_tcp_connect("127.0.0.1", port, &s) == TRIO_EIO, "refused: connecting is TRIO_EIO");
     CHECK(s == 12345, "refused: out is left alone");
     CHECK(detail_has("refused") && detail_has("127.0.0.1"), "refused: the detail has the OS message and address");
+    CHECK(trio_last_os_error() == ECONNREFUSED, "refused: trio_last_os_error is ECONNREFUSED");
 }
 
 /* --- 10. bad input inside a run --- */
