@@ -163,7 +163,8 @@ int trio_run_mock_clock(trio_task_fn main_fn, void *arg);
 // Sets the stack size, in bytes, of C tasks created from now on by this
 // thread (default 256 KiB; rounded up to whole pages, plus a guard page).
 //
-// Returns 0, or `TRIO_EINVAL` if `size` is below 16 KiB.
+// Does not block; any thread, inside or outside a run. Returns 0, or
+// `TRIO_EINVAL` if `size` is below 16 KiB.
 int trio_set_stack_size(size_t size);
 
 // Sleeps for `seconds` (0 or more; fractions allowed). A checkpoint.
@@ -264,9 +265,11 @@ int trio_nursery_close(trio_handle_t nursery);
 // Opens a cancel scope in the calling C task and writes its handle to
 // `*out`. `timeout` is a relative deadline in seconds (negative or
 // infinite: none); `shield` non-zero shields the scope from outer
-// cancellation.
+// cancellation. The deadline counts from now on the run's clock; when it
+// passes, every wait inside the scope returns `TRIO_ECANCELED`, and
+// `trio_cancel_scope_close` reports that the scope caught it.
 //
-// Returns 0; `TRIO_EINVAL` if `out` is NULL or `timeout` is NaN;
+// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL or `timeout` is NaN;
 // `TRIO_ENORUN` outside a C task.
 //
 // # Safety

@@ -93,7 +93,8 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
 /// Sets the stack size, in bytes, of C tasks created from now on by this
 /// thread (default 256 KiB; rounded up to whole pages, plus a guard page).
 ///
-/// Returns 0, or `TRIO_EINVAL` if `size` is below 16 KiB.
+/// Does not block; any thread, inside or outside a run. Returns 0, or
+/// `TRIO_EINVAL` if `size` is below 16 KiB.
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_set_stack_size(size: usize) -> c_int {
     guard(|| {
@@ -319,9 +320,11 @@ pub extern "C" fn trio_nursery_close(nursery: trio_handle_t) -> c_int {
 /// Opens a cancel scope in the calling C task and writes its handle to
 /// `*out`. `timeout` is a relative deadline in seconds (negative or
 /// infinite: none); `shield` non-zero shields the scope from outer
-/// cancellation.
+/// cancellation. The deadline counts from now on the run's clock; when it
+/// passes, every wait inside the scope returns `TRIO_ECANCELED`, and
+/// `trio_cancel_scope_close` reports that the scope caught it.
 ///
-/// Returns 0; `TRIO_EINVAL` if `out` is NULL or `timeout` is NaN;
+/// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL or `timeout` is NaN;
 /// `TRIO_ENORUN` outside a C task.
 ///
 /// # Safety
