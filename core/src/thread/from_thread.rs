@@ -49,10 +49,17 @@ fn not_on_run_thread() -> Result<()> {
 
 /// Sends `req` to the host of this worker and waits for the reply on `rx`.
 fn via_host<T>(shared: &CallShared, req: Request, rx: mpsc::Receiver<Result<T>>) -> Result<T> {
-    if shared.abandoned.load(Ordering::Acquire) {
-        return Err(Error::Cancelled);
+    {
+        // Checked under the lock: the host marks the call abandoned before
+        // it takes the queue under the same lock, so a request is either
+        // refused here or taken (and dropped) by the host, never left
+        // waiting for a host that is gone.
+        let mut queue = shared.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        if shared.abandoned.load(Ordering::Acquire) {
+            return Err(Error::Cancelled);
+        }
+        queue.push_back(req);
     }
-    shared.requests.lock().unwrap_or_else(PoisonError::into_inner).push_back(req);
     shared.nudge_host()?;
     // A dropped request (the host abandoned the call) closes the channel.
     rx.recv().unwrap_or(Err(Error::Cancelled))
