@@ -2,6 +2,18 @@
 //! micro workloads, one for Python Trio), with the ratio that says which is
 //! better, and the `--json` form of a list of them.
 
+/// How much to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Size {
+    /// The default: more rounds and longer windows, steadier figures.
+    Full,
+    /// `--quick`: everything in under 2 minutes.
+    Quick,
+    /// `--tiny`: every workload once at a tiny size, so CI can check that
+    /// the suite still runs (the figures mean nothing).
+    Tiny,
+}
+
 /// One workload's figures.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Record {
