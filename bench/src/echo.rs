@@ -29,6 +29,8 @@ use std::io;
 use std::time::Duration;
 
 use load::Load;
+
+use crate::results::{Record, Size};
 use server::{Kind, Rusage, ServerProcess};
 use syscalls::Counts;
 pub(crate) use syscalls::Tracer;
@@ -44,8 +46,18 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn new(quick: bool) -> Plan {
-        if quick {
+    pub(crate) fn new(size: Size) -> Plan {
+        if size == Size::Tiny {
+            return Plan {
+                conns: &[1, 10],
+                sizes: &[64],
+                warmup: Duration::from_millis(50),
+                window: Duration::from_millis(200),
+                syscall_window: Duration::from_millis(100),
+                rounds: 1,
+            };
+        }
+        if size == Size::Quick {
             Plan {
                 conns: &[1, 100],
                 sizes: &[64, 4096],
@@ -173,8 +185,9 @@ fn size_name(size: usize) -> String {
     if size >= 1024 && size.is_multiple_of(1024) { format!("{} KiB", size / 1024) } else { format!("{size} B") }
 }
 
-/// Runs the echo cases of `plan` and prints the comparison.
-pub(crate) fn run(plan: &Plan, tracer: Option<Result<Tracer, String>>) {
+/// Runs the echo cases of `plan`, prints the comparison and returns it.
+pub(crate) fn run(plan: &Plan, tracer: Option<Result<Tracer, String>>) -> Vec<Record> {
+    let mut records = Vec::new();
     let max_conns = plan.conns.iter().copied().max().unwrap_or(1) as u64;
     raise_nofile(max_conns * 2 + 256);
     let tracer = match tracer {
@@ -223,9 +236,56 @@ pub(crate) fn run(plan: &Plan, tracer: Option<Result<Tracer, String>>) {
                 }
             }
             let (a, b) = (summarize(&got[0]), summarize(&got[1]));
-            print_case(&format!("{conns} conn x {}", size_name(size)), &a, &b);
+            let case = format!("{conns} conn x {}", size_name(size));
+            print_case(&case, &a, &b);
+            records.extend(case_records(&case, &a, &b));
         }
     }
+    records
+}
+
+/// The records of one case: the rate, the p99 latency, and the server's
+/// CPU time and system calls per round trip (the figures to judge by).
+fn case_records(case: &str, a: &Summary, b: &Summary) -> Vec<Record> {
+    let mut v = vec![
+        Record::higher("echo", format!("echo {case}: round trips"), a.msgs_per_sec, b.msgs_per_sec, "msgs/s"),
+        Record::lower("echo", format!("echo {case}: p99 latency"), a.p99_ns / 1e3, b.p99_ns / 1e3, "µs"),
+        Record::lower(
+            "echo",
+            format!("echo {case}: server CPU per round trip"),
+            a.user_ns_per_rt + a.sys_ns_per_rt,
+            b.user_ns_per_rt + b.sys_ns_per_rt,
+            "ns/rt",
+        ),
+    ];
+    match (a.sampled_user_ns_per_rt, b.sampled_user_ns_per_rt) {
+        (Some(x), Some(y)) => {
+            v.push(Record::lower(
+                "echo",
+                format!("echo {case}: server user CPU per round trip (sampled)"),
+                x,
+                y,
+                "ns/rt",
+            ));
+        }
+        _ => v.push(Record::lower(
+            "echo",
+            format!("echo {case}: server user CPU per round trip (tick split)"),
+            a.user_ns_per_rt,
+            b.user_ns_per_rt,
+            "ns/rt",
+        )),
+    }
+    if let (Some((x, _)), Some((y, _))) = (&a.syscalls, &b.syscalls) {
+        v.push(Record::lower(
+            "echo",
+            format!("echo {case}: server system calls per round trip"),
+            *x,
+            *y,
+            "syscalls/rt",
+        ));
+    }
+    v
 }
 
 fn print_case(case: &str, a: &Summary, b: &Summary) {

@@ -24,6 +24,8 @@
 //! processes; with `--load ADDR CONNS SIZE SECONDS` the two halves can be
 //! run by hand, for profiling (see `echo.rs`).
 
+#[allow(dead_code, reason = "the runner uses it next")]
+mod args;
 mod echo;
 #[allow(dead_code, reason = "the runner collects these next")]
 mod results;
@@ -328,15 +330,16 @@ fn main() {
         "--syscalls" => Some(echo::Tracer::pick(None)),
         _ => a.strip_prefix("--syscalls=").map(|t| echo::Tracer::pick(Some(t))),
     });
-    let echo_plan = echo::Plan::new(quick);
-    let tls_plan = tls::Plan::new(quick);
+    let size = if quick { results::Size::Quick } else { results::Size::Full };
+    let echo_plan = echo::Plan::new(size);
+    let tls_plan = tls::Plan::new(size);
     if let Some(only) = args.iter().skip_while(|a| *a != "--only").nth(1) {
         if only == "echo" {
-            echo::run(&echo_plan, tracer);
+            let _ = echo::run(&echo_plan, tracer);
             return;
         }
         if only == "tls" {
-            tls::run(&tls_plan);
+            let _ = tls::run(&tls_plan);
             return;
         }
         if only == "wasi" {
@@ -355,8 +358,8 @@ fn main() {
         return;
     }
     micro(quick);
-    echo::run(&echo_plan, tracer);
-    tls::run(&tls_plan);
+    let _ = echo::run(&echo_plan, tracer);
+    let _ = tls::run(&tls_plan);
 }
 
 fn micro(quick: bool) {

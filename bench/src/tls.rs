@@ -37,6 +37,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trio::abc::{AsyncResource, HalfCloseableStream, Listener, ReceiveStream, SendStream};
 use trio::tls::{TlsListener, TlsStream};
 
+use crate::results::{Record, Size};
+
 /// The bulk transfer's size, each way.
 const BULK: usize = 1024 * 1024;
 /// Untimed transfers at the start of each bulk run.
@@ -53,11 +55,11 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn new(quick: bool) -> Plan {
-        if quick {
-            Plan { handshakes: 200, handshake_rounds: 3, bulk_transfers: 10, bulk_rounds: 2 }
-        } else {
-            Plan { handshakes: 1000, handshake_rounds: 5, bulk_transfers: 50, bulk_rounds: 5 }
+    pub(crate) fn new(size: Size) -> Plan {
+        match size {
+            Size::Full => Plan { handshakes: 1000, handshake_rounds: 5, bulk_transfers: 50, bulk_rounds: 5 },
+            Size::Quick => Plan { handshakes: 200, handshake_rounds: 3, bulk_transfers: 10, bulk_rounds: 2 },
+            Size::Tiny => Plan { handshakes: 10, handshake_rounds: 1, bulk_transfers: 2, bulk_rounds: 1 },
         }
     }
 }
@@ -401,8 +403,9 @@ fn row(case: &str, metric: &str, x: f64, y: f64, prec: usize) {
     println!("{case:<20} {metric:<30} {x:>12.prec$} {y:>12.prec$} {ratio:>8}");
 }
 
-/// Runs the TLS workloads of `plan` and prints the comparison.
-pub(crate) fn run(plan: &Plan) {
+/// Runs the TLS workloads of `plan`, prints the comparison and returns it.
+pub(crate) fn run(plan: &Plan) -> Vec<Record> {
+    let mut records = Vec::new();
     let c = configs();
     println!();
     println!(
@@ -426,6 +429,7 @@ pub(crate) fn run(plan: &Plan) {
     let floor = rustls_handshakes(&c, n) / n as f64;
     let case = format!("{n} handshakes");
     row(&case, "handshakes/s (higher: faster)", 1.0 / ta, 1.0 / tb, 0);
+    records.push(Record::higher("tls", "TLS 1.3 handshake + 1-byte echo", 1.0 / ta, 1.0 / tb, "handshakes/s"));
     row("", "µs / handshake", ta * 1e6, tb * 1e6, 1);
     println!(
         "{:<20} (rustls alone, in memory: {:.1} µs / handshake, {:.0}/s; connect + 1-byte echo + close_notify both ways \
@@ -447,6 +451,7 @@ pub(crate) fn run(plan: &Plan) {
     let floor = median(rustls_bulk(&c, k));
     let mib_s = |secs: f64| 2.0 * BULK as f64 / (1024.0 * 1024.0) / secs;
     row("1 MiB round trip", "MiB/s (higher: faster)", mib_s(ta), mib_s(tb), 0);
+    records.push(Record::higher("tls", "TLS 1 MiB each way", mib_s(ta), mib_s(tb), "MiB/s"));
     row("", "ms / transfer", ta * 1e3, tb * 1e3, 2);
     println!(
         "{:<20} (rustls alone, in memory: {:.2} ms, {:.0} MiB/s; median of {} transfers on {} connections; \
@@ -457,4 +462,5 @@ pub(crate) fn run(plan: &Plan) {
         k * plan.bulk_rounds,
         plan.bulk_rounds
     );
+    records
 }
