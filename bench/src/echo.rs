@@ -168,7 +168,7 @@ fn summarize(samples: &[Sample]) -> Summary {
 
 /// Lets this process (and the servers, which inherit it) open enough
 /// descriptors for the largest case.
-fn raise_nofile(needed: u64) {
+pub(crate) fn raise_nofile(needed: u64) {
     // SAFETY: get/setrlimit on a local struct.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
