@@ -6,7 +6,9 @@
  * trio_last_error() copies this thread's detail message of the last failure.
  * Objects are trio_handle_t handles: 0 is never valid, and a stale, closed
  * or wrong-kind handle gives TRIO_EBADHANDLE. Outputs are written only on
- * success.
+ * success. Arguments are checked before the run: a function given a handle
+ * outside trio_run reports TRIO_EBADHANDLE (no handle is valid there, the
+ * run's handles are closed when it ends), not TRIO_ENORUN.
  *
  * Link with `pkg-config --cflags --libs trio` (add --static for libtrio.a).
  */
@@ -167,7 +169,8 @@ int trio_run_mock_clock(trio_task_fn main_fn, void *arg);
 // `TRIO_EINVAL` if `size` is below 16 KiB.
 int trio_set_stack_size(size_t size);
 
-// Sleeps for `seconds` (0 or more; fractions allowed). A checkpoint.
+// Sleeps for `seconds` (0 or more; fractions allowed; `INFINITY`, or a
+// duration too long to represent, sleeps until cancelled). A checkpoint.
 //
 // Suspends only the calling C task. Returns 0; `TRIO_ECANCELED` if an
 // enclosing scope was cancelled; `TRIO_EINVAL` for a negative or NaN
@@ -259,7 +262,8 @@ int trio_nursery_cancel(trio_handle_t nursery);
 // `trio_last_error`). Returns 0 also when the nursery was cancelled by
 // `trio_nursery_cancel`; `TRIO_ECANCELED` if an enclosing scope was
 // cancelled; `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the calling
-// task's innermost nursery or scope.
+// task's innermost nursery or scope; `TRIO_ENORUN` outside a C task (in a
+// `trio_token_run_sync_soon` callback).
 int trio_nursery_close(trio_handle_t nursery);
 
 // Opens a cancel scope in the calling C task and writes its handle to
@@ -287,7 +291,8 @@ int trio_cancel_scope_cancel(trio_handle_t scope);
 // Returns 1 if the scope caught a cancellation (its own deadline or
 // `trio_cancel_scope_cancel` cancelled a call inside it), 0 if not;
 // `TRIO_ECANCELED` if an outer scope's cancellation passes through it;
-// `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost.
+// `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost;
+// `TRIO_ENORUN` outside a C task.
 int trio_cancel_scope_close(trio_handle_t scope);
 
 // Connects to `host` (an IP address or a name to resolve) on TCP port

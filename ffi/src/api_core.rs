@@ -75,6 +75,11 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
     if main_fn.is_none() {
         return set_error(error::TRIO_EINVAL, "main_fn is NULL");
     }
+    // Refused before anything is made: the run already going on this
+    // thread keeps its handles.
+    if trio::current_time().is_ok() {
+        return set_error(error::TRIO_ENORUN, "a run is already active on this thread (runs cannot nest)");
+    }
     ignore_sigpipe();
     let task = match CTask::new(main_fn, arg) {
         Ok(t) => t,
@@ -106,7 +111,8 @@ pub extern "C" fn trio_set_stack_size(size: usize) -> c_int {
     })
 }
 
-/// Sleeps for `seconds` (0 or more; fractions allowed). A checkpoint.
+/// Sleeps for `seconds` (0 or more; fractions allowed; `INFINITY`, or a
+/// duration too long to represent, sleeps until cancelled). A checkpoint.
 ///
 /// Suspends only the calling C task. Returns 0; `TRIO_ECANCELED` if an
 /// enclosing scope was cancelled; `TRIO_EINVAL` for a negative or NaN
@@ -114,10 +120,14 @@ pub extern "C" fn trio_set_stack_size(size: usize) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_sleep(seconds: f64) -> c_int {
     guard(|| {
-        let Ok(d) = Duration::try_from_secs_f64(seconds) else {
+        if seconds.is_nan() || seconds < 0.0 {
             return set_error(error::TRIO_EINVAL, format_args!("not a duration: {seconds}"));
-        };
-        task::wait(trio::sleep(d)).map_or_else(|c| c, |()| 0)
+        }
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(d) => task::wait(trio::sleep(d)).map_or_else(|c| c, |()| 0),
+            // Too long for a Duration: as long as forever.
+            Err(_) => task::wait(trio::sleep_forever()).map_or_else(|c| c, |never| match never {}),
+        }
     })
 }
 
@@ -287,7 +297,8 @@ pub extern "C" fn trio_nursery_cancel(nursery: trio_handle_t) -> c_int {
 /// `trio_last_error`). Returns 0 also when the nursery was cancelled by
 /// `trio_nursery_cancel`; `TRIO_ECANCELED` if an enclosing scope was
 /// cancelled; `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the calling
-/// task's innermost nursery or scope.
+/// task's innermost nursery or scope; `TRIO_ENORUN` outside a C task (in a
+/// `trio_token_run_sync_soon` callback).
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_nursery_close(nursery: trio_handle_t) -> c_int {
     guard(|| {
@@ -377,7 +388,8 @@ pub extern "C" fn trio_cancel_scope_cancel(scope: trio_handle_t) -> c_int {
 /// Returns 1 if the scope caught a cancellation (its own deadline or
 /// `trio_cancel_scope_cancel` cancelled a call inside it), 0 if not;
 /// `TRIO_ECANCELED` if an outer scope's cancellation passes through it;
-/// `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost.
+/// `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost;
+/// `TRIO_ENORUN` outside a C task.
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_cancel_scope_close(scope: trio_handle_t) -> c_int {
     guard(|| {

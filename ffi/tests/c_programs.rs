@@ -140,6 +140,19 @@ fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) {
     };
     cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+    // Read both pipes while the program runs: one that prints more than a
+    // pipe holds (64 KiB) would otherwise block until the timeout.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_reader = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let err_reader = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().expect("waiting for the program") {
@@ -152,9 +165,10 @@ fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let output = child.wait_with_output().expect("reading the program's output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = out_reader.join().expect("reading the program's stdout");
+    let stderr = err_reader.join().expect("reading the program's stderr");
+    let stdout = String::from_utf8_lossy(&stdout);
+    let stderr = String::from_utf8_lossy(&stderr);
     let oks = stdout.lines().filter(|l| l.starts_with("ok ")).count();
     println!("{} {wrapper:?}: {oks} checks passed", program.display());
     assert!(
