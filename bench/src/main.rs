@@ -25,6 +25,7 @@ mod connect;
 mod echo;
 mod memory;
 mod micro;
+mod python;
 mod report;
 mod results;
 mod tls;
@@ -124,12 +125,30 @@ fn suite(opts: &Options, argv: &[String]) {
     }
 }
 
+/// The micro workloads on Python Trio, attached to our records and printed
+/// beside them; a loud skip if Python Trio cannot be had.
 fn python_part(size: Size, records: &mut [Record]) {
-    let _ = (size, records);
+    let figures = match python::run(size) {
+        Ok(f) => f,
+        Err(why) => {
+            println!("SKIPPED: Python Trio ({why})");
+            return;
+        }
+    };
+    python::attach(records, &figures);
+    println!("{:<40} {:>12} {:>14} {:>12}", "workload", "trio ns/op", "Python ns/op", "Python/trio");
+    for r in records.iter().filter(|r| r.python_trio.is_some()) {
+        let p = r.python_trio.unwrap_or(f64::NAN);
+        println!("{:<40} {:>12.1} {:>14.1} {:>11.1}x", r.name, r.trio, p, p / r.trio);
+    }
 }
 
 fn write_or_exit(path: &Path, bytes: &[u8]) {
-    if let Err(e) = std::fs::write(path, bytes) {
+    let made = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    };
+    if let Err(e) = made.and_then(|()| std::fs::write(path, bytes)) {
         eprintln!("trio-bench: writing {}: {e}", path.display());
         std::process::exit(1);
     }
