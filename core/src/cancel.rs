@@ -221,13 +221,26 @@ impl CancelScope {
     /// Enters the scope under `parent` without a future around it (the
     /// runtime's own uses: nurseries and `start`). Returns the record key.
     pub(crate) fn enter_raw(&self, rt: &mut runtime::Runtime, parent: usize) -> Result<usize> {
+        self.enter(rt, parent, false)
+    }
+
+    /// As [`enter_raw`](Self::enter_raw); with `lazy`, a future deadline is
+    /// not put in the timer map yet: the caller promises to call
+    /// `Runtime::arm_timer` before anything inside the scope waits (the
+    /// `Scoped` future does, when its inner future returns `Pending`). A
+    /// scope whose body finishes without waiting (the common case of a
+    /// timeout around a fast operation) then never touches the timer map.
+    fn enter(&self, rt: &mut runtime::Runtime, parent: usize, lazy: bool) -> Result<usize> {
         if self.state.used.replace(true) {
             return Err(Error::Runtime("a CancelScope can be entered only once"));
         }
+        let mut now = None;
         if let Some(rel) = self.state.relative.take() {
-            self.state.deadline.set(rt.now() + rel);
+            let t = rt.now();
+            now = Some(t);
+            self.state.deadline.set(t + rel);
         }
-        let key = rt.insert_scope(self.state.clone(), parent);
+        let key = rt.insert_scope(self.state.clone(), parent, lazy, now);
         self.state.entered.set(key);
         Ok(key)
     }
@@ -279,7 +292,7 @@ where
         let entered = runtime::with(|rt| {
             if *this.key == NONE {
                 let parent = rt.current_scope;
-                *this.key = this.scope.enter_raw(rt, parent)?;
+                *this.key = this.scope.enter(rt, parent, true)?;
             }
             Ok(std::mem::replace(&mut rt.current_scope, *this.key))
         });
@@ -297,7 +310,12 @@ where
         };
         let out = inner.poll(cx);
         drop(restore);
-        let Poll::Ready(out) = out else { return Poll::Pending };
+        let Poll::Ready(out) = out else {
+            // Something inside waits: the deadline must be in the timer map
+            // now (see `CancelScope::enter`).
+            let _ = runtime::with(|rt| rt.arm_timer(key));
+            return Poll::Pending;
+        };
         *this.done = true;
         // Drop the inner future inside the scope before leaving it.
         let _ = runtime::with(|rt| rt.current_scope = key);

@@ -302,3 +302,77 @@ fn mock_clock_with_a_rate_moves_by_itself() {
         })
         .unwrap();
 }
+
+// A scope's deadline goes into the timer map only once its body first
+// waits (a timeout around an operation that completes at once never
+// touches it). These check that the deadline still holds in every case.
+
+#[test]
+fn a_deadline_that_passed_before_the_body_first_waits_still_fires() {
+    mock_run_with(async |clock| {
+        let start = current_time()?;
+        let r = move_on_after(secs(1), async {
+            // No wait yet: the clock moves past the deadline, then the body
+            // waits for much longer.
+            clock.jump(secs(2));
+            sleep(secs(10)).await
+        })
+        .await?;
+        assert!(r.is_none(), "the deadline cancelled the sleep");
+        assert_eq!(current_time()?, start + secs(2), "at once, not after the sleep");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_deadline_fires_for_a_wait_deep_inside_the_scope() {
+    mock_run(async {
+        let start = current_time()?;
+        let r = move_on_after(secs(1), async {
+            // The body waits in a nested scope without a deadline and in a
+            // nursery's child: the outer deadline must be armed anyway.
+            CancelScope::new()
+                .run(async {
+                    open_nursery(async |n| {
+                        n.spawn(async { sleep_forever().await.map(|_| ()) });
+                        Ok(())
+                    })
+                    .await
+                })
+                .await
+        })
+        .await?;
+        assert!(r.is_none());
+        assert_eq!(current_time()?, start + secs(1));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn scopes_that_never_wait_leave_no_timer_behind() {
+    mock_run(async {
+        let start = current_time()?;
+        for i in 0..1000_u64 {
+            let r = move_on_after(secs(1 + i), async { Ok(i) }).await?;
+            assert_eq!(r, Some(i));
+        }
+        // The next deadline is the sleep's own, not one of those scopes'.
+        sleep(Duration::from_millis(500)).await?;
+        assert_eq!(current_time()?, start + Duration::from_millis(500));
+        // A scope whose deadline is moved while it waits re-arms.
+        let scope = CancelScope::with_timeout(secs(100));
+        let s2 = scope.clone();
+        let r = scope
+            .run(async move {
+                s2.set_deadline(current_time()? + secs(3));
+                sleep(secs(50)).await
+            })
+            .await?;
+        assert!(r.is_none());
+        assert_eq!(current_time()?, start + Duration::from_millis(3500));
+        Ok(())
+    })
+    .unwrap();
+}

@@ -344,7 +344,7 @@ impl RunOptions {
         };
         let root = rt.insert_root("<main>");
         rt.root = root;
-        rt.root_scope = rt.insert_scope(Rc::new(ScopeState::new()), NONE);
+        rt.root_scope = rt.insert_scope(Rc::new(ScopeState::new()), NONE, false, None);
         let cell = RefCell::new(rt);
 
         CURRENT.with(|c| c.set(&cell));

@@ -25,6 +25,9 @@ pub(crate) struct ScopeRec {
     pub(crate) effectively_cancelled: bool,
     /// The deadline registered in the timer map, if any.
     pub(crate) timer: Option<Instant>,
+    /// A future deadline not yet in the timer map (a lazily entered scope
+    /// whose body has not waited yet; see `arm_timer`).
+    pub(crate) unarmed: bool,
     pub(crate) state: Rc<ScopeState>,
     /// Flags that mirror `effectively_cancelled` for other threads (a
     /// `to_thread` worker's `from_thread::check_cancelled`).
@@ -33,7 +36,16 @@ pub(crate) struct ScopeRec {
 
 impl Runtime {
     /// Enters a scope record under `parent` (or as a root when `NONE`).
-    pub(crate) fn insert_scope(&mut self, state: Rc<ScopeState>, parent: usize) -> usize {
+    /// With `lazy`, a deadline still in the future is only noted, and
+    /// [`arm_timer`](Runtime::arm_timer) puts it in the timer map; `now` is
+    /// the clock if the caller just read it.
+    pub(crate) fn insert_scope(
+        &mut self,
+        state: Rc<ScopeState>,
+        parent: usize,
+        lazy: bool,
+        now: Option<Instant>,
+    ) -> usize {
         let key = self.scopes.insert(ScopeRec {
             parent: NONE,
             first_child: NONE,
@@ -42,13 +54,32 @@ impl Runtime {
             parked_head: NONE,
             effectively_cancelled: false,
             timer: None,
+            unarmed: false,
             state,
             observers: Vec::new(),
         });
         self.link_scope(key, parent);
-        self.sync_deadline(key);
+        let s = &self.scopes[key];
+        let deadline = s.state.deadline.get();
+        if lazy && deadline != Instant::MAX && !s.state.cancel_called.get() {
+            if deadline <= now.unwrap_or_else(|| self.now()) {
+                self.cancel_scope(key);
+            } else {
+                self.scopes[key].unarmed = true;
+            }
+        } else {
+            self.sync_deadline(key);
+        }
         self.recompute(key);
         key
+    }
+
+    /// Puts a lazily entered scope's deadline in the timer map (see
+    /// [`insert_scope`](Runtime::insert_scope)); nothing if it is there.
+    pub(crate) fn arm_timer(&mut self, key: usize) {
+        if self.scopes.get(key).is_some_and(|s| s.unarmed) {
+            self.sync_deadline(key);
+        }
     }
 
     fn link_scope(&mut self, key: usize, parent: usize) {
@@ -121,6 +152,7 @@ impl Runtime {
     pub(crate) fn cancel_scope(&mut self, key: usize) {
         let s = &self.scopes[key];
         s.state.cancel_called.set(true);
+        self.scopes[key].unarmed = false;
         if let Some(deadline) = self.scopes[key].timer.take() {
             self.timers.remove(&(deadline, key));
         }
@@ -174,6 +206,7 @@ impl Runtime {
 
     /// Brings the timer map in line with the scope's deadline.
     pub(crate) fn sync_deadline(&mut self, key: usize) {
+        self.scopes[key].unarmed = false;
         let want = self.scopes[key].state.deadline.get();
         let have = self.scopes[key].timer;
         if self.scopes[key].state.cancel_called.get() {
