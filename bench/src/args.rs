@@ -24,7 +24,8 @@ is faster or leaner).
   --report DIR     also write DIR/README.md and PNG charts of the ratios
   --only PART      one part: micro, echo, connect, memory, tls, python, wasi;
                    or one trio micro workload once, as a profiling aid:
-                   spawn, checkpoint, pingpong, lock, child
+                   spawn, checkpoint, pingpong, pingpong0, lock, child,
+                   deadline
   --syscalls[=T]   count the echo servers' system calls per round trip
                    (T: perf or strace; default: perf if it works)
   --no-python      skip the Python Trio comparison
@@ -35,7 +36,7 @@ is faster or leaner).
 pub(crate) const PARTS: &[&str] = &["micro", "python", "echo", "connect", "memory", "tls", "wasi"];
 
 /// The trio micro workloads `--only` can run once for profiling.
-pub(crate) const PROFILES: &[&str] = &["spawn", "checkpoint", "pingpong", "lock", "child"];
+pub(crate) const PROFILES: &[&str] = &["spawn", "checkpoint", "pingpong", "pingpong0", "lock", "child", "deadline"];
 
 /// What to do.
 #[derive(Debug, PartialEq)]

@@ -51,7 +51,7 @@ pub(crate) fn run(size: Size) -> Vec<Record> {
     records
 }
 
-/// `--only spawn|checkpoint|pingpong|lock|child`: one trio workload, once,
+/// `--only spawn|checkpoint|pingpong|pingpong0|lock|child|deadline`: one trio workload, once,
 /// at its full size (a profiling aid); ns per operation. `None` for any
 /// other name.
 pub(crate) fn profile_one(name: &str) -> Option<f64> {
@@ -61,6 +61,8 @@ pub(crate) fn profile_one(name: &str) -> Option<f64> {
         "pingpong" => trio_ping_pong_1(200_000),
         "lock" => trio_lock(1_000_000),
         "child" => trio_checkpoints_in_child(1_000_000),
+        "deadline" => trio_deadline_not_firing(1_000_000),
+        "pingpong0" => trio_ping_pong_0(200_000),
         _ => return None,
     })
 }

@@ -59,6 +59,11 @@ impl Runtime {
             observers: Vec::new(),
         });
         self.link_scope(key, parent);
+        // A new leaf: no children, waiters or observers to tell, so its
+        // flag is set directly (what `recompute` would find).
+        let parent_cancelled = parent != NONE && self.scopes[parent].effectively_cancelled;
+        let s = &mut self.scopes[key];
+        s.effectively_cancelled = s.state.cancel_called.get() || (!s.state.shield.get() && parent_cancelled);
         let s = &self.scopes[key];
         let deadline = s.state.deadline.get();
         if lazy && deadline != Instant::MAX && !s.state.cancel_called.get() {
@@ -70,7 +75,6 @@ impl Runtime {
         } else {
             self.sync_deadline(key);
         }
-        self.recompute(key);
         key
     }
 
