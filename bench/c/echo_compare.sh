@@ -6,8 +6,8 @@
 # trips per second and the server's CPU time (user+sys, from /proc/PID/stat)
 # per round trip, then the ratios. See bench/c/README.md.
 #   bench/c/echo_compare.sh [CONNS SIZE SECONDS [ROUNDS]]   (default 100 64 3 1)
-# With several rounds the three servers take turns, and the ratios are
-# computed from the per-server medians.
+# With several rounds the three servers take turns (each round starts with
+# the next one), and the ratios are computed from the per-server medians.
 #
 # Every wait is bounded: builds (BUILD_TIMEOUT, default 1800 s), the server
 # start (10 s), the load client (SECONDS + 60 s), each server's whole life
@@ -100,11 +100,19 @@ run_one() { # name, command... (the address is appended)
 }
 
 echo "echo, $conns conn x $size B, $secs s, $rounds round(s); CPU = server user+sys over the load run"
+start_server() { # name
+    case $1 in
+        rust) run_one rust "$target/release/examples/echo_server" ;;
+        c) run_one c "$target/release/c_echo_server" ;;
+        tokio) run_one tokio "$target/release/trio-bench" --serve tokio ;;
+    esac
+}
+order=(rust c tokio)
 for r in $(seq 1 "$rounds"); do
     [[ $rounds -gt 1 ]] && echo "round $r"
-    run_one rust "$target/release/examples/echo_server"
-    run_one c "$target/release/c_echo_server"
-    run_one tokio "$target/release/trio-bench" --serve tokio
+    # Each round starts with the next server, so no server always runs
+    # first or right after another one.
+    for i in 0 1 2; do start_server "${order[(i + r - 1) % 3]}"; done
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 r=$(median <<<"${rates[rust]}"); c=$(median <<<"${rates[c]}"); t=$(median <<<"${rates[tokio]}")
