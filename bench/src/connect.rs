@@ -107,7 +107,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Starts `kind`'s echo server in a child process.
 #[cfg(not(test))]
 fn spawn_server(kind: Kind) -> io::Result<ServerProcess> {
-    ServerProcess::spawn(kind)
+    ServerProcess::spawn_on(kind, None)
 }
 
 #[cfg(test)]

@@ -94,8 +94,15 @@ struct Sample {
     sampled_user_share: Option<f64>,
 }
 
-fn run_case(kind: Kind, conns: usize, size: usize, plan: &Plan, tracer: Option<Tracer>) -> io::Result<Sample> {
-    let mut server = ServerProcess::spawn(kind)?;
+fn run_case(
+    kind: Kind,
+    conns: usize,
+    size: usize,
+    plan: &Plan,
+    tracer: Option<Tracer>,
+    server_cpu: Option<usize>,
+) -> io::Result<Sample> {
+    let mut server = ServerProcess::spawn_on(kind, server_cpu)?;
     let mut load = Load::connect(server.addr, conns, size)?;
     load.run(plan.warmup, true)?;
     let before = server.rusage()?;
@@ -223,6 +230,15 @@ pub(crate) fn run(plan: &Plan, tracer: Option<Result<Tracer, String>>) -> Vec<Re
         }
         None => println!("system calls: n/a (run with --syscalls, needs perf or strace)"),
     }
+    // With two CPUs or more: the server on one, this load client on another.
+    let cpus = crate::affinity::allowed_cpus();
+    let (server_cpu, _pinned) = if cpus.len() >= 2 {
+        println!("pinned: the server on CPU {}, the load client on CPU {}", cpus[1], cpus[0]);
+        (Some(cpus[1]), Some(crate::affinity::PinnedThread::new(cpus[0])))
+    } else {
+        println!("not pinned: one CPU");
+        (None, None)
+    };
     println!("{:<20} {:<26} {:>12} {:>12} {:>8}", "case", "metric (server side)", "trio", "tokio", "ratio");
     for &conns in plan.conns {
         for &size in plan.sizes {
@@ -230,7 +246,7 @@ pub(crate) fn run(plan: &Plan, tracer: Option<Result<Tracer, String>>) -> Vec<Re
             for round in 0..plan.rounds {
                 for (i, kind) in [Kind::Trio, Kind::Tokio].into_iter().enumerate() {
                     let t = if round == 0 { tracer } else { None };
-                    let s = run_case(kind, conns, size, plan, t)
+                    let s = run_case(kind, conns, size, plan, t, server_cpu)
                         .unwrap_or_else(|e| panic!("echo {}, {conns} conn x {size} B: {e}", kind.name()));
                     got[i].push(s);
                 }

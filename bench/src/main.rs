@@ -20,6 +20,7 @@
 //! PART`, `--syscalls`. `docs/PERFORMANCE.md` says what is measured and
 //! why.
 
+mod affinity;
 mod args;
 mod connect;
 mod echo;

@@ -217,13 +217,18 @@ pub(crate) struct ServerProcess {
 }
 
 impl ServerProcess {
-    pub(crate) fn spawn(kind: Kind) -> io::Result<ServerProcess> {
+    /// Starts an echo server of `kind` (pinned to `cpu`, if given) and waits
+    /// for its address.
+    pub(crate) fn spawn_on(kind: Kind, cpu: Option<usize>) -> io::Result<ServerProcess> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["--serve", kind.name(), "127.0.0.1:0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         die_with_parent(&mut cmd);
+        if let Some(cpu) = cpu {
+            crate::affinity::pin_command(&mut cmd, cpu);
+        }
         let mut child = ChildGuard(cmd.spawn()?);
         let stdin = child.0.stdin.take();
         let stdout = BufReader::new(child.0.stdout.take().expect("piped stdout"));
