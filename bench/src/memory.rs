@@ -379,17 +379,14 @@ fn trio_tasks(n: usize) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Checkpoints until `parked` reaches `n` (each task counts itself just
-/// before it parks, in the same step), bounded by [`PARK_TIMEOUT`].
+/// Waits until every task of the run is blocked (the runtime knows; no
+/// polling), bounded by [`PARK_TIMEOUT`] on the run's clock, and checks that
+/// all `n` tasks counted themselves (each does, just before it parks).
 async fn trio_wait_parked(parked: &Cell<usize>, n: usize) -> trio::Result<()> {
-    let start = Instant::now();
-    while parked.get() < n {
-        if start.elapsed() > PARK_TIMEOUT {
-            return Err(not_parked(parked.get(), n).into());
-        }
-        trio::checkpoint().await?;
+    match trio::move_on_after(PARK_TIMEOUT, trio::testing::wait_all_tasks_blocked(Duration::ZERO)).await? {
+        Some(()) if parked.get() == n => Ok(()),
+        _ => Err(not_parked(parked.get(), n).into()),
     }
-    Ok(())
 }
 
 /// Yields until `parked` reaches `n`, bounded by [`PARK_TIMEOUT`] (tokio's

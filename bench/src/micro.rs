@@ -641,11 +641,11 @@ fn tokio_handle_spawn(n: usize) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The names the Python Trio results are matched against.
-    const NAMES: &[&str] = &[
+    /// The record names, which the Python Trio results are matched against.
+    pub(crate) const NAMES: &[&str] = &[
         "spawn+join 1k children",
         "spawn+join 100k children",
         "checkpoint: 1 task x 1M",
