@@ -57,6 +57,46 @@ impl ScopeState {
 /// cancelled, every checkpoint inside fails with [`Error::Cancelled`] until
 /// the code leaves the scope.
 ///
+/// # What a scope catches
+/// When the code inside returns an error, the scope catches it (and `run`
+/// returns `Ok(None)`) if the scope is the outermost cancelled one and the
+/// error is a cancellation: [`Error::Cancelled`] itself, a group holding
+/// it, or an error that carries it in its `source()` chain (see
+/// [`Error::is_cancellation`]). A group with other errors propagates
+/// without its cancellations.
+///
+/// # Foreign I/O and dropped futures
+/// Code that is not trio's own (hyper, tungstenite, `futures-lite`'s
+/// `BufReader::lines()`, ...) reads and writes trio streams through
+/// `futures-io` (`AsyncRead`/`AsyncWrite` on the sockets, pipes and TLS
+/// streams, and [`Compat`](crate::abc::Compat) for any other stream).
+/// Cancellation reaches it the same way as trio's own operations:
+///
+/// - A task parked in `poll_read`, `poll_write` or `poll_close` of a trio
+///   stream is woken when its scope is cancelled (by `cancel()`, a
+///   deadline or Ctrl-C), and the poll returns an `io::Error` of kind
+///   `Other` that wraps `Error::Cancelled`; a poll made inside an already
+///   cancelled scope returns it at once. (Inside a shield nothing changes.)
+/// - The foreign code passes that error up in its own way, usually wrapped
+///   in its own error type. `?` on the `io::Error` itself gives back
+///   `Error::Cancelled` (`From<io::Error>` unwraps trio errors), and
+///   [`Error::user`] of the foreign error keeps the chain, so either way
+///   the scope recognises its cancellation and catches it:
+///   `move_on_after(d, async { conn.await.map_err(Error::user) })`
+///   returns `Ok(None)` at the deadline.
+/// - Nothing is lost by a cancelled poll: a read that fails with
+///   `Cancelled` consumed no data, and the stream stays usable. A write
+///   that was cancelled (or abandoned) partway may have sent part of its
+///   data, as a cancelled `send_all`.
+///
+/// Dropping a future is different from cancelling it: a dropped future
+/// simply stops (nothing is reported, the scope does not record a catch),
+/// and what it was doing is abandoned where it stood. Dropping a trio
+/// operation's future is always safe (its waiter is removed, nothing is
+/// received into a buffer that is gone), but a partial `send_all` leaves
+/// the stream broken. Prefer cancel scopes to `select!`-style dropping:
+/// the cancelled code then gets to run its own clean-up, as Trio's does.
+///
 /// ```
 /// # use std::time::Duration;
 /// # use trio::{CancelScope, sleep, testing::MockClock, RunOptions};

@@ -73,9 +73,25 @@ impl Error {
         }
     }
 
-    /// True if this error is `Cancelled` or a group that contains `Cancelled`.
+    /// True if this error is a cancellation: [`Error::Cancelled`] itself, or
+    /// an error that carries it somewhere in its [`source`] chain (looking
+    /// inside `io::Error`s too). That is how a cancellation comes back
+    /// through foreign code: a `futures-io` read of a trio stream fails with
+    /// an `io::Error` that holds `Cancelled`, and hyper, tungstenite and
+    /// others wrap that `io::Error` in their own error types.
+    ///
+    /// [`source`]: std::error::Error::source
+    pub fn is_cancellation(&self) -> bool {
+        self.is_cancellation_at(0)
+    }
+
+    /// True if this error is a cancellation (see [`is_cancellation`]) or a
+    /// group that contains one. A cancel scope that catches cancellation
+    /// catches such an error.
+    ///
+    /// [`is_cancellation`]: Error::is_cancellation
     pub fn contains_cancelled(&self) -> bool {
-        self.leaves().iter().any(Error::is_cancelled)
+        self.leaves().iter().any(Error::is_cancellation)
     }
 
     /// Combines errors the way a nursery does: groups are flattened, repeated
@@ -120,12 +136,58 @@ impl Error {
         }
     }
 
-    /// Removes `Cancelled` from this error: `None` if nothing else is left.
+    /// Removes the cancellations (see [`is_cancellation`](Error::is_cancellation))
+    /// from this error: `None` if nothing else is left.
     pub(crate) fn without_cancelled(self) -> Option<Error> {
         match self {
-            Error::Cancelled => None,
-            Error::Group(v) => Error::combine(v.into_iter().filter(|e| !e.is_cancelled()).collect()),
+            Error::Group(v) => Error::combine(v.into_iter().filter(|e| !e.is_cancellation()).collect()),
+            e if e.is_cancellation() => None,
             other => Some(other),
+        }
+    }
+}
+
+/// How deep [`chain_holds_cancelled`] looks (error chains can be made to
+/// loop by a careless `source()`).
+const CHAIN_DEPTH: usize = 32;
+
+/// Does `e` or anything in its `source()` chain hold [`Error::Cancelled`]?
+fn chain_holds_cancelled(e: &(dyn std::error::Error + 'static), depth: usize) -> bool {
+    let mut cur = Some(e);
+    let mut depth = depth;
+    while let Some(e) = cur {
+        if depth >= CHAIN_DEPTH {
+            return false;
+        }
+        depth += 1;
+        if let Some(t) = e.downcast_ref::<Error>() {
+            return t.is_cancellation_at(depth);
+        }
+        // `io::Error::source()` skips the error it wraps: look inside.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io_holds_cancelled(io, depth);
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Does the error an `io::Error` wraps (or its chain) hold `Cancelled`?
+fn io_holds_cancelled(e: &std::io::Error, depth: usize) -> bool {
+    match e.get_ref() {
+        Some(inner) => chain_holds_cancelled(inner, depth + 1),
+        None => false,
+    }
+}
+
+impl Error {
+    /// [`is_cancellation`](Error::is_cancellation), bounded in depth.
+    fn is_cancellation_at(&self, depth: usize) -> bool {
+        match self {
+            Error::Cancelled => true,
+            Error::Io(e) => io_holds_cancelled(e, depth),
+            Error::User(e) => chain_holds_cancelled(&**e, depth),
+            _ => false,
         }
     }
 }
@@ -166,8 +228,21 @@ impl std::error::Error for Error {
     }
 }
 
+/// An `io::Error` that wraps a trio [`Error`] (what the `futures-io` impls
+/// and [`Compat`](crate::abc::Compat) return, for example `Cancelled`)
+/// becomes that error again; any other is [`Error::Io`]. So `?` on a
+/// `futures-io` read inside a cancelled scope gives `Err(Cancelled)`, which
+/// the scope catches.
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(inner)) => return *inner,
+                // Unreachable (checked above), but lose nothing.
+                Some(Err(other)) => return Error::Io(std::io::Error::other(other)),
+                None => return Error::Io(std::io::Error::other("an I/O error")),
+            }
+        }
         Error::Io(e)
     }
 }

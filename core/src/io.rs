@@ -75,8 +75,13 @@ impl IoHandle {
         IoOp { handle: self, dir, op, state: OpState::Start, out: None }
     }
 
-    /// The poll-style form of [`io`](Self::io) (no checkpoints), for
-    /// `futures-io`.
+    /// The poll-style form of [`io`](Self::io), for `futures-io`.
+    ///
+    /// Not a schedule point (a poll that can complete does), but a cancel
+    /// point: inside a cancelled scope it fails with an `io::Error` that
+    /// wraps [`Error::Cancelled`] (see `Error::from(io::Error)`), and a
+    /// waiting poller is woken when its scope is cancelled, so a foreign
+    /// future parked here ends at its deadline.
     #[cfg_attr(not(feature = "futures-io"), allow(dead_code))]
     pub(crate) fn poll_io<T>(
         &self,
@@ -84,18 +89,26 @@ impl IoHandle {
         dir: Dir,
         mut op: impl FnMut() -> io::Result<(T, bool)>,
     ) -> Poll<io::Result<T>> {
+        let (key, generation) = (self.key, self.generation);
         // Bounded: each turn either returns or clears the readiness bit.
         for _ in 0..1024 {
-            match self.with_rec(|r| r.ready[dir as usize]) {
-                Err(e) => return Poll::Ready(Err(e.into_io())),
-                Ok(false) => {
-                    let waker = cx.waker().clone();
-                    return match self.with_rec(|r| r.waiters[dir as usize] = IoWaiter::Waker(waker)) {
-                        Ok(()) => Poll::Pending,
-                        Err(e) => Poll::Ready(Err(e.into_io())),
-                    };
+            let ready = runtime::with(|rt| {
+                if rt.serial != self.serial {
+                    return Err(Error::Runtime(FOREIGN_RUN));
                 }
-                Ok(true) => match op() {
+                if rt.current_cancelled() {
+                    rt.io_drop_poll_waiter(key, generation, dir);
+                    return Err(Error::Cancelled);
+                }
+                let Some(rec) = rt.io_rec(key, generation) else { return Err(Error::Closed) };
+                if rec.ready[dir as usize] {
+                    return Ok(true);
+                }
+                rt.io_poll_park(key, generation, dir, cx.waker()).map_err(|_| Error::Busy)?;
+                Ok(false)
+            });
+            match ready {
+                Ok(Ok(true)) => match op() {
                     Ok((v, drained)) => {
                         if drained {
                             self.clear_ready(dir);
@@ -106,6 +119,8 @@ impl IoHandle {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Poll::Ready(Err(e)),
                 },
+                Ok(Ok(false)) => return Poll::Pending,
+                Ok(Err(e)) | Err(e) => return Poll::Ready(Err(e.into_io())),
             }
         }
         cx.waker().wake_by_ref();
@@ -208,9 +223,7 @@ where
             return Poll::Ready(Err(Error::Busy));
         }
         let (park, _) = rt.insert_park(cx.waker().clone());
-        if let Some(rec) = rt.io_rec(key, generation) {
-            rec.waiters[d] = IoWaiter::Park(park);
-        }
+        rt.io_set_park(key, generation, self.dir, park);
         if !waited {
             rt.count_schedule_point();
         }
@@ -371,11 +384,7 @@ async fn park_on(key: usize, generation: u32, dir: Dir) -> Result<()> {
         |token| {
             let k = lowlevel::token_key(token);
             park_key.set(k);
-            let _ = runtime::with(|rt| {
-                if let Some(rec) = rt.io_rec(key, generation) {
-                    rec.waiters[dir as usize] = IoWaiter::Park(k);
-                }
-            });
+            let _ = runtime::with(|rt| rt.io_set_park(key, generation, dir, k));
         },
         || {
             let _ = runtime::with(|rt| rt.io_clear_waiter(key, generation, dir, park_key.get()));

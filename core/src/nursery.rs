@@ -300,12 +300,21 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
         };
         // Up to `ROUNDS` batches per poll: a node woken by a sibling runs in
         // the next round without a trip through the run loop; a node that
-        // woke itself still waits for the next batch. The bound keeps timers
-        // and I/O from being starved.
-        for _ in 0..ROUNDS {
-            let Ok(batch) = runtime::with(|rt| {
+        // woke itself still waits for the next batch. Deadlines that passed
+        // are fired before each batch (so a runnable task sees them at its
+        // next checkpoint), and the run's poll budget ends the loop, even in
+        // the middle of a batch, so that I/O is looked at after a bounded
+        // number of task polls however deep the nurseries nest. The first
+        // node of the first batch always runs, so that nested nurseries make
+        // progress even when the budget is spent on the way down.
+        for round in 0..ROUNDS {
+            let Ok(Some(batch)) = runtime::with(|rt| {
+                if round > 0 && rt.budget_spent() {
+                    return None;
+                }
+                rt.fire_timers();
                 rt.current_scope = self.scope_key;
-                rt.take_batch(self.key)
+                Some(rt.take_batch(self.key))
             }) else {
                 break;
             };
@@ -313,9 +322,14 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                 let _ = runtime::with(|rt| rt.give_back_batch(batch));
                 break;
             }
-            self.run_batch(&batch, host, body.as_mut(), out);
-            let _ = runtime::with(|rt| rt.give_back_batch(batch));
-            if out.done && self.slots.borrow().is_empty() {
+            let stopped = self.run_batch(&batch, host, body.as_mut(), out);
+            let _ = runtime::with(|rt| {
+                if let Some(i) = stopped {
+                    rt.requeue_front(self.key, &batch[i..]);
+                }
+                rt.give_back_batch(batch);
+            });
+            if stopped.is_some() || (out.done && self.slots.borrow().is_empty()) {
                 break;
             }
         }
@@ -341,23 +355,38 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
         Poll::Ready(self.finish(out.value.take()))
     }
 
-    /// Polls each node of one batch once.
-    fn run_batch<B, T>(&self, batch: &[usize], host: usize, mut body: Pin<&mut B>, out: &mut BodyOut<T>)
+    /// Polls each node of one batch once. Returns where it stopped if the
+    /// run's poll budget ran out first (the nodes from there on were not
+    /// polled and are still scheduled).
+    fn run_batch<B, T>(
+        &self,
+        batch: &[usize],
+        host: usize,
+        mut body: Pin<&mut B>,
+        out: &mut BodyOut<T>,
+    ) -> Option<usize>
     where
         B: Future<Output = Result<T>>,
     {
-        for &node in batch {
+        for (i, &node) in batch.iter().enumerate() {
             if node == self.body_key {
                 let waker = runtime::with(|rt| {
+                    if i > 0 && rt.budget_spent() {
+                        return None;
+                    }
+                    rt.count_poll();
                     rt.tasks[node].scheduled = false;
                     rt.current_node = node;
                     rt.current_scope = self.scope_key;
-                    rt.node_waker(node)
+                    Some(rt.node_waker(node))
                 });
+                if matches!(waker, Ok(None)) {
+                    return Some(i);
+                }
                 if out.done {
                     continue;
                 }
-                let Ok(waker) = waker else { continue };
+                let Ok(Some(waker)) = waker else { continue };
                 let mut bcx = Context::from_waker(&waker);
                 let r = catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(&mut bcx)));
                 self.restore(host);
@@ -376,10 +405,11 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                         self.fail_panic(p);
                     }
                 }
-            } else {
-                self.poll_child(node, host);
+            } else if !self.poll_child(node, host, i > 0) {
+                return Some(i);
             }
         }
+        None
     }
 
     fn restore(&self, host: usize) {
@@ -389,21 +419,31 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
         });
     }
 
-    fn poll_child(&self, node: usize, host: usize) {
+    /// Polls child `node` once. False (and nothing done) if `check_budget`
+    /// and the run's poll budget is spent.
+    fn poll_child(&self, node: usize, host: usize, check_budget: bool) -> bool {
         let found = runtime::with(|rt| {
-            let t = rt.tasks.get_mut(node)?;
+            if check_budget && rt.budget_spent() {
+                return Err(false);
+            }
+            let t = rt.tasks.get_mut(node).ok_or(true)?;
             t.scheduled = false;
-            let NodeKind::Child { slot, .. } = t.kind else { return None };
-            let slot = slot as usize;
+            let NodeKind::Child { slot, .. } = t.kind else { return Err(true) };
+            rt.count_poll();
             rt.current_node = node;
             rt.current_scope = self.scope_key;
-            Some((slot, rt.node_waker(node)))
+            Ok((slot as usize, rt.node_waker(node)))
         });
-        let Ok(Some((slot, waker))) = found else { return };
+        // `Err(false)`: the budget is spent; `Err(true)`: nothing to poll.
+        let (slot, waker) = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(go_on)) => return go_on,
+            Err(_) => return true,
+        };
         let fut = self.slots.borrow_mut().get_mut(slot).and_then(|s| s.fut.take());
         let Some(mut fut) = fut else {
             self.restore(host);
-            return;
+            return true;
         };
         let mut ccx = Context::from_waker(&waker);
         let r = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut ccx)));
@@ -436,6 +476,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                 self.fail_panic(p);
             }
         }
+        true
     }
 
     fn fail(&self, e: Error) {

@@ -27,6 +27,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -115,11 +116,12 @@ struct Inner {
     pending_len: usize,
 }
 
-/// A TLS stream over the transport `S`. See the [module docs](self).
-pub struct TlsStream<S> {
+/// The state and operations of a [`TlsCore`], shared (through an `Rc`)
+/// with the operations its `futures-io` impl keeps in flight.
+struct TlsCore<S> {
     transport: S,
     inner: RefCell<Inner>,
-    https_compatible: bool,
+    https_compatible: Cell<bool>,
     /// Serializes transport sends / transport receives / the handshake.
     send_lock: Lock,
     recv_lock: Lock,
@@ -135,7 +137,7 @@ pub struct TlsStream<S> {
     write_buf: Cell<Vec<u8>>,
 }
 
-impl<S> std::fmt::Debug for TlsStream<S> {
+impl<S> std::fmt::Debug for TlsCore<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.inner.borrow();
         f.debug_struct("TlsStream")
@@ -181,32 +183,22 @@ fn mark_handshake_interrupted(inner: &mut Inner) {
     inner.handshake_interrupted = true;
 }
 
-impl<S: Stream> TlsStream<S> {
-    /// The client side, connecting to `server_name` (checked against the
-    /// server's certificate, and sent as SNI).
-    ///
-    /// # Errors
-    /// `Io(InvalidInput)` if `server_name` is not a valid DNS name or IP
-    /// address; `Io(InvalidData)` if rustls rejects the configuration.
-    pub fn client(transport: S, server_name: &str, config: Arc<ClientConfig>) -> Result<TlsStream<S>> {
+impl<S: Stream> TlsCore<S> {
+    fn client(transport: S, server_name: &str, config: Arc<ClientConfig>) -> Result<TlsCore<S>> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
             Error::Io(io::Error::new(io::ErrorKind::InvalidInput, format!("TLS server name {server_name:?}: {e}")))
         })?;
         let conn = ClientConnection::new(config, name).map_err(tls_error)?;
-        Ok(TlsStream::new(transport, Connection::Client(conn)))
+        Ok(TlsCore::new(transport, Connection::Client(conn)))
     }
 
-    /// The server side.
-    ///
-    /// # Errors
-    /// `Io(InvalidData)` if rustls rejects the configuration.
-    pub fn server(transport: S, config: Arc<ServerConfig>) -> Result<TlsStream<S>> {
+    fn server(transport: S, config: Arc<ServerConfig>) -> Result<TlsCore<S>> {
         let conn = ServerConnection::new(config).map_err(tls_error)?;
-        Ok(TlsStream::new(transport, Connection::Server(conn)))
+        Ok(TlsCore::new(transport, Connection::Server(conn)))
     }
 
-    fn new(transport: S, conn: Connection) -> TlsStream<S> {
-        TlsStream {
+    fn new(transport: S, conn: Connection) -> TlsCore<S> {
+        TlsCore {
             transport,
             inner: RefCell::new(Inner {
                 conn,
@@ -219,7 +211,7 @@ impl<S: Stream> TlsStream<S> {
                 pending_pos: 0,
                 pending_len: 0,
             }),
-            https_compatible: false,
+            https_compatible: Cell::new(false),
             send_lock: Lock::new(),
             recv_lock: Lock::new(),
             handshake_lock: Lock::new(),
@@ -231,16 +223,11 @@ impl<S: Stream> TlsStream<S> {
         }
     }
 
-    /// Treats a transport EOF without `close_notify` as a normal end of
-    /// stream (Trio's `https_compatible`; many HTTPS servers close that
-    /// way). Off by default: a truncated stream is an error.
-    pub fn https_compatible(mut self, on: bool) -> TlsStream<S> {
-        self.https_compatible = on;
-        self
+    fn set_https_compatible(&self, on: bool) {
+        self.https_compatible.set(on);
     }
 
-    /// The transport.
-    pub fn transport(&self) -> &S {
+    fn transport(&self) -> &S {
         &self.transport
     }
 
@@ -366,19 +353,7 @@ impl<S: Stream> TlsStream<S> {
         Ok(())
     }
 
-    /// Runs the handshake to its end, if it is not done yet. Idempotent;
-    /// concurrent callers wait for the one that drives it.
-    ///
-    /// # Checkpoint
-    /// Always.
-    /// # Errors
-    /// `Io(InvalidData)` with rustls's reason (certificate invalid for the
-    /// name, expired, unknown issuer, garbage, ...); `Io`/`Broken` from the
-    /// transport, `Io(ConnectionAborted)` if the peer vanished (the stream is
-    /// broken after each of these); `Cancelled` (the stream is broken if the
-    /// cancellation came while sending; while waiting for the peer, the
-    /// handshake can go on later).
-    pub async fn do_handshake(&self) -> Result<()> {
+    async fn do_handshake(&self) -> Result<()> {
         self.check_usable()?;
         if !self.handshaking() {
             return crate::lowlevel::checkpoint().await;
@@ -448,44 +423,30 @@ impl<S: Stream> TlsStream<S> {
         Ok(())
     }
 
-    /// The ALPN protocol the handshake chose, if any.
-    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+    fn alpn_protocol(&self) -> Option<Vec<u8>> {
         self.inner.borrow().conn.alpn_protocol().map(<[u8]>::to_vec)
     }
 
-    /// The peer's certificate chain (leaf first), once the handshake got it.
-    pub fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
+    fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
         self.inner.borrow().conn.peer_certificates().map(<[CertificateDer<'static>]>::to_vec)
     }
 
-    /// The negotiated protocol version, after the handshake.
-    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+    fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
         self.inner.borrow().conn.protocol_version()
     }
 
-    /// The negotiated cipher suite, after the handshake.
-    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+    fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
         self.inner.borrow().conn.negotiated_cipher_suite().map(|s| s.suite())
     }
 
-    /// On the server side, the name the client asked for (SNI).
-    pub fn server_name(&self) -> Option<String> {
+    fn server_name(&self) -> Option<String> {
         match &self.inner.borrow().conn {
             Connection::Server(s) => s.server_name().map(str::to_owned),
             Connection::Client(_) => None,
         }
     }
 
-    /// Ends TLS cleanly and gives the transport back: sends `close_notify`,
-    /// waits for the peer's, and returns the transport, for example to go
-    /// on in plain text. Bytes the peer sent after its `close_notify` in the
-    /// same read are not recoverable (rustls keeps them); a protocol that
-    /// unwraps waits for the peer's `close_notify` before sending more.
-    ///
-    /// # Errors
-    /// As [`receive_some`](ReceiveStream::receive_some); `Io(InvalidData)`
-    /// if application data arrives before the peer's `close_notify`.
-    pub async fn unwrap(self) -> Result<S> {
+    async fn unwrap(self) -> Result<S> {
         self.check_usable()?;
         self.ensure_handshake().await?;
         self.inner.borrow_mut().conn.send_close_notify();
@@ -514,16 +475,7 @@ impl<S: Stream> TlsStream<S> {
     }
 }
 
-impl<S: Stream> AsyncResource for TlsStream<S> {
-    /// Closes as Trio does: if the stream is healthy (and not
-    /// `https_compatible`, and not left mid-handshake by a cancelled
-    /// handshake), finishes the handshake if needed and sends
-    /// `close_notify` (without waiting for the peer's), so the peer sees a
-    /// clean end; then closes the transport, whatever happened (also when
-    /// cancelled: `aclose` in a cancelled scope closes at once). A
-    /// handshake that fails here is reported (after the close), as in Trio;
-    /// a peer that is already gone is not an error.
-    /// Idempotent.
+impl<S: Stream> AsyncResource for TlsCore<S> {
     async fn aclose(&self) -> Result<()> {
         let (closed, broken) = {
             let inner = self.inner.borrow();
@@ -534,7 +486,7 @@ impl<S: Stream> AsyncResource for TlsStream<S> {
         if closed {
             return crate::lowlevel::checkpoint().await;
         }
-        let notified = if broken || self.https_compatible { Ok(()) } else { self.close_notify().await };
+        let notified = if broken || self.https_compatible.get() { Ok(()) } else { self.close_notify().await };
         self.inner.borrow_mut().closed = true;
         let closed = self.transport.aclose().await;
         match notified {
@@ -549,7 +501,7 @@ impl<S: Stream> AsyncResource for TlsStream<S> {
     }
 }
 
-impl<S: Stream> TlsStream<S> {
+impl<S: Stream> TlsCore<S> {
     /// Appends the TLS records rustls has queued to `buf`.
     fn take_tls(&self, buf: &mut Vec<u8>) -> Result<()> {
         let mut inner = self.inner.borrow_mut();
@@ -581,7 +533,7 @@ impl<S: Stream> TlsStream<S> {
     }
 }
 
-impl<S: Stream> SendStream for TlsStream<S> {
+impl<S: Stream> SendStream for TlsCore<S> {
     async fn send_all(&self, data: &[u8]) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
         self.check_usable()?;
@@ -618,7 +570,7 @@ impl<S: Stream> SendStream for TlsStream<S> {
     }
 }
 
-impl<S: Stream> ReceiveStream for TlsStream<S> {
+impl<S: Stream> ReceiveStream for TlsCore<S> {
     async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
         let _busy = BusyGuard::claim(&self.receiving)?;
         if buf.is_empty() {
@@ -628,7 +580,7 @@ impl<S: Stream> ReceiveStream for TlsStream<S> {
         if let Err(e) = self.ensure_handshake().await {
             // As Trio: in HTTPS-compatible mode, a peer that closes before
             // or during the handshake is just an end of stream.
-            if self.https_compatible && !e.is_cancelled() && self.inner.borrow().transport_eof {
+            if self.https_compatible.get() && !e.is_cancelled() && self.inner.borrow().transport_eof {
                 crate::lowlevel::checkpoint().await?;
                 return Ok(0);
             }
@@ -654,7 +606,7 @@ impl<S: Stream> ReceiveStream for TlsStream<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => yielded |= self.fill().await?,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    if self.https_compatible {
+                    if self.https_compatible.get() {
                         return Ok(0);
                     }
                     self.inner.borrow_mut().broken = true;
@@ -670,7 +622,7 @@ impl<S: Stream> ReceiveStream for TlsStream<S> {
     }
 }
 
-impl<S: Stream> HalfCloseableStream for TlsStream<S> {
+impl<S: Stream> HalfCloseableStream for TlsCore<S> {
     /// Sends `close_notify`: the peer's `receive_some` then returns `Ok(0)`;
     /// we can still receive. Idempotent.
     async fn send_eof(&self) -> Result<()> {
@@ -686,6 +638,208 @@ impl<S: Stream> HalfCloseableStream for TlsStream<S> {
         }
         self.flush().await?;
         crate::lowlevel::checkpoint().await
+    }
+}
+
+/// A TLS stream over the transport `S`. See the [module docs](self).
+///
+/// Besides the trio stream traits it implements `futures-io`'s `AsyncRead`
+/// and `AsyncWrite` (with the `futures-io` feature, for a `'static`
+/// transport), so hyper, tungstenite and other protocol crates run over it
+/// directly: each poll drives the stream's own operation, so a task
+/// parked in `poll_read`/`poll_write`/`poll_close` is woken when its cancel
+/// scope is cancelled and the poll fails with an `io::Error` that wraps
+/// [`Error::Cancelled`] (see [`Error::from`](Error#impl-From<Error>-for-Error)
+/// and [`Error::is_cancellation`]). `poll_close` closes the whole stream
+/// ([`aclose`](AsyncResource::aclose)); a write abandoned while `Pending`
+/// leaves the stream broken, as a cancelled `send_all` does.
+pub struct TlsStream<S> {
+    core: Rc<TlsCore<S>>,
+    /// The `futures-io` operations in flight.
+    #[cfg(feature = "futures-io")]
+    ops: crate::compat::Ops,
+}
+
+impl<S> std::fmt::Debug for TlsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.fmt(f)
+    }
+}
+
+impl<S: Stream> TlsStream<S> {
+    fn wrap(core: TlsCore<S>) -> TlsStream<S> {
+        TlsStream {
+            core: Rc::new(core),
+            #[cfg(feature = "futures-io")]
+            ops: crate::compat::Ops::default(),
+        }
+    }
+
+    /// The client side, connecting to `server_name` (checked against the
+    /// server's certificate, and sent as SNI).
+    ///
+    /// # Errors
+    /// `Io(InvalidInput)` if `server_name` is not a valid DNS name or IP
+    /// address; `Io(InvalidData)` if rustls rejects the configuration.
+    pub fn client(transport: S, server_name: &str, config: Arc<ClientConfig>) -> Result<TlsStream<S>> {
+        TlsCore::client(transport, server_name, config).map(TlsStream::wrap)
+    }
+
+    /// The server side.
+    ///
+    /// # Errors
+    /// `Io(InvalidData)` if rustls rejects the configuration.
+    pub fn server(transport: S, config: Arc<ServerConfig>) -> Result<TlsStream<S>> {
+        TlsCore::server(transport, config).map(TlsStream::wrap)
+    }
+
+    /// Treats a transport EOF without `close_notify` as a normal end of
+    /// stream (Trio's `https_compatible`; many HTTPS servers close that
+    /// way). Off by default: a truncated stream is an error.
+    pub fn https_compatible(self, on: bool) -> TlsStream<S> {
+        self.core.set_https_compatible(on);
+        self
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &S {
+        self.core.transport()
+    }
+
+    /// Runs the handshake to its end, if it is not done yet. Idempotent;
+    /// concurrent callers wait for the one that drives it.
+    ///
+    /// # Checkpoint
+    /// Always.
+    /// # Errors
+    /// `Io(InvalidData)` with rustls's reason (certificate invalid for the
+    /// name, expired, unknown issuer, garbage, ...); `Io`/`Broken` from the
+    /// transport, `Io(ConnectionAborted)` if the peer vanished (the stream is
+    /// broken after each of these); `Cancelled` (the stream is broken if the
+    /// cancellation came while sending; while waiting for the peer, the
+    /// handshake can go on later).
+    pub async fn do_handshake(&self) -> Result<()> {
+        self.core.do_handshake().await
+    }
+
+    /// The ALPN protocol the handshake chose, if any.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.core.alpn_protocol()
+    }
+
+    /// The peer's certificate chain (leaf first), once the handshake got it.
+    pub fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.core.peer_certificates()
+    }
+
+    /// The negotiated protocol version, after the handshake.
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.core.protocol_version()
+    }
+
+    /// The negotiated cipher suite, after the handshake.
+    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        self.core.cipher_suite()
+    }
+
+    /// On the server side, the name the client asked for (SNI).
+    pub fn server_name(&self) -> Option<String> {
+        self.core.server_name()
+    }
+
+    /// Ends TLS cleanly and gives the transport back: sends `close_notify`,
+    /// waits for the peer's, and returns the transport, for example to go
+    /// on in plain text. Bytes the peer sent after its `close_notify` in the
+    /// same read are not recoverable (rustls keeps them); a protocol that
+    /// unwraps waits for the peer's `close_notify` before sending more.
+    ///
+    /// # Errors
+    /// As [`receive_some`](ReceiveStream::receive_some); `Io(InvalidData)`
+    /// if application data arrives before the peer's `close_notify`.
+    /// A `futures-io` operation still in flight is dropped first (as if
+    /// its future had been dropped).
+    pub async fn unwrap(self) -> Result<S> {
+        let TlsStream { core, .. } = self;
+        match Rc::try_unwrap(core) {
+            Ok(core) => core.unwrap().await,
+            // Unreachable: only the dropped operations held clones.
+            Err(_) => Err(Error::Busy),
+        }
+    }
+}
+
+impl<S: Stream> AsyncResource for TlsStream<S> {
+    /// Closes as Trio does: if the stream is healthy (and not
+    /// `https_compatible`, and not left mid-handshake by a cancelled
+    /// handshake), finishes the handshake if needed and sends
+    /// `close_notify` (without waiting for the peer's), so the peer sees a
+    /// clean end; then closes the transport, whatever happened (also when
+    /// cancelled: `aclose` in a cancelled scope closes at once). A
+    /// handshake that fails here is reported (after the close), as in Trio;
+    /// a peer that is already gone is not an error.
+    /// Idempotent.
+    async fn aclose(&self) -> Result<()> {
+        self.core.aclose().await
+    }
+}
+
+impl<S: Stream> SendStream for TlsStream<S> {
+    async fn send_all(&self, data: &[u8]) -> Result<()> {
+        self.core.send_all(data).await
+    }
+    async fn wait_send_all_might_not_block(&self) -> Result<()> {
+        self.core.wait_send_all_might_not_block().await
+    }
+}
+
+impl<S: Stream> ReceiveStream for TlsStream<S> {
+    async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
+        self.core.receive_some(buf).await
+    }
+}
+
+impl<S: Stream> HalfCloseableStream for TlsStream<S> {
+    async fn send_eof(&self) -> Result<()> {
+        self.core.send_eof().await
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl<S: Stream + 'static> futures_io::AsyncRead for TlsStream<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = &mut *self;
+        this.ops.poll_read(&this.core, cx, buf)
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl<S: Stream + 'static> futures_io::AsyncWrite for TlsStream<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = &mut *self;
+        this.ops.poll_write(&this.core, cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.ops.poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = &mut *self;
+        this.ops.poll_close(&this.core, cx)
     }
 }
 

@@ -264,6 +264,10 @@ macro_rules! stream_traits {
                 self.sock.send_eof().await
             }
         }
+        /// Cancellation: a poll parked here wakes when its cancel scope is cancelled
+        /// and fails with an `io::Error` wrapping
+        /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+        /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
         #[cfg(feature = "futures-io")]
         impl futures_io::AsyncRead for $ty {
             fn poll_read(
@@ -274,6 +278,10 @@ macro_rules! stream_traits {
                 futures_io::AsyncRead::poll_read(std::pin::Pin::new(&mut &*self), cx, buf)
             }
         }
+        /// Cancellation: a poll parked here wakes when its cancel scope is cancelled
+        /// and fails with an `io::Error` wrapping
+        /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+        /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
         #[cfg(feature = "futures-io")]
         impl futures_io::AsyncRead for &$ty {
             fn poll_read(
@@ -284,6 +292,10 @@ macro_rules! stream_traits {
                 self.sock.poll_read(cx, buf)
             }
         }
+        /// Cancellation: a poll parked here wakes when its cancel scope is cancelled
+        /// and fails with an `io::Error` wrapping
+        /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+        /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
         #[cfg(feature = "futures-io")]
         impl futures_io::AsyncWrite for $ty {
             fn poll_write(
@@ -306,6 +318,10 @@ macro_rules! stream_traits {
                 std::task::Poll::Ready(self.sock.shutdown_write())
             }
         }
+        /// Cancellation: a poll parked here wakes when its cancel scope is cancelled
+        /// and fails with an `io::Error` wrapping
+        /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+        /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
         #[cfg(feature = "futures-io")]
         impl futures_io::AsyncWrite for &$ty {
             fn poll_write(

@@ -467,6 +467,10 @@ impl TcpStream {
     }
 }
 
+/// Cancellation: a poll parked here wakes when its cancel scope is cancelled and fails
+/// with an `io::Error` wrapping [`Error::Cancelled`](crate::Error::Cancelled), which
+/// the scope catches (see
+/// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
 #[cfg(feature = "futures-io")]
 impl futures_io::AsyncRead for TcpStream {
     fn poll_read(
@@ -478,6 +482,10 @@ impl futures_io::AsyncRead for TcpStream {
     }
 }
 
+/// Cancellation: a poll parked here wakes when its cancel scope is cancelled and fails
+/// with an `io::Error` wrapping [`Error::Cancelled`](crate::Error::Cancelled), which
+/// the scope catches (see
+/// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
 #[cfg(feature = "futures-io")]
 impl futures_io::AsyncRead for &TcpStream {
     fn poll_read(
@@ -489,6 +497,10 @@ impl futures_io::AsyncRead for &TcpStream {
     }
 }
 
+/// Cancellation: a poll parked here wakes when its cancel scope is cancelled and fails
+/// with an `io::Error` wrapping [`Error::Cancelled`](crate::Error::Cancelled), which
+/// the scope catches (see
+/// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
 #[cfg(feature = "futures-io")]
 impl futures_io::AsyncWrite for TcpStream {
     fn poll_write(
@@ -508,6 +520,10 @@ impl futures_io::AsyncWrite for TcpStream {
     }
 }
 
+/// Cancellation: a poll parked here wakes when its cancel scope is cancelled and fails
+/// with an `io::Error` wrapping [`Error::Cancelled`](crate::Error::Cancelled), which
+/// the scope catches (see
+/// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
 #[cfg(feature = "futures-io")]
 impl futures_io::AsyncWrite for &TcpStream {
     fn poll_write(

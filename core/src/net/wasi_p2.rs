@@ -655,18 +655,30 @@ mod futures_impls {
         }
     }
 
+    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
+    /// fails with an `io::Error` wrapping
+    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
     impl futures_io::AsyncRead for TcpStream {
         fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
             self.poll_read_impl(cx, buf)
         }
     }
 
+    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
+    /// fails with an `io::Error` wrapping
+    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
     impl futures_io::AsyncRead for &TcpStream {
         fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
             self.poll_read_impl(cx, buf)
         }
     }
 
+    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
+    /// fails with an `io::Error` wrapping
+    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
     impl futures_io::AsyncWrite for TcpStream {
         fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
             self.poll_write_impl(cx, buf)
@@ -679,6 +691,10 @@ mod futures_impls {
         }
     }
 
+    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
+    /// fails with an `io::Error` wrapping
+    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
     impl futures_io::AsyncWrite for &TcpStream {
         fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
             self.poll_write_impl(cx, buf)

@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::io;
 use std::task::Waker;
 
+use super::ParkState;
+
 use slab::Slab;
 
 use super::Runtime;
@@ -39,8 +41,11 @@ pub(crate) enum IoWaiter {
     None,
     /// A parked task (park record key).
     Park(usize),
-    /// A poll-style waiter (`AsyncRead`/`AsyncWrite`).
-    Waker(Waker),
+    /// A poll-style waiter (`AsyncRead`/`AsyncWrite`): a park record
+    /// linked into the poller's cancel scope, so that cancelling the scope
+    /// wakes the poller (see [`Runtime::io_poll_park`]). Owned by the slot:
+    /// removed when the waiter is woken, replaced or given up.
+    Poll(usize),
 }
 
 pub(crate) struct IoRec {
@@ -56,6 +61,10 @@ pub(crate) struct IoRec {
     /// its last waiter leaves.
     pub(crate) temporary: bool,
 }
+
+/// Another task waits in the same direction with a task-style operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Busy;
 
 /// The I/O half of the runtime's state.
 pub(crate) struct IoTable {
@@ -129,7 +138,72 @@ impl Runtime {
             IoWaiter::Park(park) => {
                 self.unpark_key(park);
             }
-            IoWaiter::Waker(w) => self.wake_waker(&w),
+            IoWaiter::Poll(park) => {
+                if self.parks.contains(park) {
+                    let rec = self.remove_park(park);
+                    self.wake_waker(&rec.waker);
+                }
+            }
+        }
+    }
+
+    /// Parks a poll-style waiter (`poll_read`/`poll_write`) in slot `dir`
+    /// of record `key`: `waker` is woken by the next event of that
+    /// direction, by the source's release, and by a cancellation of the
+    /// current cancel scope. The record stays in the slot across polls (a
+    /// re-poll refreshes it and moves it to the current scope). `Busy` if a
+    /// task-style operation waits in that direction already.
+    pub(crate) fn io_poll_park(&mut self, key: usize, generation: u32, dir: Dir, waker: &Waker) -> Result<(), Busy> {
+        let d = dir as usize;
+        let Some(rec) = self.io_rec(key, generation) else { return Ok(()) };
+        let current = match rec.waiters[d] {
+            IoWaiter::Park(_) => return Err(Busy),
+            IoWaiter::Poll(park) => Some(park),
+            IoWaiter::None => None,
+        };
+        match current {
+            Some(park) if self.parks.contains(park) => {
+                let scope = self.current_scope;
+                if self.parks[park].scope != scope {
+                    self.unlink_park(park);
+                    if scope != super::NONE {
+                        self.link_park(park, scope);
+                    }
+                }
+                let p = &mut self.parks[park];
+                if !p.waker.will_wake(waker) {
+                    p.waker = waker.clone();
+                }
+                p.state = ParkState::Waiting;
+            }
+            _ => {
+                let (park, _) = self.insert_park(waker.clone());
+                if let Some(rec) = self.io_rec(key, generation) {
+                    rec.waiters[d] = IoWaiter::Poll(park);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up the poll-style waiter in slot `dir` of record `key`, if
+    /// there is one (its poller was cancelled).
+    pub(crate) fn io_drop_poll_waiter(&mut self, key: usize, generation: u32, dir: Dir) {
+        let Some(rec) = self.io_rec(key, generation) else { return };
+        if let IoWaiter::Poll(park) = rec.waiters[dir as usize] {
+            rec.waiters[dir as usize] = IoWaiter::None;
+            if self.parks.contains(park) {
+                self.remove_park(park);
+            }
+        }
+    }
+
+    /// Puts task-style waiter `park` in slot `dir` of record `key`; a
+    /// poll-style waiter that was there is given up.
+    pub(crate) fn io_set_park(&mut self, key: usize, generation: u32, dir: Dir, park: usize) {
+        self.io_drop_poll_waiter(key, generation, dir);
+        if let Some(rec) = self.io_rec(key, generation) {
+            rec.waiters[dir as usize] = IoWaiter::Park(park);
         }
     }
 

@@ -51,8 +51,13 @@ use waker::{RunId, Shared};
 /// Marks an absent link in the intrusive lists.
 pub(crate) const NONE: usize = usize::MAX;
 
-/// How many passes may run back to back without looking at I/O.
-const IO_EVERY: u32 = 61;
+/// How many task polls may run back to back before the loop looks at I/O
+/// again (a zero-timeout poll of the OS when work is still ready). Counted
+/// in polls, not passes or batches, so that neither a long batch nor nested
+/// nurseries can stretch it: a nursery stops its batch loop, even in the
+/// middle of a batch, once the budget is spent (see `Runtime::budget_spent`).
+/// tokio's current-thread scheduler looks at I/O every 61 polls too.
+pub(crate) const POLL_BUDGET: u32 = 61;
 
 pub(crate) struct Runtime {
     pub(crate) run_id: RunId,
@@ -92,6 +97,8 @@ pub(crate) struct Runtime {
     /// Reused buffers.
     pub(crate) spare_batches: Vec<Vec<usize>>,
     pub(crate) dfs: Vec<usize>,
+    /// Task polls since the loop last looked at I/O (see [`POLL_BUDGET`]).
+    pub(crate) polls_since_io: u32,
 }
 
 thread_local! {
@@ -217,8 +224,24 @@ impl Runtime {
         }
     }
 
-    /// Fires every deadline that has passed.
-    fn fire_timers(&mut self) {
+    /// Counts one task poll against the I/O budget.
+    #[inline]
+    pub(crate) fn count_poll(&mut self) {
+        self.polls_since_io = self.polls_since_io.saturating_add(1);
+    }
+
+    /// Has the I/O budget been spent? Then nurseries stop polling children
+    /// and return to the run loop, which looks at I/O before going on.
+    #[inline]
+    pub(crate) fn budget_spent(&self) -> bool {
+        self.polls_since_io >= POLL_BUDGET
+    }
+
+    /// Fires every deadline that has passed. Called by the run loop on
+    /// every pass and by nurseries before every batch, so that a runnable
+    /// task sees a passed deadline at its next checkpoint (as in Trio,
+    /// which checks deadlines between batches).
+    pub(crate) fn fire_timers(&mut self) {
         if self.timers.is_empty() {
             return;
         }
@@ -341,6 +364,7 @@ impl RunOptions {
             new_system_tasks: Vec::new(),
             spare_batches: Vec::new(),
             dfs: Vec::new(),
+            polls_since_io: 0,
         };
         let root = rt.insert_root("<main>");
         rt.root = root;
@@ -368,7 +392,6 @@ impl RunOptions {
         // dropped, and so cancelled, when the run ends.
         let mut system: Vec<SystemTask> = Vec::new();
         let mut entries = std::collections::VecDeque::new();
-        let mut passes: u32 = 0;
         loop {
             let poll_root = {
                 let mut rt = cell.borrow_mut();
@@ -377,6 +400,7 @@ impl RunOptions {
                     rt.tasks[root].scheduled = false;
                     rt.current_node = root;
                     rt.current_scope = rt.root_scope;
+                    rt.count_poll();
                     true
                 } else {
                     false
@@ -393,7 +417,6 @@ impl RunOptions {
                     poll_system_tasks(&cell, &mut cx, &mut system);
                 }
             }
-            passes = passes.wrapping_add(1);
 
             // Callbacks from `run_sync_soon`, in order, with the root as
             // the current task. A panic in one is a bug and ends the run.
@@ -410,7 +433,7 @@ impl RunOptions {
             }
             // Wakes from other threads, expired deadlines, and the plan for
             // the driver, in one borrow.
-            let (deferred, mut plan) = {
+            let (deferred, mut plan, budget_spent) = {
                 let mut rt = cell.borrow_mut();
                 for word in injected.drain(..) {
                     rt.wake_word(word);
@@ -421,7 +444,7 @@ impl RunOptions {
                     system.append(&mut rt.new_system_tasks);
                 }
                 let deferred = std::mem::take(&mut rt.deferred);
-                (deferred, rt.plan())
+                (deferred, rt.plan(), rt.budget_spent())
             };
             if !deferred.is_empty() {
                 for w in deferred {
@@ -431,7 +454,7 @@ impl RunOptions {
                 plan = cell.borrow().plan();
             }
             let (ready, timeout, idle) = plan;
-            if ready && !passes.is_multiple_of(IO_EVERY) {
+            if ready && !budget_spent {
                 continue;
             }
             events.clear();
@@ -441,6 +464,7 @@ impl RunOptions {
             let deferred = {
                 let mut rt = cell.borrow_mut();
                 let rt = &mut *rt;
+                rt.polls_since_io = 0;
                 rt.driver.poll(&rt.io, &mut events, timeout)?;
                 if !events.is_empty() {
                     rt.io_dispatch(&events);

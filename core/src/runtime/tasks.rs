@@ -172,6 +172,15 @@ impl Runtime {
         batch
     }
 
+    /// Puts the part of a batch that was not polled (the budget ran out)
+    /// back at the front of `nursery`'s ready list, in order; those nodes
+    /// are still marked scheduled.
+    pub(crate) fn requeue_front(&mut self, nursery: usize, rest: &[usize]) {
+        if let Some(n) = self.nurseries.get_mut(nursery) {
+            n.ready.splice(0..0, rest.iter().copied());
+        }
+    }
+
     pub(crate) fn give_back_batch(&mut self, mut batch: Vec<usize>) {
         batch.clear();
         self.spare_batches.push(batch);

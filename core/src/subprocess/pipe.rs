@@ -319,12 +319,20 @@ mod futures_impls {
         }
     }
 
+    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
+    /// fails with an `io::Error` wrapping
+    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
     impl futures_io::AsyncRead for PipeReceiveStream {
         fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
             self.poll_read_impl(cx, buf)
         }
     }
 
+    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
+    /// fails with an `io::Error` wrapping
+    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
     impl futures_io::AsyncRead for &PipeReceiveStream {
         fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
             self.poll_read_impl(cx, buf)
@@ -332,6 +340,11 @@ mod futures_impls {
     }
 
     /// `poll_close` closes the descriptor (the reader sees end of stream).
+    ///
+    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
+    /// fails with an `io::Error` wrapping
+    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
     impl futures_io::AsyncWrite for PipeSendStream {
         fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
             self.poll_write_impl(cx, buf)
@@ -346,6 +359,11 @@ mod futures_impls {
     }
 
     /// `poll_close` closes the descriptor (the reader sees end of stream).
+    ///
+    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
+    /// fails with an `io::Error` wrapping
+    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
     impl futures_io::AsyncWrite for &PipeSendStream {
         fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
             self.poll_write_impl(cx, buf)
