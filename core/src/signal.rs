@@ -73,8 +73,9 @@ impl Signal {
     }
 }
 
-/// Keys of `run_sync_soon_idempotent` used by signal delivery (distinct from
-/// `to_thread` call ids, which count up from 1).
+/// The runtime's `run_sync_soon` keys used by signal delivery (distinct
+/// from `to_thread` call ids, which count up from 1, their completion keys
+/// and Ctrl-C's).
 pub(crate) const SIGNAL_KEY_BASE: u64 = 1 << 62;
 
 thread_local! {
@@ -131,7 +132,7 @@ pub fn open_signal_receiver(signals: &[Signal]) -> Result<SignalReceiver> {
                     q.push_back(sig);
                 }
             }
-            let _ = token.run_sync_soon_idempotent(SIGNAL_KEY_BASE | id, move || {
+            let _ = token.run_sync_soon_runtime(SIGNAL_KEY_BASE | id, move || {
                 let lot = RECEIVERS.with_borrow(|r| r.get(&id).cloned());
                 if let Some(lot) = lot {
                     lot.unpark_all();

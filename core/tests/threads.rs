@@ -353,6 +353,49 @@ fn run_sync_soon_is_fifo_per_thread_under_stress() {
     }
 }
 
+/// A user's `run_sync_soon_idempotent` keys live apart from the runtime's
+/// own: a worker that queues idempotent callbacks under every small key
+/// (call ids count up from 1; the small ones last, just before the call's
+/// own completion notice) must not swallow that notice. Before the key
+/// spaces were split, the notice was dropped as a duplicate whenever the
+/// user's callback with the same key was still pending, and the host
+/// waited forever (the guard turns that into a failure). Whether it was
+/// still pending depends on the run loop's timing, so this test did not
+/// fail every time before the fix; it cannot pass wrongly after it.
+#[test]
+fn user_idempotent_keys_never_swallow_the_runtimes_wakeups() {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = mock_run(async {
+            let token = current_trio_token()?;
+            let ran = Arc::new(AtomicUsize::new(0));
+            let ran2 = ran.clone();
+            let v = to_thread::run_sync(move || {
+                for k in (0..50_000u64).rev() {
+                    let ran = ran2.clone();
+                    token
+                        .run_sync_soon_idempotent(k, move || {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                        })
+                        .unwrap();
+                }
+                7
+            })
+            .await?;
+            assert_eq!(v, 7);
+            // FIFO: the callbacks the worker queued before it returned ran
+            // before the call returned.
+            assert_eq!(ran.load(Ordering::SeqCst), 50_000);
+            Ok(())
+        });
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("the to_thread call never returned: its completion notice was lost"),
+    }
+}
+
 #[test]
 fn run_sync_soon_idempotent_runs_a_pending_key_once() {
     let count = Arc::new(AtomicUsize::new(0));

@@ -519,7 +519,7 @@ fn listen_ctrl_c(shared: &Arc<Shared>) -> Option<crate::driver::signals::Registr
     }
     let token = crate::lowlevel::TrioToken { shared: shared.clone() };
     let deliver = move |_sig: i32| {
-        let _ = token.run_sync_soon_idempotent(CTRL_C_KEY, || {
+        let _ = token.run_sync_soon_runtime(CTRL_C_KEY, || {
             let _ = with(|rt| rt.keyboard_interrupt());
         });
     };

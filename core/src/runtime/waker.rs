@@ -81,7 +81,7 @@ impl Shared {
     /// Queues `f` to run on the run's thread (FIFO). With a key, a call
     /// whose key is already pending is dropped (the idempotent variant).
     /// Returns false if the run has finished.
-    pub(crate) fn push_entry(&self, key: Option<u64>, f: Entry) -> bool {
+    pub(crate) fn push_entry(&self, key: Option<EntryKey>, f: Entry) -> bool {
         let mut accepted = true;
         let queued = self.entries.push(|q| {
             if q.finished {
@@ -134,7 +134,7 @@ impl Shared {
     /// Moves queued wake words into `words` and queued callbacks into
     /// `entries` (both reused by the caller). Keys of taken callbacks are
     /// forgotten, so an idempotent call made while they run is queued again.
-    pub(crate) fn drain_into(&self, words: &mut Vec<usize>, entries: &mut VecDeque<(Option<u64>, Entry)>) {
+    pub(crate) fn drain_into(&self, words: &mut Vec<usize>, entries: &mut VecDeque<(Option<EntryKey>, Entry)>) {
         self.injected.drain(|v| words.append(v));
         self.entries.drain(|q| {
             std::mem::swap(&mut q.queue, entries);
@@ -146,10 +146,22 @@ impl Shared {
 /// A callback queued from any thread.
 pub(crate) type Entry = Box<dyn FnOnce() + Send + 'static>;
 
+/// The key of an idempotent callback. The runtime's own keys (Ctrl-C,
+/// signal delivery, thread calls) live apart from the keys users pass to
+/// `run_sync_soon_idempotent`, so a user's key can never swallow one of
+/// the runtime's wakeups, or the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum EntryKey {
+    /// A key given to `TrioToken::run_sync_soon_idempotent`.
+    User(u64),
+    /// A key of the runtime's own.
+    Runtime(u64),
+}
+
 #[derive(Default)]
 pub(crate) struct EntryQueue {
-    queue: VecDeque<(Option<u64>, Entry)>,
-    keys: HashSet<u64>,
+    queue: VecDeque<(Option<EntryKey>, Entry)>,
+    keys: HashSet<EntryKey>,
     finished: bool,
 }
 

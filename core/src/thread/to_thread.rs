@@ -39,11 +39,25 @@ pub(crate) struct CallShared {
     pub(crate) done: AtomicBool,
 }
 
+/// Marks the runtime key of a call's completion notice (apart from its
+/// request nudges, signal delivery and Ctrl-C).
+const DONE_KEY: u64 = 1 << 60;
+
 impl CallShared {
-    /// Asks the host to look at its queue and the result.
+    /// Asks the host to look at its request queue.
     pub(crate) fn nudge_host(&self) -> Result<()> {
         let id = self.call_id;
-        self.token.run_sync_soon_idempotent(id, move || wake_host(id))
+        self.token.run_sync_soon_runtime(id, move || wake_host(id, false))
+    }
+
+    /// Tells the host that the result is stored. Queued under a key of
+    /// its own (never merged with a request nudge that is still pending),
+    /// so it runs after every `run_sync_soon` callback the worker (or a
+    /// thread it joined) queued before it finished, and the host returns
+    /// only after those ran, as in Trio.
+    fn notify_done(&self) -> Result<()> {
+        let id = self.call_id;
+        self.token.run_sync_soon_runtime(DONE_KEY | id, move || wake_host(id, true))
     }
 }
 
@@ -51,6 +65,8 @@ impl CallShared {
 struct CallLocal {
     /// The parked host, if it is parked.
     wake: Option<WakeToken>,
+    /// The completion notice ran: the host may take the result.
+    done_seen: bool,
     /// For an abandoned call: the token to give back when the thread ends.
     abandoned: Option<(Rc<CapacityLimiter>, Borrower)>,
 }
@@ -63,11 +79,22 @@ thread_local! {
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
 /// Runs on the run's thread (through `run_sync_soon`): wakes the host of
-/// `call_id`, or, if it abandoned the call, gives its limiter token back.
-fn wake_host(call_id: u64) {
+/// `call_id` (`done`: the completion notice). For a call its host
+/// abandoned, the completion notice gives the limiter token back (the
+/// thread is finished then; a request nudge is not enough).
+fn wake_host(call_id: u64, done: bool) {
     let (wake, abandoned) = CALLS.with_borrow_mut(|calls| match calls.get_mut(&call_id) {
-        Some(c) if c.abandoned.is_some() => (None, calls.remove(&call_id).and_then(|c| c.abandoned)),
-        Some(c) => (c.wake.take(), None),
+        Some(c) if c.abandoned.is_some() => {
+            if done {
+                (None, calls.remove(&call_id).and_then(|c| c.abandoned))
+            } else {
+                (None, None)
+            }
+        }
+        Some(c) => {
+            c.done_seen |= done;
+            (c.wake.take(), None)
+        }
         None => (None, None),
     });
     if let Some(w) = wake {
@@ -181,7 +208,7 @@ impl Options {
         });
         let observed = runtime::with(|rt| rt.observe_cancel(shared.cancelled.clone()))?;
         let _unobserve = Unobserve { scope: observed, flag: shared.cancelled.clone() };
-        CALLS.with_borrow_mut(|c| c.insert(call_id, CallLocal { wake: None, abandoned: None }));
+        CALLS.with_borrow_mut(|c| c.insert(call_id, CallLocal { wake: None, done_seen: false, abandoned: None }));
         // From here on the limiter token goes back exactly once: now if the
         // thread is done, or when it ends if the call is abandoned.
         let _guard = CallGuard { shared: shared.clone(), limiter: Some((limiter, borrower)) };
@@ -196,7 +223,7 @@ impl Options {
                 shared.done.store(true, Ordering::Release);
                 // Tell the host (or, if abandoned, free the token). If the
                 // run is over there is nobody left to tell.
-                let _ = shared.nudge_host();
+                let _ = shared.notify_done();
             })
         };
         pool::spawn_job(job)?;
@@ -212,7 +239,10 @@ impl Options {
                     None => break,
                 }
             }
-            if let Some(out) = result.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            // The result counts once the completion notice ran (not as soon
+            // as it is stored), so callbacks queued before it ran first.
+            let done_seen = CALLS.with_borrow(|c| c.get(&call_id).is_some_and(|c| c.done_seen));
+            if let Some(out) = done_seen.then(|| result.lock().unwrap_or_else(PoisonError::into_inner).take()).flatten() {
                 return match out {
                     Ok(v) => Ok(v),
                     Err(p) => resume_unwind(p),
@@ -279,7 +309,7 @@ impl Drop for CallGuard {
         // `from_thread` call fails instead of waiting forever.
         drop(pending);
         let _ = CALLS.try_with(|c| {
-            c.borrow_mut().insert(id, CallLocal { wake: None, abandoned: Some((limiter, borrower)) });
+            c.borrow_mut().insert(id, CallLocal { wake: None, done_seen: false, abandoned: Some((limiter, borrower)) });
         });
     }
 }

@@ -4,7 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::runtime::{self, waker::Shared};
+use crate::runtime::{
+    self,
+    waker::{EntryKey, Shared},
+};
 
 /// A handle to a run that any thread may hold: it queues callbacks to run on
 /// the run's thread ([`run_sync_soon`](TrioToken::run_sync_soon)) and is what
@@ -56,7 +59,17 @@ impl TrioToken {
     /// # Errors
     /// [`Error::RunFinished`] if the run has finished.
     pub fn run_sync_soon_idempotent(&self, key: u64, f: impl FnOnce() + Send + 'static) -> Result<()> {
-        if self.shared.push_entry(Some(key), Box::new(f)) { Ok(()) } else { Err(Error::RunFinished) }
+        if self.shared.push_entry(Some(EntryKey::User(key)), Box::new(f)) { Ok(()) } else { Err(Error::RunFinished) }
+    }
+
+    /// [`run_sync_soon_idempotent`](TrioToken::run_sync_soon_idempotent)
+    /// with a key of the runtime's own (never merged with a user's call).
+    pub(crate) fn run_sync_soon_runtime(&self, key: u64, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        if self.shared.push_entry(Some(EntryKey::Runtime(key)), Box::new(f)) {
+            Ok(())
+        } else {
+            Err(Error::RunFinished)
+        }
     }
 
     /// Has the run finished?
