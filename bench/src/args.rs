@@ -22,18 +22,23 @@ is faster or leaner).
   --json PATH      also write the results as a JSON list of
                    {name, trio, tokio, unit, ratio} objects
   --report DIR     also write DIR/README.md and PNG charts of the ratios
-  --only PART      one part: micro, echo, connect, memory, tls, python, wasi;
-                   or one trio micro workload once, as a profiling aid:
-                   spawn, checkpoint, pingpong, pingpong0, lock, child,
-                   deadline
-  --syscalls[=T]   count the echo servers' system calls per round trip
+  --only PART      one part: micro, echo, connect, fairness, memory, tls,
+                   python, wasi; or one trio micro workload once, as a
+                   profiling aid: spawn, checkpoint, pingpong, pingpong0,
+                   lock, child, deadline
+                   (fairness: an idle connection's round trip and a new
+                   connection's first echo while 8 connections stream at
+                   full speed through the same server; p50/p99 in µs, and
+                   the busy streams' MiB/s)
+  --syscalls[=T]   count the echo servers' system calls per round trip, and
+                   the fairness servers' reads per epoll_wait
                    (T: perf or strace; default: perf if it works)
   --no-python      skip the Python Trio comparison
   --serve K ADDR   run one echo server (how the echo benchmark starts them)
   --load ADDR ...  drive an echo server started by hand (a profiling aid)";
 
 /// The parts of the suite, in the order they run.
-pub(crate) const PARTS: &[&str] = &["micro", "python", "echo", "connect", "memory", "tls", "wasi"];
+pub(crate) const PARTS: &[&str] = &["micro", "python", "echo", "connect", "fairness", "memory", "tls", "wasi"];
 
 /// The trio micro workloads `--only` can run once for profiling.
 pub(crate) const PROFILES: &[&str] = &["spawn", "checkpoint", "pingpong", "pingpong0", "lock", "child", "deadline"];
@@ -172,6 +177,8 @@ mod tests {
         assert!(!o.runs("python") && o.runs("micro"));
         assert_eq!(suite("--tiny --syscalls").syscalls, Some(None));
         assert_eq!(suite("--tiny").size, Size::Tiny);
+        let o = suite("--only fairness --syscalls");
+        assert!(o.runs("fairness") && !o.runs("echo") && o.syscalls == Some(None));
         let o = suite("--only wasi");
         assert!(o.runs("wasi") && !o.runs("micro"));
         assert!(suite("--only python --no-python").runs("python"), "--only wins");

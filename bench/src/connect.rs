@@ -186,7 +186,7 @@ fn one_connection(addr: SocketAddr, msg: &[u8; MSG], back: &mut [u8; MSG]) -> io
 
 /// `SO_LINGER` with a zero timeout: closing the socket resets the
 /// connection (no FIN handshake, no TIME_WAIT).
-fn set_linger_zero(stream: &TcpStream) -> io::Result<()> {
+pub(crate) fn set_linger_zero(stream: &TcpStream) -> io::Result<()> {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: a valid socket descriptor, and a pointer to a `linger` of the
     // size given.

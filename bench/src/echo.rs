@@ -23,7 +23,7 @@
 
 pub(crate) mod load;
 pub(crate) mod server;
-mod syscalls;
+pub(crate) mod syscalls;
 
 use std::io;
 use std::time::Duration;

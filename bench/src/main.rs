@@ -9,6 +9,8 @@
 //! Python Trio, in a venv; `python.rs`), `echo` (each runtime's TCP echo
 //! server in a child process driven by one load client; `echo.rs`),
 //! `connect` (connect + one message + close per second; `connect.rs`),
+//! `fairness` (an idle connection's round trip, and a new connection's first
+//! echo, while busy connections stream at full speed; `fairness.rs`),
 //! `memory` (RSS per sleeping task and per idle connection, each measured
 //! in a fresh child process; `memory.rs`), `tls` (handshakes and bulk;
 //! `tls.rs`), and, only with `--only wasi`, the echo server as a WASI
@@ -24,6 +26,7 @@ mod affinity;
 mod args;
 mod connect;
 mod echo;
+mod fairness;
 mod memory;
 mod micro;
 mod python;
@@ -88,6 +91,12 @@ fn suite(opts: &Options, argv: &[String]) {
         let t = Instant::now();
         records.extend(connect::run(opts.size));
         timed("connect", t);
+    }
+    if opts.runs("fairness") {
+        let t = Instant::now();
+        let tracer = opts.syscalls.as_ref().map(|t| echo::Tracer::pick(t.as_deref()));
+        records.extend(fairness::run(&fairness::Plan::new(opts.size), tracer));
+        timed("fairness", t);
     }
     if opts.runs("memory") {
         let t = Instant::now();

@@ -1,4 +1,6 @@
-//! Counting the server's system calls over a window (`--syscalls`).
+//! Counting the server's system calls over a window (`--syscalls`): those
+//! of a server process (the echo part) or of one server thread (the
+//! fairness part, whose servers run in this process).
 //!
 //! Preferred: `perf stat` on the syscall tracepoints, attached to the
 //! server with its events disabled and switched on and off over a control
@@ -143,12 +145,48 @@ fn wait_exit(child: &mut ChildGuard, limit: Duration) -> bool {
     false
 }
 
+/// Whose system calls are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A process, all its threads (perf's and strace's `-p`, strace with `-f`).
+    Process(u32),
+    /// One thread of this or another process, by its kernel thread id
+    /// (perf's `-t`, strace's `-p` without `-f`).
+    Thread(u32),
+}
+
+impl Target {
+    fn perf_args(self) -> [String; 2] {
+        match self {
+            Target::Process(pid) => ["-p".to_owned(), pid.to_string()],
+            Target::Thread(tid) => ["-t".to_owned(), tid.to_string()],
+        }
+    }
+
+    fn strace_args(self) -> Vec<String> {
+        match self {
+            Target::Process(pid) => vec!["-f".to_owned(), "-p".to_owned(), pid.to_string()],
+            Target::Thread(tid) => vec!["-p".to_owned(), tid.to_string()],
+        }
+    }
+}
+
 /// Counts the system calls of process `pid` (all its threads) while
 /// `window` runs; `window`'s value is passed through.
 pub(crate) fn count<T>(tracer: Tracer, pid: u32, window: impl FnOnce() -> io::Result<T>) -> io::Result<(Counts, T)> {
+    count_target(tracer, Target::Process(pid), window)
+}
+
+/// Counts the system calls of `target` while `window` runs; `window`'s
+/// value is passed through.
+pub(crate) fn count_target<T>(
+    tracer: Tracer,
+    target: Target,
+    window: impl FnOnce() -> io::Result<T>,
+) -> io::Result<(Counts, T)> {
     match tracer {
-        Tracer::Perf => count_perf(pid, window),
-        Tracer::Strace => count_strace(pid, window),
+        Tracer::Perf => count_perf(target, window),
+        Tracer::Strace => count_strace(target, window),
     }
 }
 
@@ -193,7 +231,7 @@ fn perf_window<T>(dir: &TempDir, args: &[String], window: impl FnOnce() -> io::R
     Ok(value)
 }
 
-fn count_perf<T>(pid: u32, window: impl FnOnce() -> io::Result<T>) -> io::Result<(Counts, T)> {
+fn count_perf<T>(target: Target, window: impl FnOnce() -> io::Result<T>) -> io::Result<(Counts, T)> {
     let dir = TempDir::new("perf-stat")?;
     let out_path = dir.0.join("out");
     let mut events = vec!["raw_syscalls:sys_enter".to_owned()];
@@ -204,8 +242,9 @@ fn count_perf<T>(pid: u32, window: impl FnOnce() -> io::Result<T>) -> io::Result
             }
         }
     }
-    let args = ["stat", "-x,", "-o", &out_path.display().to_string(), "-e", &events.join(","), "-p", &pid.to_string()]
-        .map(str::to_owned);
+    let [who, id] = target.perf_args();
+    let args =
+        ["stat", "-x,", "-o", &out_path.display().to_string(), "-e", &events.join(","), &who, &id].map(str::to_owned);
     let value = perf_window(&dir, &args, window)?;
     let text = fs::read_to_string(&out_path)?;
     Ok((parse_perf(&text)?, value))
@@ -310,13 +349,13 @@ fn finish(total: u64, mut by_call: Vec<(String, u64)>) -> Counts {
     Counts { total, by_call }
 }
 
-fn count_strace<T>(pid: u32, window: impl FnOnce() -> io::Result<T>) -> io::Result<(Counts, T)> {
+fn count_strace<T>(target: Target, window: impl FnOnce() -> io::Result<T>) -> io::Result<(Counts, T)> {
     let dir = TempDir::new("strace")?;
     let out_path = dir.0.join("out");
     let mut cmd = Command::new("strace");
-    cmd.args(["-c", "-f", "-o"])
+    cmd.args(["-c", "-o"])
         .arg(&out_path)
-        .args(["-p", &pid.to_string()])
+        .args(target.strace_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

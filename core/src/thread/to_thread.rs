@@ -242,7 +242,8 @@ impl Options {
             // The result counts once the completion notice ran (not as soon
             // as it is stored), so callbacks queued before it ran first.
             let done_seen = CALLS.with_borrow(|c| c.get(&call_id).is_some_and(|c| c.done_seen));
-            if let Some(out) = done_seen.then(|| result.lock().unwrap_or_else(PoisonError::into_inner).take()).flatten() {
+            if let Some(out) = done_seen.then(|| result.lock().unwrap_or_else(PoisonError::into_inner).take()).flatten()
+            {
                 return match out {
                     Ok(v) => Ok(v),
                     Err(p) => resume_unwind(p),

@@ -65,11 +65,7 @@ impl TrioToken {
     /// [`run_sync_soon_idempotent`](TrioToken::run_sync_soon_idempotent)
     /// with a key of the runtime's own (never merged with a user's call).
     pub(crate) fn run_sync_soon_runtime(&self, key: u64, f: impl FnOnce() + Send + 'static) -> Result<()> {
-        if self.shared.push_entry(Some(EntryKey::Runtime(key)), Box::new(f)) {
-            Ok(())
-        } else {
-            Err(Error::RunFinished)
-        }
+        if self.shared.push_entry(Some(EntryKey::Runtime(key)), Box::new(f)) { Ok(()) } else { Err(Error::RunFinished) }
     }
 
     /// Has the run finished?
