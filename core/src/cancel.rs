@@ -69,7 +69,7 @@ impl ScopeState {
 /// Code that is not trio's own (hyper, tungstenite, `futures-lite`'s
 /// `BufReader::lines()`, ...) reads and writes trio streams through
 /// `futures-io` (`AsyncRead`/`AsyncWrite` on the sockets, pipes and TLS
-/// streams, and [`Compat`](crate::abc::Compat) for any other stream).
+/// streams, and `abc::Compat` for any other stream).
 /// Cancellation reaches it the same way as trio's own operations:
 ///
 /// - A task parked in `poll_read`, `poll_write` or `poll_close` of a trio

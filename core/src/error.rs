@@ -229,7 +229,7 @@ impl std::error::Error for Error {
 }
 
 /// An `io::Error` that wraps a trio [`Error`] (what the `futures-io` impls
-/// and [`Compat`](crate::abc::Compat) return, for example `Cancelled`)
+/// and `abc::Compat` return, for example `Cancelled`)
 /// becomes that error again; any other is [`Error::Io`]. So `?` on a
 /// `futures-io` read inside a cancelled scope gives `Err(Cancelled)`, which
 /// the scope catches.
