@@ -12,14 +12,12 @@
 mod util;
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use trio::abc::{Listener, ReceiveStream, SendStream};
-use trio::net::{TcpListener, TcpStream};
+use trio::abc::{ReceiveStream, SendStream};
 use trio::testing::wait_all_tasks_blocked;
 use trio::{CancelScope, Error, Nursery, checkpoint, open_nursery};
-use util::{manual_run_with, secs};
+use util::{manual_run_with, secs, tcp_pair};
 
 /// The runtime's I/O budget, in task polls.
 const POLL_BUDGET: u64 = 61;
@@ -27,13 +25,6 @@ const POLL_BUDGET: u64 = 61;
 /// A busy loop gives up after this many polls (the test then fails):
 /// keeps every loop bounded.
 const CAP: u64 = 2_000_000;
-
-async fn tcp_pair() -> trio::Result<(TcpStream, TcpStream)> {
-    let listener = TcpListener::bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())?;
-    let client = TcpStream::connect(listener.local_addr()?).await?;
-    let server = listener.accept().await?;
-    Ok((client, server))
-}
 
 /// Spawns `count` tasks into `n` that checkpoint until `stop`, counting
 /// their polls in `polls`.

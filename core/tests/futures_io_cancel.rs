@@ -15,26 +15,13 @@ mod util;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_lite::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use trio::abc::{AsyncResource, Compat, Listener, ReceiveStream, SendStream};
-use trio::net::{TcpListener, TcpStream};
+use trio::abc::{AsyncResource, Compat, ReceiveStream, SendStream};
 use trio::testing::{memory_stream_pair, wait_all_tasks_blocked};
 use trio::{CancelScope, Error, current_time, move_on_after, open_nursery, sleep};
-use util::{at, mock_run, secs};
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn tcp_pair() -> trio::Result<(TcpStream, TcpStream)> {
-    let listener = TcpListener::bind(loopback())?;
-    let client = TcpStream::connect(listener.local_addr()?).await?;
-    let server = listener.accept().await?;
-    Ok((client, server))
-}
+use util::{at, mock_run, secs, tcp_pair};
 
 /// An error type of "another library" that wraps an `io::Error`, as
 /// hyper's and tungstenite's do.

@@ -112,3 +112,13 @@ pub async fn until(mut cond: impl FnMut() -> bool) -> Result<()> {
     }
     panic!("condition not met within the bound");
 }
+
+/// A connected TCP pair over IPv4 loopback: (client side, server side).
+#[cfg(not(target_os = "wasi"))]
+pub async fn tcp_pair() -> Result<(trio::net::TcpStream, trio::net::TcpStream)> {
+    use trio::abc::Listener;
+    let listener = trio::net::TcpListener::bind("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap())?;
+    let client = trio::net::TcpStream::connect(listener.local_addr()?).await?;
+    let server = listener.accept().await?;
+    Ok((client, server))
+}
