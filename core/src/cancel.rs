@@ -174,8 +174,22 @@ impl CancelScope {
     }
 
     /// Has `cancel()` been called or the deadline expired?
+    ///
+    /// As in Trio, a scope that is active or not entered yet whose deadline
+    /// has passed on the run's clock counts as cancelled (and is cancelled
+    /// now), even before the run loop got to fire its deadline; a scope
+    /// that was left keeps the answer it had. Outside a run only `cancel()`
+    /// counts.
     pub fn cancel_called(&self) -> bool {
-        self.state.cancel_called.get()
+        let s = &self.state;
+        if !s.cancel_called.get()
+            && s.deadline.get() != Instant::MAX
+            && (s.entered.get() != NONE || !s.used.get())
+            && crate::time::current_time().is_ok_and(|now| now >= s.deadline.get())
+        {
+            self.cancel();
+        }
+        s.cancel_called.get()
     }
 
     /// Did this scope catch a `Cancelled` when its code finished?

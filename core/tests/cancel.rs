@@ -598,3 +598,38 @@ fn dropping_a_scoped_future_leaves_the_scope() {
     })
     .unwrap();
 }
+
+/// Trio's `cancel_called`: a passed deadline counts for a scope that is
+/// active or not entered yet, even before the loop fired it; a scope that
+/// was left keeps its answer.
+#[test]
+fn cancel_called_sees_a_passed_deadline_before_it_fires() {
+    manual_run_with(|clock| async move {
+        // Never entered, deadline moved into the past.
+        let scope = CancelScope::new();
+        assert!(!scope.cancel_called());
+        scope.set_deadline(current_time()? - secs(1));
+        assert!(scope.cancel_called());
+        let out = scope.run(checkpoint()).await?;
+        assert!(out.is_none() && scope.cancelled_caught());
+
+        // Active: the clock passes the deadline; asked before any checkpoint.
+        let scope = CancelScope::with_timeout(secs(5));
+        let seen = scope
+            .run(async {
+                assert!(!scope.cancel_called());
+                clock.jump(secs(6));
+                Ok(scope.cancel_called())
+            })
+            .await?;
+        assert_eq!(seen, Some(true));
+
+        // Left before the deadline: stays false when the clock passes it.
+        let scope = CancelScope::with_timeout(secs(5));
+        scope.run(checkpoint()).await?;
+        clock.jump(secs(10));
+        assert!(!scope.cancel_called());
+        Ok(())
+    })
+    .unwrap();
+}
