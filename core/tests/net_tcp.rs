@@ -404,6 +404,25 @@ fn closing_a_listener_wakes_its_acceptor_with_closed() {
     .unwrap();
 }
 
+/// As Trio's: `accept` on a closed listener checks cancellation first, so a
+/// cancelled caller sees `Cancelled` (which its scope catches), not
+/// `Closed`; an uncancelled one gets `Closed`.
+#[test]
+fn accept_on_a_closed_listener_in_a_cancelled_scope_is_cancelled() {
+    mock_run(async {
+        let listener = TcpListener::bind(loopback())?;
+        listener.aclose().await?;
+        let scope = trio::CancelScope::new();
+        scope.cancel();
+        let out = scope.run(async { listener.accept().await.map(|_| ()) }).await;
+        assert!(matches!(out, Ok(None)), "{out:?}");
+        assert!(scope.cancelled_caught());
+        assert!(matches!(listener.accept().await, Err(Error::Closed)));
+        Ok(())
+    })
+    .unwrap();
+}
+
 #[test]
 fn stream_works_when_peer_already_sent_and_closed() {
     let l = std::net::TcpListener::bind(loopback()).unwrap();

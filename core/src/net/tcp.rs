@@ -218,6 +218,9 @@ impl crate::abc::Listener for TcpListener {
 
     async fn accept(&self) -> Result<TcpStream> {
         let _busy = BusyGuard::claim(&self.accepting)?;
+        // A cancelled caller sees `Cancelled` before `Closed` (as Trio's
+        // accept, which checks cancellation before the system call).
+        crate::lowlevel::checkpoint_if_cancelled().await?;
         self.core.sock()?;
         let sock = self.core.io(Dir::Read, |s| super::socket::accept(s).map(|c| (c, false))).await?;
         TcpStream::wrap(sock)

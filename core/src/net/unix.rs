@@ -130,6 +130,8 @@ impl crate::abc::Listener for UnixListener {
 
     async fn accept(&self) -> Result<UnixStream> {
         let _busy = BusyGuard::claim(&self.accepting)?;
+        // A cancelled caller sees `Cancelled` before `Closed` (as Trio's).
+        crate::lowlevel::checkpoint_if_cancelled().await?;
         self.core.sock()?;
         let sock = self.core.io(Dir::Read, |s| super::socket::accept(s).map(|c| (c, false))).await?;
         Ok(UnixStream { sock: StreamSocket::new(sock)? })

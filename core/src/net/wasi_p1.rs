@@ -258,6 +258,8 @@ impl crate::abc::Listener for TcpListener {
 
     async fn accept(&self) -> Result<TcpStream> {
         let _busy = BusyGuard::claim(&self.accepting)?;
+        // A cancelled caller sees `Cancelled` before `Closed` (as Trio's).
+        crate::lowlevel::checkpoint_if_cancelled().await?;
         self.core.raw()?;
         let fd = self.core.io(Dir::Read, |fd| accept(fd).map(|c| (c, false))).await?;
         match Core::new(fd) {

@@ -792,6 +792,8 @@ impl crate::abc::Listener for TcpListener {
 
     async fn accept(&self) -> Result<TcpStream> {
         let _busy = BusyGuard::claim(&self.accepting)?;
+        // A cancelled caller sees `Cancelled` before `Closed` (as Trio's).
+        crate::lowlevel::checkpoint_if_cancelled().await?;
         if self.socket.borrow().is_none() {
             return Err(Error::Closed);
         }
