@@ -437,22 +437,62 @@ async fn receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
     }
 }
 
+impl<T> Sender<T> {
+    /// Another open sender of the same channel, or `Err(Closed)` if this
+    /// handle is closed (Trio's `clone` raises `ClosedResourceError`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if this handle is closed.
+    pub fn try_clone(&self) -> Result<Sender<T>> {
+        if self.handle.closed.get() {
+            return Err(Error::Closed);
+        }
+        Ok(self.clone())
+    }
+}
+
 impl<T> Clone for Sender<T> {
-    /// Another open sender of the same channel.
+    /// Another open sender of the same channel. The clone of a closed
+    /// handle is closed too (sending on it gives `Closed`): it cannot open
+    /// a channel whose receivers already saw the end. Use
+    /// [`try_clone`](Sender::try_clone) to be told instead.
     fn clone(&self) -> Sender<T> {
         let st = &self.state;
-        st.senders.set(st.senders.get() + 1);
-        Sender { handle: Rc::new(Handle { id: st.new_handle(), closed: Cell::new(false) }), state: st.clone() }
+        let closed = self.handle.closed.get();
+        if !closed {
+            st.senders.set(st.senders.get() + 1);
+        }
+        Sender { handle: Rc::new(Handle { id: st.new_handle(), closed: Cell::new(closed) }), state: st.clone() }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Another open receiver of the same channel, or `Err(Closed)` if this
+    /// handle is closed (Trio's `clone` raises `ClosedResourceError`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if this handle is closed.
+    pub fn try_clone(&self) -> Result<Receiver<T>> {
+        if self.handle.closed.get() {
+            return Err(Error::Closed);
+        }
+        Ok(self.clone())
     }
 }
 
 impl<T> Clone for Receiver<T> {
-    /// Another open receiver of the same channel.
+    /// Another open receiver of the same channel. The clone of a closed
+    /// handle is closed too (receiving on it gives `Closed`): it cannot
+    /// reopen a channel whose senders already saw it broken. Use
+    /// [`try_clone`](Receiver::try_clone) to be told instead.
     fn clone(&self) -> Receiver<T> {
         let st = &self.state;
-        st.receivers.set(st.receivers.get() + 1);
+        let closed = self.handle.closed.get();
+        if !closed {
+            st.receivers.set(st.receivers.get() + 1);
+        }
         Receiver {
-            handle: Rc::new(Handle { id: st.new_handle(), closed: Cell::new(false) }),
+            handle: Rc::new(Handle { id: st.new_handle(), closed: Cell::new(closed) }),
             state: st.clone(),
             pending: None,
         }

@@ -471,3 +471,40 @@ fn channels_carry_non_copy_values_and_drop_them_on_close() {
     })
     .unwrap();
 }
+
+/// As Trio's: a closed channel end cannot be cloned back into an open one.
+/// `try_clone` says `Closed`; `clone` gives a closed handle, so the channel
+/// stays ended for its receivers (and broken for its senders).
+#[test]
+fn clones_of_closed_ends_are_closed() {
+    mock_run(async {
+        let (tx, rx) = open_memory_channel::<u32>(1);
+        tx.close();
+        assert!(matches!(tx.try_clone(), Err(Error::Closed)));
+        let again = tx.clone();
+        assert!(again.is_closed());
+        assert!(matches!(again.send(1).await, Err(Error::Closed)));
+        assert!(matches!(rx.try_receive(), Err(Error::EndOfChannel)));
+        assert!(matches!(rx.receive().await, Err(Error::EndOfChannel)));
+        drop(again);
+        assert_eq!(rx.statistics().open_send_channels, 0);
+
+        let (tx, rx) = open_memory_channel::<u32>(1);
+        rx.close();
+        assert!(matches!(rx.try_clone(), Err(Error::Closed)));
+        let again = rx.clone();
+        assert!(again.is_closed());
+        assert!(matches!(again.try_receive(), Err(Error::Closed)));
+        assert!(matches!(tx.send(1).await, Err(Error::Broken)));
+        assert_eq!(tx.statistics().open_receive_channels, 0);
+
+        // Open ends still clone as before.
+        let (tx, rx) = open_memory_channel::<u32>(1);
+        let tx2 = tx.try_clone()?;
+        tx.close();
+        tx2.send(5).await?;
+        assert_eq!(rx.try_clone()?.receive().await?, 5);
+        Ok(())
+    })
+    .unwrap();
+}
