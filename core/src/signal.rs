@@ -10,7 +10,7 @@
 //! `open_signal_receiver` fails with `Unsupported`.
 #![cfg_attr(not(any(unix, windows)), allow(unused_imports, dead_code))]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use crate::error::Result;
+use crate::io::BusyGuard;
 use crate::lowlevel::{ParkingLot, checkpointed, current_trio_token};
 
 /// A signal number.
@@ -91,6 +92,8 @@ pub struct SignalReceiver {
     id: u64,
     queue: Arc<Mutex<VecDeque<i32>>>,
     lot: Rc<ParkingLot>,
+    /// Set while a task receives (a second one gets `Busy`, as in Trio).
+    receiving: Rc<Cell<bool>>,
     #[cfg(any(unix, windows))]
     registration: Option<crate::driver::signals::Registration>,
     pending: Option<Pin<Box<dyn Future<Output = Result<Signal>>>>>,
@@ -108,8 +111,15 @@ impl fmt::Debug for SignalReceiver {
 /// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`;
 /// [`Error::Io`](crate::Error::Io) for a signal that
 /// cannot be caught (`SIGKILL`, `SIGSTOP`, out of range) or on platforms
-/// without signal support yet (Windows).
+/// without signal support yet (Windows); `Io(InvalidInput)` for an empty
+/// list (as Trio, which refuses a receiver for no signals).
 pub fn open_signal_receiver(signals: &[Signal]) -> Result<SignalReceiver> {
+    if signals.is_empty() {
+        return Err(crate::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "open_signal_receiver: no signals were given",
+        )));
+    }
     #[cfg(not(any(unix, windows)))]
     {
         let _ = signals;
@@ -142,7 +152,7 @@ pub fn open_signal_receiver(signals: &[Signal]) -> Result<SignalReceiver> {
         let raw: Vec<i32> = signals.iter().map(|s| s.0).collect();
         let registration = Some(crate::driver::signals::listen(&raw, Arc::new(deliver))?);
         RECEIVERS.with_borrow_mut(|r| r.insert(id, lot.clone()));
-        Ok(SignalReceiver { id, queue, lot, registration, pending: None })
+        Ok(SignalReceiver { id, queue, lot, receiving: Rc::default(), registration, pending: None })
     }
 }
 
@@ -150,7 +160,8 @@ fn pop(queue: &Mutex<VecDeque<i32>>) -> Option<i32> {
     queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
 }
 
-async fn receive(queue: Arc<Mutex<VecDeque<i32>>>, lot: Rc<ParkingLot>) -> Result<Signal> {
+async fn receive(queue: Arc<Mutex<VecDeque<i32>>>, lot: Rc<ParkingLot>, receiving: Rc<Cell<bool>>) -> Result<Signal> {
+    let _busy = BusyGuard::claim(&receiving)?;
     loop {
         let now = checkpointed(|| match pop(&queue) {
             Some(sig) => ControlFlow::Break(sig),
@@ -172,9 +183,11 @@ impl SignalReceiver {
     /// # Cancellation
     /// Returns `Err(Error::Cancelled)`; no signal was taken.
     /// # Errors
-    /// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
+    /// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`;
+    /// [`Error::Busy`](crate::Error::Busy) if another task is receiving
+    /// from this receiver (or its stream has a receive pending).
     pub async fn receive(&self) -> Result<Signal> {
-        receive(self.queue.clone(), self.lot.clone()).await
+        receive(self.queue.clone(), self.lot.clone(), self.receiving.clone()).await
     }
 
     /// Signals received but not read yet.
@@ -190,7 +203,7 @@ impl futures_core::Stream for SignalReceiver {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Signal>>> {
         let this = &mut *self;
         if this.pending.is_none() {
-            this.pending = Some(Box::pin(receive(this.queue.clone(), this.lot.clone())));
+            this.pending = Some(Box::pin(receive(this.queue.clone(), this.lot.clone(), this.receiving.clone())));
         }
         let Some(fut) = this.pending.as_mut() else { return Poll::Ready(None) };
         match fut.as_mut().poll(cx) {

@@ -118,6 +118,34 @@ fn uncatchable_signals_are_an_error() {
     ));
 }
 
+/// As Trio's: a receiver for no signals is refused, and only one task may
+/// receive from a receiver at a time (the second gets `Busy`).
+#[test]
+fn an_empty_signal_list_is_refused_and_a_second_receiver_task_is_busy() {
+    mock_run(async {
+        let r = open_signal_receiver(&[]);
+        assert!(matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput), "{r:?}");
+        let rx = open_signal_receiver(&[Signal::SIGUSR1])?;
+        trio::open_nursery(async |n| {
+            n.spawn(async {
+                let sig = rx.receive().await?;
+                assert_eq!(sig, Signal::SIGUSR1);
+                Ok(())
+            });
+            trio::testing::wait_all_tasks_blocked(Duration::ZERO).await?;
+            assert!(matches!(rx.receive().await, Err(Error::Busy)));
+            kill_self(Signal::SIGUSR1);
+            Ok(())
+        })
+        .await?;
+        // Free again once the first receive finished.
+        kill_self(Signal::SIGUSR1);
+        assert_eq!(rx.receive().await?, Signal::SIGUSR1);
+        Ok(())
+    })
+    .unwrap();
+}
+
 // ---- Ctrl-C, in a child process ----
 
 const CHILD_ENV: &str = "TRIO_TEST_CTRL_C_CHILD";
