@@ -396,6 +396,29 @@ fn user_idempotent_keys_never_swallow_the_runtimes_wakeups() {
     }
 }
 
+/// As Trio guarantees: a callback that `run_sync_soon` accepted runs, even
+/// when the main task returns before the loop came round to it; one asked
+/// for after the run ended is refused.
+#[test]
+fn callbacks_accepted_before_the_run_ends_still_run() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (ran2, ran3) = (ran.clone(), ran.clone());
+    let token = mock_run(async move {
+        let token = current_trio_token()?;
+        token.run_sync_soon(move || {
+            ran2.fetch_add(1, Ordering::SeqCst);
+        })?;
+        token.run_sync_soon_idempotent(7, move || {
+            ran3.fetch_add(10, Ordering::SeqCst);
+        })?;
+        // Returns at once: the loop has not drained the queue yet.
+        Ok(token)
+    })
+    .unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 11);
+    assert!(matches!(token.run_sync_soon(|| {}), Err(Error::RunFinished)));
+}
+
 #[test]
 fn run_sync_soon_idempotent_runs_a_pending_key_once() {
     let count = Arc::new(AtomicUsize::new(0));

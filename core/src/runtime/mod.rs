@@ -408,6 +408,21 @@ impl RunOptions {
             };
             if poll_root {
                 if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                    // Callbacks accepted before the run ended still run (as
+                    // Trio guarantees), with the root as the current task;
+                    // from here on new ones are refused with `RunFinished`.
+                    // A Ctrl-C among them still counts.
+                    let late = shared.close_entries();
+                    if !late.is_empty() {
+                        {
+                            let mut rt = cell.borrow_mut();
+                            rt.current_node = root;
+                            rt.current_scope = rt.root_scope;
+                        }
+                        for (_, f) in late {
+                            f();
+                        }
+                    }
                     if cell.borrow().keyboard_interrupts > 0 {
                         return Err(Error::KeyboardInterrupt);
                     }

@@ -112,6 +112,16 @@ impl Shared {
         drop(dropped);
     }
 
+    /// Refuses further callbacks (as [`finish`](Shared::finish)) and hands
+    /// back the ones already accepted, so that the run can still run them.
+    pub(crate) fn close_entries(&self) -> VecDeque<(Option<EntryKey>, Entry)> {
+        self.entries.with(|q| {
+            q.finished = true;
+            q.keys.clear();
+            std::mem::take(&mut q.queue)
+        })
+    }
+
     pub(crate) fn is_finished(&self) -> bool {
         self.entries.with(|q| q.finished)
     }

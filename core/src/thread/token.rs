@@ -43,7 +43,9 @@ impl TrioToken {
     /// Runs `f` on the run's thread soon, from any thread (including the
     /// run's own). Calls run in the order they were made, between scheduling
     /// passes, as part of the run loop: `f` must not block. A panic in `f` is
-    /// a bug and ends the run with that panic.
+    /// a bug and ends the run with that panic. A call that was accepted
+    /// (`Ok`) runs, even if the main task returns first: the run runs the
+    /// accepted calls after it, then refuses new ones.
     ///
     /// # Errors
     /// [`Error::RunFinished`] if the run has finished (the call is not
