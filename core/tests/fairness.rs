@@ -201,31 +201,3 @@ fn a_passed_deadline_is_seen_at_the_next_checkpoint_of_a_child() {
     })
     .unwrap();
 }
-
-#[test]
-fn a_deadline_fires_for_a_child_among_busy_siblings_on_the_system_clock() {
-    // Real time, but nothing is asserted about how long: only that the
-    // deadline is delivered while the siblings never stop being runnable.
-    trio::run(async {
-        let stop = Cell::new(false);
-        let polls = Cell::new(0u64);
-        open_nursery(async |n| {
-            spawn_busy(n, 4, &polls, &stop);
-            n.spawn(async {
-                let out: Option<()> = trio::move_on_after(Duration::from_millis(20), async {
-                    loop {
-                        checkpoint().await?;
-                    }
-                })
-                .await?;
-                assert!(out.is_none());
-                stop.set(true);
-                Ok(())
-            });
-            Ok(())
-        })
-        .await?;
-        Ok(())
-    })
-    .unwrap();
-}

@@ -12,7 +12,7 @@
 
 mod util;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -46,32 +46,44 @@ fn is_cancelled_io(e: &io::Error) -> bool {
         && e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()).is_some_and(Error::is_cancelled)
 }
 
+/// Runs `op` under `move_on_after(5 s)` while `late` waits 100 s and then
+/// gives `op` what it waits for (data, or a peer that went away): asserts
+/// that the deadline, not `late`, ended `op`, and that the scope caught it.
+async fn ends_at_the_deadline(
+    late: impl std::future::Future<Output = trio::Result<()>>,
+    op: impl std::future::Future<Output = trio::Result<()>>,
+) -> trio::Result<()> {
+    open_nursery(async |n| {
+        n.spawn(async {
+            sleep(secs(100)).await?;
+            late.await
+        });
+        let out = move_on_after(secs(5), op).await;
+        assert!(matches!(out, Ok(None)), "not cancelled at the deadline: {out:?}");
+        assert_eq!(current_time()?, at(5));
+        n.cancel_scope().cancel();
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
 #[test]
 fn futures_io_read_on_an_idle_socket_ends_at_the_deadline() {
     mock_run(async {
         let (client, server) = tcp_pair().await?;
-        let got = Cell::new(0);
-        open_nursery(async |n| {
-            // Long after the deadline, the peer sends: a read that does not
-            // see the cancellation returns this instead.
-            n.spawn(async {
-                sleep(secs(100)).await?;
+        ends_at_the_deadline(
+            async {
                 (&client).write_all(b"late").await?;
                 Ok(())
-            });
-            let out = move_on_after(secs(5), async {
+            },
+            async {
                 let mut buf = [0u8; 16];
-                got.set((&server).read(&mut buf).await?);
+                (&server).read(&mut buf).await?;
                 Ok(())
-            })
-            .await?;
-            assert!(out.is_none(), "the read returned {} bytes instead of being cancelled", got.get());
-            assert_eq!(current_time()?, at(5));
-            n.cancel_scope().cancel();
-            Ok(())
-        })
-        .await?;
-        Ok(())
+            },
+        )
+        .await
     })
     .unwrap();
 }
@@ -80,26 +92,12 @@ fn futures_io_read_on_an_idle_socket_ends_at_the_deadline() {
 fn futures_io_write_to_a_full_socket_ends_at_the_deadline() {
     mock_run(async {
         let (client, server) = tcp_pair().await?;
-        open_nursery(async |n| {
-            // Long after the deadline the peer goes away, which would end a
-            // write that does not see the cancellation with an error.
-            n.spawn(async {
-                sleep(secs(100)).await?;
-                server.aclose().await
-            });
-            let big = vec![7u8; 64 << 20];
-            let out = move_on_after(secs(5), async {
-                (&client).write_all(&big).await?;
-                Ok(())
-            })
-            .await;
-            assert!(matches!(out, Ok(None)), "{out:?}");
-            assert_eq!(current_time()?, at(5));
-            n.cancel_scope().cancel();
+        let big = vec![7u8; 64 << 20];
+        ends_at_the_deadline(server.aclose(), async {
+            (&client).write_all(&big).await?;
             Ok(())
         })
-        .await?;
-        Ok(())
+        .await
     })
     .unwrap();
 }
@@ -257,26 +255,13 @@ fn a_shielded_futures_io_read_is_not_cancelled() {
 #[test]
 fn futures_io_read_of_an_idle_pipe_ends_at_the_deadline() {
     mock_run(async {
-        let (tx, rx) = trio::subprocess::open_pipe()?;
-        let mut rx = rx;
-        open_nursery(async |n| {
-            n.spawn(async {
-                sleep(secs(100)).await?;
-                tx.send_all(b"late").await
-            });
-            let out = move_on_after(secs(5), async {
-                let mut buf = [0u8; 4];
-                rx.read(&mut buf).await?;
-                Ok(())
-            })
-            .await?;
-            assert!(out.is_none());
-            assert_eq!(current_time()?, at(5));
-            n.cancel_scope().cancel();
+        let (tx, mut rx) = trio::subprocess::open_pipe()?;
+        ends_at_the_deadline(tx.send_all(b"late"), async {
+            let mut buf = [0u8; 4];
+            rx.read(&mut buf).await?;
             Ok(())
         })
-        .await?;
-        Ok(())
+        .await
     })
     .unwrap();
 }
