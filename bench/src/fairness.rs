@@ -292,7 +292,7 @@ fn serve_trio(ready: &mpsc::Sender<(SocketAddr, u32)>, stop: mpsc::Receiver<()>)
         Ok(())
     });
     match result {
-        Ok(()) | Err(trio::Error::Cancelled) => Ok(()),
+        Ok(()) | Err(trio::Error::Cancelled(_)) => Ok(()),
         Err(e) => Err(io::Error::other(e.to_string())),
     }
 }

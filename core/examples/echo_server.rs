@@ -75,7 +75,7 @@ async fn serve(addr: SocketAddr, stats: &Stats) -> trio::Result<()> {
                     Ok(bytes) => println!("{peer}: closed after echoing {bytes} bytes"),
                     // Ctrl-C: the run is shutting down (this one stays
                     // counted as open at the shutdown).
-                    Err(Error::Cancelled) => return Err(Error::Cancelled),
+                    Err(e @ Error::Cancelled(_)) => return Err(e),
                     // Only this connection failed: report it, keep serving.
                     Err(e) => eprintln!("{peer}: {e}"),
                 }

@@ -74,7 +74,7 @@ async fn connection(stream: TlsStream<TcpStream>, stats: &Stats) -> trio::Result
             let sni = stream.server_name().unwrap_or_else(|| "(no SNI)".to_owned());
             println!("{peer}: handshake done: {version}, {suite}, server name {sni}");
         }
-        Err(Error::Cancelled) => return Err(Error::Cancelled),
+        Err(e @ Error::Cancelled(_)) => return Err(e),
         Err(e) => {
             eprintln!("{peer}: TLS handshake failed: {e}");
             stats.handshakes_failed.set(stats.handshakes_failed.get() + 1);
@@ -86,7 +86,7 @@ async fn connection(stream: TlsStream<TcpStream>, stats: &Stats) -> trio::Result
         Ok(bytes) => println!("{peer}: closed after echoing {bytes} bytes"),
         // Ctrl-C: the run is shutting down (this one stays counted as open
         // at the shutdown).
-        Err(Error::Cancelled) => return Err(Error::Cancelled),
+        Err(e @ Error::Cancelled(_)) => return Err(e),
         // Only this connection failed (for example a client that closed
         // TCP without `close_notify`): report it, keep serving.
         Err(e) => eprintln!("{peer}: {e}"),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::error::{Error, Result};
+use crate::error::{CancelReason, CancelSource, Error, Result};
 use crate::runtime::{self, NONE};
 use crate::time::Instant;
 
@@ -31,7 +31,8 @@ pub(crate) struct ScopeState {
     /// The runtime record while entered, else `NONE`.
     pub(crate) entered: Cell<usize>,
     pub(crate) used: Cell<bool>,
-    pub(crate) reason: RefCell<Option<String>>,
+    /// Why the scope was cancelled (the first reason wins).
+    pub(crate) cancel_reason: RefCell<Option<CancelReason>>,
 }
 
 impl ScopeState {
@@ -44,7 +45,7 @@ impl ScopeState {
             cancelled_caught: Cell::new(false),
             entered: Cell::new(NONE),
             used: Cell::new(false),
-            reason: RefCell::new(None),
+            cancel_reason: RefCell::new(None),
         }
     }
 }
@@ -152,25 +153,51 @@ impl CancelScope {
     /// Cancels the scope: every checkpoint inside it fails with `Cancelled`
     /// from now on. Idempotent; works before, during and after the scope is
     /// entered. Not a checkpoint.
+    ///
+    /// As in Trio, a task parked inside the scope is aborted before
+    /// `cancel()` returns: it leaves the lock's, channel's or lot's queue at
+    /// once (so a `release()` or `send_nowait()` right after cannot hand
+    /// anything to it), and the abort callback of a
+    /// [`lowlevel::park`](crate::lowlevel::park) has run.
+    ///
+    /// The `Cancelled` errors it causes carry a [`CancelReason`] with source
+    /// [`CancelSource::Explicit`] and the name of the calling task.
     pub fn cancel(&self) {
+        self.cancel_because(None);
+    }
+
+    /// [`cancel`](CancelScope::cancel) with a message, kept in the
+    /// [`CancelReason`] of the `Cancelled` errors it causes (Trio's
+    /// `cancel(reason=...)`). Only the first cancellation's reason is kept.
+    pub fn cancel_with_reason(&self, reason: impl Into<String>) {
+        self.cancel_because(Some(reason.into()));
+    }
+
+    fn cancel_because(&self, reason: Option<String>) {
+        if self.state.cancel_called.get() {
+            return;
+        }
+        let task = crate::lowlevel::current_task().ok().and_then(|t| t.name());
+        self.cancel_for(CancelReason::with_detail(CancelSource::Explicit, reason, task));
+    }
+
+    /// Cancels with a given reason (the runtime's own cancellations).
+    pub(crate) fn cancel_for(&self, reason: CancelReason) {
         self.state.cancel_called.set(true);
+        self.state.cancel_reason.borrow_mut().get_or_insert(reason.clone());
         let key = self.state.entered.get();
         if key != NONE {
-            let _ = runtime::with(|rt| rt.cancel_scope(key));
+            let _ = runtime::with(|rt| rt.cancel_scope(key, reason));
+            runtime::run_pending_aborts();
         }
     }
 
-    /// Cancels the scope and records why (kept for introspection).
-    pub fn cancel_with_reason(&self, reason: impl Into<String>) {
-        if !self.state.cancel_called.get() {
-            *self.state.reason.borrow_mut() = Some(reason.into());
-        }
-        self.cancel();
-    }
-
-    /// The reason given to the first `cancel_with_reason`, if any.
-    pub fn cancel_reason(&self) -> Option<String> {
-        self.state.reason.borrow().clone()
+    /// Why the scope was cancelled: the reason of its first cancellation
+    /// (`cancel()`, its deadline, a failing nursery child, Ctrl-C), or of
+    /// the enclosing scope whose cancellation reached it. `None` while it
+    /// is not cancelled.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.state.cancel_reason.borrow().clone()
     }
 
     /// Has `cancel()` been called or the deadline expired?
@@ -217,6 +244,7 @@ impl CancelScope {
         let key = self.state.entered.get();
         if key != NONE {
             let _ = runtime::with(|rt| rt.sync_deadline(key));
+            runtime::run_pending_aborts();
         }
     }
 
@@ -244,6 +272,7 @@ impl CancelScope {
         let key = self.state.entered.get();
         if key != NONE {
             let _ = runtime::with(|rt| rt.recompute(key));
+            runtime::run_pending_aborts();
         }
     }
 

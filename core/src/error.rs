@@ -20,8 +20,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// A checkpoint ran inside a cancelled scope.
-    Cancelled,
+    /// A checkpoint ran inside a cancelled scope. The [`CancelReason`] says
+    /// what cancelled it (a deadline, `cancel()`, a failing sibling, Ctrl-C),
+    /// as Trio's `Cancelled` does; match it as `Error::Cancelled(_)` or use
+    /// [`Error::is_cancelled`] / [`Error::cancel_reason`].
+    Cancelled(CancelReason),
     /// A [`fail_after`](crate::fail_after)/[`fail_at`](crate::fail_at) deadline
     /// expired before the operation finished.
     TooSlow,
@@ -62,7 +65,36 @@ impl Error {
 
     /// True if this is [`Error::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, Error::Cancelled)
+        matches!(self, Error::Cancelled(_))
+    }
+
+    /// A `Cancelled` whose source is unknown (for code that reports a
+    /// cancellation it did not get from a checkpoint, for example one that
+    /// crossed the C boundary as an error code).
+    pub fn cancelled() -> Error {
+        Error::Cancelled(CancelReason::unknown())
+    }
+
+    /// Why this error's cancellation happened: the reason of
+    /// [`Error::Cancelled`], of the first `Cancelled` in a group, or of one
+    /// carried in the `source()` chain (see
+    /// [`is_cancellation`](Error::is_cancellation)). `None` if this is no
+    /// cancellation.
+    pub fn cancel_reason(&self) -> Option<&CancelReason> {
+        self.cancel_reason_at(0)
+    }
+
+    fn cancel_reason_at(&self, depth: usize) -> Option<&CancelReason> {
+        if depth >= CHAIN_DEPTH {
+            return None;
+        }
+        match self {
+            Error::Cancelled(r) => Some(r),
+            Error::Group(v) => v.iter().find_map(|e| e.cancel_reason_at(depth + 1)),
+            Error::Io(e) => e.get_ref().and_then(|inner| chain_reason(inner, depth + 1)),
+            Error::User(e) => chain_reason(&**e, depth + 1),
+            _ => None,
+        }
     }
 
     /// The leaf errors: the members of a group, or this error alone.
@@ -172,6 +204,26 @@ fn chain_holds_cancelled(e: &(dyn std::error::Error + 'static), depth: usize) ->
     false
 }
 
+/// The reason of the first trio `Cancelled` in `e`'s `source()` chain.
+fn chain_reason<'a>(e: &'a (dyn std::error::Error + 'static), depth: usize) -> Option<&'a CancelReason> {
+    let mut cur = Some(e);
+    let mut depth = depth;
+    while let Some(e) = cur {
+        if depth >= CHAIN_DEPTH {
+            return None;
+        }
+        depth += 1;
+        if let Some(t) = e.downcast_ref::<Error>() {
+            return t.cancel_reason_at(depth);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.get_ref().and_then(|inner| chain_reason(inner, depth + 1));
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// Does the error an `io::Error` wraps (or its chain) hold `Cancelled`?
 fn io_holds_cancelled(e: &std::io::Error, depth: usize) -> bool {
     match e.get_ref() {
@@ -184,7 +236,7 @@ impl Error {
     /// [`is_cancellation`](Error::is_cancellation), bounded in depth.
     fn is_cancellation_at(&self, depth: usize) -> bool {
         match self {
-            Error::Cancelled => true,
+            Error::Cancelled(_) => true,
             Error::Io(e) => io_holds_cancelled(e, depth),
             Error::User(e) => chain_holds_cancelled(&**e, depth),
             _ => false,
@@ -195,7 +247,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Cancelled => f.write_str("cancelled"),
+            Error::Cancelled(r) => write!(f, "cancelled{}", r.describe()),
             Error::TooSlow => f.write_str("deadline expired (too slow)"),
             Error::Closed => f.write_str("resource closed"),
             Error::Broken => f.write_str("resource broken: the other side is gone"),
@@ -214,6 +266,108 @@ impl fmt::Display for Error {
             }
             Error::User(e) => write!(f, "{e}"),
             Error::Runtime(msg) => write!(f, "runtime misuse: {msg}"),
+        }
+    }
+}
+
+/// What cancelled a scope, carried by [`Error::Cancelled`] (Trio's
+/// `Cancelled.source`, `.reason` and `.source_task`).
+///
+/// A scope remembers the reason of its first cancellation; a scope
+/// cancelled because an enclosing one was takes that one's reason. A
+/// checkpoint's `Cancelled` carries the reason of the scope it ran in.
+/// Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelReason {
+    source: CancelSource,
+    detail: Option<std::sync::Arc<ReasonDetail>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ReasonDetail {
+    reason: Option<String>,
+    source_task: Option<String>,
+}
+
+/// Where a cancellation came from (Trio's `CancelReason.source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelSource {
+    /// The scope's deadline passed.
+    Deadline,
+    /// Someone called [`CancelScope::cancel`](crate::CancelScope::cancel)
+    /// (or `cancel_with_reason`).
+    Explicit,
+    /// A nursery cancelled its children because one of them (or its body)
+    /// failed, or a `start()`ed task lost its caller.
+    Nursery,
+    /// Ctrl-C (SIGINT) interrupted the run.
+    KeyboardInterrupt,
+    /// Not known (a cancellation rebuilt from an error code).
+    Unknown,
+}
+
+impl CancelReason {
+    /// A reason with only a source.
+    pub fn new(source: CancelSource) -> CancelReason {
+        CancelReason { source, detail: None }
+    }
+
+    /// A reason with a source, an optional message and the task that caused
+    /// it (by name).
+    pub fn with_detail(source: CancelSource, reason: Option<String>, source_task: Option<String>) -> CancelReason {
+        if reason.is_none() && source_task.is_none() {
+            return CancelReason::new(source);
+        }
+        CancelReason { source, detail: Some(std::sync::Arc::new(ReasonDetail { reason, source_task })) }
+    }
+
+    /// The reason of a cancellation whose source is not known.
+    pub fn unknown() -> CancelReason {
+        CancelReason::new(CancelSource::Unknown)
+    }
+
+    /// Where the cancellation came from.
+    pub fn source(&self) -> CancelSource {
+        self.source
+    }
+
+    /// The message given to `cancel_with_reason`, or the runtime's own
+    /// explanation (for example which child failed).
+    pub fn reason(&self) -> Option<&str> {
+        self.detail.as_ref().and_then(|d| d.reason.as_deref())
+    }
+
+    /// The name of the task that cancelled the scope, when known.
+    pub fn source_task(&self) -> Option<&str> {
+        self.detail.as_ref().and_then(|d| d.source_task.as_deref())
+    }
+
+    /// `" due to SOURCE[ with reason R][ from task T]"`, for `Display`.
+    fn describe(&self) -> String {
+        let source = match self.source {
+            CancelSource::Deadline => "deadline",
+            CancelSource::Explicit => "explicit",
+            CancelSource::Nursery => "nursery",
+            CancelSource::KeyboardInterrupt => "KeyboardInterrupt",
+            CancelSource::Unknown => return String::new(),
+        };
+        let mut s = format!(" due to {source}");
+        if let Some(r) = self.reason() {
+            s.push_str(&format!(" with reason {r:?}"));
+        }
+        if let Some(t) = self.source_task() {
+            s.push_str(&format!(" from task {t}"));
+        }
+        s
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source {
+            CancelSource::Unknown => f.write_str("unknown"),
+            _ => f.write_str(self.describe().trim_start_matches(" due to ")),
         }
     }
 }
@@ -294,9 +448,12 @@ mod tests {
 
     #[test]
     fn combine_flattens_and_dedups_cancelled() {
-        let e =
-            Error::combine(vec![Error::Cancelled, Error::Group(vec![Error::Busy, Error::Cancelled]), Error::Closed])
-                .unwrap();
+        let e = Error::combine(vec![
+            Error::cancelled(),
+            Error::Group(vec![Error::Busy, Error::cancelled()]),
+            Error::Closed,
+        ])
+        .unwrap();
         let leaves = e.leaves();
         assert_eq!(leaves.len(), 3);
         assert_eq!(leaves.iter().filter(|e| e.is_cancelled()).count(), 1);
@@ -306,8 +463,8 @@ mod tests {
 
     #[test]
     fn without_cancelled_keeps_the_rest() {
-        assert!(Error::Cancelled.without_cancelled().is_none());
-        let g = Error::Group(vec![Error::Cancelled, Error::Busy]);
+        assert!(Error::cancelled().without_cancelled().is_none());
+        let g = Error::Group(vec![Error::cancelled(), Error::Busy]);
         assert!(matches!(g.without_cancelled(), Some(Error::Busy)));
     }
 

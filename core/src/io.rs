@@ -98,7 +98,7 @@ impl IoHandle {
                 }
                 if rt.current_cancelled() {
                     rt.io_drop_poll_waiter(key, generation, dir);
-                    return Err(Error::Cancelled);
+                    return Err(rt.cancelled_error());
                 }
                 let Some(rec) = rt.io_rec(key, generation) else { return Err(Error::Closed) };
                 if rec.ready[dir as usize] {
@@ -272,7 +272,7 @@ where
                 }
                 OpState::CancelYield => {
                     if rt.current_cancelled() {
-                        Poll::Ready(Err(Error::Cancelled))
+                        Poll::Ready(Err(rt.cancelled_error()))
                     } else {
                         this.attempt(rt, cx, true)
                     }
@@ -285,9 +285,9 @@ where
                     Some(ParkState::Waiting) => Poll::Pending,
                     // Woken by an event (or the source's release): try again.
                     Some(ParkState::Woken) => this.attempt(rt, cx, true),
-                    Some(ParkState::CancelPending) | Some(ParkState::Aborted) => {
+                    Some(ParkState::CancelPending) | Some(ParkState::Aborted) | Some(ParkState::Broken) => {
                         this.unpark_self(rt, park);
-                        Poll::Ready(Err(Error::Cancelled))
+                        Poll::Ready(Err(rt.cancelled_error()))
                     }
                     None => Poll::Ready(Err(Error::Runtime("parked I/O waiter vanished"))),
                 },
@@ -379,15 +379,13 @@ pub(crate) fn note_broken(e: Error, sent: usize, broken: &std::cell::Cell<bool>)
 
 /// Parks in the waiter slot `dir` of record `key`.
 async fn park_on(key: usize, generation: u32, dir: Dir) -> Result<()> {
-    let park_key = std::cell::Cell::new(usize::MAX);
-    lowlevel::park(
+    lowlevel::park_keyed::<_, ()>(
         |token| {
             let k = lowlevel::token_key(token);
-            park_key.set(k);
             let _ = runtime::with(|rt| rt.io_set_park(key, generation, dir, k));
         },
-        || {
-            let _ = runtime::with(|rt| rt.io_clear_waiter(key, generation, dir, park_key.get()));
+        move |park| {
+            let _ = runtime::with(|rt| rt.io_clear_waiter(key, generation, dir, park));
             Abort::Succeeded
         },
     )

@@ -72,6 +72,16 @@ pub fn unpark(token: WakeToken) -> bool {
 /// [`Abort::Failed`] it keeps waiting for the committed wakeup. `abort` is
 /// also called if the future is dropped while still waiting.
 ///
+/// As in Trio, `abort` runs inside the cancellation itself: when
+/// [`CancelScope::cancel`](crate::CancelScope::cancel) returns (or a
+/// deadline fires, or Ctrl-C arrives), the abort callback of every waiter
+/// in the scope has already run. That is why it must be `'static`: the run
+/// keeps it while the task waits and calls it from wherever the cancel
+/// came. Share state with it through `Rc`/`Cell` (or call [`unpark`] with
+/// the token, which is `Copy`). A callback that captures nothing is
+/// zero-sized and costs no allocation; one that captures state is boxed
+/// once per park.
+///
 /// # Checkpoint
 /// Always a checkpoint: it checks cancellation and always yields, even when
 /// cancelled on entry.
@@ -83,42 +93,61 @@ pub fn unpark(token: WakeToken) -> bool {
 pub fn park<R, A>(register: R, abort: A) -> Park<R, A>
 where
     R: FnOnce(WakeToken),
-    A: FnMut() -> Abort,
+    A: FnMut() -> Abort + 'static,
 {
-    Park { register: Some(register), abort, key: NONE, generation: 0, finished: false }
+    let mut abort = abort;
+    park_keyed(register, move |_| abort())
+}
+
+/// [`park`] whose abort callback is given the key of the waiter's record
+/// (what `register` saw in its token), for the crate's own registries.
+pub(crate) fn park_keyed<R, A>(register: R, abort: impl FnMut(usize) -> Abort + 'static) -> Park<R, A>
+where
+    R: FnOnce(WakeToken),
+{
+    Park {
+        register: Some(register),
+        abort: Some(Box::new(abort)),
+        key: NONE,
+        generation: 0,
+        finished: false,
+        _abort: PhantomData,
+    }
 }
 
 pin_project! {
     /// The future returned by [`park`]. Dropping it while it waits runs the
     /// abort callback and forgets the waiter.
     #[must_use = "futures do nothing unless awaited"]
-    pub struct Park<R, A> where A: FnMut() -> Abort {
+    pub struct Park<R, A> {
         register: Option<R>,
-        abort: A,
+        // Moved into the waiter's record on the first poll.
+        abort: Option<runtime::AbortFn>,
         key: usize,
         generation: u32,
         finished: bool,
+        _abort: PhantomData<fn() -> A>,
     }
 
-    impl<R, A> PinnedDrop for Park<R, A> where A: FnMut() -> Abort {
+    impl<R, A> PinnedDrop for Park<R, A> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if *this.key == NONE || *this.finished {
                 return;
             }
             let key = *this.key;
-            let state = runtime::with(|rt| rt.remove_park(key).state);
-            if let Ok(ParkState::Waiting | ParkState::CancelPending) = state {
-                (this.abort)();
+            let rec = runtime::with(|rt| rt.parks.contains(key).then(|| rt.remove_park(key)));
+            if let Ok(Some(rec)) = rec
+                && matches!(rec.state, ParkState::Waiting | ParkState::CancelPending)
+                && let Some(mut abort) = rec.abort
+            {
+                abort(key);
             }
         }
     }
 }
 
-impl<R, A> std::fmt::Debug for Park<R, A>
-where
-    A: FnMut() -> Abort,
-{
+impl<R, A> std::fmt::Debug for Park<R, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Park").field("key", &self.key).field("finished", &self.finished).finish_non_exhaustive()
     }
@@ -127,7 +156,6 @@ where
 impl<R, A> Future for Park<R, A>
 where
     R: FnOnce(WakeToken),
-    A: FnMut() -> Abort,
 {
     type Output = Result<()>;
 
@@ -157,20 +185,24 @@ where
             if let Some(register) = this.register.take() {
                 register(WakeToken { key, generation, task, _not_send: PhantomData });
             }
-            if cancelled && (this.abort)() == Abort::Succeeded {
-                // Cancelled on entry: still yield once, then report it.
-                let _ = runtime::with(|rt| {
-                    if let Some(p) = rt.parks.get_mut(key) {
+            let mut abort = this.abort.take();
+            let aborted = cancelled && abort.as_mut().is_some_and(|f| f(key) == Abort::Succeeded);
+            let _ = runtime::with(|rt| {
+                if let Some(p) = rt.parks.get_mut(key) {
+                    p.abort = abort;
+                    if aborted {
+                        // Cancelled on entry: still yield once, then report it.
                         p.state = ParkState::Aborted;
                     }
-                });
+                }
+            });
+            if aborted {
                 cx.waker().wake_by_ref();
             }
             return Poll::Pending;
         }
         let key = *this.key;
-        let state = runtime::with(|rt| rt.repoll_park(key, cx.waker()));
-        let state = match state {
+        let mut state = match runtime::with(|rt| rt.repoll_park(key, cx.waker())) {
             Ok(Some(s)) => s,
             Ok(None) => {
                 *this.finished = true;
@@ -181,37 +213,93 @@ where
                 return Poll::Ready(Err(e));
             }
         };
-        match state {
-            ParkState::Waiting => Poll::Pending,
-            ParkState::Woken | ParkState::Aborted => {
-                *this.finished = true;
-                Poll::Ready(if state == ParkState::Woken { Ok(()) } else { Err(Error::Cancelled) })
+        if state == ParkState::CancelPending {
+            // The cancellation's own abort pass has not reached this waiter
+            // yet: run its callback now.
+            let generation = *this.generation;
+            if let Ok(Some(mut f)) = runtime::with(|rt| rt.parks.get_mut(key).and_then(|p| p.abort.take())) {
+                let outcome = f(key);
+                let _ = runtime::with(|rt| rt.finish_abort(key, generation, f, outcome));
             }
-            ParkState::CancelPending => match (this.abort)() {
-                Abort::Succeeded => {
+            state = match runtime::with(|rt| rt.repoll_park(key, cx.waker())) {
+                Ok(Some(s)) => s,
+                Ok(None) => ParkState::Aborted,
+                Err(e) => {
                     *this.finished = true;
-                    let _ = runtime::with(|rt| rt.remove_park(key));
-                    Poll::Ready(Err(Error::Cancelled))
+                    return Poll::Ready(Err(e));
                 }
-                Abort::Failed => {
-                    let _ = runtime::with(|rt| {
-                        if let Some(p) = rt.parks.get_mut(key)
-                            && p.state == ParkState::CancelPending
-                        {
-                            p.state = ParkState::Waiting;
-                        }
-                        // An unpark that raced in during abort still counts.
-                        rt.parks.get(key).map(|p| p.state)
-                    })
-                    .ok()
-                    .flatten()
-                    .filter(|s| *s == ParkState::Woken)
-                    .map(|_| cx.waker().wake_by_ref());
-                    Poll::Pending
-                }
-            },
+            };
+        }
+        match state {
+            ParkState::Waiting | ParkState::CancelPending => Poll::Pending,
+            ParkState::Woken => {
+                *this.finished = true;
+                Poll::Ready(Ok(()))
+            }
+            ParkState::Aborted => {
+                *this.finished = true;
+                Poll::Ready(Err(runtime::cancelled_error()))
+            }
+            // Only waiters in a lot are broken; a bare park never is.
+            ParkState::Broken => {
+                *this.finished = true;
+                Poll::Ready(Err(Error::Broken))
+            }
         }
     }
+}
+
+/// Registers `task` as a breaker of `lot` (Trio's
+/// `trio.lowlevel.add_parking_lot_breaker`): when the task exits, however
+/// it exits, it breaks the lot ([`ParkingLot::break_lot`]), so the tasks
+/// parked there fail with [`Error::Broken`] instead of waiting forever for
+/// something the exited task would have done. A task can be registered for
+/// the same lot several times; each registration needs its own
+/// [`remove_parking_lot_breaker`]. [`Lock`](crate::sync::Lock) uses this for
+/// its owner. Not a checkpoint.
+///
+/// # Errors
+/// [`Error::Broken`] if `task` has exited already; [`Error::Runtime`]
+/// outside `trio::run`.
+pub fn add_parking_lot_breaker(task: Task, lot: &ParkingLot) -> Result<()> {
+    runtime::with(|rt| {
+        if rt.tasks.get(task.key).is_none_or(|t| t.generation != task.generation) {
+            return Err(Error::Broken);
+        }
+        let entry = rt.lot_breakers.entry(task.key).or_insert_with(|| (task.generation, Vec::new()));
+        if entry.0 != task.generation {
+            // A stale record of an earlier task with the same key.
+            *entry = (task.generation, Vec::new());
+        }
+        entry.1.push(lot.core().clone());
+        Ok(())
+    })?
+}
+
+/// Undoes one [`add_parking_lot_breaker`] of `task` for `lot` (Trio's
+/// `remove_parking_lot_breaker`). Not a checkpoint.
+///
+/// # Errors
+/// [`Error::Runtime`] if `task` is not registered as a breaker of `lot`,
+/// or outside `trio::run`.
+pub fn remove_parking_lot_breaker(task: Task, lot: &ParkingLot) -> Result<()> {
+    const NOT_REGISTERED: &str = "attempted to remove a task as breaker for a lot it is not registered for";
+    runtime::with(|rt| {
+        let Some((generation, lots)) = rt.lot_breakers.get_mut(&task.key) else {
+            return Err(Error::Runtime(NOT_REGISTERED));
+        };
+        if *generation != task.generation {
+            return Err(Error::Runtime(NOT_REGISTERED));
+        }
+        let Some(i) = lots.iter().position(|l| std::rc::Rc::ptr_eq(l, lot.core())) else {
+            return Err(Error::Runtime(NOT_REGISTERED));
+        };
+        lots.swap_remove(i);
+        if lots.is_empty() {
+            rt.lot_breakers.remove(&task.key);
+        }
+        Ok(())
+    })?
 }
 
 /// A yield to the scheduler followed by a cancellation check.
@@ -269,10 +357,10 @@ impl Future for Checkpoint {
         }
         match runtime::with(|rt| {
             rt.count_cancel_point();
-            rt.current_cancelled()
+            rt.current_cancelled().then(|| rt.cancelled_error())
         }) {
-            Ok(true) => Poll::Ready(Err(Error::Cancelled)),
-            Ok(false) => Poll::Ready(Ok(())),
+            Ok(Some(e)) => Poll::Ready(Err(e)),
+            Ok(None) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(e)),
         }
     }
@@ -471,13 +559,13 @@ where
         };
         let cancelled = match runtime::with(|rt| {
             rt.count_cancel_point();
-            rt.current_cancelled()
+            rt.current_cancelled().then(|| rt.cancelled_error())
         }) {
             Ok(c) => c,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        let out = if cancelled {
-            Err(Error::Cancelled)
+        let out = if let Some(e) = cancelled {
+            Err(e)
         } else {
             match op() {
                 ControlFlow::Continue(w) => return Poll::Ready(Ok(ControlFlow::Continue(w))),

@@ -25,7 +25,7 @@ use pin_project_lite::pin_project;
 use slab::Slab;
 
 use crate::cancel::CancelScope;
-use crate::error::{Error, Result};
+use crate::error::{CancelReason, CancelSource, Error, Result};
 use crate::lowlevel::type_name_of;
 use crate::runtime::{self, NONE, NodeKind};
 
@@ -244,7 +244,12 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
     /// Always a checkpoint (it waits at least one pass for the task).
     /// # Cancellation
     /// If the caller is cancelled before `started`, the task is cancelled
-    /// too and `start` returns `Err(Cancelled)`. If the `start` future is
+    /// too and `start` returns `Err(Cancelled)`. A `started` called while
+    /// the caller is cancelled (for example a `start` made inside an
+    /// already cancelled scope) does not move the task, as in Trio: `start`
+    /// waits for the task to end and returns `Err(Cancelled)` if it was
+    /// cancelled, its error if it failed, or the value if it ended
+    /// without reaching a checkpoint. If the `start` future is
     /// dropped before `started`, the task is cancelled and left to finish in
     /// the nursery.
     /// # Errors
@@ -308,16 +313,19 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
         // node of the first batch always runs, so that nested nurseries make
         // progress even when the budget is spent on the way down.
         for round in 0..ROUNDS {
-            let Ok(Some(batch)) = runtime::with(|rt| {
+            let Ok(Some((batch, aborts))) = runtime::with(|rt| {
                 if round > 0 && rt.budget_spent() {
                     return None;
                 }
                 rt.fire_timers();
                 rt.current_scope = self.scope_key;
-                Some(rt.take_batch(self.key))
+                Some((rt.take_batch(self.key), !rt.pending_aborts.is_empty()))
             }) else {
                 break;
             };
+            if aborts {
+                runtime::run_pending_aborts();
+            }
             if batch.is_empty() {
                 let _ = runtime::with(|rt| rt.give_back_batch(batch));
                 break;
@@ -480,8 +488,9 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
     }
 
     fn fail(&self, e: Error) {
+        let reason = format!("a child task failed: {e}");
         self.errors.borrow_mut().push(e);
-        self.scope.cancel();
+        self.scope.cancel_for(CancelReason::with_detail(CancelSource::Nursery, Some(reason), None));
     }
 
     fn fail_panic(&self, p: Panic) {
@@ -490,7 +499,11 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
             *slot = Some(p);
         }
         drop(slot);
-        self.scope.cancel();
+        self.scope.cancel_for(CancelReason::with_detail(
+            CancelSource::Nursery,
+            Some("a child task panicked".to_owned()),
+            None,
+        ));
     }
 
     fn finish<T>(&self, value: Option<T>) -> Result<Option<T>> {
@@ -500,7 +513,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
             let mut errors = errors;
             if rt.scopes[self.scope_key].effectively_cancelled && !errors.iter().any(Error::is_cancelled) {
                 // The exit is a cancel point, as in Trio.
-                errors.push(Error::Cancelled);
+                errors.push(rt.cancelled_error_in(self.scope_key));
             }
             // By now the nursery has yielded at least once (see `poll_run`).
             rt.count_schedule_point();
@@ -571,9 +584,23 @@ impl<V> TaskStatus<V> {
     /// Reports that the task is ready: `start` returns `value`, and the task
     /// moves into the nursery (its cancel scope is now the nursery's). Takes
     /// `self`, so it can be called only once. Not a checkpoint.
+    ///
+    /// As in Trio, if the caller of `start` is cancelled at this moment, the
+    /// task does not move: it keeps running under `start`, which returns
+    /// when the task ends: `Err(Cancelled)` if the task was cancelled (the
+    /// caller's scope catches it), the task's error if it failed, and the
+    /// value if it ended normally. (Moving a task that is unwinding from a
+    /// cancellation into a scope that is not cancelled would let that
+    /// `Cancelled` escape the scopes meant to catch it.)
     pub fn started(mut self, value: V) {
         if let Some(shared) = self.shared.take() {
             *shared.value.borrow_mut() = Some(value);
+            let key = shared.child_key;
+            let cancelled =
+                runtime::with(|rt| rt.scopes.get(key).is_some_and(|s| s.effectively_cancelled)).unwrap_or(false);
+            if cancelled {
+                return;
+            }
             shared.started.set(true);
             shared.move_into_nursery();
             shared.wake_waiter();
@@ -692,7 +719,13 @@ impl<V> Future for StartWaiter<V> {
             self.resolved = true;
             return Poll::Ready(match r {
                 Err(e) => Err(e),
-                Ok(()) => Err(Error::Runtime("a start()ed task returned without calling task_status.started()")),
+                // It called `started` while the caller was cancelled, and
+                // then ended normally.
+                Ok(()) => shared
+                    .value
+                    .borrow_mut()
+                    .take()
+                    .ok_or(Error::Runtime("a start()ed task returned without calling task_status.started()")),
             });
         }
         if shared.status_dropped.get() {
@@ -700,7 +733,7 @@ impl<V> Future for StartWaiter<V> {
             // The task runs on without a caller: cancel it, and from now on
             // its outcome (an error other than that cancellation, a panic)
             // goes to the nursery instead of being lost.
-            shared.child_scope.cancel();
+            shared.child_scope.cancel_for(start_abandoned());
             shared.move_into_nursery();
             shared.started.set(true);
             return Poll::Ready(Err(Error::Runtime(
@@ -717,10 +750,19 @@ impl<V> Drop for StartWaiter<V> {
         if !self.resolved && !self.shared.started.get() && self.shared.result.borrow().is_none() {
             // The caller went away: cancel the task and let the nursery own
             // whatever it does next.
-            self.shared.child_scope.cancel();
+            self.shared.child_scope.cancel_for(start_abandoned());
             self.shared.move_into_nursery();
             // Mark it started so its outcome goes to the nursery.
             self.shared.started.set(true);
         }
     }
+}
+
+/// The reason a `start()`ed task is cancelled when its caller goes away.
+fn start_abandoned() -> CancelReason {
+    CancelReason::with_detail(
+        CancelSource::Nursery,
+        Some("the caller of start() went away before the task started".to_owned()),
+        None,
+    )
 }

@@ -6,8 +6,8 @@ use std::cell::Cell;
 
 use trio::lowlevel::cancel_shielded_checkpoint;
 use trio::{
-    CancelScope, Error, Instant, checkpoint, checkpoint_if_cancelled, current_effective_deadline, current_time,
-    open_nursery, sleep, sleep_forever,
+    CancelScope, CancelSource, Error, Instant, checkpoint, checkpoint_if_cancelled, current_effective_deadline,
+    current_time, open_nursery, sleep, sleep_forever,
 };
 use util::*;
 
@@ -39,8 +39,8 @@ fn cancellation_is_level_triggered() {
             .run(async {
                 scope.cancel();
                 for _ in 0..3 {
-                    assert!(matches!(checkpoint().await, Err(Error::Cancelled)));
-                    assert!(matches!(sleep(secs(1)).await, Err(Error::Cancelled)));
+                    assert!(matches!(checkpoint().await, Err(Error::Cancelled(_))));
+                    assert!(matches!(sleep(secs(1)).await, Err(Error::Cancelled(_))));
                 }
                 Ok(())
             })
@@ -214,7 +214,7 @@ fn toggling_the_shield_while_cancelled() {
                     .run(async {
                         checkpoint().await?;
                         inner.set_shield(false);
-                        assert!(matches!(checkpoint().await, Err(Error::Cancelled)));
+                        assert!(matches!(checkpoint().await, Err(Error::Cancelled(_))));
                         inner.set_shield(true);
                         checkpoint().await?;
                         inner.set_shield(false);
@@ -302,7 +302,9 @@ fn a_cancel_reason_is_kept() {
             checkpoint().await
         })
         .await?;
-        assert_eq!(s.cancel_reason().as_deref(), Some("shutting down"));
+        let r = s.cancel_reason().expect("a cancelled scope has a reason");
+        assert_eq!(r.source(), trio::CancelSource::Explicit);
+        assert_eq!(r.reason(), Some("shutting down"));
         Ok(())
     })
     .unwrap();
@@ -632,4 +634,101 @@ fn cancel_called_sees_a_passed_deadline_before_it_fires() {
         Ok(())
     })
     .unwrap();
+}
+
+/// What a checkpoint in the current scope fails with.
+async fn cancelled_here() -> Error {
+    match checkpoint().await {
+        Err(e) => e,
+        Ok(()) => panic!("the checkpoint was not cancelled"),
+    }
+}
+
+// trio: test_run.py::test_cancel_reason (Trio >= 0.27: Cancelled.source)
+#[test]
+fn cancelled_says_which_deadline_or_cancel_caused_it() {
+    mock_run(async {
+        // A deadline.
+        let s = CancelScope::with_timeout(secs(1));
+        s.run(async {
+            sleep(secs(2)).await.expect_err("the deadline cancels the sleep");
+            let e = cancelled_here().await;
+            assert_eq!(e.cancel_reason().map(|r| r.source()), Some(CancelSource::Deadline), "{e}");
+            assert_eq!(e.to_string(), "cancelled due to deadline");
+            Err::<(), _>(e)
+        })
+        .await?;
+        assert_eq!(s.cancel_reason().map(|r| r.source()), Some(CancelSource::Deadline));
+
+        // An explicit cancel, with a reason and the cancelling task.
+        let s = CancelScope::new();
+        s.run(async {
+            s.cancel_with_reason("enough");
+            let e = cancelled_here().await;
+            let r = e.cancel_reason().expect("a reason");
+            assert_eq!((r.source(), r.reason()), (CancelSource::Explicit, Some("enough")));
+            assert!(r.source_task().is_some(), "the cancelling task is named");
+            assert!(e.to_string().starts_with("cancelled due to explicit with reason \"enough\" from task "), "{e}");
+            Err::<(), _>(e)
+        })
+        .await?;
+
+        // An inner scope cancelled through its parent takes the parent's
+        // reason; its own later cancel does not replace it.
+        let outer = CancelScope::new();
+        let inner = CancelScope::new();
+        outer
+            .run(async {
+                inner
+                    .run(async {
+                        outer.cancel_with_reason("outer");
+                        inner.cancel_with_reason("inner");
+                        let e = cancelled_here().await;
+                        assert_eq!(e.cancel_reason().and_then(|r| r.reason()), Some("outer"));
+                        Err::<(), _>(e)
+                    })
+                    .await
+            })
+            .await?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_failing_child_cancels_its_siblings_with_source_nursery() {
+    let seen = std::cell::RefCell::new(None);
+    let r = mock_run(async {
+        open_nursery(async |n| {
+            n.spawn(async {
+                let e = sleep(secs(10)).await.expect_err("cancelled by the failing sibling");
+                *seen.borrow_mut() = e.cancel_reason().cloned();
+                Err(e)
+            });
+            n.spawn(async {
+                sleep(secs(1)).await?;
+                Err(Error::Busy)
+            });
+            Ok(())
+        })
+        .await
+    });
+    assert!(matches!(r, Err(Error::Busy)), "{r:?}");
+    let reason = seen.borrow().clone().expect("the sibling saw a reason");
+    assert_eq!(reason.source(), CancelSource::Nursery);
+    assert!(reason.reason().is_some_and(|r| r.contains("another task is already waiting")), "{reason:?}");
+}
+
+#[test]
+fn an_error_made_outside_a_checkpoint_has_an_unknown_reason() {
+    let e = Error::cancelled();
+    assert!(e.is_cancelled());
+    assert_eq!(e.cancel_reason().map(|r| r.source()), Some(CancelSource::Unknown));
+    assert_eq!(e.to_string(), "cancelled");
+    assert!(Error::Busy.cancel_reason().is_none());
+    // Found inside groups and source chains too.
+    let g = Error::Group(vec![Error::Busy, Error::cancelled()]);
+    assert!(g.cancel_reason().is_some());
+    let io = std::io::Error::other(Error::cancelled());
+    assert!(Error::Io(io).cancel_reason().is_some());
 }

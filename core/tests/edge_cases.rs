@@ -4,6 +4,7 @@
 mod util;
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::Duration;
 
 use trio::lowlevel::{Abort, WakeToken, park, unpark};
@@ -184,7 +185,7 @@ fn no_lost_wakeups_under_shuffled_schedules() {
     for seed in 1..40u64 {
         let clock = MockClock::new();
         clock.set_autojump_threshold(Some(Duration::ZERO));
-        let handed = RefCell::new(vec![false; 16]);
+        let handed = Rc::new(RefCell::new(vec![false; 16]));
         let received = RefCell::new(vec![false; 16]);
         let cancelled = RefCell::new(vec![false; 16]);
         let tokens: RefCell<Vec<Option<WakeToken>>> = RefCell::new(vec![None; 16]);
@@ -195,13 +196,14 @@ fn no_lost_wakeups_under_shuffled_schedules() {
             .run(async {
                 open_nursery(async |n| {
                     for (i, scope) in scopes.iter().enumerate() {
-                        let (handed, received, cancelled, tokens) = (&handed, &received, &cancelled, &tokens);
+                        let (received, cancelled, tokens) = (&received, &cancelled, &tokens);
+                        let handed = handed.clone();
                         n.spawn(async move {
                             let r = scope
                                 .run(async {
                                     park(
                                         |t| tokens.borrow_mut()[i] = Some(t),
-                                        || if handed.borrow()[i] { Abort::Failed } else { Abort::Succeeded },
+                                        move || if handed.borrow()[i] { Abort::Failed } else { Abort::Succeeded },
                                     )
                                     .await
                                 })

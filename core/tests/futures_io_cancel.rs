@@ -324,7 +324,7 @@ fn scopes_catch_a_cancellation_wrapped_in_another_error() {
         // A scope that was not cancelled lets such an error through as it
         // is (it is not its cancellation).
         let out =
-            move_on_after(secs(5), async { Err::<(), _>(Error::user(Wrapper(io::Error::other(Error::Cancelled)))) })
+            move_on_after(secs(5), async { Err::<(), _>(Error::user(Wrapper(io::Error::other(Error::cancelled())))) })
                 .await;
         match out {
             Err(e @ Error::User(_)) => assert!(e.is_cancellation()),
@@ -337,8 +337,8 @@ fn scopes_catch_a_cancellation_wrapped_in_another_error() {
 
 #[test]
 fn is_cancellation_looks_through_source_chains_and_io_errors() {
-    let wrapped = || io::Error::other(Error::Cancelled);
-    assert!(Error::Cancelled.is_cancellation());
+    let wrapped = || io::Error::other(Error::cancelled());
+    assert!(Error::cancelled().is_cancellation());
     assert!(Error::Io(wrapped()).is_cancellation());
     assert!(Error::user(Wrapper(wrapped())).is_cancellation());
     assert!(Error::user(Wrapper(io::Error::other(Error::user(Wrapper(wrapped()))))).is_cancellation());
@@ -354,7 +354,7 @@ fn is_cancellation_looks_through_source_chains_and_io_errors() {
     assert!(matches!(Error::from(io::Error::new(io::ErrorKind::NotConnected, Error::Closed)), Error::Closed));
     assert!(matches!(Error::from(io::Error::other("x")), Error::Io(_)));
     // A very deep chain is not followed forever.
-    let mut deep = Error::Cancelled;
+    let mut deep = Error::cancelled();
     for _ in 0..200 {
         deep = Error::user(Wrapper(io::Error::other(deep)));
     }

@@ -5,6 +5,7 @@ mod util;
 use std::cell::{Cell, RefCell};
 #[cfg(not(target_os = "wasi"))]
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
 
 use trio::lowlevel::{Abort, WakeToken, current_root_task, current_task, park, unpark};
 #[cfg_attr(target_os = "wasi", allow(unused_imports))] // some users are native-only
@@ -67,16 +68,17 @@ fn unpark_of_a_finished_waiter_is_false() {
 fn a_failed_abort_keeps_waiting_for_the_committed_wakeup() {
     mock_run(async {
         let token: Cell<Option<WakeToken>> = Cell::new(None);
-        let aborts = Cell::new(0);
+        let aborts = Rc::new(Cell::new(0));
         let outcome = RefCell::new(None);
         let s = CancelScope::new();
         open_nursery(async |n| {
             n.spawn(async {
                 let r = s
                     .run(async {
+                        let aborts = aborts.clone();
                         let r = park(
                             |t| token.set(Some(t)),
-                            || {
+                            move || {
                                 aborts.set(aborts.get() + 1);
                                 Abort::Failed
                             },
@@ -91,6 +93,8 @@ fn a_failed_abort_keeps_waiting_for_the_committed_wakeup() {
             });
             wait_all_tasks_blocked(zero()).await?;
             s.cancel();
+            // As in Trio, the abort ran inside cancel().
+            assert_eq!(aborts.get(), 1, "the abort callback ran inside cancel()");
             wait_all_tasks_blocked(zero()).await?;
             assert_eq!(aborts.get(), 1);
             assert!(outcome.borrow().is_none(), "still parked after the failed abort");
@@ -113,17 +117,18 @@ fn no_wakeup_is_lost_when_cancel_and_wake_coincide() {
     for cancel_first in [true, false] {
         mock_run(async {
             let token: Cell<Option<WakeToken>> = Cell::new(None);
-            let handed_over = Cell::new(false);
+            let handed_over = Rc::new(Cell::new(false));
             let received = Cell::new(false);
             let s = CancelScope::new();
             open_nursery(async |n| {
                 n.spawn(async {
+                    let handed = handed_over.clone();
                     s.run(async {
                         park(
                             |t| token.set(Some(t)),
                             // A lot would remove the waiter here; if it was
                             // already handed the resource, abort fails.
-                            || if handed_over.get() { Abort::Failed } else { Abort::Succeeded },
+                            move || if handed.get() { Abort::Failed } else { Abort::Succeeded },
                         )
                         .await?;
                         received.set(true);
@@ -158,11 +163,12 @@ fn no_wakeup_is_lost_when_cancel_and_wake_coincide() {
 #[test]
 fn dropping_a_parked_future_runs_abort() {
     mock_run(async {
-        let aborted = Cell::new(false);
+        let aborted = Rc::new(Cell::new(false));
+        let flag = aborted.clone();
         let parked = park(
             |_| {},
-            || {
-                aborted.set(true);
+            move || {
+                flag.set(true);
                 Abort::Succeeded
             },
         );

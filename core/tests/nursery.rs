@@ -56,7 +56,7 @@ fn a_failing_child_cancels_its_siblings_and_the_body() {
         open_nursery(async |n| {
             n.spawn(async {
                 let r = sleep_forever().await;
-                sibling_cancelled.set(matches!(r, Err(Error::Cancelled)));
+                sibling_cancelled.set(matches!(r, Err(Error::Cancelled(_))));
                 r.map(|_| ())
             });
             n.spawn(async {
@@ -64,7 +64,7 @@ fn a_failing_child_cancels_its_siblings_and_the_body() {
                 Err(boom(1))
             });
             let r = sleep(secs(100)).await;
-            body_cancelled.set(matches!(r, Err(Error::Cancelled)));
+            body_cancelled.set(matches!(r, Err(Error::Cancelled(_))));
             r
         })
         .await?;
@@ -512,7 +512,7 @@ fn dropping_the_task_status_early_is_an_error_not_a_hang() {
                 .start(async |status: TaskStatus<()>| {
                     drop(status);
                     let r = sleep_forever().await;
-                    child_cancelled.set(matches!(r, Err(Error::Cancelled)));
+                    child_cancelled.set(matches!(r, Err(Error::Cancelled(_))));
                     r.map(|_| ())
                 })
                 .await;
@@ -560,7 +560,7 @@ fn cancelling_the_caller_before_started_cancels_the_task() {
             let r = trio::move_on_after(secs(1), async {
                 n.start(async |status: TaskStatus<()>| {
                     let r = sleep(secs(10)).await;
-                    task_cancelled.set(matches!(r, Err(Error::Cancelled)));
+                    task_cancelled.set(matches!(r, Err(Error::Cancelled(_))));
                     r?;
                     status.started(());
                     Ok(())
@@ -676,4 +676,83 @@ fn an_orphaned_start_task_still_reports_its_errors() {
     })
     .unwrap_err();
     assert_eq!(booms(&e), vec![5], "the error was not lost");
+}
+
+// trio: test_run.py::test_nursery_start (the cancelled-caller cases)
+#[test]
+fn start_in_a_cancelled_scope_is_cancelled_when_the_task_checkpoints() {
+    mock_run(async {
+        open_nursery(async |n| {
+            let cs = CancelScope::new();
+            cs.cancel();
+            let r = cs
+                .run(async {
+                    let v = n
+                        .start(async |status: TaskStatus<&str>| {
+                            status.started("hi");
+                            trio::checkpoint().await
+                        })
+                        .await;
+                    assert!(matches!(v, Err(ref e) if e.is_cancelled()), "start raised Cancelled, got {v:?}");
+                    v.map(|_| ())
+                })
+                .await?;
+            assert!(r.is_none() && cs.cancelled_caught(), "the caller's scope caught it");
+            // The task stayed with the caller: nothing is left in the nursery.
+            assert_eq!(n.child_count(), 0);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+#[test]
+fn start_in_a_cancelled_scope_returns_the_value_if_the_task_ends_without_a_checkpoint() {
+    mock_run(async {
+        open_nursery(async |n| {
+            let cs = CancelScope::new();
+            cs.cancel();
+            let v = cs
+                .run(async {
+                    n.start(async |status: TaskStatus<u32>| {
+                        status.started(7);
+                        Ok(())
+                    })
+                    .await
+                })
+                .await?;
+            assert_eq!(v, Some(7));
+            assert!(!cs.cancelled_caught());
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+#[test]
+fn an_error_after_started_in_a_cancelled_scope_comes_out_of_start() {
+    let e = mock_run(async {
+        open_nursery(async |n| {
+            let cs = CancelScope::new();
+            cs.cancel();
+            let r = cs
+                .run(async {
+                    n.start(async |status: TaskStatus<()>| {
+                        status.started(());
+                        Err(boom(4))
+                    })
+                    .await
+                })
+                .await;
+            // Out of start(), past the caller's scope (it is no
+            // cancellation), not via the nursery.
+            assert_eq!(booms(r.as_ref().unwrap_err()), vec![4]);
+            assert_eq!(n.child_count(), 0);
+            Ok(())
+        })
+        .await
+    });
+    assert!(e.is_ok(), "the error went to the nursery: {e:?}");
 }

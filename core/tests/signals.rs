@@ -159,6 +159,8 @@ fn ctrl_c_child_process_entry() {
     let r = options.run(async {
         println!("ready");
         let waited = sleep_forever().await;
+        let source = waited.as_ref().err().and_then(|e| e.cancel_reason()).map(|r| r.source());
+        println!("cancelled by {source:?}");
         let cleanup = CancelScope::shielded()
             .run(async {
                 println!("cleanup started");
@@ -222,6 +224,7 @@ fn run_child(mode: &str, waits: &[&str]) -> (Option<i32>, String) {
 #[test]
 fn ctrl_c_cancels_everything_waits_for_cleanup_and_reports_keyboard_interrupt() {
     let (code, out) = run_child("once", &["ready"]);
+    assert!(out.contains("cancelled by Some(KeyboardInterrupt)"), "{out}");
     assert!(out.contains("cleanup started") && out.contains("cleaned up"), "{out}");
     assert!(!out.contains("cleanup interrupted"), "{out}");
     assert_eq!(code, Some(130), "{out}");

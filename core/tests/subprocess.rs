@@ -447,7 +447,7 @@ fn cancelling_run_process_sends_sigterm_and_reaps_the_child() {
     trio::run(async {
         let start = current_time()?;
         let (p, outcome) = cancel_after_first_line(sh("echo ready; exec sleep 100"), RunProcessOptions::new()).await?;
-        assert!(matches!(outcome, Some(Err(Error::Cancelled))), "{outcome:?}");
+        assert!(matches!(outcome, Some(Err(Error::Cancelled(_)))), "{outcome:?}");
         let status = p.returncode().expect("run_process returned before the child was reaped");
         assert_eq!(status.signal(), Some(libc::SIGTERM));
         assert!(is_reaped(p.pid()));
@@ -469,7 +469,7 @@ fn a_child_ignoring_sigterm_gets_sigkill_after_the_grace_period() {
         let start = current_time()?;
         let script = "trap '' TERM; echo ready; exec sleep 100";
         let (p, outcome) = cancel_after_first_line(sh(script), RunProcessOptions::new()).await?;
-        assert!(matches!(outcome, Some(Err(Error::Cancelled))), "{outcome:?}");
+        assert!(matches!(outcome, Some(Err(Error::Cancelled(_)))), "{outcome:?}");
         assert_eq!(p.returncode().and_then(|s| s.signal()), Some(libc::SIGKILL));
         assert!(is_reaped(p.pid()));
         let waited = current_time()? - start;
@@ -503,7 +503,7 @@ fn a_custom_deliver_cancel_is_used_and_cancelled_once_the_child_exits() {
             })
         });
         let (p, outcome) = cancel_after_first_line(sh("echo ready; exec sleep 100"), opts).await?;
-        assert!(matches!(outcome, Some(Err(Error::Cancelled))), "{outcome:?}");
+        assert!(matches!(outcome, Some(Err(Error::Cancelled(_)))), "{outcome:?}");
         assert_eq!(p.returncode().and_then(|s| s.signal()), Some(libc::SIGUSR1));
         Ok(())
     })

@@ -174,7 +174,7 @@ fn os_error_of(e: &Error) -> i32 {
 /// Maps every variant of `trio::Error` to a status code.
 fn code_of(e: &Error) -> c_int {
     match e {
-        Error::Cancelled => TRIO_ECANCELED,
+        Error::Cancelled(_) => TRIO_ECANCELED,
         Error::TooSlow => TRIO_ETIMEDOUT,
         Error::Closed => TRIO_ECLOSED,
         Error::Broken => TRIO_EBROKEN,
@@ -308,7 +308,7 @@ mod tests {
     fn every_error_variant_maps_to_a_code() {
         let io = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
         let cases: Vec<(Error, c_int)> = vec![
-            (Error::Cancelled, TRIO_ECANCELED),
+            (Error::cancelled(), TRIO_ECANCELED),
             (Error::TooSlow, TRIO_ETIMEDOUT),
             (Error::Closed, TRIO_ECLOSED),
             (Error::Broken, TRIO_EBROKEN),
@@ -348,11 +348,11 @@ mod tests {
             let inner = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
             Error::Io(std::io::Error::new(inner.kind(), Wrapped(inner)))
         };
-        from_error(&Error::Cancelled);
+        from_error(&Error::cancelled());
         assert_eq!(trio_last_os_error(), 0);
         from_error(&wrapped());
         assert_eq!(trio_last_os_error(), libc::ECONNREFUSED);
-        from_error(&Error::Cancelled);
+        from_error(&Error::cancelled());
         from_error(&Error::Group(vec![Error::Busy, wrapped(), wrapped()]));
         assert_eq!(trio_last_os_error(), libc::ECONNREFUSED);
     }

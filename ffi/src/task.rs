@@ -527,7 +527,7 @@ impl Pump {
     /// The layer's result: `Err(Cancelled)` if a C call in it was cancelled.
     fn finish(&mut self) -> Result<()> {
         self.state = PumpState::Done;
-        if self.saw_cancel.get() { Err(Error::Cancelled) } else { Ok(()) }
+        if self.saw_cancel.get() { Err(Error::cancelled()) } else { Ok(()) }
     }
 }
 
@@ -560,7 +560,7 @@ impl Future for Pump {
                     }
                     Poll::Ready(r) => {
                         this.core.layers.borrow_mut().pop();
-                        if matches!(r, Err(Error::Cancelled)) {
+                        if matches!(r, Err(Error::Cancelled(_))) {
                             this.saw_cancel.set(true);
                         }
                         if this.core.finished.get().is_some() {
@@ -676,7 +676,7 @@ pub(crate) fn wait<T>(fut: impl Future<Output = Result<T>>) -> std::result::Resu
 /// The status code of `e`, with its detail recorded; a cancellation is
 /// also noted in the calling task's innermost layer.
 pub(crate) fn note_error(e: &Error) -> i32 {
-    if matches!(e, Error::Cancelled) {
+    if matches!(e, Error::Cancelled(_)) {
         let _ = with_current(|c| {
             if let Some(l) = c.layers.borrow().last() {
                 l.1.set(true);
@@ -696,7 +696,7 @@ pub(crate) fn note_error(e: &Error) -> i32 {
 fn task_result(code: i32) -> Result<i32> {
     match code {
         0.. => Ok(code),
-        error::TRIO_ECANCELED => Err(Error::Cancelled),
+        error::TRIO_ECANCELED => Err(Error::cancelled()),
         _ => Err(Error::User(Box::new(TaskFailed(code)))),
     }
 }

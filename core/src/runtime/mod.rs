@@ -40,10 +40,10 @@ use slab::Slab;
 
 use crate::cancel::ScopeState;
 use crate::driver::{self, Driver, Events, PlatformDriver};
-use crate::error::{Error, Result};
+use crate::error::{CancelReason, CancelSource, Error, Result};
 use crate::time::{Clock, Instant, SystemClock};
 
-pub(crate) use park::{LotCore, ParkRec, ParkState};
+pub(crate) use park::{AbortFn, LotCore, ParkRec, ParkState, run_pending_aborts};
 pub(crate) use scopes::ScopeRec;
 pub(crate) use tasks::{NodeKind, NurseryRec, TaskRec};
 use waker::{RunId, Shared};
@@ -99,6 +99,11 @@ pub(crate) struct Runtime {
     pub(crate) dfs: Vec<usize>,
     /// Task polls since the loop last looked at I/O (see [`POLL_BUDGET`]).
     pub(crate) polls_since_io: u32,
+    /// Waiters whose abort callbacks must run (see `park::run_pending_aborts`).
+    pub(crate) pending_aborts: Vec<(usize, u32)>,
+    /// Lot breakers: task key → (its generation, the lots it breaks when it
+    /// exits), see `lowlevel::add_parking_lot_breaker`.
+    pub(crate) lot_breakers: std::collections::HashMap<usize, (u32, Vec<Rc<LotCore>>)>,
 }
 
 thread_local! {
@@ -109,6 +114,12 @@ thread_local! {
 }
 
 const OUTSIDE: &str = "called outside trio::run";
+
+/// The `Cancelled` a checkpoint of the code running now reports (with the
+/// reason of its scope's cancellation).
+pub(crate) fn cancelled_error() -> Error {
+    with(|rt| rt.cancelled_error()).unwrap_or_else(|_| Error::cancelled())
+}
 
 /// Runs `f` on this thread's runtime.
 ///
@@ -252,7 +263,7 @@ impl Runtime {
             }
             self.timers.pop_first();
             self.scopes[key].timer = None;
-            self.cancel_scope(key);
+            self.cancel_scope(key, CancelReason::new(CancelSource::Deadline));
         }
     }
 
@@ -365,6 +376,8 @@ impl RunOptions {
             spare_batches: Vec::new(),
             dfs: Vec::new(),
             polls_since_io: 0,
+            pending_aborts: Vec::new(),
+            lot_breakers: std::collections::HashMap::new(),
         };
         let root = rt.insert_root("<main>");
         rt.root = root;
@@ -448,7 +461,7 @@ impl RunOptions {
             }
             // Wakes from other threads, expired deadlines, and the plan for
             // the driver, in one borrow.
-            let (deferred, mut plan, budget_spent) = {
+            let (deferred, mut plan, budget_spent, aborts) = {
                 let mut rt = cell.borrow_mut();
                 for word in injected.drain(..) {
                     rt.wake_word(word);
@@ -459,9 +472,13 @@ impl RunOptions {
                     system.append(&mut rt.new_system_tasks);
                 }
                 let deferred = std::mem::take(&mut rt.deferred);
-                (deferred, rt.plan(), rt.budget_spent())
+                (deferred, rt.plan(), rt.budget_spent(), !rt.pending_aborts.is_empty())
             };
-            if !deferred.is_empty() {
+            if aborts {
+                // Deadlines that fired aborted waiters with callbacks.
+                run_pending_aborts();
+            }
+            if !deferred.is_empty() || aborts {
                 for w in deferred {
                     w.wake();
                 }
@@ -536,6 +553,7 @@ fn listen_ctrl_c(shared: &Arc<Shared>) -> Option<crate::driver::signals::Registr
     let deliver = move |_sig: i32| {
         let _ = token.run_sync_soon_runtime(CTRL_C_KEY, || {
             let _ = with(|rt| rt.keyboard_interrupt());
+            run_pending_aborts();
         });
     };
     crate::driver::signals::listen(&[crate::driver::signals::numbers::SIGINT], Arc::new(deliver)).ok()
@@ -549,11 +567,11 @@ impl Runtime {
         self.keyboard_interrupts += 1;
         if self.keyboard_interrupts == 1 {
             let root = self.root_scope;
-            self.cancel_scope(root);
+            self.cancel_scope(root, CancelReason::new(CancelSource::KeyboardInterrupt));
         } else {
             let keys: Vec<usize> = self.scopes.iter().map(|(k, _)| k).collect();
             for k in keys {
-                self.cancel_scope(k);
+                self.cancel_scope(k, CancelReason::new(CancelSource::KeyboardInterrupt));
             }
         }
     }

@@ -1,16 +1,32 @@
 //! Records of parked waiters: the one place tasks block.
 //!
 //! A waiter sits in the intrusive list of the cancel scope it parked in, so
-//! cancelling a scope finds exactly the waiters it must nudge. Nudging sets
-//! `CancelPending` and wakes the waiter; the waiter's own future then runs its
-//! abort callback (it owns it) and either leaves with `Cancelled` or, if the
-//! abort fails because a wakeup is already committed, keeps waiting.
+//! cancelling a scope finds exactly the waiters it must abort. As in Trio,
+//! the abort happens inside the cancellation (`cancel()`, a deadline firing,
+//! Ctrl-C), not when the waiter next runs:
+//!
+//! - a waiter queued in a `ParkingLot` leaves the queue at once and is marked
+//!   `Aborted` (nothing can be handed to it any more);
+//! - a waiter with an abort callback (`lowlevel::park`) is marked
+//!   `CancelPending` and queued in `pending_aborts`; [`run_pending_aborts`]
+//!   runs the callbacks as soon as the runtime is no longer borrowed (every
+//!   cancelling entry point calls it, and the run loop too), and either marks
+//!   the waiter `Aborted` or, if a wakeup is already committed, puts it back
+//!   to `Waiting`;
+//! - other waiters (I/O operations) are marked `CancelPending` and clean up
+//!   when they next run.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::task::Waker;
 
-use super::{NONE, Runtime};
+use super::{NONE, Runtime, with};
+use crate::lowlevel::Abort;
+
+/// A parked waiter's abort callback, owned by its record so that the run
+/// can call it when the waiter's scope is cancelled. It is given the key of
+/// the waiter's record.
+pub(crate) type AbortFn = Box<dyn FnMut(usize) -> Abort>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ParkState {
@@ -22,6 +38,9 @@ pub(crate) enum ParkState {
     Woken,
     /// Cancelled on entry: the waiter returns `Cancelled` after one yield.
     Aborted,
+    /// Its lot was broken (`ParkingLot::break_lot`): the waiter returns
+    /// `Broken`.
+    Broken,
 }
 
 pub(crate) struct ParkRec {
@@ -38,6 +57,8 @@ pub(crate) struct ParkRec {
     /// The lot tag and the parking task (identity key), for `unpark_one`.
     pub(crate) tag: usize,
     pub(crate) task: usize,
+    /// The abort callback of a `lowlevel::park` waiter.
+    pub(crate) abort: Option<AbortFn>,
 }
 
 /// The queue of one `ParkingLot`: a FIFO list threaded through the parked
@@ -47,11 +68,19 @@ pub(crate) struct LotCore {
     pub(crate) head: Cell<usize>,
     pub(crate) tail: Cell<usize>,
     pub(crate) len: Cell<usize>,
+    /// The tasks that broke the lot, in order (Trio's `broken_by`); parking
+    /// in a broken lot fails with `Broken`.
+    pub(crate) broken_by: std::cell::RefCell<Vec<crate::lowlevel::Task>>,
 }
 
 impl LotCore {
     pub(crate) fn new() -> LotCore {
-        LotCore { head: Cell::new(NONE), tail: Cell::new(NONE), len: Cell::new(0) }
+        LotCore {
+            head: Cell::new(NONE),
+            tail: Cell::new(NONE),
+            len: Cell::new(0),
+            broken_by: std::cell::RefCell::new(Vec::new()),
+        }
     }
 }
 
@@ -71,6 +100,7 @@ impl Runtime {
             lot_next: NONE,
             tag: 0,
             task: NONE,
+            abort: None,
         });
         if scope != NONE {
             self.link_park(key, scope);
@@ -175,7 +205,7 @@ impl Runtime {
             p.state = ParkState::Waiting;
         }
         let state = p.state;
-        if matches!(state, ParkState::Woken | ParkState::Aborted) {
+        if matches!(state, ParkState::Woken | ParkState::Aborted | ParkState::Broken) {
             self.remove_park(key);
         }
         Some(state)
@@ -197,7 +227,119 @@ impl Runtime {
                 }
                 true
             }
-            ParkState::Woken | ParkState::Aborted => false,
+            ParkState::Woken | ParkState::Aborted | ParkState::Broken => false,
         }
+    }
+
+    /// Breaks `lot` on behalf of `task` (Trio's `ParkingLot.break_lot`):
+    /// records the breaker and wakes every waiter with `Broken`. A lot
+    /// broken before only records the new breaker.
+    pub(crate) fn break_lot(&mut self, lot: &Rc<LotCore>, task: crate::lowlevel::Task) {
+        let first = {
+            let mut by = lot.broken_by.borrow_mut();
+            by.push(task);
+            by.len() == 1
+        };
+        if !first {
+            return;
+        }
+        while lot.head.get() != NONE {
+            let key = lot.head.get();
+            self.lot_unlink(key);
+            let p = &mut self.parks[key];
+            p.state = ParkState::Broken;
+            let w = p.waker.clone();
+            self.wake_waker(&w);
+        }
+    }
+
+    /// Task `key` ended: it breaks every lot it was registered for (see
+    /// `lowlevel::add_parking_lot_breaker`).
+    pub(crate) fn task_exited(&mut self, key: usize, generation: u32) {
+        if self.lot_breakers.is_empty() {
+            return;
+        }
+        let Some((g, lots)) = self.lot_breakers.remove(&key) else { return };
+        if g != generation {
+            return;
+        }
+        let task = crate::lowlevel::Task::from_parts(key, generation);
+        for lot in lots {
+            self.break_lot(&lot, task);
+        }
+    }
+}
+
+impl Runtime {
+    /// Aborts a waiter whose scope just became cancelled (see the module
+    /// docs). Called for each `Waiting` waiter of the scope.
+    pub(crate) fn abort_parked(&mut self, key: usize) {
+        let p = &mut self.parks[key];
+        if p.lot.is_some() {
+            // Queued in a lot: leave it now, so no unpark can pick it.
+            self.lot_unlink(key);
+            self.parks[key].state = ParkState::Aborted;
+        } else {
+            p.state = ParkState::CancelPending;
+            if p.abort.is_some() {
+                let generation = p.generation;
+                self.pending_aborts.push((key, generation));
+            }
+        }
+        let w = self.parks[key].waker.clone();
+        self.wake_waker(&w);
+    }
+
+    /// The next abort callback to run: its record is still `CancelPending`
+    /// and its scope still cancelled (a shield may have gone up since).
+    fn next_pending_abort(&mut self) -> Option<(usize, u32, AbortFn)> {
+        while let Some((key, generation)) = self.pending_aborts.pop() {
+            let Some(p) = self.parks.get(key) else { continue };
+            if p.generation != generation || p.state != ParkState::CancelPending {
+                continue;
+            }
+            let cancelled = p.scope != NONE && self.scopes[p.scope].effectively_cancelled;
+            let p = &mut self.parks[key];
+            if !cancelled {
+                p.state = ParkState::Waiting;
+                continue;
+            }
+            if let Some(f) = p.abort.take() {
+                return Some((key, generation, f));
+            }
+        }
+        None
+    }
+
+    /// Records what an abort callback reported (see [`run_abort`]).
+    pub(crate) fn finish_abort(&mut self, key: usize, generation: u32, f: AbortFn, outcome: Abort) {
+        let Some(p) = self.parks.get_mut(key) else { return };
+        if p.generation != generation {
+            return;
+        }
+        p.abort = Some(f);
+        match outcome {
+            Abort::Succeeded => {
+                p.state = ParkState::Aborted;
+                let w = p.waker.clone();
+                self.wake_waker(&w);
+            }
+            Abort::Failed => {
+                if p.state == ParkState::CancelPending {
+                    p.state = ParkState::Waiting;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the abort callbacks of waiters whose scopes were cancelled (see the
+/// module docs). Must be called with the runtime not borrowed; a no-op
+/// outside a run. Callbacks may cancel more scopes: their aborts run here
+/// too.
+pub(crate) fn run_pending_aborts() {
+    while let Some((key, generation, mut f)) = with(|rt| rt.next_pending_abort()).ok().flatten() {
+        let outcome = f(key);
+        let _ = with(|rt| rt.finish_abort(key, generation, f, outcome));
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{NONE, ParkState, Runtime};
 use crate::cancel::ScopeState;
-use crate::error::Error;
+use crate::error::{CancelReason, CancelSource, Error};
 use crate::time::Instant;
 
 pub(crate) struct ScopeRec {
@@ -64,11 +64,14 @@ impl Runtime {
         let parent_cancelled = parent != NONE && self.scopes[parent].effectively_cancelled;
         let s = &mut self.scopes[key];
         s.effectively_cancelled = s.state.cancel_called.get() || (!s.state.shield.get() && parent_cancelled);
+        if s.effectively_cancelled && !s.state.cancel_called.get() {
+            self.inherit_reason(key);
+        }
         let s = &self.scopes[key];
         let deadline = s.state.deadline.get();
         if lazy && deadline != Instant::MAX && !s.state.cancel_called.get() {
             if deadline <= now.unwrap_or_else(|| self.now()) {
-                self.cancel_scope(key);
+                self.cancel_scope(key, CancelReason::new(CancelSource::Deadline));
             } else {
                 self.scopes[key].unarmed = true;
             }
@@ -152,10 +155,12 @@ impl Runtime {
         self.recompute(key);
     }
 
-    /// Marks the scope cancelled and delivers it to its subtree.
-    pub(crate) fn cancel_scope(&mut self, key: usize) {
+    /// Marks the scope cancelled and delivers it to its subtree. `reason`
+    /// is kept unless the scope has one already (the first cancel wins).
+    pub(crate) fn cancel_scope(&mut self, key: usize, reason: CancelReason) {
         let s = &self.scopes[key];
         s.state.cancel_called.set(true);
+        s.state.cancel_reason.borrow_mut().get_or_insert(reason);
         self.scopes[key].unarmed = false;
         if let Some(deadline) = self.scopes[key].timer.take() {
             self.timers.remove(&(deadline, key));
@@ -184,6 +189,9 @@ impl Runtime {
                 continue;
             }
             if now {
+                if !self.scopes[k].state.cancel_called.get() {
+                    self.inherit_reason(k);
+                }
                 self.nudge_parked(k);
             }
             let mut c = self.scopes[k].first_child;
@@ -195,14 +203,35 @@ impl Runtime {
         self.dfs = stack;
     }
 
+    /// A scope cancelled through its parent takes the parent's reason (as
+    /// Trio's), unless it has one of its own.
+    fn inherit_reason(&self, key: usize) {
+        let s = &self.scopes[key];
+        if s.parent == NONE || s.state.cancel_reason.borrow().is_some() {
+            return;
+        }
+        let parent = self.scopes[s.parent].state.cancel_reason.borrow().clone();
+        *s.state.cancel_reason.borrow_mut() = parent;
+    }
+
+    /// The `Cancelled` a checkpoint in the current scope reports: it carries
+    /// the reason of that scope's cancellation.
+    pub(crate) fn cancelled_error(&self) -> Error {
+        self.cancelled_error_in(self.current_scope)
+    }
+
+    /// The `Cancelled` of a checkpoint in scope `key`.
+    pub(crate) fn cancelled_error_in(&self, key: usize) -> Error {
+        let reason = self.scopes.get(key).and_then(|s| s.state.cancel_reason.borrow().clone());
+        Error::Cancelled(reason.unwrap_or_else(CancelReason::unknown))
+    }
+
     fn nudge_parked(&mut self, scope: usize) {
         let mut p = self.scopes[scope].parked_head;
         while p != NONE {
             let next = self.parks[p].next;
             if self.parks[p].state == ParkState::Waiting {
-                self.parks[p].state = ParkState::CancelPending;
-                let w = self.parks[p].waker.clone();
-                self.wake_waker(&w);
+                self.abort_parked(p);
             }
             p = next;
         }
@@ -231,7 +260,7 @@ impl Runtime {
             return;
         }
         if want <= self.now() {
-            self.cancel_scope(key);
+            self.cancel_scope(key, CancelReason::new(CancelSource::Deadline));
         } else {
             self.timers.insert((want, key), ());
             self.scopes[key].timer = Some(want);

@@ -151,7 +151,8 @@ impl Runtime {
 
     /// Removes a finished (or dropped) child task.
     pub(crate) fn remove_child(&mut self, key: usize) {
-        self.tasks.remove(key);
+        let t = self.tasks.remove(key);
+        self.task_exited(key, t.generation);
     }
 
     /// Removes a nursery record and its body node.

@@ -396,7 +396,7 @@ pub async fn run_process(cmd: &mut Command, options: RunProcessOptions) -> Resul
                 // stop the child and reap it, shielded.
                 match stop_and_reap(proc_ref, deliver_ref).await {
                     Ok(()) => Err(e),
-                    Err(cleanup) => Err(Error::combine(vec![e, cleanup]).unwrap_or(Error::Cancelled)),
+                    Err(cleanup) => Err(Error::combine(vec![e, cleanup]).unwrap_or_else(Error::cancelled)),
                 }
             }
         }
@@ -404,7 +404,7 @@ pub async fn run_process(cmd: &mut Command, options: RunProcessOptions) -> Resul
     .await?;
     // The nursery catches only its own scope's cancellation, which nothing
     // but a failed child task triggers, and then returns that error.
-    let status = status.ok_or(Error::Cancelled)?;
+    let status = status.ok_or_else(Error::cancelled)?;
     let stdout = out_buf.into_inner();
     let stderr = err_buf.into_inner();
     if check && !status.success() {

@@ -6,7 +6,7 @@ use super::ParkingLot;
 use crate::error::{Error, Result};
 use std::ops::ControlFlow;
 
-use crate::lowlevel::{Task, checkpointed, current_task};
+use crate::lowlevel::{Task, add_parking_lot_breaker, checkpointed, current_task, remove_parking_lot_breaker};
 
 /// A snapshot of a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl LockImpl {
         match self.owner.get() {
             Some(o) if o == me => Err(Error::Runtime("attempt to re-acquire a lock this task already holds")),
             None if self.lot.is_empty() => {
-                self.owner.set(Some(me));
+                self.set_owner(Some(me));
                 Ok(())
             }
             _ => Err(Error::WouldBlock),
@@ -70,7 +70,24 @@ impl LockImpl {
 
     fn hand_off(&self) {
         let next = self.lot.unpark_one();
-        self.owner.set(next.and_then(|u| u.task));
+        self.set_owner(next.and_then(|u| u.task));
+    }
+
+    /// Changes the owner. As in Trio, the owner is registered as a breaker
+    /// of the lock's lot: a task that exits while holding the lock breaks
+    /// it, and its waiters (and later acquirers) get `Broken` instead of
+    /// blocking forever.
+    fn set_owner(&self, owner: Option<Task>) {
+        if let Some(old) = self.owner.replace(owner) {
+            let _ = remove_parking_lot_breaker(old, &self.lot);
+        }
+        if let Some(new) = owner
+            && add_parking_lot_breaker(new, &self.lot).is_err()
+        {
+            // The new owner has exited already (it was handed the lock in
+            // the same pass as it ended): nobody can release it.
+            let _ = self.lot.break_lot(Some(new));
+        }
     }
 
     fn statistics(&self) -> LockStatistics {

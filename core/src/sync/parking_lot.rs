@@ -85,12 +85,15 @@ impl ParkingLot {
     /// Parks the current task at the back of the lot until unparked.
     ///
     /// # Checkpoint
-    /// Always a checkpoint: it yields, and checks cancellation.
+    /// Always a checkpoint: it yields, and checks cancellation (except on a
+    /// broken lot, where it fails at once, as Trio's).
     /// # Cancellation
     /// Returns `Err(Error::Cancelled)`; the task was removed from the lot and
     /// nothing was handed to it.
     /// # Errors
-    /// [`Error::Runtime`] outside `trio::run`.
+    /// [`Error::Broken`] if the lot is or becomes broken
+    /// ([`break_lot`](ParkingLot::break_lot)); [`Error::Runtime`] outside
+    /// `trio::run`.
     pub fn park(&self) -> LotPark<'_, fn()> {
         self.park_handoff(0, || {})
     }
@@ -232,6 +235,42 @@ impl ParkingLot {
     pub fn statistics(&self) -> ParkingLotStatistics {
         ParkingLotStatistics { tasks_waiting: self.len() }
     }
+
+    /// Breaks the lot (Trio's `ParkingLot.break_lot`), on behalf of `task`
+    /// (the current task when `None`): every task parked here is woken
+    /// with [`Error::Broken`], and every later park fails with it at once.
+    /// Breaking a broken lot again only records one more breaker. This is
+    /// what happens when a task registered with
+    /// [`add_parking_lot_breaker`](crate::lowlevel::add_parking_lot_breaker)
+    /// exits; a [`Lock`](crate::sync::Lock) registers its owner, so a task
+    /// that ends while holding a lock breaks it for its waiters instead of
+    /// leaving them blocked forever. Not a checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`] outside `trio::run` (when `task` is `None`).
+    pub fn break_lot(&self, task: Option<Task>) -> Result<()> {
+        let task = match task {
+            Some(t) => t,
+            None => crate::lowlevel::current_task()?,
+        };
+        match runtime::with(|rt| rt.break_lot(&self.core, task)) {
+            Ok(()) => Ok(()),
+            // Outside a run nobody can be parked: just record it.
+            Err(_) => {
+                self.core.broken_by.borrow_mut().push(task);
+                Ok(())
+            }
+        }
+    }
+
+    /// The tasks that broke the lot, in order (empty while it is whole).
+    pub fn broken_by(&self) -> Vec<Task> {
+        self.core.broken_by.borrow().clone()
+    }
+
+    pub(crate) fn core(&self) -> &Rc<LotCore> {
+        &self.core
+    }
 }
 
 pin_project! {
@@ -284,6 +323,10 @@ impl<F: FnOnce()> Future for LotPark<'_, F> {
             if first {
                 rt.count_schedule_point();
                 rt.count_cancel_point();
+                if !lot.broken_by.borrow().is_empty() {
+                    // Trio raises at once, without a checkpoint.
+                    return (NONE, Poll::Ready(Err(Error::Broken)));
+                }
                 let (key, _) = rt.insert_park(cx.waker().clone());
                 let p = &mut rt.parks[key];
                 p.tag = tag;
@@ -301,12 +344,13 @@ impl<F: FnOnce()> Future for LotPark<'_, F> {
             let key = *this.key;
             match rt.repoll_park(key, cx.waker()) {
                 Some(ParkState::Woken) => (key, Poll::Ready(Ok(()))),
-                Some(ParkState::Aborted) => (key, Poll::Ready(Err(Error::Cancelled))),
+                Some(ParkState::Broken) => (key, Poll::Ready(Err(Error::Broken))),
+                Some(ParkState::Aborted) => (key, Poll::Ready(Err(rt.cancelled_error()))),
                 Some(ParkState::CancelPending) => {
                     // Still queued and still cancelled (an unpark would have
                     // made it Woken): leave the lot; nothing was handed to us.
                     rt.remove_park(key);
-                    (key, Poll::Ready(Err(Error::Cancelled)))
+                    (key, Poll::Ready(Err(rt.cancelled_error())))
                 }
                 Some(ParkState::Waiting) => (key, Poll::Pending),
                 None => (key, Poll::Ready(Err(Error::Runtime("parked waiter vanished")))),

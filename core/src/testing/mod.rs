@@ -41,7 +41,7 @@ pub async fn wait_all_tasks_blocked(cushion: Duration) -> Result<()> {
             let key = token_key(token);
             let _ = runtime::with(|rt| rt.idle_waiters.insert((cushion, seq), key));
         },
-        || {
+        move || {
             let _ = runtime::with(|rt| rt.idle_waiters.remove(&(cushion, seq)));
             Abort::Succeeded
         },

@@ -56,13 +56,13 @@ fn via_host<T>(shared: &CallShared, req: Request, rx: mpsc::Receiver<Result<T>>)
         // waiting for a host that is gone.
         let mut queue = shared.requests.lock().unwrap_or_else(PoisonError::into_inner);
         if shared.abandoned.load(Ordering::Acquire) {
-            return Err(Error::Cancelled);
+            return Err(Error::cancelled());
         }
         queue.push_back(req);
     }
     shared.nudge_host()?;
     // A dropped request (the host abandoned the call) closes the channel.
-    rx.recv().unwrap_or(Err(Error::Cancelled))
+    rx.recv().unwrap_or(Err(Error::cancelled()))
 }
 
 /// Runs `f` on the run's thread and returns its result. From a `to_thread`
@@ -126,7 +126,7 @@ where
 pub fn check_cancelled() -> Result<()> {
     let shared = worker_shared().ok_or(Error::Runtime("not a trio worker thread"))?;
     if shared.cancelled.load(Ordering::Acquire) || shared.abandoned.load(Ordering::Acquire) {
-        Err(Error::Cancelled)
+        Err(Error::cancelled())
     } else {
         Ok(())
     }

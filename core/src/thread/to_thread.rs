@@ -257,7 +257,7 @@ impl Options {
                         }
                     })
                 },
-                || {
+                move || {
                     if abandon {
                         CALLS.with_borrow_mut(|c| {
                             if let Some(c) = c.get_mut(&call_id) {
