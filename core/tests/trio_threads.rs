@@ -2,197 +2,231 @@
 //! `core/tests/threads.rs` does not cover already, see
 //! `docs/conformance/test_threads.md`. Worker threads are real, so every
 //! wait on one is bounded in count and time.
-// Native only: WASI has no threads.
-#![cfg(not(target_os = "wasi"))]
+// Native only but for one test: WASI has no threads (so there every
+// spawn fails, which one test uses).
 
 mod util;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
-use std::time::Duration;
+#[cfg(target_os = "wasi")]
+mod wasi {
+    use std::rc::Rc;
 
-use trio::lowlevel::current_trio_token;
-use trio::sync::CapacityLimiter;
-use trio::testing::wait_all_tasks_blocked;
-use trio::{CancelScope, Error, from_thread, open_nursery, to_thread};
-use util::*;
+    use trio::sync::CapacityLimiter;
+    use trio::{Error, to_thread};
 
-thread_local! {
-    /// The scope around the `to_thread` call of the running test (set on the
-    /// run's thread, read by callbacks that run there).
-    static HOST_SCOPE: RefCell<Option<CancelScope>> = const { RefCell::new(None) };
+    use super::util::*;
+
+    // trio: test_threads.py::test_run_in_worker_thread_fail_to_spawn (WASI
+    // cannot start threads: the call fails and gives its token back)
+    #[test]
+    fn a_thread_that_cannot_start_gives_its_limiter_token_back() {
+        mock_run(async {
+            let limiter = Rc::new(CapacityLimiter::new(1));
+            for _ in 0..3 {
+                let r = to_thread::Options::new().limiter(limiter.clone()).run_sync(|| ()).await;
+                assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
+                assert_eq!(limiter.borrowed_tokens(), 0, "the token of the call that never started came back");
+            }
+            let default = to_thread::current_default_thread_limiter()?;
+            assert!(matches!(to_thread::run_sync(|| ()).await, Err(Error::Io(_))));
+            assert_eq!(default.borrowed_tokens(), 0);
+            Ok(())
+        })
+        .unwrap();
+    }
 }
 
-fn cancel_host_scope() {
-    HOST_SCOPE.with_borrow(|s| s.as_ref().expect("host scope set").cancel());
-}
+#[cfg(not(target_os = "wasi"))]
+mod native {
+    use super::util;
 
-/// Blocks (bounded: about two seconds) until `cond` holds. Only for code
-/// that must hold the run's thread while another OS thread acts.
-fn spin_until(cond: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if cond() {
-            return;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    use trio::lowlevel::current_trio_token;
+    use trio::sync::CapacityLimiter;
+    use trio::testing::wait_all_tasks_blocked;
+    use trio::{CancelScope, Error, from_thread, open_nursery, to_thread};
+    use util::*;
+
+    thread_local! {
+        /// The scope around the `to_thread` call of the running test (set on the
+        /// run's thread, read by callbacks that run there).
+        static HOST_SCOPE: RefCell<Option<CancelScope>> = const { RefCell::new(None) };
+    }
+
+    fn cancel_host_scope() {
+        HOST_SCOPE.with_borrow(|s| s.as_ref().expect("host scope set").cancel());
+    }
+
+    /// Blocks (bounded: about two seconds) until `cond` holds. Only for code
+    /// that must hold the run's thread while another OS thread acts.
+    fn spin_until(cond: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(1));
     }
-}
 
-// trio: test_threads.py::test_run_in_worker_thread_abandoned (a cancel
-// delivered before the thread's result reaches the host wins: the call is
-// abandoned and reports Cancelled, as Trio's abort runs inside cancel())
-#[test]
-fn a_cancel_queued_before_the_result_wins_with_abandon_on_cancel() {
-    for _ in 0..20 {
-        mock_run(async {
-            let scope = CancelScope::new();
-            HOST_SCOPE.with_borrow_mut(|s| *s = Some(scope.clone()));
-            let token = current_trio_token()?;
-            let r = scope
-                .run(to_thread::Options::new().abandon_on_cancel(true).run_sync(move || {
-                    // This worker is busy, so it is not counted as idle.
-                    let before = to_thread::idle_worker_threads();
-                    // Queued before the completion notice, so it runs first.
-                    // It holds the run's thread until this worker went idle
-                    // (after queuing that notice), so that the cancel and
-                    // the notice reach the run in the same batch.
-                    token
-                        .run_sync_soon(move || {
-                            spin_until(|| to_thread::idle_worker_threads() > before);
-                            cancel_host_scope();
-                        })
-                        .unwrap();
-                    7
-                }))
-                .await?;
-            assert_eq!(r, None, "the thread's result came back although the cancel came first");
-            assert!(scope.cancelled_caught());
-            HOST_SCOPE.with_borrow_mut(|s| *s = None);
-            Ok(())
-        })
-        .unwrap();
-    }
-}
-
-// trio: test_threads.py::test_from_thread_check_cancelled_raises_in_foreign_threads
-// and test_run_in_worker_thread_abandoned (a cancel delivered before a
-// `from_thread` request is served: the host gives up the call, it does not
-// serve the request first and hand back the thread's result)
-#[test]
-fn a_cancel_queued_before_a_from_thread_request_wins_with_abandon_on_cancel() {
-    for _ in 0..20 {
-        let served = Arc::new(AtomicUsize::new(0));
-        let (reply_tx, reply_rx) = mpsc::channel::<trio::Result<()>>();
-        mock_run(async {
-            let scope = CancelScope::new();
-            HOST_SCOPE.with_borrow_mut(|s| *s = Some(scope.clone()));
-            let token = current_trio_token()?;
-            let served2 = served.clone();
-            let asking = Arc::new(AtomicBool::new(false));
-            let (go_tx, go_rx) = mpsc::channel::<()>();
-            let r = scope
-                .run(open_nursery(async |n| {
-                    // The worker starts only once the host is parked.
-                    n.spawn(async move {
-                        wait_all_tasks_blocked(Duration::ZERO).await?;
-                        go_tx.send(()).unwrap();
-                        Ok(())
-                    });
-                    to_thread::Options::new()
-                        .abandon_on_cancel(true)
-                        .run_sync(move || {
-                            go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-                            let asking2 = asking.clone();
-                            token
-                                .run_sync_soon(move || {
-                                    spin_until(|| asking2.load(Ordering::SeqCst));
-                                    cancel_host_scope();
-                                })
-                                .unwrap();
-                            asking.store(true, Ordering::SeqCst);
-                            let reply = from_thread::run_sync(move || {
-                                served2.fetch_add(1, Ordering::SeqCst);
-                            });
-                            let _ = reply_tx.send(reply);
-                            7
-                        })
-                        .await
-                }))
-                .await?;
-            assert_eq!(r, None, "the host served the request and returned the thread's result");
-            assert!(scope.cancelled_caught());
-            HOST_SCOPE.with_borrow_mut(|s| *s = None);
-            // The worker's request was refused (this crate refuses requests
-            // of an abandoned call; Trio runs them in a system task).
-            let reply = to_thread::run_sync(move || reply_rx.recv_timeout(Duration::from_secs(10))).await?;
-            assert!(matches!(reply, Ok(Err(Error::Cancelled))), "{reply:?}");
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(served.load(Ordering::SeqCst), 0, "the request ran after the cancel");
-    }
-}
-
-// trio: test_threads.py::test_run_in_worker_thread_abandoned (the limiter:
-// an abandoned thread keeps its token until it really finishes, so a limit
-// of N never lets more than N threads run at once)
-#[test]
-fn abandoned_threads_keep_their_limiter_tokens_until_they_finish() {
-    const N: usize = 2;
-    let running = Arc::new(AtomicUsize::new(0));
-    let max = Arc::new(AtomicUsize::new(0));
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
-    mock_run(async {
-        let limiter = Rc::new(CapacityLimiter::new(N));
-        let start = |abandon: bool| {
-            let (running, max, release_rx, limiter) =
-                (running.clone(), max.clone(), release_rx.clone(), limiter.clone());
-            to_thread::Options::new().limiter(limiter).abandon_on_cancel(abandon).run_sync(move || {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                max.fetch_max(now, Ordering::SeqCst);
-                let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
-                running.fetch_sub(1, Ordering::SeqCst);
-            })
-        };
-        // N calls start their threads and are abandoned (cancelled at t=1)
-        // while the threads keep running.
-        let r = trio::move_on_after(secs(1), async {
-            open_nursery(async |n| {
-                for _ in 0..N {
-                    n.spawn(start(true));
-                }
+    // trio: test_threads.py::test_run_in_worker_thread_abandoned (a cancel
+    // delivered before the thread's result reaches the host wins: the call is
+    // abandoned and reports Cancelled, as Trio's abort runs inside cancel())
+    #[test]
+    fn a_cancel_queued_before_the_result_wins_with_abandon_on_cancel() {
+        for _ in 0..20 {
+            mock_run(async {
+                let scope = CancelScope::new();
+                HOST_SCOPE.with_borrow_mut(|s| *s = Some(scope.clone()));
+                let token = current_trio_token()?;
+                let r = scope
+                    .run(to_thread::Options::new().abandon_on_cancel(true).run_sync(move || {
+                        // This worker is busy, so it is not counted as idle.
+                        let before = to_thread::idle_worker_threads();
+                        // Queued before the completion notice, so it runs first.
+                        // It holds the run's thread until this worker went idle
+                        // (after queuing that notice), so that the cancel and
+                        // the notice reach the run in the same batch.
+                        token
+                            .run_sync_soon(move || {
+                                spin_until(|| to_thread::idle_worker_threads() > before);
+                                cancel_host_scope();
+                            })
+                            .unwrap();
+                        7
+                    }))
+                    .await?;
+                assert_eq!(r, None, "the thread's result came back although the cancel came first");
+                assert!(scope.cancelled_caught());
+                HOST_SCOPE.with_borrow_mut(|s| *s = None);
                 Ok(())
             })
-            .await
-        })
-        .await?;
-        assert!(r.is_none());
-        until(|| running.load(Ordering::SeqCst) == N).await?;
-        assert_eq!(limiter.borrowed_tokens(), N, "abandoned threads still hold their tokens");
-        // Another call must wait for a token: it does not start while the
-        // abandoned threads run.
-        let r = trio::move_on_after(secs(1), start(false)).await?;
-        assert!(r.is_none(), "a call got a token while {N} abandoned threads ran");
-        assert_eq!(running.load(Ordering::SeqCst), N);
-        // One abandoned thread finishes: its token goes back, and a waiting
-        // call can run.
-        release_tx.send(()).unwrap();
-        until(|| limiter.borrowed_tokens() == N - 1).await?;
-        open_nursery(async |n| {
-            n.spawn(start(false));
-            // Let it (and the last abandoned thread) finish.
+            .unwrap();
+        }
+    }
+
+    // trio: test_threads.py::test_from_thread_check_cancelled_raises_in_foreign_threads
+    // and test_run_in_worker_thread_abandoned (a cancel delivered before a
+    // `from_thread` request is served: the host gives up the call, it does not
+    // serve the request first and hand back the thread's result)
+    #[test]
+    fn a_cancel_queued_before_a_from_thread_request_wins_with_abandon_on_cancel() {
+        for _ in 0..20 {
+            let served = Arc::new(AtomicUsize::new(0));
+            let (reply_tx, reply_rx) = mpsc::channel::<trio::Result<()>>();
+            mock_run(async {
+                let scope = CancelScope::new();
+                HOST_SCOPE.with_borrow_mut(|s| *s = Some(scope.clone()));
+                let token = current_trio_token()?;
+                let served2 = served.clone();
+                let asking = Arc::new(AtomicBool::new(false));
+                let (go_tx, go_rx) = mpsc::channel::<()>();
+                let r = scope
+                    .run(open_nursery(async |n| {
+                        // The worker starts only once the host is parked.
+                        n.spawn(async move {
+                            wait_all_tasks_blocked(Duration::ZERO).await?;
+                            go_tx.send(()).unwrap();
+                            Ok(())
+                        });
+                        to_thread::Options::new()
+                            .abandon_on_cancel(true)
+                            .run_sync(move || {
+                                go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                                let asking2 = asking.clone();
+                                token
+                                    .run_sync_soon(move || {
+                                        spin_until(|| asking2.load(Ordering::SeqCst));
+                                        cancel_host_scope();
+                                    })
+                                    .unwrap();
+                                asking.store(true, Ordering::SeqCst);
+                                let reply = from_thread::run_sync(move || {
+                                    served2.fetch_add(1, Ordering::SeqCst);
+                                });
+                                let _ = reply_tx.send(reply);
+                                7
+                            })
+                            .await
+                    }))
+                    .await?;
+                assert_eq!(r, None, "the host served the request and returned the thread's result");
+                assert!(scope.cancelled_caught());
+                HOST_SCOPE.with_borrow_mut(|s| *s = None);
+                // The worker's request was refused (this crate refuses requests
+                // of an abandoned call; Trio runs them in a system task).
+                let reply = to_thread::run_sync(move || reply_rx.recv_timeout(Duration::from_secs(10))).await?;
+                assert!(matches!(reply, Ok(Err(Error::Cancelled))), "{reply:?}");
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(served.load(Ordering::SeqCst), 0, "the request ran after the cancel");
+        }
+    }
+
+    // trio: test_threads.py::test_run_in_worker_thread_abandoned (the limiter:
+    // an abandoned thread keeps its token until it really finishes, so a limit
+    // of N never lets more than N threads run at once)
+    #[test]
+    fn abandoned_threads_keep_their_limiter_tokens_until_they_finish() {
+        const N: usize = 2;
+        let running = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
+        mock_run(async {
+            let limiter = Rc::new(CapacityLimiter::new(N));
+            let start = |abandon: bool| {
+                let (running, max, release_rx, limiter) =
+                    (running.clone(), max.clone(), release_rx.clone(), limiter.clone());
+                to_thread::Options::new().limiter(limiter).abandon_on_cancel(abandon).run_sync(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(now, Ordering::SeqCst);
+                    let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            };
+            // N calls start their threads and are abandoned (cancelled at t=1)
+            // while the threads keep running.
+            let r = trio::move_on_after(secs(1), async {
+                open_nursery(async |n| {
+                    for _ in 0..N {
+                        n.spawn(start(true));
+                    }
+                    Ok(())
+                })
+                .await
+            })
+            .await?;
+            assert!(r.is_none());
             until(|| running.load(Ordering::SeqCst) == N).await?;
+            assert_eq!(limiter.borrowed_tokens(), N, "abandoned threads still hold their tokens");
+            // Another call must wait for a token: it does not start while the
+            // abandoned threads run.
+            let r = trio::move_on_after(secs(1), start(false)).await?;
+            assert!(r.is_none(), "a call got a token while {N} abandoned threads ran");
+            assert_eq!(running.load(Ordering::SeqCst), N);
+            // One abandoned thread finishes: its token goes back, and a waiting
+            // call can run.
             release_tx.send(()).unwrap();
-            release_tx.send(()).unwrap();
+            until(|| limiter.borrowed_tokens() == N - 1).await?;
+            open_nursery(async |n| {
+                n.spawn(start(false));
+                // Let it (and the last abandoned thread) finish.
+                until(|| running.load(Ordering::SeqCst) == N).await?;
+                release_tx.send(()).unwrap();
+                release_tx.send(()).unwrap();
+                Ok(())
+            })
+            .await?;
+            until(|| limiter.borrowed_tokens() == 0).await?;
             Ok(())
         })
-        .await?;
-        until(|| limiter.borrowed_tokens() == 0).await?;
-        Ok(())
-    })
-    .unwrap();
-    assert_eq!(max.load(Ordering::SeqCst), N, "never more than {N} threads at once");
+        .unwrap();
+        assert_eq!(max.load(Ordering::SeqCst), N, "never more than {N} threads at once");
+    }
 }

@@ -248,7 +248,12 @@ impl Options {
                 let _ = shared.notify_done();
             })
         };
-        pool::spawn_job(job)?;
+        if let Err(e) = pool::spawn_job(job) {
+            // No thread will ever run or report: the call is over, and the
+            // guard gives the token back now (as for a finished thread).
+            shared.done.store(true, Ordering::Release);
+            return Err(e.into());
+        }
 
         let abandon = self.abandon_on_cancel;
         loop {
