@@ -257,8 +257,16 @@ impl Options {
 
         let abandon = self.abandon_on_cancel;
         loop {
-            // Serve the worker's requests in this task.
+            // Serve the worker's requests in this task. A host that may
+            // abandon the call stops serving once its scope is cancelled
+            // (a request it served may have cancelled it): it parks below,
+            // the park aborts, and the requests left are refused, as in
+            // Trio, where the host goes back to waiting after each request
+            // and the pending cancel abandons the call there.
             loop {
+                if abandon && shared.cancelled.load(Ordering::Acquire) {
+                    break;
+                }
                 let req = shared.requests.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
                 match req {
                     Some(Request::Sync(f)) => f(),
