@@ -58,6 +58,30 @@ pub trait SendStream: AsyncResource {
     /// # Errors
     /// As [`send_all`](SendStream::send_all) (`Busy` if a send is running).
     async fn wait_send_all_might_not_block(&self) -> Result<()>;
+
+    /// Closes only the sending side, if this stream can: a
+    /// [`HalfCloseableStream`] does its
+    /// [`send_eof`](HalfCloseableStream::send_eof) and returns `Some` of its
+    /// result; a stream that cannot half-close returns `None` and does
+    /// nothing (not even a checkpoint).
+    ///
+    /// This is how generic code that only knows it has a `SendStream` asks
+    /// "are you half-closeable?" (Rust has no specialization and no
+    /// `isinstance`): [`StapledStream::send_eof`] calls it and closes the
+    /// send half with `aclose` only when it returns `None`, as Trio's
+    /// `StapledStream.send_eof` does.
+    ///
+    /// **Every [`HalfCloseableStream`] must override it** as
+    /// `Some(self.send_eof().await)`; the default (`None`) is for streams
+    /// that cannot half-close. The conformance check
+    /// [`check_half_closeable_stream`](crate::testing::check_half_closeable_stream)
+    /// fails for a half-closeable stream that forgot to.
+    ///
+    /// # Errors
+    /// Inside `Some`: as [`HalfCloseableStream::send_eof`].
+    async fn send_eof_if_supported(&self) -> Option<Result<()>> {
+        None
+    }
 }
 
 /// The receiving half of a byte stream.
@@ -112,8 +136,11 @@ pub(crate) fn empty_buffer_error() -> crate::Error {
 
 /// A [`SendStream`] and a [`ReceiveStream`] joined into one [`Stream`], like
 /// Trio's `StapledStream` (for example a subprocess's stdin and stdout).
-/// `send_eof` closes the send half (what Trio does when that half is not
-/// half-closeable itself); `aclose` closes both halves.
+/// `send_eof` calls the send half's own `send_eof` when it is
+/// half-closeable (see [`SendStream::send_eof_if_supported`]), and
+/// otherwise closes the send half with `aclose`; `aclose` closes both
+/// halves (the receive half also when closing the send half failed; if both
+/// fail, the error is an [`Error::Group`](crate::Error::Group) of the two).
 #[derive(Debug)]
 pub struct StapledStream<S, R> {
     /// The half that sends.
@@ -131,9 +158,11 @@ impl<S: SendStream, R: ReceiveStream> StapledStream<S, R> {
 
 impl<S: SendStream, R: ReceiveStream> AsyncResource for StapledStream<S, R> {
     async fn aclose(&self) -> Result<()> {
+        // Both halves are closed even if the first fails; if both fail,
+        // both errors are reported (as a group), not just one.
         let a = self.send_stream.aclose().await;
         let b = self.receive_stream.aclose().await;
-        a.and(b)
+        crate::Error::combine(a.err().into_iter().chain(b.err()).collect()).map_or(Ok(()), Err)
     }
 }
 
@@ -145,6 +174,12 @@ impl<S: SendStream, R: ReceiveStream> SendStream for StapledStream<S, R> {
     async fn wait_send_all_might_not_block(&self) -> Result<()> {
         self.send_stream.wait_send_all_might_not_block().await
     }
+
+    /// A stapled stream is half-closeable: see
+    /// [`send_eof`](StapledStream::send_eof).
+    async fn send_eof_if_supported(&self) -> Option<Result<()>> {
+        Some(HalfCloseableStream::send_eof(self).await)
+    }
 }
 
 impl<S: SendStream, R: ReceiveStream> ReceiveStream for StapledStream<S, R> {
@@ -154,9 +189,16 @@ impl<S: SendStream, R: ReceiveStream> ReceiveStream for StapledStream<S, R> {
 }
 
 impl<S: SendStream, R: ReceiveStream> HalfCloseableStream for StapledStream<S, R> {
-    /// Closes the send half (as Trio does when the send half is not itself
-    /// half-closeable).
+    /// The send half's own `send_eof` if it is half-closeable (it reports
+    /// that through [`SendStream::send_eof_if_supported`]); otherwise closes
+    /// the send half with `aclose`, as Trio does.
+    ///
+    /// # Errors
+    /// Whatever the send half's `send_eof` or `aclose` returns.
     async fn send_eof(&self) -> Result<()> {
-        self.send_stream.aclose().await
+        match self.send_stream.send_eof_if_supported().await {
+            Some(r) => r,
+            None => self.send_stream.aclose().await,
+        }
     }
 }

@@ -568,6 +568,10 @@ impl<S: Stream> SendStream for TlsCore<S> {
         self.ensure_handshake().await?;
         self.transport.wait_send_all_might_not_block().await
     }
+
+    async fn send_eof_if_supported(&self) -> Option<Result<()>> {
+        Some(HalfCloseableStream::send_eof(self).await)
+    }
 }
 
 impl<S: Stream> ReceiveStream for TlsCore<S> {
@@ -789,6 +793,9 @@ impl<S: Stream> SendStream for TlsStream<S> {
     }
     async fn wait_send_all_might_not_block(&self) -> Result<()> {
         self.core.wait_send_all_might_not_block().await
+    }
+    async fn send_eof_if_supported(&self) -> Option<Result<()>> {
+        Some(self.core.send_eof().await)
     }
 }
 

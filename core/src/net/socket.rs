@@ -253,6 +253,9 @@ macro_rules! stream_traits {
             async fn wait_send_all_might_not_block(&self) -> $crate::Result<()> {
                 self.sock.wait_send_all_might_not_block().await
             }
+            async fn send_eof_if_supported(&self) -> Option<$crate::Result<()>> {
+                Some(self.sock.send_eof().await)
+            }
         }
         impl $crate::abc::ReceiveStream for $ty {
             async fn receive_some(&self, buf: &mut [u8]) -> $crate::Result<usize> {

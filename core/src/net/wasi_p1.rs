@@ -413,6 +413,10 @@ impl crate::abc::SendStream for TcpStream {
         self.core.raw()?;
         self.core.io.wait_ready(Dir::Write).await
     }
+
+    async fn send_eof_if_supported(&self) -> Option<Result<()>> {
+        Some(crate::abc::HalfCloseableStream::send_eof(self).await)
+    }
 }
 
 impl crate::abc::ReceiveStream for TcpStream {

@@ -562,6 +562,10 @@ impl crate::abc::SendStream for TcpStream {
         self.with_conn(|_| Ok(()))?;
         self.reg.io.wait_ready(Dir::Write).await
     }
+
+    async fn send_eof_if_supported(&self) -> Option<Result<()>> {
+        Some(self.send_eof_impl().await)
+    }
 }
 
 impl crate::abc::ReceiveStream for TcpStream {

@@ -857,6 +857,12 @@ where
         expect_err(s1.send_all(b"y").await, "send_all after send_eof", "Closed", is_closed)?;
         // ... but send_eof again is fine...
         cp("send_eof", s1.send_eof()).await?;
+        // ... also when generic code asks for it through `SendStream`
+        // (what `StapledStream::send_eof` does with its send half)...
+        match s1.send_eof_if_supported().await {
+            Some(r) => assert!(r.is_ok(), "send_eof_if_supported after send_eof: {r:?}"),
+            None => panic!("a HalfCloseableStream must override SendStream::send_eof_if_supported"),
+        }
         // ... and the other direction still works.
         open_nursery(async |n| {
             n.spawn(send_x_then_eof(s2));

@@ -65,6 +65,10 @@ impl CallShared {
 struct CallLocal {
     /// The parked host, if it is parked.
     wake: Option<WakeToken>,
+    /// With `abandon_on_cancel`: the host's cancellation flag (set inside
+    /// `cancel()`), so that a wake-up arriving after a cancel does not
+    /// unpark a host that Trio would already have aborted.
+    abandon_when: Option<Arc<AtomicBool>>,
     /// The completion notice ran: the host may take the result.
     done_seen: bool,
     /// For an abandoned call: the token to give back when the thread ends.
@@ -82,6 +86,13 @@ static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 /// `call_id` (`done`: the completion notice). For a call its host
 /// abandoned, the completion notice gives the limiter token back (the
 /// thread is finished then; a request nudge is not enough).
+///
+/// A host that may abandon its call and whose scope is already cancelled
+/// is not unparked: the cancel came first, so its park aborts and the call
+/// ends with `Cancelled` (Trio runs the abort inside `cancel()`, so there a
+/// result or request arriving after the cancel finds the host gone). Without
+/// this, the lazily delivered cancel lost to the wake-up, and the host
+/// served the request or returned the thread's result instead.
 fn wake_host(call_id: u64, done: bool) {
     let (wake, abandoned) = CALLS.with_borrow_mut(|calls| match calls.get_mut(&call_id) {
         Some(c) if c.abandoned.is_some() => {
@@ -93,7 +104,11 @@ fn wake_host(call_id: u64, done: bool) {
         }
         Some(c) => {
             c.done_seen |= done;
-            (c.wake.take(), None)
+            if c.abandon_when.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
+                (None, None)
+            } else {
+                (c.wake.take(), None)
+            }
         }
         None => (None, None),
     });
@@ -168,7 +183,11 @@ impl Options {
 
     /// If cancelled while `f` runs, return `Err(Cancelled)` at once and let
     /// the thread finish on its own; its result is dropped, and its limiter
-    /// token is given back when it ends.
+    /// token is given back when it ends (not before: abandoned threads count
+    /// against the limit while they run). A cancel that reaches the call
+    /// before the thread's result (or before one of its `from_thread`
+    /// requests) wins: the call returns `Err(Cancelled)`, and the request
+    /// fails with `Cancelled` in the thread instead of being served.
     pub fn abandon_on_cancel(mut self, abandon: bool) -> Options {
         self.abandon_on_cancel = abandon;
         self
@@ -208,7 +227,10 @@ impl Options {
         });
         let observed = runtime::with(|rt| rt.observe_cancel(shared.cancelled.clone()))?;
         let _unobserve = Unobserve { scope: observed, flag: shared.cancelled.clone() };
-        CALLS.with_borrow_mut(|c| c.insert(call_id, CallLocal { wake: None, done_seen: false, abandoned: None }));
+        let abandon_when = self.abandon_on_cancel.then(|| shared.cancelled.clone());
+        CALLS.with_borrow_mut(|c| {
+            c.insert(call_id, CallLocal { wake: None, abandon_when, done_seen: false, abandoned: None })
+        });
         // From here on the limiter token goes back exactly once: now if the
         // thread is done, or when it ends if the call is abandoned.
         let _guard = CallGuard { shared: shared.clone(), limiter: Some((limiter, borrower)) };
@@ -226,12 +248,25 @@ impl Options {
                 let _ = shared.notify_done();
             })
         };
-        pool::spawn_job(job)?;
+        if let Err(e) = pool::spawn_job(job) {
+            // No thread will ever run or report: the call is over, and the
+            // guard gives the token back now (as for a finished thread).
+            shared.done.store(true, Ordering::Release);
+            return Err(e.into());
+        }
 
         let abandon = self.abandon_on_cancel;
         loop {
-            // Serve the worker's requests in this task.
+            // Serve the worker's requests in this task. A host that may
+            // abandon the call stops serving once its scope is cancelled
+            // (a request it served may have cancelled it): it parks below,
+            // the park aborts, and the requests left are refused, as in
+            // Trio, where the host goes back to waiting after each request
+            // and the pending cancel abandons the call there.
             loop {
+                if abandon && shared.cancelled.load(Ordering::Acquire) {
+                    break;
+                }
                 let req = shared.requests.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
                 match req {
                     Some(Request::Sync(f)) => f(),
@@ -310,7 +345,10 @@ impl Drop for CallGuard {
         // `from_thread` call fails instead of waiting forever.
         drop(pending);
         let _ = CALLS.try_with(|c| {
-            c.borrow_mut().insert(id, CallLocal { wake: None, done_seen: false, abandoned: Some((limiter, borrower)) });
+            c.borrow_mut().insert(
+                id,
+                CallLocal { wake: None, abandon_when: None, done_seen: false, abandoned: Some((limiter, borrower)) },
+            );
         });
     }
 }
