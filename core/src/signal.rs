@@ -4,7 +4,10 @@
 //! taking their usual action, queued (coalesced: each signal at most once
 //! until it is read, in order of first arrival), and handed out by
 //! [`SignalReceiver::receive`]. Dropping the receiver restores the previous
-//! handlers and re-raises any signal it never read, so none is lost.
+//! handlers and re-raises any signal it never read, so none is lost (also
+//! one caught just before the drop and not yet passed on). A handler that
+//! the program installed itself while the receiver was open is left in
+//! place (only what the receiver changed is restored).
 //! Unix; on Windows only `Signal::SIGINT` (Ctrl-C and Ctrl-Break), and an
 //! unread one is dropped rather than re-raised; elsewhere
 //! `open_signal_receiver` fails with `Unsupported`.

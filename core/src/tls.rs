@@ -13,12 +13,15 @@
 //! while the others wait for it.
 //!
 //! # Failure
-//! A TLS error (bad certificate, wrong host name, garbage, a peer that
-//! vanished mid-handshake) is reported as [`Error::Io`] with kind
-//! `InvalidData` (TLS) or the transport's own error, naming what went wrong;
-//! the alert is sent to the peer if the transport still works, and the
-//! stream is broken from then on (later operations: `Broken`), as after a
-//! transport error during the handshake. A cancelled `send_all` (or a
+//! A TLS error (bad certificate, wrong host name, garbage, a tampered
+//! record) is reported as [`Error::Io`] with kind `InvalidData` naming what
+//! went wrong; the alert is sent to the peer if the transport still works,
+//! and the stream is broken from then on (later operations: `Broken`), as
+//! after a transport error during the handshake. A peer that is gone (its
+//! transport ended without `close_notify`, during the handshake or after
+//! it, or reset) is [`Error::Broken`], as Trio's `BrokenResourceError`
+//! (unless [`https_compatible`](TlsStream::https_compatible), where an end
+//! without `close_notify` after the handshake is a normal end of stream). A cancelled `send_all` (or a
 //! handshake cancelled while sending) also leaves the stream broken, as in
 //! Trio. A handshake cancelled while waiting for the peer can go on later
 //! (unlike Trio, where it breaks the stream), but `aclose` does not resume
@@ -114,6 +117,64 @@ struct Inner {
     pending: Vec<u8>,
     pending_pos: usize,
     pending_len: usize,
+    /// Where the record stream is: rustls is handed one record at a time,
+    /// so that what follows the peer's `close_notify` stays in `pending`
+    /// (for [`TlsStream::unwrap`]). `record_left` is what rustls has not
+    /// had yet of the current record's body; `header[..header_len]` the
+    /// part of the next record header it has had.
+    record_left: usize,
+    header: [u8; 5],
+    header_len: usize,
+}
+
+/// The length of a TLS record header (type, version, body length).
+const RECORD_HEADER: usize = 5;
+
+impl Inner {
+    /// How many of `data` (the next received bytes) belong to the current
+    /// record.
+    fn until_record_end(&self, data: &[u8]) -> usize {
+        if self.record_left > 0 {
+            return self.record_left.min(data.len());
+        }
+        let need = RECORD_HEADER - self.header_len;
+        if data.len() < need {
+            return data.len();
+        }
+        let mut header = self.header;
+        header[self.header_len..].copy_from_slice(&data[..need]);
+        let body = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        (need + body).min(data.len())
+    }
+
+    /// Notes that rustls took `taken` (the next received bytes).
+    fn advance_records(&mut self, mut taken: &[u8]) {
+        // Bounded: every turn consumes bytes.
+        while !taken.is_empty() {
+            if self.record_left > 0 {
+                let k = self.record_left.min(taken.len());
+                self.record_left -= k;
+                taken = &taken[k..];
+                continue;
+            }
+            let k = (RECORD_HEADER - self.header_len).min(taken.len());
+            self.header[self.header_len..self.header_len + k].copy_from_slice(&taken[..k]);
+            self.header_len += k;
+            taken = &taken[k..];
+            if self.header_len == RECORD_HEADER {
+                self.header_len = 0;
+                self.record_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            }
+        }
+    }
+}
+
+/// A transport error that says the peer is gone is `Broken`.
+fn transport_error(e: Error) -> Error {
+    match e {
+        Error::Io(e) if crate::io::is_broken(&e) => Error::Broken,
+        other => other,
+    }
 }
 
 /// The state and operations of a [`TlsCore`], shared (through an `Rc`)
@@ -210,6 +271,9 @@ impl<S: Stream> TlsCore<S> {
                 pending: Vec::new(),
                 pending_pos: 0,
                 pending_len: 0,
+                record_left: 0,
+                header: [0; RECORD_HEADER],
+                header_len: 0,
             }),
             https_compatible: Cell::new(false),
             send_lock: Lock::new(),
@@ -260,7 +324,7 @@ impl<S: Stream> TlsCore<S> {
                 break;
             }
             let guard = MarkOnDrop::new(&self.inner, mark_broken);
-            self.transport.send_all(&buf).await?;
+            self.transport.send_all(&buf).await.map_err(transport_error)?;
             guard.disarm();
         }
         buf.clear();
@@ -301,7 +365,7 @@ impl<S: Stream> TlsCore<S> {
                     Ok(n) => n,
                     Err(e) => {
                         self.spare.set(buf);
-                        return Err(e);
+                        return Err(transport_error(e));
                     }
                 };
                 let mut inner = self.inner.borrow_mut();
@@ -325,24 +389,38 @@ impl<S: Stream> TlsCore<S> {
         Ok(yielded)
     }
 
-    /// Hands rustls the received bytes it can take now, processing each
-    /// piece (rustls takes no more while decrypted data waits to be read;
-    /// the rest stays in `pending`).
+    /// Hands rustls the received bytes it can take now, one record at a
+    /// time, processing each (rustls takes no more while decrypted data
+    /// waits to be read, nor after the peer's `close_notify`; the rest
+    /// stays in `pending`).
     fn feed(&self) -> Result<()> {
         let mut guard = self.inner.borrow_mut();
         let inner = &mut *guard;
         let (pos, len) = (inner.pending_pos, inner.pending_len);
-        let mut data = &inner.pending[pos..len];
-        let eof = pos == len && inner.transport_eof;
+        let pending = std::mem::take(&mut inner.pending);
+        let result = Self::feed_from(inner, &pending[pos..len], pos == len && inner.transport_eof);
+        inner.pending = pending;
+        result
+    }
+
+    fn feed_from(inner: &mut Inner, mut data: &[u8], eof: bool) -> Result<()> {
+        let len = inner.pending_len;
         // Bounded: every turn consumes bytes, or stops.
-        for _ in 0..(len - pos + 2) {
-            if !(eof || (!data.is_empty() && inner.conn.wants_read())) {
+        for _ in 0..(data.len() + 2) {
+            // While handshaking, rustls takes a whole flight even when it
+            // has an answer queued (as when it was fed all at once).
+            let wanted = inner.conn.wants_read() || inner.conn.is_handshaking();
+            if !(eof || (!data.is_empty() && wanted)) {
                 break;
             }
             // `read_tls` of an empty reader records the transport's EOF.
-            let n = inner.conn.read_tls(&mut data)?;
+            let mut piece = &data[..inner.until_record_end(data)];
+            let n = inner.conn.read_tls(&mut piece)?;
+            inner.advance_records(&data[..n]);
+            data = &data[n..];
             if let Err(e) = inner.conn.process_new_packets() {
                 inner.broken = true;
+                inner.pending_pos = len - data.len();
                 return Err(tls_error(e));
             }
             if eof || n == 0 {
@@ -407,18 +485,15 @@ impl<S: Stream> TlsCore<S> {
         Err(Error::Io(io::Error::new(io::ErrorKind::InvalidData, "TLS handshake did not finish")))
     }
 
-    /// `fill`, turning a transport EOF during the handshake into a clear
-    /// error.
+    /// `fill`, turning a transport EOF during the handshake into `Broken`
+    /// (the peer is gone; as Trio's `BrokenResourceError`).
     async fn fill_checking_eof(&self) -> Result<()> {
         self.fill().await?;
         let mut inner = self.inner.borrow_mut();
         // An EOF mid-handshake would leave rustls waiting forever.
         if inner.conn.is_handshaking() && inner.transport_eof {
             inner.broken = true;
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "TLS: the peer closed the connection during the handshake",
-            )));
+            return Err(Error::Broken);
         }
         Ok(())
     }
@@ -446,7 +521,7 @@ impl<S: Stream> TlsCore<S> {
         }
     }
 
-    async fn unwrap(self) -> Result<S> {
+    async fn unwrap(self) -> Result<(S, Vec<u8>)> {
         self.check_usable()?;
         self.ensure_handshake().await?;
         self.inner.borrow_mut().conn.send_close_notify();
@@ -454,7 +529,13 @@ impl<S: Stream> TlsCore<S> {
         let mut probe = [0u8; 1];
         for _ in 0..100_000 {
             match self.read_plaintext(&mut probe) {
-                Ok(0) => return Ok(self.transport),
+                Ok(0) => {
+                    // What followed the peer's close_notify (fed to rustls
+                    // one record at a time, it never took those bytes).
+                    let inner = self.inner.into_inner();
+                    let trailing = inner.pending[inner.pending_pos..inner.pending_len].to_vec();
+                    return Ok((self.transport, trailing));
+                }
                 Ok(_) => {
                     return Err(Error::Io(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -464,10 +545,22 @@ impl<S: Stream> TlsCore<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.fill().await?;
                 }
-                Err(e) => return Err(Error::Io(e)),
+                Err(e) => return Err(self.read_error(e)),
             }
         }
         Err(Error::Io(io::Error::new(io::ErrorKind::InvalidData, "TLS unwrap: no close_notify")))
+    }
+
+    /// A plaintext read error: a transport EOF without `close_notify` (a
+    /// truncation, or a peer that vanished) breaks the stream and is
+    /// `Broken`.
+    fn read_error(&self, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            self.inner.borrow_mut().broken = true;
+            Error::Broken
+        } else {
+            Error::Io(e)
+        }
     }
 
     fn read_plaintext(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -516,7 +609,7 @@ impl<S: Stream> TlsCore<S> {
     async fn flush_unchecked(&self) -> Result<()> {
         let mut buf = Vec::new();
         self.take_tls(&mut buf)?;
-        if buf.is_empty() { Ok(()) } else { self.transport.send_all(&buf).await }
+        if buf.is_empty() { Ok(()) } else { self.transport.send_all(&buf).await.map_err(transport_error) }
     }
 
     /// The handshake if needed, then `close_notify`, sent.
@@ -565,8 +658,11 @@ impl<S: Stream> SendStream for TlsCore<S> {
     async fn wait_send_all_might_not_block(&self) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
         self.check_usable()?;
-        self.ensure_handshake().await?;
-        self.transport.wait_send_all_might_not_block().await
+        // As Trio: no handshake here (a hint must not start one, which could
+        // wait for the peer); the transport's own wait, once no receive is
+        // sending on it.
+        let _g = lock_quickly(&self.send_lock).await?;
+        self.transport.wait_send_all_might_not_block().await.map_err(transport_error)
     }
 
     async fn send_eof_if_supported(&self) -> Option<Result<()>> {
@@ -590,37 +686,36 @@ impl<S: Stream> ReceiveStream for TlsCore<S> {
             }
             return Err(e);
         }
+        // As Trio's `_retry`: a cancellation check first (a cancelled call
+        // takes nothing), then a yield at the end unless a transport
+        // receive (or a wait) already did, so that a receive served from
+        // rustls's buffer is a full checkpoint too.
+        crate::lowlevel::checkpoint_if_cancelled().await?;
         // Bounded: every turn reads plaintext or feeds rustls a chunk.
         let mut yielded = false;
         for _ in 0..1_000_000 {
             self.check_usable()?;
-            match self.read_plaintext(buf) {
-                Ok(n) => {
-                    // Every operation is a checkpoint: yield here unless a
-                    // transport receive (or a wait) already did (Trio's
-                    // `_retry` does the same).
-                    if !yielded {
-                        if n > 0 {
-                            crate::lowlevel::cancel_shielded_checkpoint().await?;
-                        } else {
-                            crate::lowlevel::checkpoint().await?;
-                        }
-                    }
-                    return Ok(n);
+            let n = match self.read_plaintext(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    yielded |= self.fill().await?;
+                    continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => yielded |= self.fill().await?,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    if self.https_compatible.get() {
-                        return Ok(0);
-                    }
-                    self.inner.borrow_mut().broken = true;
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "TLS: the peer closed the connection without close_notify (truncated)",
-                    )));
+                // In https_compatible mode an end without close_notify is
+                // an end.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.https_compatible.get() => 0,
+                // A truncation: the peer closed without close_notify.
+                Err(e) => return Err(self.read_error(e)),
+            };
+            if !yielded {
+                if n > 0 {
+                    // The data is taken: a cancellation must not lose it.
+                    crate::lowlevel::cancel_shielded_checkpoint().await?;
+                } else {
+                    crate::lowlevel::checkpoint().await?;
                 }
-                Err(e) => return Err(Error::Io(e)),
             }
+            return Ok(n);
         }
         Err(Error::Io(io::Error::new(io::ErrorKind::InvalidData, "TLS: no progress")))
     }
@@ -717,11 +812,11 @@ impl<S: Stream> TlsStream<S> {
     /// Always.
     /// # Errors
     /// `Io(InvalidData)` with rustls's reason (certificate invalid for the
-    /// name, expired, unknown issuer, garbage, ...); `Io`/`Broken` from the
-    /// transport, `Io(ConnectionAborted)` if the peer vanished (the stream is
-    /// broken after each of these); `Cancelled` (the stream is broken if the
-    /// cancellation came while sending; while waiting for the peer, the
-    /// handshake can go on later).
+    /// name, expired, unknown issuer, garbage, ...); `Broken` if the peer
+    /// vanished (its transport ended or was reset); the transport's other
+    /// errors as themselves (the stream is broken after each of these);
+    /// `Cancelled` (the stream is broken if the cancellation came while
+    /// sending; while waiting for the peer, the handshake can go on later).
     pub async fn do_handshake(&self) -> Result<()> {
         self.core.do_handshake().await
     }
@@ -751,18 +846,22 @@ impl<S: Stream> TlsStream<S> {
         self.core.server_name()
     }
 
-    /// Ends TLS cleanly and gives the transport back: sends `close_notify`,
-    /// waits for the peer's, and returns the transport, for example to go
-    /// on in plain text. Bytes the peer sent after its `close_notify` in the
-    /// same read are not recoverable (rustls keeps them); a protocol that
-    /// unwraps waits for the peer's `close_notify` before sending more.
+    /// Ends TLS cleanly and gives the transport back (Trio's
+    /// `SSLStream.unwrap`): sends `close_notify`, waits for the peer's, and
+    /// returns the transport with the bytes the peer sent after its
+    /// `close_notify` that were already received from the transport (often
+    /// empty). These come before anything the transport gives from then
+    /// on: a protocol that goes on in plain text reads them first.
     ///
+    /// # Checkpoint
+    /// Always (it waits for the peer).
     /// # Errors
-    /// As [`receive_some`](ReceiveStream::receive_some); `Io(InvalidData)`
-    /// if application data arrives before the peer's `close_notify`.
+    /// As [`receive_some`](ReceiveStream::receive_some) (`Broken` if the
+    /// peer's transport ends without `close_notify`); `Io(InvalidData)` if
+    /// application data arrives before the peer's `close_notify`.
     /// A `futures-io` operation still in flight is dropped first (as if
     /// its future had been dropped).
-    pub async fn unwrap(self) -> Result<S> {
+    pub async fn unwrap(self) -> Result<(S, Vec<u8>)> {
         let TlsStream { core, .. } = self;
         match Rc::try_unwrap(core) {
             Ok(core) => core.unwrap().await,
@@ -791,6 +890,8 @@ impl<S: Stream> SendStream for TlsStream<S> {
     async fn send_all(&self, data: &[u8]) -> Result<()> {
         self.core.send_all(data).await
     }
+    /// Waits until the transport's `send_all` might not block (Trio's
+    /// semantics: it does not start or wait for the handshake).
     async fn wait_send_all_might_not_block(&self) -> Result<()> {
         self.core.wait_send_all_might_not_block().await
     }
@@ -858,12 +959,21 @@ pub struct TlsListener<L> {
     /// The transport listener.
     pub transport_listener: L,
     config: Arc<ServerConfig>,
+    https_compatible: bool,
 }
 
 impl<L> TlsListener<L> {
     /// Wraps `listener`.
     pub fn new(listener: L, config: Arc<ServerConfig>) -> TlsListener<L> {
-        TlsListener { transport_listener: listener, config }
+        TlsListener { transport_listener: listener, config, https_compatible: false }
+    }
+
+    /// Makes every accepted stream
+    /// [`https_compatible`](TlsStream::https_compatible) (Trio's
+    /// `SSLListener(https_compatible=...)`). Off by default.
+    pub fn https_compatible(mut self, on: bool) -> TlsListener<L> {
+        self.https_compatible = on;
+        self
     }
 }
 
@@ -882,7 +992,7 @@ where
 
     async fn accept(&self) -> Result<TlsStream<L::Stream>> {
         let s = self.transport_listener.accept().await?;
-        TlsStream::server(s, self.config.clone())
+        TlsStream::server(s, self.config.clone()).map(|t| t.https_compatible(self.https_compatible))
     }
 }
 

@@ -5,7 +5,21 @@
 //! hands each pending signal to the registered listeners (runs with a Ctrl-C
 //! handler, open signal receivers). Installing a signal saves the previous
 //! disposition; when the last user of that signal goes away, the previous
-//! disposition is restored exactly.
+//! disposition is restored exactly, unless the program has put a handler of
+//! its own in place meanwhile: then that one stays (a run restores only what
+//! it changed, as Trio's Ctrl-C handling does).
+//!
+//! A registration that goes away first restores the disposition, then hands
+//! its listener any of its signals that the handler caught but the dispatch
+//! thread has not passed on yet (both under the dispatch lock), so a signal
+//! raised just before a receiver closes reaches that receiver (which hands
+//! it back to the restored handler) instead of being lost. A caught signal
+//! that finds no listener at all once its handler is gone is raised again.
+//!
+//! Why not `signal-hook-registry` (tokio's): it never restores the previous
+//! disposition when the last action goes away (a closed receiver would leave
+//! `SIGINT`/`SIGTERM` ignored), and it calls the previous handler as well
+//! while its own is installed; Trio's semantics need both the other way.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,6 +33,9 @@ static PENDING: [AtomicBool; MAX_SIGNAL] = [const { AtomicBool::new(false) }; MA
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 static DISPATCHER: Once = Once::new();
 static NEXT_LISTENER: AtomicU64 = AtomicU64::new(1);
+/// Held while pending flags are taken and their signals delivered (by the
+/// dispatch thread, or by a registration going away).
+static DISPATCH: Mutex<()> = Mutex::new(());
 
 type Deliver = Arc<dyn Fn(i32) + Send + Sync>;
 
@@ -109,6 +126,7 @@ fn start_dispatcher() -> io::Result<()> {
                 if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
                     return;
                 }
+                let _d = DISPATCH.lock().unwrap_or_else(PoisonError::into_inner);
                 for (sig, flag) in PENDING.iter().enumerate() {
                     if flag.swap(false, Ordering::SeqCst) {
                         dispatch(sig as i32);
@@ -123,6 +141,9 @@ fn start_dispatcher() -> io::Result<()> {
     result
 }
 
+/// Hands `sig` to its listeners (the caller holds `DISPATCH`). With none,
+/// and our handler no longer installed (the last one went away between the
+/// catch and now), raises it again for the handler now in place.
 fn dispatch(sig: i32) {
     let targets: Vec<Deliver> = LISTENERS
         .lock()
@@ -131,8 +152,43 @@ fn dispatch(sig: i32) {
         .filter(|l| l.signals.contains(&sig))
         .map(|l| l.deliver.clone())
         .collect();
+    if targets.is_empty() {
+        let ours =
+            INSTALLED.lock().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|m| m.contains_key(&sig));
+        if !ours {
+            raise(sig);
+        }
+        return;
+    }
     for deliver in targets {
         deliver(sig);
+    }
+}
+
+/// Whether `sig`'s disposition is our handler now.
+fn ours_in_place(sig: i32) -> bool {
+    // SAFETY: querying the disposition into a zeroed, valid sigaction.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t
+    }
+}
+
+/// Puts our handler in place for `sig`; returns the disposition it replaced.
+fn put_ours(sig: i32) -> io::Result<libc::sigaction> {
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value;
+    // sigaction(2) gets valid pointers for the new and the old action.
+    unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        new.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut new.sa_mask);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, &new, &mut old) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(old)
     }
 }
 
@@ -143,22 +199,17 @@ fn install(sig: i32) -> io::Result<()> {
     let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
     let map = installed.get_or_insert_with(HashMap::new);
     if let Some(entry) = map.get_mut(&sig) {
+        if !ours_in_place(sig) {
+            // The program put its own handler in place meanwhile: a new
+            // listener must hear the signal (as Trio's receiver, which always
+            // installs its handler), and that handler is what the last one
+            // restores.
+            entry.previous = put_ours(sig)?;
+        }
         entry.users += 1;
         return Ok(());
     }
-    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value;
-    // sigaction(2) gets valid pointers for the new and the old action.
-    let previous = unsafe {
-        let mut new: libc::sigaction = std::mem::zeroed();
-        new.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        new.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut new.sa_mask);
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(sig, &new, &mut old) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        old
-    };
+    let previous = put_ours(sig)?;
     map.insert(sig, Installed { users: 1, previous });
     Ok(())
 }
@@ -170,9 +221,12 @@ fn uninstall(sig: i32) {
     entry.users -= 1;
     if entry.users == 0 {
         let entry = map.remove(&sig).expect("present");
-        // SAFETY: restoring the disposition sigaction(2) gave us earlier.
-        unsafe {
-            libc::sigaction(sig, &entry.previous, std::ptr::null_mut());
+        // Only what we changed: a handler the program installed since stays.
+        if ours_in_place(sig) {
+            // SAFETY: restoring the disposition sigaction(2) gave us earlier.
+            unsafe {
+                libc::sigaction(sig, &entry.previous, std::ptr::null_mut());
+            }
         }
     }
 }
@@ -217,10 +271,20 @@ pub(crate) fn listen(signals: &[i32], deliver: Deliver) -> io::Result<Registrati
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        LISTENERS.lock().unwrap_or_else(PoisonError::into_inner).retain(|l| l.id != self.id);
+        // With the dispatch thread held off: restore the handlers (from now
+        // on these signals take their previous course), then deliver what
+        // was caught before that and not passed on yet (to every listener of
+        // the signal, this one included), then stop listening.
+        let _d = DISPATCH.lock().unwrap_or_else(PoisonError::into_inner);
         for &sig in &self.signals {
             uninstall(sig);
         }
+        for &sig in &self.signals {
+            if PENDING[sig as usize].swap(false, Ordering::SeqCst) {
+                dispatch(sig);
+            }
+        }
+        LISTENERS.lock().unwrap_or_else(PoisonError::into_inner).retain(|l| l.id != self.id);
     }
 }
 
