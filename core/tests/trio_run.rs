@@ -768,18 +768,19 @@ thread_local! {
 // trio: test_run.py::test_slow_abort_basic (the Rust counterpart of a slow abort)
 #[test]
 fn a_slow_abort_ends_in_a_wakeup_and_the_next_checkpoint_is_cancelled() {
-    let log = Log::default();
+    let log = std::rc::Rc::new(Log::default());
     mock_run(async {
         let scope = CancelScope::new();
         let token = current_trio_token()?;
         open_nursery(async |n| {
             n.spawn(async {
+                let (abort_log, token) = (log.clone(), token.clone());
                 scope
                     .run(async {
                         let r = park(
                             |t| SLOW_WAITER.with(|w| w.set(Some(t))),
-                            || {
-                                log.push("abort-called");
+                            move || {
+                                abort_log.push("abort-called");
                                 // Finish the abort later, from the loop.
                                 let _ = token.run_sync_soon(|| {
                                     let t = SLOW_WAITER.with(|w| w.take()).unwrap();

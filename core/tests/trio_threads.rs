@@ -162,7 +162,7 @@ mod native {
                 // The worker's request was refused (this crate refuses requests
                 // of an abandoned call; Trio runs them in a system task).
                 let reply = to_thread::run_sync(move || reply_rx.recv_timeout(Duration::from_secs(10))).await?;
-                assert!(matches!(reply, Ok(Err(Error::Cancelled))), "{reply:?}");
+                assert!(matches!(reply, Ok(Err(Error::Cancelled(_)))), "{reply:?}");
                 Ok(())
             })
             .unwrap();
@@ -403,7 +403,7 @@ mod native {
                 assert!(r.is_none());
                 assert!(scope.cancelled_caught());
                 let after = to_thread::run_sync(move || rx.recv_timeout(Duration::from_secs(10))).await?;
-                assert!(matches!(after, Ok(Err(Error::Cancelled))), "{after:?}");
+                assert!(matches!(after, Ok(Err(Error::Cancelled(_)))), "{after:?}");
             }
 
             // A future the thread runs cancels the host and then waits: it
@@ -497,7 +497,7 @@ mod native {
             ev_tx.send(()).unwrap();
             assert!(scope.cancelled_caught());
             let got = to_thread::run_sync(move || q_rx.recv_timeout(Duration::from_secs(10))).await?;
-            assert!(matches!(got, Ok(Err(Error::Cancelled))), "{got:?}");
+            assert!(matches!(got, Ok(Err(Error::Cancelled(_)))), "{got:?}");
             Ok(())
         })
         .unwrap();
