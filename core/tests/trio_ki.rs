@@ -131,6 +131,31 @@ async fn scenario(mode: &str) -> trio::Result<()> {
             .await?;
             Ok(())
         }
+        // trio: test_ki.py::test_ki_protection_works, check 9: a Ctrl-C
+        // that arrives as the main task returns still makes the run
+        // report it.
+        "just_before_exit" => {
+            raise_sigint();
+            Ok(())
+        }
+        // trio: test_ki.py::test_ki_protection_works, check 3: a Ctrl-C
+        // raised by a callback that runs after the main task returned.
+        "late_callback" => {
+            fn requeue(token: trio::lowlevel::TrioToken) {
+                let t = token.clone();
+                // Keeps requeueing itself until the run refuses new
+                // callbacks (the main task has returned): then this is a
+                // late callback, and it raises SIGINT.
+                if token.run_sync_soon(move || requeue(t)).is_err() {
+                    println!("raised from a late callback");
+                    raise_sigint();
+                }
+            }
+            let token = trio::lowlevel::current_trio_token()?;
+            let t = token.clone();
+            token.run_sync_soon(move || requeue(t))?;
+            Ok(())
+        }
         other => panic!("unknown mode {other}"),
     }
 }
@@ -201,5 +226,20 @@ fn ctrl_c_inside_a_cancelled_scope_passes_through_it() {
     assert!(out.contains("own cancel seen"), "{out}");
     assert!(out.contains("delivered true"), "{out}");
     assert!(out.contains("passed through the cancelled scope: true"), "{out}");
+    assert_eq!(code, Some(130), "{out}");
+}
+
+#[test]
+fn a_ctrl_c_raised_just_before_the_main_task_returns_is_reported() {
+    for _ in 0..3 {
+        let (code, out) = run_child("just_before_exit");
+        assert_eq!(code, Some(130), "{out}");
+    }
+}
+
+#[test]
+fn a_ctrl_c_raised_by_a_late_callback_is_reported() {
+    let (code, out) = run_child("late_callback");
+    assert!(out.contains("raised from a late callback"), "{out}");
     assert_eq!(code, Some(130), "{out}");
 }

@@ -392,7 +392,7 @@ impl RunOptions {
         }));
 
         #[cfg(any(unix, windows))]
-        let _ctrl_c = if self.ctrl_c { listen_ctrl_c(&shared) } else { None };
+        let mut ctrl_c = if self.ctrl_c { listen_ctrl_c(&shared) } else { None };
         #[cfg(not(any(unix, windows)))]
         let _ = self.ctrl_c;
 
@@ -436,7 +436,15 @@ impl RunOptions {
                             f();
                         }
                     }
-                    if cell.borrow().keyboard_interrupts > 0 {
+                    // A Ctrl-C caught but not delivered yet (raised just
+                    // before the main task returned, or by a late callback)
+                    // still counts, as in Trio: stop listening (which hands
+                    // over what the handler caught) and look.
+                    #[cfg(any(unix, windows))]
+                    let late_ctrl_c = ctrl_c.take().is_some_and(CtrlC::finish);
+                    #[cfg(not(any(unix, windows)))]
+                    let late_ctrl_c = false;
+                    if cell.borrow().keyboard_interrupts > 0 || late_ctrl_c {
                         return Err(Error::KeyboardInterrupt);
                     }
                     return out;
@@ -541,22 +549,45 @@ fn poll_system_tasks(cell: &RefCell<Runtime>, cx: &mut Context<'_>, system: &mut
 #[cfg(any(unix, windows))]
 const CTRL_C_KEY: u64 = 1 << 61;
 
+/// A run's SIGINT handling: the registration, and a flag that says a
+/// Ctrl-C was caught (set even when the run can no longer take callbacks).
+#[cfg(any(unix, windows))]
+struct CtrlC {
+    registration: crate::driver::signals::Registration,
+    caught: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(any(unix, windows))]
+impl CtrlC {
+    /// Stops listening (a SIGINT the handler caught but had not passed on
+    /// yet is delivered now) and says whether any Ctrl-C was caught.
+    fn finish(self) -> bool {
+        drop(self.registration);
+        self.caught.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Catches SIGINT for this run: each one cancels the run (see
 /// `RunOptions::handle_ctrl_c`). `None` if SIGINT cannot be caught.
 #[cfg(any(unix, windows))]
-fn listen_ctrl_c(shared: &Arc<Shared>) -> Option<crate::driver::signals::Registration> {
+fn listen_ctrl_c(shared: &Arc<Shared>) -> Option<CtrlC> {
     if cfg!(miri) {
         // Miri cannot install signal handlers; runs under it leave SIGINT be.
         return None;
     }
     let token = crate::lowlevel::TrioToken { shared: shared.clone() };
+    let caught = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = caught.clone();
     let deliver = move |_sig: i32| {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = token.run_sync_soon_runtime(CTRL_C_KEY, || {
             let _ = with(|rt| rt.keyboard_interrupt());
             run_pending_aborts();
         });
     };
-    crate::driver::signals::listen(&[crate::driver::signals::numbers::SIGINT], Arc::new(deliver)).ok()
+    let registration =
+        crate::driver::signals::listen(&[crate::driver::signals::numbers::SIGINT], Arc::new(deliver)).ok()?;
+    Some(CtrlC { registration, caught })
 }
 
 #[cfg(any(unix, windows))]
