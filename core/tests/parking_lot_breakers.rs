@@ -246,3 +246,47 @@ fn a_lock_released_normally_is_not_broken_and_hand_offs_move_the_breaker() {
     })
     .unwrap();
 }
+
+// trio: test_sync.py::test_lock_multiple_acquire
+#[test]
+fn a_second_acquirer_fails_when_the_first_exits_holding_the_lock() {
+    let lock = Lock::new();
+    let r = mock_run(async {
+        open_nursery(async |n| {
+            n.spawn(lock.acquire());
+            n.spawn(lock.acquire());
+            Ok(())
+        })
+        .await
+    });
+    assert!(matches!(r, Err(Error::Broken)), "{r:?}");
+}
+
+// trio: test_sync.py::test_lock_handover
+#[test]
+fn the_breaker_moves_with_a_handed_over_lock() {
+    let lock = Lock::new();
+    mock_run(async {
+        let me = current_task()?;
+        lock.try_acquire()?;
+        let child = Cell::new(None);
+        open_nursery(async |n| {
+            n.spawn(async {
+                child.set(Some(current_task()?));
+                lock.acquire().await
+            });
+            idle().await?;
+            // Hand it to the child, which then exits holding it.
+            lock.release()?;
+            Ok(())
+        })
+        .await?;
+        // The lock went to the child, whose exit broke it; our release
+        // deregistered us, so nothing broke it while we held it.
+        assert_eq!(lock.statistics().owner, child.get());
+        assert_ne!(child.get(), Some(me));
+        assert!(matches!(lock.acquire().await, Err(Error::Broken)));
+        Ok(())
+    })
+    .unwrap();
+}

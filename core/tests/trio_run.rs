@@ -1169,3 +1169,61 @@ fn an_error_from_start_keeps_its_source_chain() {
     })
     .unwrap();
 }
+
+// trio: test_run.py::test_slow_abort_edge_cases
+// The abort callback runs inside `cancel()`, once even for two cancels; a
+// failed (slow) abort is finished later by an unpark, and a shield raised
+// in between does not stop the cancellation from being seen.
+#[test]
+fn a_slow_abort_runs_inside_cancel_once_and_is_delivered_despite_a_later_shield() {
+    let log = std::rc::Rc::new(Log::default());
+    let seen = RefCell::new(Vec::new());
+    mock_run(async {
+        let (outer1, outer2) = (CancelScope::new(), CancelScope::new());
+        let token = current_trio_token()?;
+        outer1
+            .run(outer2.run(open_nursery(async |n| {
+                n.spawn(async {
+                    log.push("sleeping");
+                    let (abort_log, token) = (log.clone(), token.clone());
+                    let r = park(
+                        |t| SLOW_WAITER.with(|w| w.set(Some(t))),
+                        move || {
+                            abort_log.push("abort-called");
+                            let _ = token.run_sync_soon(|| {
+                                let t = SLOW_WAITER.with(|w| w.take()).unwrap();
+                                assert!(unpark(t));
+                            });
+                            Abort::Failed
+                        },
+                    )
+                    .await;
+                    r?;
+                    // Trio's slow abort hands `Cancelled` back through the
+                    // reschedule; an `unpark` carries no error (see
+                    // test_slow_abort_basic), so the park returns Ok, and
+                    // the shield now keeps the next checkpoint quiet.
+                    log.push("woke");
+                    checkpoint().await?;
+                    log.push("done");
+                    Ok(())
+                });
+                idle().await?;
+                seen.borrow_mut().push(log.take());
+                outer1.cancel();
+                seen.borrow_mut().push(log.take());
+                outer2.cancel();
+                seen.borrow_mut().push(log.take());
+                n.cancel_scope().set_shield(true);
+                Ok(())
+            })))
+            .await?;
+        Ok(())
+    })
+    .unwrap();
+    let seen = seen.into_inner();
+    assert_eq!(seen[0], ["sleeping"]);
+    assert_eq!(seen[1], ["abort-called"], "the abort ran inside cancel()");
+    assert!(seen[2].is_empty(), "and only once: {:?}", seen[2]);
+    assert_eq!(log.take(), ["woke", "done"]);
+}
