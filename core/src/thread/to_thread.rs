@@ -1,7 +1,7 @@
 //! Running blocking code on worker threads.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -13,7 +13,7 @@ use super::{TrioToken, current_trio_token, pool};
 use crate::error::Result;
 use crate::lowlevel::{Abort, WakeToken, park, unpark};
 use crate::runtime;
-use crate::sync::{Borrower, CapacityLimiter};
+use crate::sync::{Borrower, CapacityLimiter, ParkingLot};
 
 /// The number of tokens of each run's default thread limiter.
 pub const DEFAULT_THREAD_LIMIT: usize = 40;
@@ -78,6 +78,71 @@ struct CallLocal {
 thread_local! {
     static CALLS: RefCell<HashMap<u64, CallLocal>> = RefCell::new(HashMap::new());
     static DEFAULT_LIMITER: RefCell<Option<(u64, Rc<CapacityLimiter>)>> = const { RefCell::new(None) };
+    static ACTIVE: RefCell<Option<(u64, Rc<ActiveThreads>)>> = const { RefCell::new(None) };
+}
+
+/// A run's `to_thread` calls whose thread has not finished (for
+/// `trio::testing::active_thread_count`), abandoned ones included: a call
+/// is counted from the moment its job is handed to a thread until its
+/// completion notice runs on the run's thread.
+#[derive(Default)]
+struct ActiveThreads {
+    /// The call ids counted.
+    calls: RefCell<HashSet<u64>>,
+    /// Tasks in `wait_all_threads_completed`, woken when `calls` empties.
+    idle_waiters: ParkingLot,
+}
+
+/// The current run's [`ActiveThreads`], created on first use.
+fn active_threads() -> Result<Rc<ActiveThreads>> {
+    let run = runtime::with(|rt| rt.serial)?;
+    Ok(ACTIVE.with_borrow_mut(|slot| match slot {
+        Some((r, a)) if *r == run => a.clone(),
+        _ => {
+            let a = Rc::new(ActiveThreads::default());
+            *slot = Some((run, a.clone()));
+            a
+        }
+    }))
+}
+
+/// Stops counting `call_id` (its thread finished, or never started); wakes
+/// the waiters of `wait_all_threads_completed` when none is left. Runs on
+/// the run's thread; a call that was not counted is ignored.
+fn thread_finished(call_id: u64) {
+    let active = ACTIVE.with_borrow(|slot| slot.as_ref().map(|(_, a)| a.clone()));
+    let Some(active) = active else { return };
+    let now_idle = {
+        let mut calls = active.calls.borrow_mut();
+        calls.remove(&call_id) && calls.is_empty()
+    };
+    if now_idle {
+        active.idle_waiters.unpark_all();
+    }
+}
+
+/// How many of this run's `to_thread` calls have a thread that has not
+/// finished running the call's function (see
+/// `trio::testing::active_thread_count`).
+pub(crate) fn active_thread_count() -> Result<usize> {
+    let run = runtime::with(|rt| rt.serial)?;
+    Ok(ACTIVE.with_borrow(|slot| match slot {
+        Some((r, a)) if *r == run => a.calls.borrow().len(),
+        _ => 0,
+    }))
+}
+
+/// Waits until [`active_thread_count`] is 0 (see
+/// `trio::testing::wait_all_threads_completed`).
+pub(crate) async fn wait_all_threads_completed() -> Result<()> {
+    crate::lowlevel::checkpoint().await?;
+    let active = active_threads()?;
+    // Bounded by the calls of the run: each wake-up comes from the count
+    // reaching 0; a new call may have started meanwhile, then wait again.
+    while !active.calls.borrow().is_empty() {
+        active.idle_waiters.park().await?;
+    }
+    Ok(())
 }
 
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
@@ -94,6 +159,9 @@ static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 /// this, the lazily delivered cancel lost to the wake-up, and the host
 /// served the request or returned the thread's result instead.
 fn wake_host(call_id: u64, done: bool) {
+    if done {
+        thread_finished(call_id);
+    }
     let (wake, abandoned) = CALLS.with_borrow_mut(|calls| match calls.get_mut(&call_id) {
         Some(c) if c.abandoned.is_some() => {
             if done {
@@ -213,6 +281,7 @@ impl Options {
             None => current_default_thread_limiter()?,
         };
         let token = current_trio_token()?;
+        let active = active_threads()?;
         let call_id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
         let borrower = Borrower::thread_call(call_id);
         limiter.acquire_on_behalf_of(borrower).await?;
@@ -254,6 +323,9 @@ impl Options {
             shared.done.store(true, Ordering::Release);
             return Err(e.into());
         }
+        // Counted until its completion notice runs (which cannot happen
+        // before this: it runs on this thread, after this task yields).
+        active.calls.borrow_mut().insert(call_id);
 
         let abandon = self.abandon_on_cancel;
         loop {
