@@ -408,6 +408,79 @@ mod native {
         .unwrap();
     }
 
+    /// What a worker sees of its names: `from_thread::thread_name()`, std's
+    /// name, and on Linux its thread id and OS name.
+    #[derive(Debug)]
+    struct Names {
+        trio: Option<String>,
+        std: Option<String>,
+        os: Option<(String, String)>,
+    }
+
+    fn names_here() -> Names {
+        Names {
+            trio: from_thread::thread_name(),
+            std: std::thread::current().name().map(str::to_owned),
+            os: os_name_of("thread-self"),
+        }
+    }
+
+    /// (thread id, OS name) of `/proc/<thread>` (`thread-self` or
+    /// `self/task/<tid>`); `None` but on Linux.
+    fn os_name_of(thread: &str) -> Option<(String, String)> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        let link = std::fs::read_link(format!("/proc/{thread}")).ok();
+        let tid = match link {
+            Some(l) => l.file_name()?.to_str()?.to_owned(),
+            None => thread.rsplit('/').next()?.to_owned(),
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{thread}/comm")).ok()?;
+        Some((tid, comm.strip_suffix('\n').unwrap_or(&comm).to_owned()))
+    }
+
+    // trio: test_threads.py::test_named_thread and test_named_thread_os
+    // (one test: it alone renames threads, so no other test can rename a
+    // worker between a call and the check that its name came back)
+    #[test]
+    fn a_call_names_its_thread_for_the_call_only() {
+        mock_run(async {
+            // The default: the worker's own name, everywhere.
+            let d = to_thread::run_sync(names_here).await?;
+            assert!(d.std.as_deref().is_some_and(|n| n.starts_with("trio-worker-")), "{d:?}");
+            assert_eq!(d.trio, d.std);
+            if let Some((_, os)) = &d.os {
+                assert_eq!(Some(os.as_str()), d.std.as_deref().map(|n| &n[..n.len().min(15)]));
+            }
+            let cases = [
+                ("", ""),
+                ("fobiedoo", "fobiedoo"),
+                ("name_longer_than_15_characters", "name_longer_tha"),
+                ("💙", "?"),
+            ];
+            for (name, os_expected) in cases {
+                let n = to_thread::Options::new().thread_name(name).run_sync(names_here).await?;
+                assert_eq!(n.trio.as_deref(), Some(name));
+                let worker = n.std.expect("workers are named");
+                assert!(worker.starts_with("trio-worker-"), "std's name stays: {worker}");
+                if cfg!(target_os = "linux") {
+                    let (tid, os) = n.os.expect("Linux reports OS names");
+                    assert_eq!(os, os_expected, "the OS name during the call");
+                    // Restored before the call returned (the worker is idle
+                    // now, or runs an unnamed call of another test).
+                    let (_, after) = os_name_of(&format!("self/task/{tid}")).expect("the worker is still alive");
+                    assert_eq!(after, worker[..worker.len().min(15)], "the OS name after the call");
+                }
+            }
+            // Only workers have a call's name.
+            assert_eq!(from_thread::thread_name(), None);
+            assert_eq!(std::thread::spawn(from_thread::thread_name).join().unwrap(), None);
+            Ok(())
+        })
+        .unwrap();
+    }
+
     // trio: test_threads.py::test_do_in_trio_thread
     #[test]
     fn a_plain_thread_runs_code_in_the_run_through_the_token() {

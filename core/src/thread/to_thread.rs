@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::from_thread::{self, WorkerCtx};
-use super::{TrioToken, current_trio_token, pool};
+use super::{TrioToken, current_trio_token, os_name, pool};
 use crate::error::Result;
 use crate::lowlevel::{Abort, WakeToken, park, unpark};
 use crate::runtime;
@@ -37,6 +37,8 @@ pub(crate) struct CallShared {
     pub(crate) abandoned: AtomicBool,
     /// Set by the worker once the result is stored.
     pub(crate) done: AtomicBool,
+    /// The call's [`Options::thread_name`], if it set one.
+    pub(crate) thread_name: Option<String>,
 }
 
 /// Marks the runtime key of a call's completion notice (apart from its
@@ -206,12 +208,13 @@ pub fn current_default_thread_limiter() -> Result<Rc<CapacityLimiter>> {
     }))
 }
 
-/// How to run a blocking call: which limiter, and whether cancellation may
-/// abandon the thread.
+/// How to run a blocking call: which limiter, whether cancellation may
+/// abandon the thread, and what to call the thread meanwhile.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
     limiter: Option<Rc<CapacityLimiter>>,
     abandon_on_cancel: bool,
+    thread_name: Option<String>,
 }
 
 /// Runs `f` on a worker thread and returns its result, with the default
@@ -261,6 +264,27 @@ impl Options {
         self
     }
 
+    /// Names the worker thread `name` while it runs this call (Trio's
+    /// `thread_name=`). Worker threads are reused, so the name lasts only
+    /// for the call:
+    ///
+    /// - [`from_thread::thread_name`] in the worker returns `name`;
+    /// - on Linux the OS thread name (seen by `ps`, `top`, debuggers and
+    ///   `/proc/<pid>/task/<tid>/comm`) is set with `pthread_setname_np` as
+    ///   Trio does: each non-ASCII character becomes `?` and only the first
+    ///   15 bytes are kept; the previous OS name is put back before the
+    ///   call's result is reported. Other platforms keep the OS name;
+    /// - [`std::thread::current().name()`](std::thread::Thread::name) does
+    ///   not change: std fixes it when the thread starts (`trio-worker-N`).
+    ///
+    /// Without this option the thread keeps its worker name (`trio-worker-N`);
+    /// Trio's default, "`<function name> from <task name>`", has no
+    /// counterpart (a Rust closure has no name).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Options {
+        self.thread_name = Some(name.into());
+        self
+    }
+
     /// Runs `f` on a worker thread with these options (see [`run_sync`]).
     ///
     /// # Checkpoint
@@ -293,6 +317,7 @@ impl Options {
             cancelled: Arc::new(AtomicBool::new(false)),
             abandoned: AtomicBool::new(false),
             done: AtomicBool::new(false),
+            thread_name: self.thread_name,
         });
         let observed = runtime::with(|rt| rt.observe_cancel(shared.cancelled.clone()))?;
         let _unobserve = Unobserve { scope: observed, flag: shared.cancelled.clone() };
@@ -309,7 +334,12 @@ impl Options {
             let (shared, result) = (shared.clone(), result.clone());
             Box::new(move || {
                 let ctx = WorkerCtx { shared: shared.clone() };
-                let out = from_thread::with_worker_ctx(ctx, || catch_unwind(AssertUnwindSafe(f)));
+                let out = from_thread::with_worker_ctx(ctx, || {
+                    // Renamed for the call only: the old OS name is back
+                    // before the result is reported.
+                    let _name = shared.thread_name.as_deref().map(os_name::Rename::new);
+                    catch_unwind(AssertUnwindSafe(f))
+                });
                 *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(out);
                 shared.done.store(true, Ordering::Release);
                 // Tell the host (or, if abandoned, free the token). If the
