@@ -75,6 +75,8 @@ struct State<T> {
     recv_lot: ParkingLot,
     slots: RefCell<Slab<Slot<T>>>,
     next_handle: Cell<u64>,
+    /// The most values the buffer has held at once (never goes down).
+    peak_buffer_used: Cell<usize>,
 }
 
 impl<T> State<T> {
@@ -82,6 +84,13 @@ impl<T> State<T> {
         let h = self.next_handle.get();
         self.next_handle.set(h + 1);
         h
+    }
+
+    /// Raises the buffer's high-water mark to `len` if that is higher.
+    fn note_buffer_len(&self, len: usize) {
+        if len > self.peak_buffer_used.get() {
+            self.peak_buffer_used.set(len);
+        }
     }
 }
 
@@ -101,6 +110,12 @@ pub struct ChannelStatistics {
     pub tasks_waiting_send: usize,
     /// Tasks blocked in `receive`.
     pub tasks_waiting_receive: usize,
+    /// The most values the buffer has held at once since the channel was
+    /// opened (Trio's `peak_buffer_used`): a high-water mark that draining
+    /// the buffer does not lower. A value handed straight to a waiting
+    /// receiver never enters the buffer, so an unbuffered channel
+    /// (capacity 0) always reports 0.
+    pub peak_buffer_used: usize,
 }
 
 /// Opens a channel that buffers up to `capacity` values; 0 makes every send
@@ -115,6 +130,7 @@ pub fn open_memory_channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         recv_lot: ParkingLot::new(),
         slots: RefCell::new(Slab::new()),
         next_handle: Cell::new(0),
+        peak_buffer_used: Cell::new(0),
     });
     let s =
         Sender { handle: Rc::new(Handle { id: state.new_handle(), closed: Cell::new(false) }), state: state.clone() };
@@ -189,6 +205,7 @@ fn statistics<T>(state: &State<T>) -> ChannelStatistics {
         open_receive_channels: state.receivers.get(),
         tasks_waiting_send: state.send_lot.len(),
         tasks_waiting_receive: state.recv_lot.len(),
+        peak_buffer_used: state.peak_buffer_used.get(),
     }
 }
 
@@ -221,6 +238,7 @@ impl<T> Sender<T> {
         let mut buf = st.buffer.borrow_mut();
         if buf.len() < st.capacity {
             buf.push_back(value);
+            st.note_buffer_len(buf.len());
             Ok(())
         } else {
             Err((Miss::WouldBlock, value))
@@ -332,7 +350,9 @@ impl<T> Drop for FreeSlot<'_, T> {
         if self.requeue
             && let Some(Slot { value: Some(v), .. }) = slot
         {
-            self.state.buffer.borrow_mut().push_front(v);
+            let mut buf = self.state.buffer.borrow_mut();
+            buf.push_front(v);
+            self.state.note_buffer_len(buf.len());
         }
     }
 }
@@ -401,7 +421,9 @@ fn try_receive<T>(st: &State<T>, handle: &Handle) -> Result<T, Miss> {
         return Err(Miss::Closed);
     }
     if let Some(u) = st.send_lot.unpark_one() {
-        // A blocked sender's value joins the buffer behind what is there.
+        // A blocked sender's value joins the buffer behind what is there
+        // as the front value leaves (not counted in the high-water mark:
+        // the buffer never holds more than its capacity for the receiver).
         let v = st.slots.borrow_mut().get_mut(u.tag).and_then(|s| s.value.take());
         if let Some(v) = v {
             st.buffer.borrow_mut().push_back(v);

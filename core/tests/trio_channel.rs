@@ -218,8 +218,7 @@ fn closing_one_sender_wakes_only_its_own_blocked_send() {
     .unwrap();
 }
 
-// trio: test_channel.py::test_statistics (all but `peak_buffer_used`, which
-// this crate's `ChannelStatistics` does not have)
+// trio: test_channel.py::test_statistics
 #[test]
 fn channel_statistics_follow_handles_buffer_and_waiters() {
     mock_run(async {
@@ -229,8 +228,10 @@ fn channel_statistics_follow_handles_buffer_and_waiters() {
         assert_eq!((st.current_buffer_used, st.max_buffer_size), (0, 2));
         assert_eq!((st.open_send_channels, st.open_receive_channels), (1, 1));
         assert_eq!((st.tasks_waiting_send, st.tasks_waiting_receive), (0, 0));
+        assert_eq!(st.peak_buffer_used, 0);
         try_send(&s, ())?;
         assert_eq!(s.statistics().current_buffer_used, 1);
+        assert_eq!(s.statistics().peak_buffer_used, 1);
         let s2 = s.try_clone()?;
         assert_eq!(s.statistics().open_send_channels, 2);
         s.close();
@@ -243,6 +244,7 @@ fn channel_statistics_follow_handles_buffer_and_waiters() {
         open_nursery(async |n| {
             try_send(&s2, ())?;
             assert_eq!(s.statistics().current_buffer_used, 2);
+            assert_eq!(s.statistics().peak_buffer_used, 2);
             n.spawn(s2.send(()));
             n.spawn(s2.send(()));
             idle().await?;
@@ -257,7 +259,9 @@ fn channel_statistics_follow_handles_buffer_and_waiters() {
                 break;
             }
         }
+        // Draining the buffer does not lower the high-water mark.
         assert_eq!(s.statistics().current_buffer_used, 0);
+        assert_eq!(s.statistics().peak_buffer_used, 2);
         open_nursery(async |n| {
             n.spawn(async {
                 r.receive().await?;
@@ -270,6 +274,62 @@ fn channel_statistics_follow_handles_buffer_and_waiters() {
         })
         .await?;
         assert_eq!(s.statistics().tasks_waiting_receive, 0);
+        Ok(())
+    })
+    .unwrap();
+}
+
+// trio: test_channel.py::test_statistics (`peak_buffer_used` counts what
+// the buffer held: not values handed straight to a waiting receiver, and
+// not a blocked sender's value passing through a full buffer; it rises
+// only past its old mark)
+#[test]
+fn the_buffer_high_water_mark_counts_only_buffered_values() {
+    mock_run(async {
+        let (s, r) = open_memory_channel::<u32>(3);
+        open_nursery(async |n| {
+            n.spawn(async {
+                assert_eq!(r.receive().await?, 1);
+                Ok(())
+            });
+            idle().await?;
+            try_send(&s, 1)?;
+            Ok(())
+        })
+        .await?;
+        assert_eq!(s.statistics().peak_buffer_used, 0, "the value went straight to the receiver");
+
+        try_send(&s, 2)?;
+        try_send(&s, 3)?;
+        assert_eq!((r.try_receive()?, r.try_receive()?), (2, 3));
+        try_send(&s, 4)?;
+        assert_eq!(r.statistics().peak_buffer_used, 2, "one value after a drain does not lower or raise it");
+        try_send(&s, 5)?;
+        try_send(&s, 6)?;
+        assert_eq!(r.statistics().peak_buffer_used, 3);
+
+        open_nursery(async |n| {
+            n.spawn(s.send(7));
+            idle().await?;
+            assert_eq!(s.statistics().tasks_waiting_send, 1);
+            // The blocked sender's value joins the full buffer as the
+            // front value leaves: never more than 3 held at once.
+            assert_eq!(r.try_receive()?, 4);
+            Ok(())
+        })
+        .await?;
+        let st = s.statistics();
+        assert_eq!((st.current_buffer_used, st.peak_buffer_used), (3, 3));
+
+        let (s0, r0) = open_memory_channel::<u32>(0);
+        open_nursery(async |n| {
+            n.spawn(s0.send(8));
+            idle().await?;
+            assert_eq!(r0.try_receive()?, 8);
+            Ok(())
+        })
+        .await?;
+        assert_eq!(s0.statistics().peak_buffer_used, 0, "an unbuffered channel never buffers");
         Ok(())
     })
     .unwrap();

@@ -7,6 +7,31 @@
 
 mod util;
 
+// trio: test_threads.py::test_wait_all_threads_completed_no_threads (and
+// the helpers' contract: a checkpoint, cancellable, 0 outside any call;
+// on WASI also after a call whose thread could not start)
+#[test]
+fn with_no_threads_there_is_nothing_to_wait_for() {
+    use trio::testing::{active_thread_count, assert_checkpoints, wait_all_threads_completed};
+    use trio::{CancelScope, Error};
+    use util::*;
+
+    assert!(matches!(active_thread_count(), Err(Error::Runtime(_))), "outside a run");
+    mock_run(async {
+        assert_checkpoints(wait_all_threads_completed()).await?;
+        assert_eq!(active_thread_count()?, 0);
+        #[cfg(target_os = "wasi")]
+        assert!(matches!(trio::to_thread::run_sync(|| ()).await, Err(Error::Io(_))));
+        assert_eq!(active_thread_count()?, 0);
+        let scope = CancelScope::new();
+        scope.cancel();
+        assert!(matches!(scope.run(wait_all_threads_completed()).await, Ok(None)), "a checkpoint sees the cancel");
+        assert_checkpoints(wait_all_threads_completed()).await?;
+        Ok(())
+    })
+    .unwrap();
+}
+
 #[cfg(target_os = "wasi")]
 mod wasi {
     use std::rc::Rc;
@@ -48,9 +73,13 @@ mod native {
 
     use std::panic::{AssertUnwindSafe, catch_unwind};
 
+    use std::cell::Cell;
+    use std::future::Future;
     use trio::lowlevel::{current_task, current_trio_token};
     use trio::sync::CapacityLimiter;
-    use trio::testing::wait_all_tasks_blocked;
+
+    use trio::sync::Event;
+    use trio::testing::{active_thread_count, wait_all_tasks_blocked, wait_all_threads_completed};
     use trio::{CancelScope, Error, from_thread, open_nursery, to_thread};
     use util::*;
 
@@ -62,6 +91,36 @@ mod native {
 
     fn cancel_host_scope() {
         HOST_SCOPE.with_borrow(|s| s.as_ref().expect("host scope set").cancel());
+    }
+
+    thread_local! {
+        /// The scope of the running test's `bounded` wait (on the run's thread).
+        static WATCHDOG_SCOPE: RefCell<Option<CancelScope>> = const { RefCell::new(None) };
+        /// Events a worker waits on through `from_thread::run` (the closure
+        /// sent to the run's thread carries only the index).
+        static EVENTS: RefCell<Vec<Rc<Event>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Awaits `fut`, which waits on real threads: a plain thread cancels it
+    /// if it has not finished within ten seconds of real time, and then this
+    /// panics (a bound on a broken wait, not a timing assertion).
+    async fn bounded<T>(fut: impl Future<Output = trio::Result<T>>) -> trio::Result<T> {
+        let scope = CancelScope::new();
+        WATCHDOG_SCOPE.with_borrow_mut(|s| *s = Some(scope.clone()));
+        let token = current_trio_token()?;
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let dog = std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(Duration::from_secs(10)) {
+                let _ = token.run_sync_soon(|| {
+                    WATCHDOG_SCOPE.with_borrow(|s| s.as_ref().map(CancelScope::cancel));
+                });
+            }
+        });
+        let out = scope.run(fut).await;
+        drop(stop_tx);
+        dog.join().unwrap();
+        WATCHDOG_SCOPE.with_borrow_mut(|s| *s = None);
+        Ok(out?.expect("the wait on real threads did not end within its bound"))
     }
 
     /// Blocks (bounded: about two seconds) until `cond` holds. Only for code
@@ -230,6 +289,196 @@ mod native {
         })
         .unwrap();
         assert_eq!(max.load(Ordering::SeqCst), N, "never more than {N} threads at once");
+    }
+
+    // trio: test_threads.py::test_wait_all_threads_completed
+    #[test]
+    fn wait_all_threads_completed_waits_for_every_thread() {
+        mock_run(async {
+            let events = [Rc::new(Event::new()), Rc::new(Event::new())];
+            EVENTS.with_borrow_mut(|e| *e = events.to_vec());
+            let exited = [Event::new(), Event::new()];
+            let no_threads_left = Cell::new(false);
+            let wait_event = |i: usize| {
+                let exited = &exited[i];
+                async move {
+                    to_thread::run_sync(move || {
+                        from_thread::run(move || async move {
+                            let e = EVENTS.with_borrow(|e| e[i].clone());
+                            e.wait().await
+                        })
+                    })
+                    .await??;
+                    exited.set();
+                    Ok(())
+                }
+            };
+            bounded(open_nursery(async |n| {
+                n.spawn(wait_event(0));
+                n.spawn(wait_event(1));
+                wait_all_tasks_blocked(Duration::ZERO).await?;
+                n.spawn(async {
+                    wait_all_threads_completed().await?;
+                    no_threads_left.set(true);
+                    Ok(())
+                });
+                wait_all_tasks_blocked(Duration::ZERO).await?;
+                assert!(!no_threads_left.get());
+                assert_eq!(active_thread_count()?, 2);
+
+                events[0].set();
+                exited[0].wait().await?;
+                wait_all_tasks_blocked(Duration::ZERO).await?;
+                assert!(!no_threads_left.get());
+                assert_eq!(active_thread_count()?, 1);
+
+                events[1].set();
+                exited[1].wait().await?;
+                wait_all_tasks_blocked(Duration::ZERO).await?;
+                assert!(no_threads_left.get());
+                assert_eq!(active_thread_count()?, 0);
+                Ok(())
+            }))
+            .await?;
+            EVENTS.with_borrow_mut(Vec::clear);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    // trio: test_threads.py::test_wait_all_threads_completed (abandoned
+    // threads: counted until they finish, where Trio stops counting when
+    // the call returns; a call waiting for its limiter is not counted yet;
+    // the wait is cancellable)
+    #[test]
+    fn abandoned_threads_count_until_they_finish() {
+        mock_run(async {
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let limiter = Rc::new(CapacityLimiter::new(1));
+            let r = trio::move_on_after(secs(1), async {
+                open_nursery(async |n| {
+                    n.spawn(async {
+                        to_thread::Options::new()
+                            .limiter(limiter.clone())
+                            .abandon_on_cancel(true)
+                            .run_sync(move || release_rx.recv_timeout(Duration::from_secs(10)))
+                            .await?
+                            .unwrap();
+                        Ok(())
+                    });
+                    // This one waits for the limiter's only token.
+                    n.spawn(async {
+                        to_thread::Options::new().limiter(limiter.clone()).run_sync(|| ()).await?;
+                        Ok(())
+                    });
+                    wait_all_tasks_blocked(Duration::ZERO).await?;
+                    assert_eq!(limiter.statistics().tasks_waiting, 1);
+                    assert_eq!(active_thread_count()?, 1, "a call waiting for its limiter has no thread yet");
+                    Ok(())
+                })
+                .await
+            })
+            .await?;
+            assert!(r.is_none(), "the calls were cancelled at t=1");
+            assert_eq!(active_thread_count()?, 1, "the abandoned thread still runs");
+
+            // Cancelling the wait: Cancelled while the thread runs.
+            let r = trio::move_on_after(secs(1), wait_all_threads_completed()).await?;
+            assert!(r.is_none());
+            assert_eq!(active_thread_count()?, 1);
+
+            let done = Cell::new(false);
+            bounded(open_nursery(async |n| {
+                n.spawn(async {
+                    wait_all_threads_completed().await?;
+                    done.set(true);
+                    Ok(())
+                });
+                wait_all_tasks_blocked(Duration::ZERO).await?;
+                assert!(!done.get(), "returned while the abandoned thread ran");
+                release_tx.send(()).unwrap();
+                Ok(())
+            }))
+            .await?;
+            assert!(done.get());
+            assert_eq!(active_thread_count()?, 0);
+            assert_eq!(limiter.borrowed_tokens(), 0);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// What a worker sees of its names: `from_thread::thread_name()`, std's
+    /// name, and on Linux its thread id and OS name.
+    #[derive(Debug)]
+    struct Names {
+        trio: Option<String>,
+        std: Option<String>,
+        os: Option<(String, String)>,
+    }
+
+    fn names_here() -> Names {
+        Names {
+            trio: from_thread::thread_name(),
+            std: std::thread::current().name().map(str::to_owned),
+            os: os_name_of("thread-self"),
+        }
+    }
+
+    /// (thread id, OS name) of `/proc/<thread>` (`thread-self` or
+    /// `self/task/<tid>`); `None` but on Linux.
+    fn os_name_of(thread: &str) -> Option<(String, String)> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        let link = std::fs::read_link(format!("/proc/{thread}")).ok();
+        let tid = match link {
+            Some(l) => l.file_name()?.to_str()?.to_owned(),
+            None => thread.rsplit('/').next()?.to_owned(),
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{thread}/comm")).ok()?;
+        Some((tid, comm.strip_suffix('\n').unwrap_or(&comm).to_owned()))
+    }
+
+    // trio: test_threads.py::test_named_thread and test_named_thread_os
+    // (one test: it alone renames threads, so no other test can rename a
+    // worker between a call and the check that its name came back)
+    #[test]
+    fn a_call_names_its_thread_for_the_call_only() {
+        mock_run(async {
+            // The default: the worker's own name, everywhere.
+            let d = to_thread::run_sync(names_here).await?;
+            assert!(d.std.as_deref().is_some_and(|n| n.starts_with("trio-worker-")), "{d:?}");
+            assert_eq!(d.trio, d.std);
+            if let Some((_, os)) = &d.os {
+                assert_eq!(Some(os.as_str()), d.std.as_deref().map(|n| &n[..n.len().min(15)]));
+            }
+            let cases = [
+                ("", ""),
+                ("fobiedoo", "fobiedoo"),
+                ("name_longer_than_15_characters", "name_longer_tha"),
+                ("💙", "?"),
+            ];
+            for (name, os_expected) in cases {
+                let n = to_thread::Options::new().thread_name(name).run_sync(names_here).await?;
+                assert_eq!(n.trio.as_deref(), Some(name));
+                let worker = n.std.expect("workers are named");
+                assert!(worker.starts_with("trio-worker-"), "std's name stays: {worker}");
+                if cfg!(target_os = "linux") {
+                    let (tid, os) = n.os.expect("Linux reports OS names");
+                    assert_eq!(os, os_expected, "the OS name during the call");
+                    // Restored before the call returned (the worker is idle
+                    // now, or runs an unnamed call of another test).
+                    let (_, after) = os_name_of(&format!("self/task/{tid}")).expect("the worker is still alive");
+                    assert_eq!(after, worker[..worker.len().min(15)], "the OS name after the call");
+                }
+            }
+            // Only workers have a call's name.
+            assert_eq!(from_thread::thread_name(), None);
+            assert_eq!(std::thread::spawn(from_thread::thread_name).join().unwrap(), None);
+            Ok(())
+        })
+        .unwrap();
     }
 
     // trio: test_threads.py::test_do_in_trio_thread

@@ -49,6 +49,39 @@ pub async fn wait_all_tasks_blocked(cushion: Duration) -> Result<()> {
     .await
 }
 
+/// How many of this run's [`to_thread`](crate::to_thread) calls have a
+/// worker thread still running the call's function (Trio's
+/// `trio.testing.active_thread_count`). A call counts from the moment its
+/// thread is handed the function (a call still waiting for its limiter
+/// does not) until the function has returned and the run has been told.
+/// Abandoned calls (`abandon_on_cancel`, or a dropped call) count until
+/// their thread finishes, although their task has moved on; this differs
+/// from Trio, whose count drops as soon as the call returns. Not a
+/// checkpoint.
+///
+/// # Errors
+/// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
+pub fn active_thread_count() -> Result<usize> {
+    crate::thread::to_thread::active_thread_count()
+}
+
+/// Waits until [`active_thread_count`] is 0: every thread this run's
+/// [`to_thread`](crate::to_thread) calls started, abandoned ones included,
+/// has finished (Trio's `trio.testing.wait_all_threads_completed`). Returns
+/// at once (after the checkpoint) if there are none. To wait until
+/// everything has settled, alternate it with [`wait_all_tasks_blocked`]
+/// until the count stays 0.
+///
+/// # Checkpoint
+/// Always a checkpoint.
+/// # Cancellation
+/// Returns `Err(Error::Cancelled)`; nothing else to undo.
+/// # Errors
+/// [`Error::Runtime`](crate::Error::Runtime) outside `trio::run`.
+pub async fn wait_all_threads_completed() -> Result<()> {
+    crate::thread::to_thread::wait_all_threads_completed().await
+}
+
 fn token_key(token: crate::lowlevel::WakeToken) -> usize {
     crate::lowlevel::token_key(token)
 }

@@ -132,6 +132,21 @@ pub fn check_cancelled() -> Result<()> {
     }
 }
 
+/// The name of this worker thread for the `to_thread` call it is running:
+/// the call's [`Options::thread_name`](crate::to_thread::Options::thread_name)
+/// if it set one, else the worker's own name (`trio-worker-N`). `None` on a
+/// thread that is not running a `to_thread` call. (Trio's equivalent is
+/// `threading.current_thread().name`; std's
+/// [`Thread::name`](std::thread::Thread::name) cannot change after the
+/// thread started, so it always gives the worker's own name.)
+pub fn thread_name() -> Option<String> {
+    let shared = worker_shared()?;
+    match &shared.thread_name {
+        Some(name) => Some(name.clone()),
+        None => std::thread::current().name().map(str::to_owned),
+    }
+}
+
 /// The token of the run whose worker this thread is, if it is one.
 pub fn worker_token() -> Option<TrioToken> {
     worker_shared().map(|s| s.token.clone())

@@ -10,6 +10,7 @@
 //! `TrioToken::run_sync_soon`, which unparks it on the run's thread.
 
 pub mod from_thread;
+mod os_name;
 mod pool;
 pub mod to_thread;
 mod token;

@@ -1,7 +1,7 @@
 //! Running blocking code on worker threads.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::from_thread::{self, WorkerCtx};
-use super::{TrioToken, current_trio_token, pool};
+use super::{TrioToken, current_trio_token, os_name, pool};
 use crate::error::Result;
 use crate::lowlevel::{Abort, WakeToken, park, unpark};
 use crate::runtime;
-use crate::sync::{Borrower, CapacityLimiter};
+use crate::sync::{Borrower, CapacityLimiter, ParkingLot};
 
 /// The number of tokens of each run's default thread limiter.
 pub const DEFAULT_THREAD_LIMIT: usize = 40;
@@ -37,6 +37,8 @@ pub(crate) struct CallShared {
     pub(crate) abandoned: AtomicBool,
     /// Set by the worker once the result is stored.
     pub(crate) done: AtomicBool,
+    /// The call's [`Options::thread_name`], if it set one.
+    pub(crate) thread_name: Option<String>,
 }
 
 /// Marks the runtime key of a call's completion notice (apart from its
@@ -78,6 +80,71 @@ struct CallLocal {
 thread_local! {
     static CALLS: RefCell<HashMap<u64, CallLocal>> = RefCell::new(HashMap::new());
     static DEFAULT_LIMITER: RefCell<Option<(u64, Rc<CapacityLimiter>)>> = const { RefCell::new(None) };
+    static ACTIVE: RefCell<Option<(u64, Rc<ActiveThreads>)>> = const { RefCell::new(None) };
+}
+
+/// A run's `to_thread` calls whose thread has not finished (for
+/// `trio::testing::active_thread_count`), abandoned ones included: a call
+/// is counted from the moment its job is handed to a thread until its
+/// completion notice runs on the run's thread.
+#[derive(Default)]
+struct ActiveThreads {
+    /// The call ids counted.
+    calls: RefCell<HashSet<u64>>,
+    /// Tasks in `wait_all_threads_completed`, woken when `calls` empties.
+    idle_waiters: ParkingLot,
+}
+
+/// The current run's [`ActiveThreads`], created on first use.
+fn active_threads() -> Result<Rc<ActiveThreads>> {
+    let run = runtime::with(|rt| rt.serial)?;
+    Ok(ACTIVE.with_borrow_mut(|slot| match slot {
+        Some((r, a)) if *r == run => a.clone(),
+        _ => {
+            let a = Rc::new(ActiveThreads::default());
+            *slot = Some((run, a.clone()));
+            a
+        }
+    }))
+}
+
+/// Stops counting `call_id` (its thread finished, or never started); wakes
+/// the waiters of `wait_all_threads_completed` when none is left. Runs on
+/// the run's thread; a call that was not counted is ignored.
+fn thread_finished(call_id: u64) {
+    let active = ACTIVE.with_borrow(|slot| slot.as_ref().map(|(_, a)| a.clone()));
+    let Some(active) = active else { return };
+    let now_idle = {
+        let mut calls = active.calls.borrow_mut();
+        calls.remove(&call_id) && calls.is_empty()
+    };
+    if now_idle {
+        active.idle_waiters.unpark_all();
+    }
+}
+
+/// How many of this run's `to_thread` calls have a thread that has not
+/// finished running the call's function (see
+/// `trio::testing::active_thread_count`).
+pub(crate) fn active_thread_count() -> Result<usize> {
+    let run = runtime::with(|rt| rt.serial)?;
+    Ok(ACTIVE.with_borrow(|slot| match slot {
+        Some((r, a)) if *r == run => a.calls.borrow().len(),
+        _ => 0,
+    }))
+}
+
+/// Waits until [`active_thread_count`] is 0 (see
+/// `trio::testing::wait_all_threads_completed`).
+pub(crate) async fn wait_all_threads_completed() -> Result<()> {
+    crate::lowlevel::checkpoint().await?;
+    let active = active_threads()?;
+    // Bounded by the calls of the run: each wake-up comes from the count
+    // reaching 0; a new call may have started meanwhile, then wait again.
+    while !active.calls.borrow().is_empty() {
+        active.idle_waiters.park().await?;
+    }
+    Ok(())
 }
 
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
@@ -94,6 +161,9 @@ static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 /// this, the lazily delivered cancel lost to the wake-up, and the host
 /// served the request or returned the thread's result instead.
 fn wake_host(call_id: u64, done: bool) {
+    if done {
+        thread_finished(call_id);
+    }
     let (wake, abandoned) = CALLS.with_borrow_mut(|calls| match calls.get_mut(&call_id) {
         Some(c) if c.abandoned.is_some() => {
             if done {
@@ -138,12 +208,13 @@ pub fn current_default_thread_limiter() -> Result<Rc<CapacityLimiter>> {
     }))
 }
 
-/// How to run a blocking call: which limiter, and whether cancellation may
-/// abandon the thread.
+/// How to run a blocking call: which limiter, whether cancellation may
+/// abandon the thread, and what to call the thread meanwhile.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
     limiter: Option<Rc<CapacityLimiter>>,
     abandon_on_cancel: bool,
+    thread_name: Option<String>,
 }
 
 /// Runs `f` on a worker thread and returns its result, with the default
@@ -193,6 +264,27 @@ impl Options {
         self
     }
 
+    /// Names the worker thread `name` while it runs this call (Trio's
+    /// `thread_name=`). Worker threads are reused, so the name lasts only
+    /// for the call:
+    ///
+    /// - [`from_thread::thread_name`] in the worker returns `name`;
+    /// - on Linux the OS thread name (seen by `ps`, `top`, debuggers and
+    ///   `/proc/<pid>/task/<tid>/comm`) is set with `pthread_setname_np` as
+    ///   Trio does: each non-ASCII character becomes `?` and only the first
+    ///   15 bytes are kept; the previous OS name is put back before the
+    ///   call's result is reported. Other platforms keep the OS name;
+    /// - [`std::thread::current().name()`](std::thread::Thread::name) does
+    ///   not change: std fixes it when the thread starts (`trio-worker-N`).
+    ///
+    /// Without this option the thread keeps its worker name (`trio-worker-N`);
+    /// Trio's default, "`<function name> from <task name>`", has no
+    /// counterpart (a Rust closure has no name).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Options {
+        self.thread_name = Some(name.into());
+        self
+    }
+
     /// Runs `f` on a worker thread with these options (see [`run_sync`]).
     ///
     /// # Checkpoint
@@ -213,6 +305,7 @@ impl Options {
             None => current_default_thread_limiter()?,
         };
         let token = current_trio_token()?;
+        let active = active_threads()?;
         let call_id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
         let borrower = Borrower::thread_call(call_id);
         limiter.acquire_on_behalf_of(borrower).await?;
@@ -224,6 +317,7 @@ impl Options {
             cancelled: Arc::new(AtomicBool::new(false)),
             abandoned: AtomicBool::new(false),
             done: AtomicBool::new(false),
+            thread_name: self.thread_name,
         });
         let observed = runtime::with(|rt| rt.observe_cancel(shared.cancelled.clone()))?;
         let _unobserve = Unobserve { scope: observed, flag: shared.cancelled.clone() };
@@ -240,7 +334,12 @@ impl Options {
             let (shared, result) = (shared.clone(), result.clone());
             Box::new(move || {
                 let ctx = WorkerCtx { shared: shared.clone() };
-                let out = from_thread::with_worker_ctx(ctx, || catch_unwind(AssertUnwindSafe(f)));
+                let out = from_thread::with_worker_ctx(ctx, || {
+                    // Renamed for the call only: the old OS name is back
+                    // before the result is reported.
+                    let _name = shared.thread_name.as_deref().map(os_name::Rename::new);
+                    catch_unwind(AssertUnwindSafe(f))
+                });
                 *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(out);
                 shared.done.store(true, Ordering::Release);
                 // Tell the host (or, if abandoned, free the token). If the
@@ -254,6 +353,9 @@ impl Options {
             shared.done.store(true, Ordering::Release);
             return Err(e.into());
         }
+        // Counted until its completion notice runs (which cannot happen
+        // before this: it runs on this thread, after this task yields).
+        active.calls.borrow_mut().insert(call_id);
 
         let abandon = self.abandon_on_cancel;
         loop {
