@@ -21,9 +21,16 @@
 //! transport ended without `close_notify`, during the handshake or after
 //! it, or reset) is [`Error::Broken`], as Trio's `BrokenResourceError`
 //! (unless [`https_compatible`](TlsStream::https_compatible), where an end
-//! without `close_notify` after the handshake is a normal end of stream). A cancelled `send_all` (or a
-//! handshake cancelled while sending) also leaves the stream broken, as in
-//! Trio. A handshake cancelled while waiting for the peer can go on later
+//! without `close_notify` after the handshake is a normal end of stream).
+//! Once our side of the handshake is done, a peer that is gone is not an
+//! error for what the protocol sends by itself (a TLS 1.3 server's session
+//! tickets, a client's `Finished`): a peer may close right after its
+//! handshake, its `Finished` and `close_notify` in one transport read. The
+//! handshake then succeeds, receiving goes on (`Ok(0)` after the peer's
+//! `close_notify`, `Broken` if its transport ended without one), and only
+//! sending fails (`Broken`), as with Trio over TCP. A cancelled `send_all`
+//! (or a handshake cancelled while sending) also leaves the stream broken,
+//! as in Trio. A handshake cancelled while waiting for the peer can go on later
 //! (unlike Trio, where it breaks the stream), but `aclose` does not resume
 //! it: it closes the transport without `close_notify` rather than wait for
 //! a peer that may never answer.
@@ -109,6 +116,12 @@ struct Inner {
     eof_sent: bool,
     /// The transport reported end of stream.
     transport_eof: bool,
+    /// Our side of the handshake was done when a transport send failed
+    /// because the peer is gone (`Broken`): what rustls had queued (the
+    /// TLS 1.3 session tickets, our last handshake flight) is dropped and
+    /// sending is over (`Broken`), but receiving goes on, so that what the
+    /// peer sent before it left, and its `close_notify`, are still read.
+    send_failed: bool,
     /// A handshake attempt was cancelled midway (`aclose` then does not
     /// resume it).
     handshake_interrupted: bool,
@@ -267,6 +280,7 @@ impl<S: Stream> TlsCore<S> {
                 closed: false,
                 eof_sent: false,
                 transport_eof: false,
+                send_failed: false,
                 handshake_interrupted: false,
                 pending: Vec::new(),
                 pending_pos: 0,
@@ -316,6 +330,7 @@ impl<S: Stream> TlsCore<S> {
         let _g = lock_quickly(&self.send_lock).await?;
         // One buffer, kept between calls (no allocation per flush).
         let mut buf = self.write_buf.take();
+        let mut result = Ok(());
         // Bounded: each turn drains what rustls had queued.
         for _ in 0..1_000_000 {
             buf.clear();
@@ -323,13 +338,46 @@ impl<S: Stream> TlsCore<S> {
             if buf.is_empty() {
                 break;
             }
+            if self.inner.borrow().send_failed {
+                // The peer is gone: nothing more can reach it.
+                result = Err(Error::Broken);
+                break;
+            }
+            // A cancellation midway breaks the stream.
             let guard = MarkOnDrop::new(&self.inner, mark_broken);
-            self.transport.send_all(&buf).await.map_err(transport_error)?;
+            let sent = self.transport.send_all(&buf).await;
             guard.disarm();
+            if let Err(e) = sent {
+                let e = transport_error(e);
+                let mut inner = self.inner.borrow_mut();
+                // A peer that is gone after our side of the handshake is
+                // done may have closed cleanly first (its close_notify can
+                // be right behind its Finished): receiving goes on. Any
+                // other failure breaks the stream.
+                if matches!(e, Error::Broken) && !inner.conn.is_handshaking() {
+                    inner.send_failed = true;
+                } else {
+                    inner.broken = true;
+                }
+                result = Err(e);
+                break;
+            }
         }
         buf.clear();
         self.write_buf.set(buf);
-        Ok(())
+        result
+    }
+
+    /// [`flush`](Self::flush) for what the protocol sends by itself (our
+    /// handshake flights, the session tickets after it, replies to the
+    /// peer's messages): once our side of the handshake is done, a peer
+    /// that is gone is not an error here (its `close_notify`, or the lack
+    /// of it, decides how receiving ends; sending fails with `Broken`).
+    async fn flush_protocol(&self) -> Result<()> {
+        match self.flush().await {
+            Err(Error::Broken) if self.inner.borrow().send_failed => Ok(()),
+            other => other,
+        }
     }
 
     /// Reads one chunk from the transport into rustls and processes it.
@@ -385,7 +433,7 @@ impl<S: Stream> TlsCore<S> {
                 return Err(e);
             }
         }
-        self.flush().await?;
+        self.flush_protocol().await?;
         Ok(yielded)
     }
 
@@ -474,7 +522,7 @@ impl<S: Stream> TlsCore<S> {
         for _ in 0..10_000 {
             self.check_usable()?;
             let handshaking = self.handshaking();
-            self.flush().await?;
+            self.flush_protocol().await?;
             if !handshaking {
                 return Ok(());
             }

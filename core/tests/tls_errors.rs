@@ -14,7 +14,7 @@
 mod util;
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -613,6 +613,214 @@ fn clean_end_versus_https_compatible_close() {
         Ok(())
     })
     .unwrap();
+}
+
+// ---- a peer that closes right after the handshake ----
+
+/// From its `live`-th send on, what `from` sends stays in its buffer until
+/// its send side closes, and then reaches `to` in one piece, with the EOF
+/// (so the peer gets, in one transport read, a handshake's last flight and
+/// what followed it). Returns the count of sends so far.
+fn hold_after(from: &MemoryStream, to: &MemoryStream, live: usize) -> std::rc::Rc<std::cell::Cell<usize>> {
+    let sends = std::rc::Rc::new(std::cell::Cell::new(0));
+    let (count, r) = (sends.clone(), to.receive_stream.clone());
+    from.send_stream.set_send_all_hook(Some(AsyncHook::new(async move |s: &MemorySendStream| {
+        count.set(count.get() + 1);
+        if count.get() <= live { memory_stream_pump(s, &r, None).map(drop) } else { Ok(()) }
+    })));
+    sends
+}
+
+/// A TLS 1.2 client configuration trusting `id`.
+fn tls12_client(id: &Identity) -> ClientConfig {
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(id.roots())
+        .with_no_client_auth()
+}
+
+/// A full handshake and a clean close with `client` (so that its session
+/// cache holds a session of `server` to resume).
+async fn warm_up(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> Result<()> {
+    let (a, b) = memory_stream_pair();
+    let (c, s) = (TlsStream::client(a, "localhost", client.clone())?, TlsStream::server(b, server.clone())?);
+    let (rc, rs) = join2(c.do_handshake(), s.do_handshake()).await;
+    rc?;
+    rs?;
+    s.aclose().await?;
+    let mut buf = [0u8; 8];
+    // Reading takes the TLS 1.3 session tickets.
+    assert_eq!(c.receive_some(&mut buf).await?, 0);
+    c.aclose().await
+}
+
+/// A client that closes right after its handshake: its last flight (in TLS
+/// 1.3 its `Finished`), its `close_notify` and the transport's EOF reach the
+/// server in one read, and the server, done, cannot send what it sends after
+/// the handshake (the TLS 1.3 session tickets) to a client that is gone.
+/// As with Trio (OpenSSL) over TCP: the server's handshake succeeds, its
+/// first `receive_some` is a clean end of stream (`Ok(0)`); sending to the
+/// gone client is `Broken`. Without `close_notify` (the client just cuts
+/// its transport), the handshake succeeds too and the receive is the
+/// truncation's `Broken`. TLS 1.3 and 1.2, full and resumed handshakes.
+#[test]
+fn client_closes_right_after_its_handshake() {
+    let id = localhost();
+    let server_config = Arc::new(id.server());
+    run(async {
+        for (client_config, version) in
+            [(id.client(), ProtocolVersion::TLSv1_3), (tls12_client(&id), ProtocolVersion::TLSv1_2)]
+        {
+            let client_config = Arc::new(client_config);
+            for resumed in [false, true] {
+                if resumed {
+                    warm_up(&client_config, &server_config).await?;
+                }
+                for clean in [true, false] {
+                    let what = format!("{version:?}, resumed: {resumed}, close_notify: {clean}");
+                    let (a, b) = memory_stream_pair();
+                    // The client's sends that reach the server at once: the
+                    // ClientHello, and in a full TLS 1.2 handshake the
+                    // flight with the client's Finished (the server's
+                    // Finished comes after it).
+                    let live = if version == ProtocolVersion::TLSv1_2 && !resumed { 2 } else { 1 };
+                    let sends = hold_after(&a, &b, live);
+                    let client = TlsStream::client(a, "localhost", client_config.clone())?;
+                    let server = TlsStream::server(b, server_config.clone())?;
+                    let (c, s) = join2(
+                        async {
+                            client.do_handshake().await?;
+                            if clean { client.aclose().await } else { client.transport().aclose().await }
+                        },
+                        async {
+                            let handshake = server.do_handshake().await;
+                            let mut buf = [0u8; 16];
+                            let received = server.receive_some(&mut buf).await;
+                            Ok((handshake, received))
+                        },
+                    )
+                    .await;
+                    c.unwrap_or_else(|e| panic!("{what}: the client: {e:?}"));
+                    let (handshake, received) = s?;
+                    // (A full TLS 1.2 handshake that ends without
+                    // close_notify: the client sends nothing after it.)
+                    if clean || live == 1 {
+                        assert!(sends.get() > live, "{what}: the client's last sends were held back");
+                    }
+                    assert!(handshake.is_ok(), "{what}: the server's handshake: {handshake:?}");
+                    assert_eq!(server.protocol_version(), Some(version), "{what}");
+                    let mut buf = [0u8; 16];
+                    if clean {
+                        assert_eq!(received.ok(), Some(0), "{what}: a clean end");
+                        assert_eq!(server.receive_some(&mut buf).await.ok(), Some(0), "{what}: it stays so");
+                        let r = server.send_all(b"late").await;
+                        assert!(matches!(r, Err(Error::Broken)), "{what}: the client is gone: {r:?}");
+                        server.aclose().await?;
+                    } else {
+                        assert!(matches!(received, Err(Error::Broken)), "{what}: a truncation: {received:?}");
+                        assert_broken_then_closable(&server).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// The other way round: the server's last flight, its data and its
+/// `close_notify` (and the transport's EOF) reach the client in one read.
+/// With our server (TLS 1.3: session tickets, data, `close_notify` after the
+/// handshake; TLS 1.2: its `ChangeCipherSpec` and `Finished` too), and with
+/// a raw rustls server that sends TLS 1.3 half-RTT data and `close_notify`
+/// right after its `Finished` and hangs up before the client's `Finished`
+/// (which the client then cannot send): the client's handshake succeeds,
+/// it reads the data, then a clean end of stream.
+#[test]
+fn server_closes_right_after_its_handshake() {
+    let id = localhost();
+    let server_config = Arc::new(id.server());
+    run(async {
+        for (client_config, version) in
+            [(id.client(), ProtocolVersion::TLSv1_3), (tls12_client(&id), ProtocolVersion::TLSv1_2)]
+        {
+            let (a, b) = memory_stream_pair();
+            let sends = hold_after(&b, &a, 1);
+            let client = TlsStream::client(a, "localhost", Arc::new(client_config))?;
+            let server = TlsStream::server(b, server_config.clone())?;
+            let (c, s) = join2(
+                async {
+                    let handshake = client.do_handshake().await;
+                    Ok((handshake, read_to_end(&client).await))
+                },
+                async {
+                    server.do_handshake().await?;
+                    server.send_all(b"bye").await?;
+                    server.aclose().await
+                },
+            )
+            .await;
+            s.unwrap_or_else(|e| panic!("{version:?}: the server: {e:?}"));
+            let (handshake, read) = c?;
+            assert!(sends.get() > 1, "{version:?}: the server's last sends were held back");
+            assert!(handshake.is_ok(), "{version:?}: the client's handshake: {handshake:?}");
+            assert_eq!(read.ok(), Some(b"bye".to_vec()), "{version:?}");
+            assert_eq!(client.protocol_version(), Some(version));
+            client.aclose().await?;
+        }
+
+        // A raw rustls server with half-RTT data.
+        let (a, raw) = memory_stream_pair();
+        let client = TlsStream::client(a, "localhost", Arc::new(id.client()))?;
+        let (c, s) = join2(
+            async {
+                let handshake = client.do_handshake().await;
+                Ok((handshake, read_to_end(&client).await))
+            },
+            async {
+                let mut config = id.server();
+                config.send_half_rtt_data = true;
+                let mut conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                let k = raw.receive_some(&mut buf).await?;
+                conn.read_tls(&mut &buf[..k]).unwrap();
+                conn.process_new_packets().unwrap();
+                conn.writer().write_all(b"half-rtt").unwrap();
+                conn.send_close_notify();
+                let mut out = Vec::new();
+                while conn.wants_write() {
+                    conn.write_tls(&mut out).unwrap();
+                }
+                assert!(conn.is_handshaking(), "the client's Finished is still to come");
+                raw.send_all(&out).await?;
+                raw.aclose().await
+            },
+        )
+        .await;
+        s?;
+        let (handshake, read) = c?;
+        assert!(handshake.is_ok(), "half-RTT: the client's handshake: {handshake:?}");
+        assert_eq!(read.ok(), Some(b"half-rtt".to_vec()));
+        let r = client.send_all(b"late").await;
+        assert!(matches!(r, Err(Error::Broken)), "the server is gone: {r:?}");
+        client.aclose().await?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Reads to a clean end of stream (at most 64 reads), or the first error.
+async fn read_to_end<S: ReceiveStream>(s: &S) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..64 {
+        match s.receive_some(&mut buf).await? {
+            0 => return Ok(out),
+            k => out.extend_from_slice(&buf[..k]),
+        }
+    }
+    panic!("no end of stream after 64 reads");
 }
 
 // ---- ALPN ----

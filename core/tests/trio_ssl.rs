@@ -633,6 +633,29 @@ fn closing_nice_case() {
                 assert_checkpoints(server.aclose()).await
             })
             .await?;
+
+            // Also when the client's last handshake flight (in TLS 1.3 its
+            // Finished, after which the server sends session tickets to a
+            // client that is gone), its close_notify and its transport's EOF
+            // reach the server in one read: the client's sends after its
+            // first ones stay in its buffer until its transport closes.
+            let (a, b) = memory_stream_pair();
+            let live = if Arc::ptr_eq(&client_config, &fx.client12) { 2 } else { 1 };
+            let (sends, r) = (Rc::new(Cell::new(0)), b.receive_stream.clone());
+            let count = sends.clone();
+            a.send_stream.set_send_all_hook(Some(AsyncHook::new(async move |s: &MemorySendStream| {
+                count.set(count.get() + 1);
+                if count.get() <= live { memory_stream_pump(s, &r, None).map(drop) } else { Ok(()) }
+            })));
+            let client = TlsStream::client(a, HOST, client_config.clone())?;
+            let server = TlsStream::server(b, fx.server.clone())?;
+            open_nursery(async |n| {
+                n.spawn(client.aclose());
+                assert_eq!(assert_checkpoints(receive_vec(&server, 10)).await?, b"");
+                assert_checkpoints(server.aclose()).await
+            })
+            .await?;
+            assert!(sends.get() > live, "the client's close_notify was held back");
         }
         Ok(())
     })
