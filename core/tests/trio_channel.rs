@@ -1,6 +1,6 @@
 //! Ports of Python Trio's `src/trio/_tests/test_channel.py` that
 //! `core/tests/channel.rs` does not cover already, see
-//! `docs/conformance/test_channel.md`.
+//! `docs/TRIO_CONFORMANCE.md` (section test_channel.py).
 
 mod util;
 

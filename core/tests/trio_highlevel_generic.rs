@@ -1,5 +1,5 @@
 //! Ports of Python Trio's `src/trio/_tests/test_highlevel_generic.py`
-//! (`StapledStream`), see `docs/conformance/test_highlevel_generic.md`.
+//! (`StapledStream`), see `docs/TRIO_CONFORMANCE.md` (section test_highlevel_generic.py).
 
 mod util;
 

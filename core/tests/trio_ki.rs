@@ -1,7 +1,7 @@
 //! Ports of Python Trio's `src/trio/_core/_tests/test_ki.py` (Ctrl-C), as far
 //! as they apply: here Ctrl-C cancels the run's root scope and the run
 //! returns `Error::KeyboardInterrupt` once every task has cleaned up (see
-//! `docs/conformance/test_ki.md`). Each scenario runs in a child process
+//! `docs/TRIO_CONFORMANCE.md` (section test_ki.py)). Each scenario runs in a child process
 //! (this test binary re-executed) that raises SIGINT at itself, so that the
 //! signal never reaches the test runner or the runs of other tests.
 #![cfg(unix)]

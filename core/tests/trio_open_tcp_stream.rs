@@ -1,6 +1,6 @@
 //! Ports of Python Trio's `src/trio/_tests/test_highlevel_open_tcp_stream.py`
 //! not already in `net_open_tcp_stream.rs` (the table is
-//! `docs/conformance/test_highlevel_open_tcp_stream.md`).
+//! `docs/TRIO_CONFORMANCE.md` (section test_highlevel_open_tcp_stream.py)).
 // Native only: WASI has its own socket tests.
 #![cfg(not(target_os = "wasi"))]
 

@@ -1,6 +1,6 @@
 //! Ports of Python Trio's `src/trio/_core/_tests/test_run.py` (semantics,
 //! not code) that no other test file covered. The mapping of every Trio test
-//! to a Rust test is `docs/conformance/test_run.md`. Runs natively and on
+//! to a Rust test is `docs/TRIO_CONFORMANCE.md` (section test_run.py). Runs natively and on
 //! both WASI targets: nothing here needs threads, signals or sockets.
 
 mod util;
@@ -847,7 +847,7 @@ fn task_tree_introspection_as_in_trio() {
                 let me = current_task()?;
                 // (Trio reports a hidden nursery of the caller here and the
                 // target as `eventual_parent_nursery`; this crate reports the
-                // target from the start: see docs/conformance/test_run.md.)
+                // target from the start: see `docs/TRIO_CONFORMANCE.md` (section test_run.py).)
                 status.started(());
                 assert_eq!(current_task()?, me);
                 assert_eq!(me.parent_nursery(), Some(target));

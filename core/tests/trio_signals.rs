@@ -1,5 +1,5 @@
 //! Ports of Python Trio's `src/trio/_tests/test_signals.py` (see
-//! `docs/conformance/test_signals.md` for the whole table; the tests already
+//! `docs/TRIO_CONFORMANCE.md` (section test_signals.py) for the whole table; the tests already
 //! covered by `tests/signals.rs` are not repeated here).
 //!
 //! Signal dispositions are process-wide and the tests of this binary run on

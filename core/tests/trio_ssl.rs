@@ -1,5 +1,5 @@
 //! Ports of Python Trio's `src/trio/_tests/test_ssl.py` (the table is
-//! `docs/conformance/test_ssl.md`; tests already covered by `tls_basic.rs`,
+//! `docs/TRIO_CONFORMANCE.md` (section test_ssl.py); tests already covered by `tls_basic.rs`,
 //! `tls_errors.rs` and `tls_interop.rs` are not repeated here).
 //!
 //! Memory and lockstep streams run under a mock clock inside a deadline (a

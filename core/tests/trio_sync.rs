@@ -1,6 +1,6 @@
 //! Ports of Python Trio's `src/trio/_tests/test_sync.py` that
 //! `core/tests/sync.rs` and `core/tests/sync_more.rs` do not cover already,
-//! see `docs/conformance/test_sync.md`.
+//! see `docs/TRIO_CONFORMANCE.md` (section test_sync.py).
 
 mod util;
 

@@ -1,6 +1,6 @@
 //! Ports of Python Trio's `src/trio/_tests/test_threads.py` that
 //! `core/tests/threads.rs` does not cover already, see
-//! `docs/conformance/test_threads.md`. Worker threads are real, so every
+//! `docs/TRIO_CONFORMANCE.md` (section test_threads.py). Worker threads are real, so every
 //! wait on one is bounded in count and time.
 // Native only but for one test: WASI has no threads (so there every
 // spawn fails, which one test uses).

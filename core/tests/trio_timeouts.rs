@@ -1,6 +1,6 @@
 //! Ports of Python Trio's `src/trio/_tests/test_timeouts.py` that
 //! `core/tests/timeouts.rs` and `core/tests/cancel.rs` do not cover already,
-//! see `docs/conformance/test_timeouts.md`. All time is mock time.
+//! see `docs/TRIO_CONFORMANCE.md` (section test_timeouts.py). All time is mock time.
 
 mod util;
 
