@@ -294,10 +294,9 @@ pub fn remove_parking_lot_breaker(task: Task, lot: &ParkingLot) -> Result<()> {
         let Some(i) = lots.iter().position(|l| std::rc::Rc::ptr_eq(l, lot.core())) else {
             return Err(Error::Runtime(NOT_REGISTERED));
         };
+        // The (possibly empty) entry stays until the task exits, so that a
+        // lock taken and released in a loop does not allocate each time.
         lots.swap_remove(i);
-        if lots.is_empty() {
-            rt.lot_breakers.remove(&task.key);
-        }
         Ok(())
     })?
 }

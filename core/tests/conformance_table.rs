@@ -59,10 +59,9 @@ fn every_named_rust_test_exists() {
         let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}.rs::{name}: {e}"));
         // A test function, or one a macro makes (`lock_basics!(name, ...)`),
         // or a family written as `prefix_*` in the table.
-        let found = src.contains(&format!("fn {name}(")) || src.contains(&format!("!({name},")) || {
-            let prefix_family = name.ends_with('_') && src.contains(&format!("fn {name}"));
-            prefix_family
-        };
+        let found = src.contains(&format!("fn {name}("))
+            || src.contains(&format!("!({name},"))
+            || (name.ends_with('_') && src.contains(&format!("fn {name}")));
         assert!(found, "{file}.rs has no test {name}");
         checked += 1;
     }

@@ -290,3 +290,45 @@ fn the_breaker_moves_with_a_handed_over_lock() {
     })
     .unwrap();
 }
+
+#[test]
+fn condition_waiters_moved_onto_the_lock_see_its_owner_exit() {
+    let cond = trio::sync::Condition::new();
+    let r = mock_run(async {
+        open_nursery(async |n| {
+            n.spawn(async {
+                cond.acquire().await?;
+                cond.wait().await
+            });
+            idle().await?;
+            n.spawn(async {
+                cond.acquire().await?;
+                cond.notify(1)?;
+                // Ends holding the lock: the notified waiter now waits for
+                // the lock, and must not wait forever.
+                Ok(())
+            });
+            Ok(())
+        })
+        .await
+    });
+    assert!(matches!(r, Err(Error::Broken)), "{r:?}");
+}
+
+#[test]
+fn an_owner_that_exited_with_nobody_waiting_is_found_out_by_the_next_acquire() {
+    let lock = Lock::new();
+    mock_run(async {
+        open_nursery(async |n| {
+            n.spawn(async { lock.acquire().await });
+            Ok(())
+        })
+        .await?;
+        // Nobody waited while the owner lived; the next acquire that would
+        // wait finds it gone and fails instead of blocking forever.
+        assert!(matches!(lock.acquire().await, Err(Error::Broken)));
+        assert!(matches!(lock.acquire().await, Err(Error::Broken)));
+        Ok(())
+    })
+    .unwrap();
+}

@@ -103,7 +103,7 @@ pub(crate) struct Runtime {
     pub(crate) pending_aborts: Vec<(usize, u32)>,
     /// Lot breakers: task key → (its generation, the lots it breaks when it
     /// exits), see `lowlevel::add_parking_lot_breaker`.
-    pub(crate) lot_breakers: std::collections::HashMap<usize, (u32, Vec<Rc<LotCore>>)>,
+    pub(crate) lot_breakers: std::collections::HashMap<usize, (u32, Vec<Rc<LotCore>>), KeyHash>,
 }
 
 thread_local! {
@@ -114,6 +114,30 @@ thread_local! {
 }
 
 const OUTSIDE: &str = "called outside trio::run";
+
+/// A hasher for slab keys (small integers, not chosen by an attacker): one
+/// multiplication, where SipHash would cost more than the map operation.
+pub(crate) type KeyHash = std::hash::BuildHasherDefault<KeyHasher>;
+
+/// See [`KeyHash`].
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// The `Cancelled` a checkpoint of the code running now reports (with the
 /// reason of its scope's cancellation).
@@ -377,7 +401,7 @@ impl RunOptions {
             dfs: Vec::new(),
             polls_since_io: 0,
             pending_aborts: Vec::new(),
-            lot_breakers: std::collections::HashMap::new(),
+            lot_breakers: std::collections::HashMap::default(),
         };
         let root = rt.insert_root("<main>");
         rt.root = root;

@@ -95,8 +95,13 @@ impl Condition {
     /// # Errors
     /// [`Error::Runtime`] if the lock is not held by this task.
     pub fn notify(&self, n: usize) -> Result<usize> {
-        self.check_owner()?;
-        Ok(self.lot.repark(self.lock.inner().lot(), n))
+        let me = self.check_owner()?;
+        let moved = self.lot.repark(self.lock.inner().lot(), n);
+        if moved > 0 {
+            // They now wait for the lock: its owner's exit must break it.
+            self.lock.inner().register_owner(me);
+        }
+        Ok(moved)
     }
 
     /// Wakes every waiter. Not a checkpoint.

@@ -23,6 +23,8 @@ pub struct LockStatistics {
 #[derive(Debug, Default)]
 pub(crate) struct LockImpl {
     owner: Cell<Option<Task>>,
+    /// Is the owner registered as a breaker of `lot` (see `set_owner`)?
+    registered: Cell<bool>,
     lot: ParkingLot,
 }
 
@@ -31,7 +33,8 @@ impl LockImpl {
         match self.owner.get() {
             Some(o) if o == me => Err(Error::Runtime("attempt to re-acquire a lock this task already holds")),
             None if self.lot.is_empty() => {
-                self.set_owner(Some(me));
+                // Nobody waits: nothing to register (see `set_owner`).
+                self.owner.set(Some(me));
                 Ok(())
             }
             _ => Err(Error::WouldBlock),
@@ -47,6 +50,11 @@ impl LockImpl {
         .await?;
         if let ControlFlow::Break(r) = now {
             return r;
+        }
+        // We will wait for the owner: make sure its exit would break the
+        // lot (or break it now if it has exited already).
+        if let Some(owner) = self.owner.get() {
+            self.register_owner(owner);
         }
         // `release` hands the lock to us when it unparks us; if we are
         // dropped after that but before running, pass it on.
@@ -69,24 +77,48 @@ impl LockImpl {
     }
 
     fn hand_off(&self) {
-        let next = self.lot.unpark_one();
-        self.set_owner(next.and_then(|u| u.task));
+        let next = self.lot.unpark_one().and_then(|u| u.task);
+        if next.is_none() && !self.registered.get() {
+            // The uncontended release.
+            self.owner.set(None);
+            return;
+        }
+        self.set_owner(next);
     }
 
-    /// Changes the owner. As in Trio, the owner is registered as a breaker
-    /// of the lock's lot: a task that exits while holding the lock breaks
-    /// it, and its waiters (and later acquirers) get `Broken` instead of
-    /// blocking forever.
+    /// Changes the owner.
+    ///
+    /// As in Trio, a task that exits while holding the lock breaks it: its
+    /// waiters, and every later `acquire`, get `Broken` instead of
+    /// blocking forever. The owner is registered as a breaker of the lot
+    /// only while someone waits (`register_owner`, called before a waiter
+    /// parks, and here when the lock is handed to a waiter and others still
+    /// wait), so the uncontended path pays nothing; an owner that exited
+    /// unregistered is found out by the next `acquire` that would wait.
     fn set_owner(&self, owner: Option<Task>) {
-        if let Some(old) = self.owner.replace(owner) {
+        let old = self.owner.replace(owner);
+        if self.registered.replace(false)
+            && let Some(old) = old
+        {
             let _ = remove_parking_lot_breaker(old, &self.lot);
         }
         if let Some(new) = owner
-            && add_parking_lot_breaker(new, &self.lot).is_err()
+            && !self.lot.is_empty()
         {
-            // The new owner has exited already (it was handed the lock in
-            // the same pass as it ended): nobody can release it.
-            let _ = self.lot.break_lot(Some(new));
+            self.register_owner(new);
+        }
+    }
+
+    /// Registers `owner` as a breaker of the lot, once; breaks the lot now
+    /// if `owner` has exited already (nobody can release the lock).
+    pub(crate) fn register_owner(&self, owner: Task) {
+        if self.registered.get() {
+            return;
+        }
+        if add_parking_lot_breaker(owner, &self.lot).is_ok() {
+            self.registered.set(true);
+        } else {
+            let _ = self.lot.break_lot(Some(owner));
         }
     }
 
