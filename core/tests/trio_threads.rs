@@ -696,7 +696,12 @@ mod native {
                                 to_thread::run_sync(move || {
                                     q_tx.send(from_thread::check_cancelled().is_ok()).unwrap();
                                     ev_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-                                    from_thread::check_cancelled()
+                                    let r = from_thread::check_cancelled();
+                                    if let Err(e) = &r {
+                                        let source = e.cancel_reason().map(|r| r.source());
+                                        assert_eq!(source, Some(trio::CancelSource::Explicit), "{e}");
+                                    }
+                                    r
                                 })
                                 .await?
                             })
@@ -747,6 +752,11 @@ mod native {
             assert!(scope.cancelled_caught());
             let got = to_thread::run_sync(move || q_rx.recv_timeout(Duration::from_secs(10))).await?;
             assert!(matches!(got, Ok(Err(Error::Cancelled(_)))), "{got:?}");
+            // With the reason of the host's cancellation (Trio: "cancelled
+            // due to explicit from task ...").
+            let reason = got.unwrap().unwrap_err().cancel_reason().cloned().expect("a reason");
+            assert_eq!(reason.source(), trio::CancelSource::Explicit);
+            assert!(reason.source_task().is_some());
             Ok(())
         })
         .unwrap();

@@ -44,7 +44,7 @@ use crate::error::{CancelReason, CancelSource, Error, Result};
 use crate::time::{Clock, Instant, SystemClock};
 
 pub(crate) use park::{AbortFn, LotCore, ParkRec, ParkState, run_pending_aborts};
-pub(crate) use scopes::ScopeRec;
+pub(crate) use scopes::{CancelFlag, ScopeRec};
 pub(crate) use tasks::{NodeKind, NurseryRec, TaskRec};
 use waker::{RunId, Shared};
 

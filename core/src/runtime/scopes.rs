@@ -31,7 +31,35 @@ pub(crate) struct ScopeRec {
     pub(crate) state: Rc<ScopeState>,
     /// Flags that mirror `effectively_cancelled` for other threads (a
     /// `to_thread` worker's `from_thread::check_cancelled`).
-    pub(crate) observers: Vec<Arc<AtomicBool>>,
+    pub(crate) observers: Vec<Arc<CancelFlag>>,
+}
+
+/// A scope's cancellation as another thread sees it: whether it is
+/// cancelled, and why (for the `Cancelled` that thread reports).
+#[derive(Debug, Default)]
+pub(crate) struct CancelFlag {
+    pub(crate) set: AtomicBool,
+    pub(crate) reason: std::sync::Mutex<Option<CancelReason>>,
+}
+
+impl CancelFlag {
+    /// Is the scope cancelled?
+    pub(crate) fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// The `Cancelled` to report for it.
+    pub(crate) fn error(&self) -> Error {
+        let reason = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        Error::Cancelled(reason.unwrap_or_else(CancelReason::unknown))
+    }
+
+    fn store(&self, cancelled: bool, reason: Option<CancelReason>) {
+        if cancelled {
+            *self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+        }
+        self.set.store(cancelled, Ordering::Release);
+    }
 }
 
 impl Runtime {
@@ -182,8 +210,14 @@ impl Runtime {
             }
             let changed = now != s.effectively_cancelled;
             self.scopes[k].effectively_cancelled = now;
-            for o in &self.scopes[k].observers {
-                o.store(now, Ordering::Release);
+            if !self.scopes[k].observers.is_empty() {
+                if now && !self.scopes[k].state.cancel_called.get() {
+                    self.inherit_reason(k);
+                }
+                let reason = self.scopes[k].state.cancel_reason.borrow().clone();
+                for o in &self.scopes[k].observers {
+                    o.store(now, reason.clone());
+                }
             }
             if !changed {
                 continue;
@@ -269,16 +303,16 @@ impl Runtime {
 
     /// Mirrors the current scope's cancellation into `flag` until
     /// [`unobserve_cancel`](Runtime::unobserve_cancel); returns the scope.
-    pub(crate) fn observe_cancel(&mut self, flag: Arc<AtomicBool>) -> usize {
+    pub(crate) fn observe_cancel(&mut self, flag: Arc<CancelFlag>) -> usize {
         let k = self.current_scope;
         if let Some(s) = self.scopes.get_mut(k) {
-            flag.store(s.effectively_cancelled, Ordering::Release);
+            flag.store(s.effectively_cancelled, s.state.cancel_reason.borrow().clone());
             s.observers.push(flag);
         }
         k
     }
 
-    pub(crate) fn unobserve_cancel(&mut self, scope: usize, flag: &Arc<AtomicBool>) {
+    pub(crate) fn unobserve_cancel(&mut self, scope: usize, flag: &Arc<CancelFlag>) {
         if let Some(s) = self.scopes.get_mut(scope) {
             s.observers.retain(|o| !Arc::ptr_eq(o, flag));
         }

@@ -125,7 +125,10 @@ where
 /// not a `to_thread` worker.
 pub fn check_cancelled() -> Result<()> {
     let shared = worker_shared().ok_or(Error::Runtime("not a trio worker thread"))?;
-    if shared.cancelled.load(Ordering::Acquire) || shared.abandoned.load(Ordering::Acquire) {
+    if shared.cancelled.is_set() {
+        // With the reason of the host scope's cancellation, as Trio's.
+        Err(shared.cancelled.error())
+    } else if shared.abandoned.load(Ordering::Acquire) {
         Err(Error::cancelled())
     } else {
         Ok(())

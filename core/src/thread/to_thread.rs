@@ -12,7 +12,7 @@ use super::from_thread::{self, WorkerCtx};
 use super::{TrioToken, current_trio_token, os_name, pool};
 use crate::error::Result;
 use crate::lowlevel::{Abort, WakeToken, park, unpark};
-use crate::runtime;
+use crate::runtime::{self, CancelFlag};
 use crate::sync::{Borrower, CapacityLimiter, ParkingLot};
 
 /// The number of tokens of each run's default thread limiter.
@@ -32,7 +32,7 @@ pub(crate) struct CallShared {
     pub(crate) token: TrioToken,
     pub(crate) requests: Mutex<VecDeque<Request>>,
     /// Mirrors whether the host's scope is cancelled (for `check_cancelled`).
-    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) cancelled: Arc<CancelFlag>,
     /// Set when the host gave up waiting (`abandon_on_cancel`, or dropped).
     pub(crate) abandoned: AtomicBool,
     /// Set by the worker once the result is stored.
@@ -70,7 +70,7 @@ struct CallLocal {
     /// With `abandon_on_cancel`: the host's cancellation flag (set inside
     /// `cancel()`), so that a wake-up arriving after a cancel does not
     /// unpark a host that Trio would already have aborted.
-    abandon_when: Option<Arc<AtomicBool>>,
+    abandon_when: Option<Arc<CancelFlag>>,
     /// The completion notice ran: the host may take the result.
     done_seen: bool,
     /// For an abandoned call: the token to give back when the thread ends.
@@ -174,11 +174,7 @@ fn wake_host(call_id: u64, done: bool) {
         }
         Some(c) => {
             c.done_seen |= done;
-            if c.abandon_when.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
-                (None, None)
-            } else {
-                (c.wake.take(), None)
-            }
+            if c.abandon_when.as_ref().is_some_and(|f| f.is_set()) { (None, None) } else { (c.wake.take(), None) }
         }
         None => (None, None),
     });
@@ -314,7 +310,7 @@ impl Options {
             call_id,
             token,
             requests: Mutex::new(VecDeque::new()),
-            cancelled: Arc::new(AtomicBool::new(false)),
+            cancelled: Arc::new(CancelFlag::default()),
             abandoned: AtomicBool::new(false),
             done: AtomicBool::new(false),
             thread_name: self.thread_name,
@@ -366,7 +362,7 @@ impl Options {
             // Trio, where the host goes back to waiting after each request
             // and the pending cancel abandons the call there.
             loop {
-                if abandon && shared.cancelled.load(Ordering::Acquire) {
+                if abandon && shared.cancelled.is_set() {
                     break;
                 }
                 let req = shared.requests.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
@@ -415,7 +411,7 @@ impl Options {
 /// Stops mirroring the host's cancellation when the call ends.
 struct Unobserve {
     scope: usize,
-    flag: Arc<AtomicBool>,
+    flag: Arc<CancelFlag>,
 }
 
 impl Drop for Unobserve {
