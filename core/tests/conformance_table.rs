@@ -67,3 +67,17 @@ fn every_named_rust_test_exists() {
     }
     assert!(checked > 200, "only {checked} references found");
 }
+
+#[test]
+fn the_summary_counts_match_the_rows() {
+    let doc = table();
+    let rows = rows(&doc);
+    let tests: Vec<_> = rows.iter().filter(|r| r.len() == 4 && r[0].trim_matches('`').starts_with("test")).collect();
+    let all = rows.iter().find(|r| r[0] == "all").expect("the summary's `all` line");
+    let number = |i: usize| all[i].parse::<usize>().unwrap_or_else(|_| panic!("summary cell {:?}", all[i]));
+    assert_eq!(number(1), tests.len(), "test count");
+    for (i, status) in STATUSES.iter().enumerate() {
+        let n = tests.iter().filter(|r| r[2] == *status).count();
+        assert_eq!(number(i + 2), n, "{status} count");
+    }
+}
