@@ -174,6 +174,33 @@ fn semaphore_statistics_and_fifo_hand_off() {
 }
 
 #[test]
+fn semaphore_release_at_usize_max_is_an_error_not_a_wrap() {
+    // Without a maximum: the value stops at usize::MAX instead of wrapping
+    // to 0 (which would lose every permit).
+    let s = Semaphore::new(usize::MAX);
+    assert!(matches!(s.release(), Err(Error::Runtime(m)) if m.contains("usize::MAX")));
+    assert_eq!(s.value(), usize::MAX, "a refused release changes nothing");
+    s.try_acquire().unwrap();
+    s.release().unwrap();
+    assert_eq!(s.value(), usize::MAX);
+    assert!(s.release().is_err());
+    // With the largest maximum: the maximum's own error.
+    let m = Semaphore::with_max(usize::MAX, usize::MAX).unwrap();
+    assert!(matches!(m.release(), Err(Error::Runtime(_))));
+    assert_eq!(m.value(), usize::MAX);
+    // Inside a run too, and the semaphore still works afterwards.
+    mock_run(async {
+        let s = Semaphore::new(usize::MAX - 1);
+        s.release()?;
+        assert!(s.release().is_err());
+        s.acquire().await?;
+        assert_eq!(s.value(), usize::MAX - 1);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
 fn limiter_waiters_on_behalf_of_borrowers_are_fifo_and_cancellable() {
     mock_run(async {
         let l = CapacityLimiter::new(1);

@@ -99,10 +99,17 @@ impl Semaphore {
     /// pool. Not a checkpoint.
     ///
     /// # Errors
-    /// [`Error::Runtime`] if that would exceed the maximum.
+    /// [`Error::Runtime`] if that would exceed the maximum, or, without a
+    /// maximum, if the value is already `usize::MAX` (the value never wraps
+    /// around to 0); nothing changes then.
     pub fn release(&self) -> Result<()> {
-        if self.lot.is_empty() && self.max.is_some_and(|m| self.value.get() >= m) {
-            return Err(Error::Runtime("Semaphore released too many times"));
+        if self.lot.is_empty() {
+            if self.max.is_some_and(|m| self.value.get() >= m) {
+                return Err(Error::Runtime("Semaphore released too many times"));
+            }
+            if self.value.get() == usize::MAX {
+                return Err(Error::Runtime("Semaphore released too many times: its value is already usize::MAX"));
+            }
         }
         self.give_back();
         Ok(())
@@ -110,7 +117,10 @@ impl Semaphore {
 
     fn give_back(&self) {
         if self.lot.unpark_one().is_none() {
-            self.value.set(self.value.get() + 1);
+            // Saturating: `release` refuses to pass `usize::MAX`; only a
+            // handed-over permit given back by a cancelled waiter could meet
+            // a full value, and a count that high cannot be told apart.
+            self.value.set(self.value.get().saturating_add(1));
         }
     }
 
