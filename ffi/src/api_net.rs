@@ -384,8 +384,9 @@ unsafe fn copy_out(s: &str, buf: *mut c_char, len: usize) -> c_int {
 }
 
 fn address_into(h: trio_handle_t, buf: *mut c_char, len: usize, peer: bool) -> c_int {
-    if buf.is_null() && len != 0 {
-        return set_error(TRIO_EINVAL, format_args!("buf is NULL but len is {len}"));
+    let func = if peer { "trio_peer_address" } else { "trio_local_address" };
+    if let Err(c) = crate::buf::check(func, buf, "buf", len, "len") {
+        return c;
     }
     let (kinds, what) = if peer { (STREAMS, "a stream (TCP or Unix)") } else { (SOCKETS, "a socket") };
     let sock = match lookup(h, kinds, what) {
@@ -406,8 +407,8 @@ fn address_into(h: trio_handle_t, buf: *mut c_char, len: usize, peer: bool) -> c
 ///
 /// Returns the length of the whole text without the NUL, like `snprintf`
 /// (if it is `>= len` the copy was truncated; `buf` may be NULL when `len`
-/// is 0); `TRIO_EINVAL` if `buf` is NULL and `len` is not 0;
-/// `TRIO_EBADHANDLE` if `sock` is not a socket; `TRIO_ECLOSED` if it was
+/// is 0); `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len` is
+/// more than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `sock` is not a socket; `TRIO_ECLOSED` if it was
 /// closed by a server that used it; `TRIO_EIO`.
 ///
 /// # Safety
@@ -545,9 +546,9 @@ pub unsafe extern "C" fn trio_unix_listen(path: *const c_char, out: *mut trio_ha
 /// the stream is broken (later sends return `TRIO_EBROKEN`; receiving still
 /// works), as in Trio.
 ///
-/// Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0;
-/// `TRIO_EBADHANDLE` if `stream` is not a stream; `TRIO_EBUSY` if another
-/// task is sending on it; `TRIO_ECLOSED` after `trio_send_eof` or if it was
+/// Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len`
+/// is more than `PTRDIFF_MAX` (nothing is sent); `TRIO_EBADHANDLE` if
+/// `stream` is not a stream; `TRIO_EBUSY` if another task is sending on it; `TRIO_ECLOSED` after `trio_send_eof` or if it was
 /// closed meanwhile; `TRIO_EBROKEN` if the peer is gone (connection reset,
 /// broken pipe) or an earlier send was cancelled midway; `TRIO_EIO`;
 /// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
@@ -558,9 +559,7 @@ pub unsafe extern "C" fn trio_unix_listen(path: *const c_char, out: *mut trio_ha
 pub unsafe extern "C" fn trio_send_all(stream: trio_handle_t, buf: *const c_void, len: usize) -> c_int {
     guard(|| {
         status((|| {
-            if buf.is_null() && len != 0 {
-                return Err(set_error(TRIO_EINVAL, format_args!("buf is NULL but len is {len}")));
-            }
+            crate::buf::check("trio_send_all", buf, "buf", len, "len")?;
             let data: &[u8] = if len == 0 {
                 &[]
             } else {
@@ -589,7 +588,8 @@ pub unsafe extern "C" fn trio_send_all(stream: trio_handle_t, buf: *const c_void
 ///
 /// Returns the number of bytes received (1 or more), or 0 at the end of
 /// the stream (the peer sent EOF or closed; every later call returns 0
-/// too); `TRIO_EINVAL` if `buf` is NULL or `len` is 0; `TRIO_EBADHANDLE`
+/// too); `TRIO_EINVAL` if `buf` is NULL, `len` is 0 or `len` is more
+/// than `PTRDIFF_MAX`; `TRIO_EBADHANDLE`
 /// if `stream` is not a stream; `TRIO_EBUSY` if another task is receiving
 /// on it; `TRIO_ECLOSED` if it was closed meanwhile; `TRIO_EBROKEN` if the
 /// peer reset the connection; `TRIO_EIO`; `TRIO_ECANCELED`; `TRIO_ENORUN`
@@ -602,8 +602,9 @@ pub unsafe extern "C" fn trio_send_all(stream: trio_handle_t, buf: *const c_void
 pub unsafe extern "C" fn trio_receive_some(stream: trio_handle_t, buf: *mut c_void, len: usize) -> c_int {
     guard(|| {
         status((|| {
+            crate::buf::check("trio_receive_some", buf, "buf", len, "len")?;
             if buf.is_null() {
-                return Err(set_error(TRIO_EINVAL, "buf is NULL"));
+                return Err(set_error(TRIO_EINVAL, "trio_receive_some: buf is NULL"));
             }
             if len == 0 {
                 return Err(set_error(TRIO_EINVAL, "len is 0: there is no room to receive into"));

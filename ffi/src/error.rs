@@ -210,15 +210,16 @@ fn code_of(e: &Error) -> c_int {
 /// `snprintf`: if that is `>= len` the copy was truncated. `buf` may be
 /// NULL when `len` is 0 (to learn the length). Returns 0 with an empty
 /// string if nothing failed yet, `TRIO_EINVAL` if `buf` is NULL and `len`
-/// is not 0. Does not block; any thread, inside or outside `trio_run`.
+/// is not 0 or `len` is more than `PTRDIFF_MAX` (then the detail is that
+/// refusal). Does not block; any thread, inside or outside `trio_run`.
 ///
 /// # Safety
 /// `buf` must be NULL or point to `len` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn trio_last_error(buf: *mut c_char, len: usize) -> c_int {
     guard(|| {
-        if buf.is_null() && len != 0 {
-            return set_error(TRIO_EINVAL, format_args!("trio_last_error: buf is NULL but len is {len}"));
+        if let Err(c) = crate::buf::check("trio_last_error", buf, "buf", len, "len") {
+            return c;
         }
         let copy = |detail: &str| {
             let bytes = detail.as_bytes();

@@ -14,6 +14,7 @@ pub mod api_core;
 pub mod api_net;
 pub mod api_sync;
 pub mod api_thread;
+mod buf;
 pub mod error;
 pub mod handle;
 pub mod task;
