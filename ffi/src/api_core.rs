@@ -81,14 +81,21 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
         return set_error(error::TRIO_ENORUN, "a run is already active on this thread (runs cannot nest)");
     }
     ignore_sigpipe();
+    // The run's handles carry its tag: those of other runs are refused.
+    if let Err(c) = handle::begin_run() {
+        return c;
+    }
     let task = match CTask::new(main_fn, arg) {
         Ok(t) => t,
-        Err(c) => return c,
+        Err(c) => {
+            handle::end_run();
+            return c;
+        }
     };
     let r = options.handle_ctrl_c(false).run(task);
     // Objects the C code did not close belong to the finished run: their
     // handles go stale and the objects are freed.
-    handle::clear();
+    handle::end_run();
     match r {
         Ok(code) => code,
         Err(e) => task::note_error(&e),
@@ -186,10 +193,14 @@ pub unsafe extern "C" fn trio_nursery_open(out: *mut trio_handle_t) -> c_int {
         }
         let id = task::next_id();
         let state = Rc::new(NurseryState::new(id));
-        if let Err(c) = task::open(Layer::Nursery(state.clone()), id) {
+        let h = match handle::insert_rc(Kind::Nursery, state.clone()) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
+        if let Err(c) = task::open(Layer::Nursery(state), id) {
+            let _ = handle::remove::<NurseryState>(h, Kind::Nursery);
             return c;
         }
-        let h = handle::insert_rc(Kind::Nursery, state);
         // SAFETY: non-null, and the caller promised it is writable.
         unsafe { *out = h };
         0
@@ -358,10 +369,14 @@ pub unsafe extern "C" fn trio_cancel_scope_open(timeout: f64, shield: c_int, out
         };
         scope.set_shield(shield != 0);
         let id = task::next_id();
-        if let Err(c) = task::open(Layer::Scope(scope.clone()), id) {
+        let h = match handle::insert(Kind::CancelScope, ScopeState { scope: scope.clone(), layer: id }) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
+        if let Err(c) = task::open(Layer::Scope(scope), id) {
+            let _ = handle::remove::<ScopeState>(h, Kind::CancelScope);
             return c;
         }
-        let h = handle::insert(Kind::CancelScope, ScopeState { scope, layer: id });
         // SAFETY: non-null, and the caller promised it is writable.
         unsafe { *out = h };
         0

@@ -279,7 +279,7 @@ pub unsafe extern "C" fn trio_tcp_connect(host: *const c_char, port: u16, out: *
             null_out(out)?;
             let stream = wait_net(trio::net::open_tcp_stream(host, port))?;
             // SAFETY: checked non-null; the caller's promise.
-            Ok(unsafe { put(out, handle::insert(Kind::TcpStream, stream)) })
+            Ok(unsafe { put(out, handle::insert(Kind::TcpStream, stream)?) })
         })())
     })
 }
@@ -323,7 +323,7 @@ pub unsafe extern "C" fn trio_tcp_listen(host: *const c_char, port: u16, out: *m
             for addr in addrs {
                 match TcpListener::bind(addr) {
                     // SAFETY: checked non-null; the caller's promise.
-                    Ok(l) => return Ok(unsafe { put(out, handle::insert(Kind::TcpListener, l)) }),
+                    Ok(l) => return Ok(unsafe { put(out, handle::insert(Kind::TcpListener, l)?) }),
                     Err(e) => {
                         first_err.get_or_insert(e);
                     }
@@ -452,9 +452,9 @@ pub unsafe extern "C" fn trio_accept(listener: trio_handle_t, out: *mut trio_han
         status((|| {
             null_out(out)?;
             let h = match lookup(listener, LISTENERS, "a listener (TCP or Unix)")? {
-                Sock::TcpListener(l) => handle::insert(Kind::TcpStream, task::wait(l.accept())?),
+                Sock::TcpListener(l) => handle::insert(Kind::TcpStream, task::wait(l.accept())?)?,
                 #[cfg(unix)]
-                Sock::UnixListener(l) => handle::insert(Kind::UnixStream, task::wait(l.accept())?),
+                Sock::UnixListener(l) => handle::insert(Kind::UnixStream, task::wait(l.accept())?)?,
                 _ => unreachable!("lookup returns listeners only"),
             };
             // SAFETY: checked non-null; the caller's promise.
@@ -488,7 +488,7 @@ pub unsafe extern "C" fn trio_unix_connect(path: *const c_char, out: *mut trio_h
             {
                 let stream = wait_net(trio::net::open_unix_socket(path))?;
                 // SAFETY: checked non-null; the caller's promise.
-                Ok(unsafe { put(out, handle::insert(Kind::UnixStream, stream)) })
+                Ok(unsafe { put(out, handle::insert(Kind::UnixStream, stream)?) })
             }
             #[cfg(not(unix))]
             {
@@ -525,7 +525,7 @@ pub unsafe extern "C" fn trio_unix_listen(path: *const c_char, out: *mut trio_ha
             {
                 let listener = wait_net(trio::net::open_unix_listener(path))?;
                 // SAFETY: checked non-null; the caller's promise.
-                Ok(unsafe { put(out, handle::insert(Kind::UnixListener, listener)) })
+                Ok(unsafe { put(out, handle::insert(Kind::UnixListener, listener)?) })
             }
             #[cfg(not(unix))]
             {
@@ -731,7 +731,7 @@ impl<S: NetStream> Drop for OwnedStream<S> {
 /// Runs the C handler on one connection, as a C task.
 async fn handle_conn<S: NetStream>(handler: Handler, arg: usize, stream: S) -> trio::Result<()> {
     let stream = Rc::new(stream);
-    let h = handle::insert_rc(S::KIND, stream.clone());
+    let h = handle::insert_rc(S::KIND, stream.clone()).map_err(|code| Error::user(TaskFailed(code)))?;
     let _owned = OwnedStream { h, stream };
     let conn = Box::new(Conn { handler, arg: arg as *mut c_void, stream: h });
     let task = CTask::new(Some(conn_trampoline), std::ptr::from_ref(&*conn).cast_mut().cast())

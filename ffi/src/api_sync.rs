@@ -106,7 +106,10 @@ pub unsafe extern "C" fn trio_event_new(out: *mut trio_handle_t) -> c_int {
         if let Err(c) = task::current_task() {
             return c;
         }
-        let h = handle::insert(Kind::Event, EventState::new(Event::new()));
+        let h = match handle::insert(Kind::Event, EventState::new(Event::new())) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
         // SAFETY: non-null, and the caller promised it is writable.
         unsafe { put(out, h) };
         0
@@ -207,8 +210,17 @@ pub unsafe extern "C" fn trio_channel_open(
             return c;
         }
         let (s, r) = trio::open_memory_channel::<*mut c_void>(capacity);
-        let hs = handle::insert(Kind::ChannelSender, End { end: s });
-        let hr = handle::insert(Kind::ChannelReceiver, End { end: r });
+        let hs = match handle::insert(Kind::ChannelSender, End { end: s }) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
+        let hr = match handle::insert(Kind::ChannelReceiver, End { end: r }) {
+            Ok(h) => h,
+            Err(c) => {
+                let _ = handle::remove::<SendState>(hs, Kind::ChannelSender);
+                return c;
+            }
+        };
         // SAFETY: non-null, and the caller promised they are writable.
         unsafe {
             put(send_out, hs);
@@ -237,7 +249,10 @@ pub unsafe extern "C" fn trio_channel_clone_sender(sender: trio_handle_t, out: *
             Ok(s) => s,
             Err(c) => return c,
         };
-        let h = handle::insert(Kind::ChannelSender, End { end: s.end.clone() });
+        let h = match handle::insert(Kind::ChannelSender, End { end: s.end.clone() }) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
         // SAFETY: non-null, and the caller promised it is writable.
         unsafe { put(out, h) };
         0
@@ -263,7 +278,10 @@ pub unsafe extern "C" fn trio_channel_clone_receiver(receiver: trio_handle_t, ou
             Ok(r) => r,
             Err(c) => return c,
         };
-        let h = handle::insert(Kind::ChannelReceiver, End { end: r.end.clone() });
+        let h = match handle::insert(Kind::ChannelReceiver, End { end: r.end.clone() }) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
         // SAFETY: non-null, and the caller promised it is writable.
         unsafe { put(out, h) };
         0
@@ -419,7 +437,10 @@ pub unsafe extern "C" fn trio_lock_new(out: *mut trio_handle_t) -> c_int {
         if let Err(c) = task::current_task() {
             return c;
         }
-        let h = handle::insert(Kind::Lock, LockState::new(Lock::new()));
+        let h = match handle::insert(Kind::Lock, LockState::new(Lock::new())) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
         // SAFETY: non-null, and the caller promised it is writable.
         unsafe { put(out, h) };
         0
@@ -517,7 +538,10 @@ pub unsafe extern "C" fn trio_semaphore_new(initial: usize, out: *mut trio_handl
         if let Err(c) = task::current_task() {
             return c;
         }
-        let h = handle::insert(Kind::Semaphore, SemaphoreState::new(Semaphore::new(initial)));
+        let h = match handle::insert(Kind::Semaphore, SemaphoreState::new(Semaphore::new(initial))) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
         // SAFETY: non-null, and the caller promised it is writable.
         unsafe { put(out, h) };
         0

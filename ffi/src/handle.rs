@@ -1,14 +1,14 @@
 //! Generational handles: how C names trio objects.
 //!
 //! C never holds a pointer to a Rust object. It holds a [`trio_handle_t`], a
-//! 64-bit number that names a slot in this thread's table, and every call
-//! looks the handle up again. A handle packs
+//! 64-bit number that names a slot in the table of the run that made it,
+//! and every call looks the handle up again. A handle packs
 //!
 //! ```text
-//!  63      56 55            32 31                0
-//! +----------+----------------+-------------------+
-//! |   kind   |   generation   |       index       |
-//! +----------+----------------+-------------------+
+//!  63      56 55          40 39          24 23                0
+//! +----------+--------------+--------------+-------------------+
+//! |   kind   |     run      |  generation  |       index       |
+//! +----------+--------------+--------------+-------------------+
 //! ```
 //!
 //! so a handle of the wrong kind (a lock passed as a nursery) is told apart
@@ -17,26 +17,34 @@
 //! matches and is reported as `TRIO_EBADHANDLE` instead of reaching a freed
 //! or reused object. Kinds start at 1, so 0 is never a handle and C code can
 //! use it as "none". A slot whose generation would wrap is retired rather
-//! than reused, so a stale handle can never come back to life.
+//! than reused, so a stale handle can never come back to life within its
+//! run; a run has room for 2^24 live handles.
 //!
-//! The table is per thread: trio objects are tied to the run on the thread
-//! that made them, and a handle used from another thread is not found there
-//! (reported as made on another thread). Entries are `Rc`s, so a call can
+//! The table is per thread and per run: each `trio_run` takes a run tag
+//! (16 bits, never 0) that no other live run of the process holds, starts
+//! an empty table with it, and gives its tag back when it ends. Every
+//! lookup compares the handle's tag with the table's, so a handle of
+//! another thread's live run is always refused (the detail says it belongs
+//! to another run), and so is one of a run that has ended, unless 65,535
+//! runs have started since and one of them reuses its tag with a live slot
+//! of the same kind, index and generation. Entries are `Rc`s, so a call can
 //! keep using an object while it waits even if another task closes the
 //! handle meanwhile; the object goes when the last user lets go.
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::ffi::c_int;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::Mutex;
 
-use crate::error::{TRIO_EBADHANDLE, set_error};
+use crate::error::{TRIO_EBADHANDLE, TRIO_ENOMEM, set_error};
 
 /// A handle to a trio object (a nursery, a cancel scope, a socket, ...).
-/// 0 is never a valid handle. A handle is valid on the thread that made it
-/// until it is closed; after that every call given it returns
-/// `TRIO_EBADHANDLE`.
+/// 0 is never a valid handle. A handle is valid in the run that made it
+/// (on that run's thread) until it is closed or the run ends; after that,
+/// and in any other run, every call given it returns `TRIO_EBADHANDLE`.
 #[allow(non_camel_case_types, reason = "named as C code spells it, like the rest of the header")]
 pub type trio_handle_t = u64;
 
@@ -127,17 +135,64 @@ impl fmt::Display for Kind {
     }
 }
 
-const INDEX_BITS: u32 = 32;
-const GEN_BITS: u32 = 24;
+const INDEX_BITS: u32 = 24;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+const GEN_BITS: u32 = 16;
 const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+const RUN_BITS: u32 = 16;
+const KIND_SHIFT: u32 = INDEX_BITS + GEN_BITS + RUN_BITS;
 
-fn encode(kind: Kind, generation: u32, index: u32) -> trio_handle_t {
-    (u64::from(kind as u8) << (INDEX_BITS + GEN_BITS)) | (u64::from(generation) << INDEX_BITS) | u64::from(index)
+fn encode(kind: Kind, run: u16, generation: u32, index: u32) -> trio_handle_t {
+    debug_assert!(generation <= GEN_MASK && index <= INDEX_MASK);
+    (u64::from(kind as u8) << KIND_SHIFT)
+        | (u64::from(run) << (INDEX_BITS + GEN_BITS))
+        | (u64::from(generation) << INDEX_BITS)
+        | u64::from(index)
 }
 
-/// A handle's parts; `kind` as found, possibly not a [`Kind`].
-fn decode(h: trio_handle_t) -> (u8, u32, u32) {
-    ((h >> (INDEX_BITS + GEN_BITS)) as u8, (h >> INDEX_BITS) as u32 & GEN_MASK, h as u32)
+/// A handle's parts (kind, run, generation, index); `kind` as found,
+/// possibly not a [`Kind`].
+fn decode(h: trio_handle_t) -> (u8, u16, u32, u32) {
+    (
+        (h >> KIND_SHIFT) as u8,
+        (h >> (INDEX_BITS + GEN_BITS)) as u16,
+        (h >> INDEX_BITS) as u32 & GEN_MASK,
+        h as u32 & INDEX_MASK,
+    )
+}
+
+/// The tags of the live runs of the process, and the last one handed out.
+struct Runs {
+    last: u16,
+    live: BTreeSet<u16>,
+}
+
+impl Runs {
+    /// The next tag after the last one handed out that is neither 0 nor
+    /// live, now marked live; `None` if every tag is live.
+    fn take(&mut self) -> Option<u16> {
+        // Bounded: one pass over every tag.
+        for _ in 0..=u16::MAX {
+            self.last = self.last.wrapping_add(1);
+            if self.last != 0 && self.live.insert(self.last) {
+                return Some(self.last);
+            }
+        }
+        None
+    }
+}
+
+static RUNS: Mutex<Runs> = Mutex::new(Runs { last: 0, live: BTreeSet::new() });
+
+fn runs() -> std::sync::MutexGuard<'static, Runs> {
+    // The set stays consistent even if a holder panicked: each change is
+    // one insert or remove.
+    RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether run tag `run` belongs to a live run (of any thread).
+fn run_is_live(run: u16) -> bool {
+    runs().live.contains(&run)
 }
 
 /// One slot of the table.
@@ -150,9 +205,12 @@ struct Slot {
     entry: Option<(Kind, Rc<dyn Any>)>,
 }
 
-/// A table of handles (one per thread, see [`insert`], [`get`], [`remove`]).
+/// A table of handles (one per thread and run, see [`insert`], [`get`],
+/// [`remove`]).
 #[derive(Default)]
 pub(crate) struct Handles {
+    /// The tag of the run the table belongs to (0: none, as in unit tests).
+    run: u16,
     slots: Vec<Slot>,
     /// Indices of free slots, reused last-freed first.
     free: Vec<u32>,
@@ -167,13 +225,24 @@ impl fmt::Debug for Handles {
 
 impl Handles {
     /// Stores `value` and returns a new handle of `kind` for it.
-    pub(crate) fn insert<T: 'static>(&mut self, kind: Kind, value: Rc<T>) -> trio_handle_t {
+    ///
+    /// # Errors
+    /// `TRIO_ENOMEM` if the run's table has no index left (2^24 handles
+    /// open, or slots retired after 2^16 uses each); `value` is dropped.
+    pub(crate) fn insert<T: 'static>(&mut self, kind: Kind, value: Rc<T>) -> Result<trio_handle_t, c_int> {
         let entry: Rc<dyn Any> = value;
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
-                // 2^32 live objects would exhaust memory long before this.
-                let i = u32::try_from(self.slots.len()).expect("handle table is full");
+                let i = match u32::try_from(self.slots.len()) {
+                    Ok(i) if i <= INDEX_MASK => i,
+                    _ => {
+                        return Err(set_error(
+                            TRIO_ENOMEM,
+                            format_args!("no handle left for {kind}: this run's handle table is full (2^24 slots)"),
+                        ));
+                    }
+                };
                 self.slots.push(Slot { generation: 0, entry: None });
                 i
             }
@@ -181,7 +250,7 @@ impl Handles {
         let slot = &mut self.slots[index as usize];
         slot.entry = Some((kind, entry));
         self.live += 1;
-        encode(kind, slot.generation, index)
+        Ok(encode(kind, self.run, slot.generation, index))
     }
 
     /// The live slot `h` names, checked to be of `kind`, or the error code
@@ -190,17 +259,35 @@ impl Handles {
         if h == 0 {
             return Err(set_error(TRIO_EBADHANDLE, format_args!("handle is 0, expected {kind}")));
         }
-        let (bits, generation, index) = decode(h);
+        let (bits, run, generation, index) = decode(h);
         let Some(found) = Kind::from_bits(bits) else {
             return Err(set_error(TRIO_EBADHANDLE, format_args!("{h:#x} is not a trio handle, expected {kind}")));
         };
         if found != kind {
             return Err(set_error(TRIO_EBADHANDLE, format_args!("handle {h:#x} is {found}, expected {kind}")));
         }
+        if run != self.run {
+            return Err(if run_is_live(run) {
+                set_error(
+                    TRIO_EBADHANDLE,
+                    format_args!(
+                        "handle {h:#x} ({kind}) belongs to another run (run {run}, on another thread), not to this thread's {}",
+                        self.run_name()
+                    ),
+                )
+            } else {
+                set_error(
+                    TRIO_EBADHANDLE,
+                    format_args!(
+                        "handle {h:#x} ({kind}) belongs to a run that has ended (run {run}; or it is not a trio handle)"
+                    ),
+                )
+            });
+        }
         let Some(slot) = self.slots.get(index as usize) else {
             return Err(set_error(
                 TRIO_EBADHANDLE,
-                format_args!("handle {h:#x} ({kind}) was not made on this thread (or is not a trio handle)"),
+                format_args!("handle {h:#x} ({kind}) was not made in this run (or is not a trio handle)"),
             ));
         };
         match &slot.entry {
@@ -219,11 +306,17 @@ impl Handles {
         value.clone().downcast::<T>().map_err(|_| type_mismatch::<T>(h, kind))
     }
 
+    /// This table's run, for error details.
+    fn run_name(&self) -> String {
+        if self.run == 0 { String::from("(no run)") } else { format!("run {}", self.run) }
+    }
+
     /// Whether `h` is a live handle (records no error).
     pub(crate) fn is_live(&self, h: trio_handle_t) -> bool {
-        let (bits, generation, index) = decode(h);
+        let (bits, run, generation, index) = decode(h);
         h != 0
             && Kind::from_bits(bits).is_some()
+            && run == self.run
             && self.slots.get(index as usize).is_some_and(|s| s.generation == generation && s.entry.is_some())
     }
 
@@ -236,7 +329,7 @@ impl Handles {
         if !value.is::<T>() {
             return Err(type_mismatch::<T>(h, kind));
         }
-        let index = decode(h).2;
+        let index = decode(h).3;
         let (_, value) = self.vacate(index).expect("checked live above");
         Ok(value.downcast::<T>().unwrap_or_else(|_| unreachable!("type checked above")))
     }
@@ -287,14 +380,57 @@ fn with<R>(f: impl FnOnce(&mut Handles) -> Result<R, c_int>) -> Result<R, c_int>
 }
 
 /// Stores `value` in this thread's table and returns a new handle for it.
-pub(crate) fn insert<T: 'static>(kind: Kind, value: T) -> trio_handle_t {
+///
+/// # Errors
+/// As [`Handles::insert`]; `TRIO_EBADHANDLE` if the thread is exiting.
+pub(crate) fn insert<T: 'static>(kind: Kind, value: T) -> Result<trio_handle_t, c_int> {
     insert_rc(kind, Rc::new(value))
 }
 
 /// [`insert`] for an object already shared with Rust code.
-pub(crate) fn insert_rc<T: 'static>(kind: Kind, value: Rc<T>) -> trio_handle_t {
-    // A thread that is exiting runs no C code that could insert.
-    with(|t| Ok(t.insert(kind, value))).unwrap_or(0)
+pub(crate) fn insert_rc<T: 'static>(kind: Kind, value: Rc<T>) -> Result<trio_handle_t, c_int> {
+    with(|t| t.insert(kind, value))
+}
+
+/// Starts this thread's table for a new run: takes a run tag no live run
+/// holds and empties the table (dropping what a previous run left, if
+/// anything).
+///
+/// # Errors
+/// `TRIO_ENOMEM` if 65,535 runs are live at once (no tag is free).
+pub(crate) fn begin_run() -> Result<(), c_int> {
+    let tag = {
+        let Some(tag) = runs().take() else {
+            return Err(set_error(TRIO_ENOMEM, "65535 trio runs are live at once: no run tag is free"));
+        };
+        tag
+    };
+    let old = HANDLES.try_with(|t| std::mem::replace(&mut *t.borrow_mut(), Handles { run: tag, ..Handles::default() }));
+    match old {
+        Ok(old) => {
+            drop(old);
+            Ok(())
+        }
+        Err(_) => {
+            runs().live.remove(&tag);
+            Err(set_error(TRIO_EBADHANDLE, "handles are gone: the thread is exiting"))
+        }
+    }
+}
+
+/// Ends this thread's run: closes every handle (see [`clear`]), gives the
+/// run tag back and leaves an empty table with no run, so the finished
+/// run's handles are reported as such. Returns how many handles were open.
+pub(crate) fn end_run() -> usize {
+    let n = clear();
+    let old = HANDLES.try_with(|t| std::mem::take(&mut *t.borrow_mut()));
+    if let Ok(old) = old {
+        if old.run != 0 {
+            runs().live.remove(&old.run);
+        }
+        drop(old);
+    }
+    n
 }
 
 /// The object `h` names in this thread's table (see [`Handles::get`]).
@@ -331,6 +467,12 @@ mod tests {
     use super::*;
     use crate::error::trio_last_error;
 
+    impl Handles {
+        fn insert_ok<T: 'static>(&mut self, kind: Kind, value: Rc<T>) -> trio_handle_t {
+            self.insert(kind, value).unwrap()
+        }
+    }
+
     fn detail() -> String {
         let mut buf = [0 as std::ffi::c_char; 256];
         unsafe { trio_last_error(buf.as_mut_ptr(), buf.len()) };
@@ -340,7 +482,7 @@ mod tests {
     #[test]
     fn insert_get_remove() {
         let mut t = Handles::default();
-        let h = t.insert(Kind::Lock, Rc::new(7_u32));
+        let h = t.insert_ok(Kind::Lock, Rc::new(7_u32));
         assert_ne!(h, 0);
         assert_eq!(decode(h).0, Kind::Lock as u8);
         assert_eq!(*t.get::<u32>(h, Kind::Lock).unwrap(), 7);
@@ -352,7 +494,7 @@ mod tests {
     #[test]
     fn zero_is_never_a_handle() {
         let mut t = Handles::default();
-        t.insert(Kind::Nursery, Rc::new(()));
+        t.insert_ok(Kind::Nursery, Rc::new(()));
         assert_eq!(t.get::<()>(0, Kind::Nursery).unwrap_err(), TRIO_EBADHANDLE);
         assert_eq!(detail(), "handle is 0, expected a nursery");
         assert_eq!(t.remove::<()>(0, Kind::Nursery).unwrap_err(), TRIO_EBADHANDLE);
@@ -362,14 +504,14 @@ mod tests {
     #[test]
     fn double_close_is_detected_and_stale_handles_stay_stale() {
         let mut t = Handles::default();
-        let h = t.insert(Kind::Nursery, Rc::new(1_i32));
+        let h = t.insert_ok(Kind::Nursery, Rc::new(1_i32));
         t.remove::<i32>(h, Kind::Nursery).unwrap();
         assert_eq!(t.remove::<i32>(h, Kind::Nursery).unwrap_err(), TRIO_EBADHANDLE);
         assert!(detail().contains("is stale: it was closed"), "{}", detail());
         // The slot is reused with a new generation: the old handle does not
         // reach the new object.
-        let h2 = t.insert(Kind::Nursery, Rc::new(2_i32));
-        assert_eq!(decode(h2).2, decode(h).2);
+        let h2 = t.insert_ok(Kind::Nursery, Rc::new(2_i32));
+        assert_eq!(decode(h2).3, decode(h).3);
         assert_ne!(h2, h);
         assert_eq!(t.get::<i32>(h, Kind::Nursery).unwrap_err(), TRIO_EBADHANDLE);
         assert_eq!(*t.get::<i32>(h2, Kind::Nursery).unwrap(), 2);
@@ -378,12 +520,12 @@ mod tests {
     #[test]
     fn wrong_kind_is_detected() {
         let mut t = Handles::default();
-        let h = t.insert(Kind::Lock, Rc::new(()));
+        let h = t.insert_ok(Kind::Lock, Rc::new(()));
         assert_eq!(t.get::<()>(h, Kind::Nursery).unwrap_err(), TRIO_EBADHANDLE);
         assert!(detail().ends_with("is a lock, expected a nursery"), "{}", detail());
         assert_eq!(t.remove::<()>(h, Kind::Nursery).unwrap_err(), TRIO_EBADHANDLE);
         // A forged kind byte over a live slot of another kind.
-        let forged = encode(Kind::Event, decode(h).1, decode(h).2);
+        let forged = encode(Kind::Event, 0, decode(h).2, decode(h).3);
         assert_eq!(t.get::<()>(forged, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
         assert!(t.get::<()>(h, Kind::Lock).is_ok());
     }
@@ -393,14 +535,14 @@ mod tests {
         let t = Handles::default();
         assert_eq!(t.get::<()>(0xff00_0000_0000_0001, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
         assert!(detail().contains("is not a trio handle"));
-        assert_eq!(t.get::<()>(encode(Kind::Event, 0, 5), Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
-        assert!(detail().contains("not made on this thread"));
+        assert_eq!(t.get::<()>(encode(Kind::Event, 0, 0, 5), Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
+        assert!(detail().contains("not made in this run"));
     }
 
     #[test]
     fn wrong_type_is_reported_not_transmuted() {
         let mut t = Handles::default();
-        let h = t.insert(Kind::Event, Rc::new(1_u8));
+        let h = t.insert_ok(Kind::Event, Rc::new(1_u8));
         assert_eq!(t.get::<u64>(h, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
         assert_eq!(t.remove::<u64>(h, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
         assert_eq!(t.live(), 1);
@@ -409,19 +551,19 @@ mod tests {
     #[test]
     fn exhausted_slots_are_retired() {
         let mut t = Handles::default();
-        let h = t.insert(Kind::Event, Rc::new(()));
+        let h = t.insert_ok(Kind::Event, Rc::new(()));
         t.slots[0].generation = GEN_MASK;
-        let h = encode(Kind::Event, GEN_MASK, decode(h).2);
+        let h = encode(Kind::Event, 0, GEN_MASK, decode(h).3);
         t.remove::<()>(h, Kind::Event).unwrap();
         assert!(t.free.is_empty());
-        let h2 = t.insert(Kind::Event, Rc::new(()));
-        assert_eq!(decode(h2).2, 1);
+        let h2 = t.insert_ok(Kind::Event, Rc::new(()));
+        assert_eq!(decode(h2).3, 1);
         assert_eq!(t.get::<()>(h, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
     }
 
     #[test]
     fn handles_are_per_thread() {
-        let h = insert(Kind::Semaphore, 3_usize);
+        let h = insert(Kind::Semaphore, 3_usize).unwrap();
         assert_eq!(*get::<usize>(h, Kind::Semaphore).unwrap(), 3);
         let code = std::thread::spawn(move || get::<usize>(h, Kind::Semaphore).unwrap_err()).join().unwrap();
         assert_eq!(code, TRIO_EBADHANDLE);
@@ -433,10 +575,70 @@ mod tests {
 
     #[test]
     fn an_object_outlives_its_handle_while_in_use() {
-        let h = insert(Kind::Event, String::from("in use"));
+        let h = insert(Kind::Event, String::from("in use")).unwrap();
         let held = get::<String>(h, Kind::Event).unwrap();
         let removed = remove::<String>(h, Kind::Event).unwrap();
         assert!(Rc::ptr_eq(&held, &removed));
         assert_eq!(*held, "in use");
+    }
+
+    #[test]
+    fn handles_of_other_runs_and_of_ended_runs_are_refused() {
+        // Two live runs on two threads make the same first handle but for
+        // the run tag; each refuses the other's.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (back_tx, back_rx) = std::sync::mpsc::channel();
+        let other = std::thread::spawn(move || {
+            begin_run().unwrap();
+            let h = insert(Kind::Event, 1_u8).unwrap();
+            tx.send(h).unwrap();
+            // Keep the run live until the main thread has tried.
+            let theirs: trio_handle_t = back_rx.recv().unwrap();
+            let code = get::<u8>(theirs, Kind::Event).unwrap_err();
+            let d = detail();
+            assert_eq!(end_run(), 1);
+            (code, d, h)
+        });
+        begin_run().unwrap();
+        let mine = insert(Kind::Event, 2_u8).unwrap();
+        let theirs = rx.recv().unwrap();
+        assert_eq!(decode(mine).3, decode(theirs).3, "same index and generation");
+        assert_ne!(mine, theirs);
+        assert_eq!(get::<u8>(theirs, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
+        assert!(detail().contains("belongs to another run"), "{}", detail());
+        assert!(!is_live(theirs));
+        assert_eq!(remove::<u8>(theirs, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
+        back_tx.send(mine).unwrap();
+        let (code, d, theirs) = other.join().unwrap();
+        assert_eq!(code, TRIO_EBADHANDLE);
+        assert!(d.contains("belongs to another run"), "{d}");
+        // Their run has ended now.
+        assert_eq!(get::<u8>(theirs, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
+        assert!(detail().contains("belongs to a run that has ended"), "{}", detail());
+        assert_eq!(*get::<u8>(mine, Kind::Event).unwrap(), 2);
+        assert_eq!(end_run(), 1);
+        // A later run on this thread refuses the handles of this one.
+        begin_run().unwrap();
+        assert_eq!(get::<u8>(mine, Kind::Event).unwrap_err(), TRIO_EBADHANDLE);
+        assert!(detail().contains("belongs to a run that has ended"), "{}", detail());
+        let again = insert(Kind::Event, 3_u8).unwrap();
+        assert_ne!(again, mine);
+        assert_eq!(end_run(), 1);
+    }
+
+    #[test]
+    fn live_runs_never_share_a_tag() {
+        let mut runs = Runs { last: 4, live: BTreeSet::from([5, 6, 9]) };
+        assert_eq!(runs.take(), Some(7));
+        assert_eq!(runs.take(), Some(8));
+        assert_eq!(runs.take(), Some(10));
+        // The counter wraps around, skipping 0 and the live tags.
+        let mut runs = Runs { last: u16::MAX - 1, live: BTreeSet::from([u16::MAX, 1]) };
+        assert_eq!(runs.take(), Some(2));
+        // Every tag live: none to give.
+        let mut runs = Runs { last: 0, live: (1..=u16::MAX).collect() };
+        assert_eq!(runs.take(), None);
+        runs.live.remove(&300);
+        assert_eq!(runs.take(), Some(300));
     }
 }
