@@ -29,8 +29,8 @@
 #define TRIO_EINVAL -1001
 
 // A handle was 0, stale (already closed: double close), of the wrong kind
-// (a lock passed where a nursery is expected), or made on another thread.
-// Nothing was done.
+// (a lock passed where a nursery is expected), or made by another run (a
+// run on another thread, or one that has ended). Nothing was done.
 #define TRIO_EBADHANDLE -1002
 
 // The call needs a running loop: it was made outside `trio_run`, from a
@@ -108,9 +108,9 @@ typedef struct trio_token trio_token;
 typedef int (*trio_task_fn)(void *arg);
 
 // A handle to a trio object (a nursery, a cancel scope, a socket, ...).
-// 0 is never a valid handle. A handle is valid on the thread that made it
-// until it is closed; after that every call given it returns
-// `TRIO_EBADHANDLE`.
+// 0 is never a valid handle. A handle is valid in the run that made it
+// (on that run's thread) until it is closed or the run ends; after that,
+// and in any other run, every call given it returns `TRIO_EBADHANDLE`.
 typedef uint64_t trio_handle_t;
 
 // A connection handler for `trio_serve_tcp` and `trio_serve_listener`:
@@ -351,9 +351,9 @@ int trio_listener_port(trio_handle_t listener, uint16_t *port);
 //
 // Returns the length of the whole text without the NUL, like `snprintf`
 // (if it is `>= len` the copy was truncated; `buf` may be NULL when `len`
-// is 0); `TRIO_EINVAL` if `buf` is NULL and `len` is not 0;
-// `TRIO_EBADHANDLE` if `sock` is not a socket; `TRIO_ECLOSED` if it was
-// closed by a server that used it; `TRIO_EIO`.
+// is 0); `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len` is
+// more than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `sock` is not a socket;
+// `TRIO_ECLOSED` if it was closed by a server that used it; `TRIO_EIO`.
 //
 // # Safety
 // `buf` is NULL or points to `len` writable bytes.
@@ -429,11 +429,12 @@ int trio_unix_listen(const char *path, trio_handle_t *out);
 // the stream is broken (later sends return `TRIO_EBROKEN`; receiving still
 // works), as in Trio.
 //
-// Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0;
-// `TRIO_EBADHANDLE` if `stream` is not a stream; `TRIO_EBUSY` if another
-// task is sending on it; `TRIO_ECLOSED` after `trio_send_eof` or if it was
-// closed meanwhile; `TRIO_EBROKEN` if the peer is gone (connection reset,
-// broken pipe) or an earlier send was cancelled midway; `TRIO_EIO`;
+// Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len`
+// is more than `PTRDIFF_MAX` (nothing is sent); `TRIO_EBADHANDLE` if
+// `stream` is not a stream; `TRIO_EBUSY` if another task is sending on
+// it; `TRIO_ECLOSED` after `trio_send_eof` or if it was closed meanwhile;
+// `TRIO_EBROKEN` if the peer is gone (connection reset, broken pipe) or
+// an earlier send was cancelled midway; `TRIO_EIO`;
 // `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
 //
 // # Safety
@@ -450,10 +451,11 @@ int trio_send_all(trio_handle_t stream, const void *buf, size_t len);
 //
 // Returns the number of bytes received (1 or more), or 0 at the end of
 // the stream (the peer sent EOF or closed; every later call returns 0
-// too); `TRIO_EINVAL` if `buf` is NULL or `len` is 0; `TRIO_EBADHANDLE`
-// if `stream` is not a stream; `TRIO_EBUSY` if another task is receiving
-// on it; `TRIO_ECLOSED` if it was closed meanwhile; `TRIO_EBROKEN` if the
-// peer reset the connection; `TRIO_EIO`; `TRIO_ECANCELED`; `TRIO_ENORUN`
+// too); `TRIO_EINVAL` if `buf` is NULL, `len` is 0 or `len` is more
+// than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `stream` is not a stream;
+// `TRIO_EBUSY` if another task is receiving on it; `TRIO_ECLOSED` if it
+// was closed meanwhile; `TRIO_EBROKEN` if the peer reset the connection;
+// `TRIO_EIO`; `TRIO_ECANCELED`; `TRIO_ENORUN`
 // outside a C task.
 //
 // # Safety
@@ -752,7 +754,9 @@ int trio_semaphore_try_acquire(trio_handle_t sem);
 // Returns a permit to `sem`: to the first waiter if any, else to the
 // pool. Does not block.
 //
-// Returns 0 or `TRIO_EBADHANDLE`.
+// Returns 0; `TRIO_EMISUSE` if the semaphore already holds `SIZE_MAX`
+// permits (its value never wraps around to 0; nothing changes);
+// `TRIO_EBADHANDLE`.
 int trio_semaphore_release(trio_handle_t sem);
 
 // Writes the number of permits `sem` holds now to `*out`. Does not block.
@@ -865,7 +869,8 @@ const char *trio_strerror(int code);
 // `snprintf`: if that is `>= len` the copy was truncated. `buf` may be
 // NULL when `len` is 0 (to learn the length). Returns 0 with an empty
 // string if nothing failed yet, `TRIO_EINVAL` if `buf` is NULL and `len`
-// is not 0. Does not block; any thread, inside or outside `trio_run`.
+// is not 0 or `len` is more than `PTRDIFF_MAX` (then the detail is that
+// refusal). Does not block; any thread, inside or outside `trio_run`.
 //
 // # Safety
 // `buf` must be NULL or point to `len` writable bytes.

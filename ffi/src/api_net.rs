@@ -408,8 +408,8 @@ fn address_into(h: trio_handle_t, buf: *mut c_char, len: usize, peer: bool) -> c
 /// Returns the length of the whole text without the NUL, like `snprintf`
 /// (if it is `>= len` the copy was truncated; `buf` may be NULL when `len`
 /// is 0); `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len` is
-/// more than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `sock` is not a socket; `TRIO_ECLOSED` if it was
-/// closed by a server that used it; `TRIO_EIO`.
+/// more than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `sock` is not a socket;
+/// `TRIO_ECLOSED` if it was closed by a server that used it; `TRIO_EIO`.
 ///
 /// # Safety
 /// `buf` is NULL or points to `len` writable bytes.
@@ -548,9 +548,10 @@ pub unsafe extern "C" fn trio_unix_listen(path: *const c_char, out: *mut trio_ha
 ///
 /// Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len`
 /// is more than `PTRDIFF_MAX` (nothing is sent); `TRIO_EBADHANDLE` if
-/// `stream` is not a stream; `TRIO_EBUSY` if another task is sending on it; `TRIO_ECLOSED` after `trio_send_eof` or if it was
-/// closed meanwhile; `TRIO_EBROKEN` if the peer is gone (connection reset,
-/// broken pipe) or an earlier send was cancelled midway; `TRIO_EIO`;
+/// `stream` is not a stream; `TRIO_EBUSY` if another task is sending on
+/// it; `TRIO_ECLOSED` after `trio_send_eof` or if it was closed meanwhile;
+/// `TRIO_EBROKEN` if the peer is gone (connection reset, broken pipe) or
+/// an earlier send was cancelled midway; `TRIO_EIO`;
 /// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
 ///
 /// # Safety
@@ -589,10 +590,10 @@ pub unsafe extern "C" fn trio_send_all(stream: trio_handle_t, buf: *const c_void
 /// Returns the number of bytes received (1 or more), or 0 at the end of
 /// the stream (the peer sent EOF or closed; every later call returns 0
 /// too); `TRIO_EINVAL` if `buf` is NULL, `len` is 0 or `len` is more
-/// than `PTRDIFF_MAX`; `TRIO_EBADHANDLE`
-/// if `stream` is not a stream; `TRIO_EBUSY` if another task is receiving
-/// on it; `TRIO_ECLOSED` if it was closed meanwhile; `TRIO_EBROKEN` if the
-/// peer reset the connection; `TRIO_EIO`; `TRIO_ECANCELED`; `TRIO_ENORUN`
+/// than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `stream` is not a stream;
+/// `TRIO_EBUSY` if another task is receiving on it; `TRIO_ECLOSED` if it
+/// was closed meanwhile; `TRIO_EBROKEN` if the peer reset the connection;
+/// `TRIO_EIO`; `TRIO_ECANCELED`; `TRIO_ENORUN`
 /// outside a C task.
 ///
 /// # Safety

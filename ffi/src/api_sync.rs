@@ -577,7 +577,9 @@ pub extern "C" fn trio_semaphore_try_acquire(sem: trio_handle_t) -> c_int {
 /// Returns a permit to `sem`: to the first waiter if any, else to the
 /// pool. Does not block.
 ///
-/// Returns 0 or `TRIO_EBADHANDLE`.
+/// Returns 0; `TRIO_EMISUSE` if the semaphore already holds `SIZE_MAX`
+/// permits (its value never wraps around to 0; nothing changes);
+/// `TRIO_EBADHANDLE`.
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_semaphore_release(sem: trio_handle_t) -> c_int {
     guard(|| match handle::get::<SemaphoreState>(sem, Kind::Semaphore) {

@@ -25,8 +25,8 @@ pub const TRIO_OK: c_int = 0;
 /// out of range, a NULL function. Nothing was done.
 pub const TRIO_EINVAL: c_int = -1001;
 /// A handle was 0, stale (already closed: double close), of the wrong kind
-/// (a lock passed where a nursery is expected), or made on another thread.
-/// Nothing was done.
+/// (a lock passed where a nursery is expected), or made by another run (a
+/// run on another thread, or one that has ended). Nothing was done.
 pub const TRIO_EBADHANDLE: c_int = -1002;
 /// The call needs a running loop: it was made outside `trio_run`, from a
 /// thread other than the loop's, or (for calls that wait) outside a C task.
@@ -77,7 +77,7 @@ pub const TRIO_EMISUSE: c_int = -1018;
 const CODES: &[(c_int, &str, &CStr)] = &[
     (TRIO_OK, "TRIO_OK", c"success"),
     (TRIO_EINVAL, "TRIO_EINVAL", c"invalid argument"),
-    (TRIO_EBADHANDLE, "TRIO_EBADHANDLE", c"bad handle (zero, stale, closed, of the wrong kind or from another thread)"),
+    (TRIO_EBADHANDLE, "TRIO_EBADHANDLE", c"bad handle (zero, stale, closed, of the wrong kind, or of another run)"),
     (TRIO_ENORUN, "TRIO_ENORUN", c"no trio run on this thread (or not called from a C task)"),
     (TRIO_ECANCELED, "TRIO_ECANCELED", c"cancelled"),
     (TRIO_ETIMEDOUT, "TRIO_ETIMEDOUT", c"deadline expired (too slow)"),
