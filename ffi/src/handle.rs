@@ -279,7 +279,7 @@ impl Handles {
                 set_error(
                     TRIO_EBADHANDLE,
                     format_args!(
-                        "handle {h:#x} ({kind}) belongs to a run that has ended (run {run}; or it is not a trio handle)"
+                        "handle {h:#x} ({kind}) is stale: it belongs to a run that has ended (run {run}; or it is not a trio handle)"
                     ),
                 )
             });
