@@ -193,6 +193,7 @@ fn page_size() -> usize {
 
 /// `n` rounded up to a multiple of `page` (a power of two); `None` on
 /// overflow.
+#[cfg(unix)]
 fn round_up(n: usize, page: usize) -> Option<usize> {
     Some(n.checked_add(page - 1)? & !(page - 1))
 }
@@ -348,6 +349,7 @@ unsafe impl corosensei::stack::Stack for TaskStack {
 
 /// What the fault handler knows of the C task running on this thread.
 #[derive(Clone, Copy, Default)]
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) struct Running {
     /// Its guard region, `[guard_start, guard_end)`; empty when no C task
     /// runs.
@@ -612,5 +614,43 @@ mod handler {
                 libc::raise(sig);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_size_can_overflow_the_arithmetic() {
+        // Bypassing the bounds of the C API: still an error, never a panic.
+        for (size, guard) in [(usize::MAX, 4096), (4096, usize::MAX), (usize::MAX / 2 + 1, usize::MAX / 2 + 1)] {
+            assert_eq!(TaskStack::new(size, guard).err(), Some(error::TRIO_ENOMEM));
+        }
+        assert_eq!(set_stack_size(usize::MAX), Err(error::TRIO_EINVAL));
+        assert_eq!(set_guard_size(usize::MAX), Err(error::TRIO_EINVAL));
+        assert_eq!(set_stack_size(MIN_STACK_SIZE - 1), Err(error::TRIO_EINVAL));
+        assert_eq!(set_guard_size(MIN_GUARD_SIZE - 1), Err(error::TRIO_EINVAL));
+    }
+
+    #[test]
+    fn a_stack_has_its_guard_below() {
+        let s = TaskStack::new(MIN_STACK_SIZE, DEFAULT_GUARD_SIZE).expect("a stack");
+        let (g0, g1) = s.guard_range();
+        if cfg!(unix) {
+            assert_eq!(g1 - g0, DEFAULT_GUARD_SIZE);
+            assert_eq!(s.usable(), MIN_STACK_SIZE);
+            use corosensei::stack::Stack;
+            assert_eq!(s.limit().get(), g0);
+            assert_eq!(s.base().get(), g1 + MIN_STACK_SIZE);
+        }
+        drop(s);
+    }
+
+    #[test]
+    fn the_reserve_is_a_tenth_at_least_1000_at_most_half() {
+        assert_eq!(reserve(65530), 6553);
+        assert_eq!(reserve(3000), 1000);
+        assert_eq!(reserve(1000), 500);
     }
 }
