@@ -93,10 +93,6 @@
 // not hold it, a semaphore released too often, ...); the detail says how.
 #define TRIO_EMISUSE -1018
 
-// The default size of a C task's stack (configurable with
-// `trio_set_stack_size`).
-#define TRIO_DEFAULT_STACK_SIZE (256 * 1024)
-
 // A run's token: a thread-safe reference to a `trio_run`, the way other
 // threads reach it. Get one with `trio_token_get` inside the run; it may be
 // used from any thread, and outlive the run (it then reports
@@ -163,11 +159,29 @@ int trio_run(trio_task_fn main_fn, void *arg);
 int trio_run_mock_clock(trio_task_fn main_fn, void *arg);
 
 // Sets the stack size, in bytes, of C tasks created from now on by this
-// thread (default 256 KiB; rounded up to whole pages, plus a guard page).
+// thread (default 256 KiB; rounded up to whole pages). Below each stack
+// lies its guard region (`trio_set_stack_guard_size`). A task that
+// overflows its stack into the guard region ends the process: one line on
+// stderr names the task and its stack size, then `abort()` (see "Stacks"
+// in `ffi/README.md`).
 //
 // Does not block; any thread, inside or outside a run. Returns 0, or
-// `TRIO_EINVAL` if `size` is below 16 KiB.
+// `TRIO_EINVAL` if `size` is below 16 KiB or above 1 GiB (64 MiB on
+// 32-bit systems).
 int trio_set_stack_size(size_t size);
+
+// Sets the size, in bytes, of the guard region below the stack of each C
+// task created from now on by this thread (default 1 MiB, 64 KiB on
+// 32-bit systems; rounded up to whole pages). The guard region is address
+// space only (`PROT_NONE`: no memory is used): a frame that moves the
+// stack pointer by less than the guard region faults there instead of
+// writing into memory below it, even in C code built without
+// `-fstack-clash-protection`.
+//
+// Does not block; any thread, inside or outside a run. Returns 0, or
+// `TRIO_EINVAL` if `size` is below 4 KiB or above 1 GiB (64 MiB on 32-bit
+// systems).
+int trio_set_stack_guard_size(size_t size);
 
 // Sleeps for `seconds` (0 or more; fractions allowed; `INFINITY`, or a
 // duration too long to represent, sleeps until cancelled). A checkpoint.

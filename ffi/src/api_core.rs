@@ -85,6 +85,8 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
     if let Err(c) = handle::begin_run() {
         return c;
     }
+    // The stack-overflow handler and this thread's alternate signal stack.
+    let _alt_stack = crate::stack::prepare_thread();
     let task = match CTask::new(main_fn, arg) {
         Ok(t) => t,
         Err(c) => {
@@ -103,19 +105,34 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
 }
 
 /// Sets the stack size, in bytes, of C tasks created from now on by this
-/// thread (default 256 KiB; rounded up to whole pages, plus a guard page).
+/// thread (default 256 KiB; rounded up to whole pages). Below each stack
+/// lies its guard region (`trio_set_stack_guard_size`). A task that
+/// overflows its stack into the guard region ends the process: one line on
+/// stderr names the task and its stack size, then `abort()` (see "Stacks"
+/// in `ffi/README.md`).
 ///
 /// Does not block; any thread, inside or outside a run. Returns 0, or
-/// `TRIO_EINVAL` if `size` is below 16 KiB.
+/// `TRIO_EINVAL` if `size` is below 16 KiB or above 1 GiB (64 MiB on
+/// 32-bit systems).
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_set_stack_size(size: usize) -> c_int {
-    guard(|| {
-        if size < 16 * 1024 {
-            return set_error(error::TRIO_EINVAL, "the stack size must be at least 16 KiB");
-        }
-        task::set_stack_size(size);
-        0
-    })
+    guard(|| crate::stack::set_stack_size(size).map_or_else(|c| c, |()| 0))
+}
+
+/// Sets the size, in bytes, of the guard region below the stack of each C
+/// task created from now on by this thread (default 1 MiB, 64 KiB on
+/// 32-bit systems; rounded up to whole pages). The guard region is address
+/// space only (`PROT_NONE`: no memory is used): a frame that moves the
+/// stack pointer by less than the guard region faults there instead of
+/// writing into memory below it, even in C code built without
+/// `-fstack-clash-protection`.
+///
+/// Does not block; any thread, inside or outside a run. Returns 0, or
+/// `TRIO_EINVAL` if `size` is below 4 KiB or above 1 GiB (64 MiB on 32-bit
+/// systems).
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_set_stack_guard_size(size: usize) -> c_int {
+    guard(|| crate::stack::set_guard_size(size).map_or_else(|c| c, |()| 0))
 }
 
 /// Sleeps for `seconds` (0 or more; fractions allowed; `INFINITY`, or a

@@ -17,4 +17,5 @@ pub mod api_thread;
 mod buf;
 pub mod error;
 pub mod handle;
+pub mod stack;
 pub mod task;

@@ -1,7 +1,7 @@
 //! C tasks: stackful coroutines that the engine polls as futures.
 //!
 //! A C task runs its function on its own stack (a corosensei coroutine,
-//! pooled stacks with a guard page). When the C code calls something that
+//! pooled stacks over a guard region: see `stack.rs`). When the C code calls something that
 //! waits (`trio_sleep`, a socket receive, closing a nursery, ...), that call
 //! builds the Rust future for the operation *on the coroutine's stack* and
 //! suspends the coroutine with a pointer to it ([`block_on`]). The task's
@@ -35,11 +35,12 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use corosensei::stack::{DefaultStack, Stack};
+use corosensei::stack::Stack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use trio::{CancelScope, Error, Result};
 
 use crate::error;
+use crate::stack::{self, TaskStack};
 
 /// AddressSanitizer's fiber-switch annotations, used when the program is
 /// built with ASan (its runtime is then loaded and exports them; they are
@@ -139,43 +140,9 @@ mod asan {
 /// negative `TRIO_E*` code (or any negative value of its own) on failure.
 pub type TrioTaskFn = Option<unsafe extern "C" fn(arg: *mut c_void) -> c_int>;
 
-/// The default size of a C task's stack (configurable with
-/// `trio_set_stack_size`).
-pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
-
 thread_local! {
     /// The yielder of the coroutine running now (null outside C tasks).
     static CURRENT: Cell<*const Yielder<Resumed, Ask>> = const { Cell::new(std::ptr::null()) };
-    /// Stack size for new tasks.
-    static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
-    /// Finished tasks' stacks, reused (creating one costs ~9 µs, reusing
-    /// ~13 ns).
-    static STACK_POOL: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
-}
-
-/// How many stacks the pool keeps.
-const POOL_MAX: usize = 1024;
-
-/// Sets the stack size of C tasks created from now on, on this thread.
-pub(crate) fn set_stack_size(size: usize) {
-    STACK_SIZE.with(|s| s.set(size));
-    STACK_POOL.with(|p| p.borrow_mut().clear());
-}
-
-fn take_stack() -> std::io::Result<DefaultStack> {
-    if let Some(s) = STACK_POOL.with(|p| p.borrow_mut().pop()) {
-        return Ok(s);
-    }
-    DefaultStack::new(STACK_SIZE.with(Cell::get))
-}
-
-fn return_stack(stack: DefaultStack) {
-    STACK_POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_MAX {
-            p.push(stack);
-        }
-    });
 }
 
 /// An operation a C call waits on, pinned on the coroutine's stack.
@@ -311,7 +278,7 @@ impl NurseryState {
 }
 
 /// The coroutine of a C task.
-type Co = Coroutine<Resumed, Ask, i32, DefaultStack>;
+type Co = Coroutine<Resumed, Ask, i32, TaskStack>;
 
 /// The state a task's coroutine and its pumps share.
 pub(crate) struct Core {
@@ -331,6 +298,8 @@ pub(crate) struct Core {
     /// The coroutine's stack: lowest address and size (for ASan).
     stack_bottom: usize,
     stack_size: usize,
+    /// Its guard region and size, for the stack-overflow handler.
+    running: stack::Running,
 }
 
 thread_local! {
@@ -353,9 +322,11 @@ impl Core {
         let prev_core = CURRENT_CORE.with(|c| c.replace(self));
         let result = match self.co.borrow_mut().as_mut() {
             Some(co) => {
+                let prev_running = stack::enter(self.running);
                 let fake = asan::before_resume(self.stack_bottom, self.stack_size);
                 let r = co.resume(r);
                 asan::after_resume(fake);
+                stack::leave(prev_running);
                 r
             }
             None => CoroutineResult::Return(self.finished.get().unwrap_or(0)),
@@ -372,7 +343,7 @@ impl Core {
                 self.finished.set(Some(code));
                 // The stack goes back to the pool.
                 if let Some(co) = self.co.borrow_mut().take() {
-                    return_stack(co.into_stack());
+                    stack::give_back(co.into_stack());
                 }
                 None
             }
@@ -429,11 +400,13 @@ impl CTask {
         let Some(func) = func else {
             return Err(error::set_error(error::TRIO_EINVAL, "the task function is NULL"));
         };
-        let stack = take_stack()
-            .map_err(|e| error::set_error(error::TRIO_ENOMEM, format_args!("cannot allocate a task stack: {e}")))?;
+        let stack = stack::take()?;
         let arg = arg as usize;
         let stack_bottom = stack.limit().get();
         let stack_size = stack.base().get() - stack_bottom;
+        let (guard_start, guard_end) = stack.guard_range();
+        let id = next_id();
+        let running = stack::Running { guard_start, guard_end, size: stack.usable(), id, func: func as usize };
         let co = Coroutine::with_stack(stack, move |y: &Yielder<Resumed, Ask>, _first: Resumed| {
             asan::entered(std::ptr::null_mut());
             CURRENT.with(|c| c.set(y));
@@ -450,9 +423,10 @@ impl CTask {
             finished: Cell::new(None),
             layers: RefCell::new(Vec::new()),
             status: RefCell::new(None),
-            id: next_id(),
+            id,
             stack_bottom,
             stack_size,
+            running,
         });
         let pump = Pump::new(core, PumpState::Resume(Resumed::Opened));
         // The task's own level counts as its outermost layer (id 0).
