@@ -19,7 +19,8 @@
 # libtrio.so.MAJOR at run time.
 #
 # The default is the release build with its debug info split off (the
-# libraries stripped of it: about 1 MB and 3 MB instead of 6 and 16 MB);
+# libraries stripped of it: on x86_64 the .so 1.2 MB instead of 6.8 MB, the
+# .a 4.6 MB instead of 17 MB);
 # --debug installs the debug build as it is (for tests); --strip strips a
 # debug build too and --keep-debug-info keeps a release build's.
 set -euo pipefail
