@@ -10,7 +10,10 @@
  * outside trio_run reports TRIO_EBADHANDLE (no handle is valid there, the
  * run's handles are closed when it ends), not TRIO_ENORUN.
  *
- * Link with `pkg-config --cflags --libs trio` (add --static for libtrio.a).
+ * Link with `pkg-config --cflags --libs trio` (add --static for libtrio.a)
+ * or, with CMake, find_package(trio) and the target trio::trio
+ * (trio::trio_static for libtrio.a). The header is valid C89 (given
+ * <stdint.h>, which C99 introduced), C99 and later, and C++.
  */
 
 #ifndef LIBTRIO_H
@@ -21,886 +24,1064 @@
 #include <stdint.h>
 #include <stddef.h>
 
-// Success. (Some calls return a positive count instead.)
-#define TRIO_OK 0
-
-// An argument was invalid: a NULL pointer where one is required, a size
-// out of range, a NULL function. Nothing was done.
-#define TRIO_EINVAL -1001
-
-// A handle was 0, stale (already closed: double close), of the wrong kind
-// (a lock passed where a nursery is expected), or made by another run (a
-// run on another thread, or one that has ended). Nothing was done.
-#define TRIO_EBADHANDLE -1002
-
-// The call needs a running loop: it was made outside `trio_run`, from a
-// thread other than the loop's, or (for calls that wait) outside a C task.
-#define TRIO_ENORUN -1003
-
-// The call was cancelled by an enclosing cancel scope or nursery. Return it
-// from your task (or pass it on) so the scope that cancelled can catch it.
-#define TRIO_ECANCELED -1004
-
-// A deadline set to fail (not just cancel) expired before the operation
-// finished (`trio::Error::TooSlow`).
-#define TRIO_ETIMEDOUT -1005
-
-// The object was already closed by this side (use after close).
-#define TRIO_ECLOSED -1006
-
-// The other side is gone: the peer reset the connection, every receiver of
-// a channel was closed.
-#define TRIO_EBROKEN -1007
-
-// Another task is already waiting on this object in the same way (two
-// tasks receiving on one socket at once).
-#define TRIO_EBUSY -1008
-
-// A non-blocking (`try_`) call would have had to wait.
-#define TRIO_EWOULDBLOCK -1009
-
-// Every sender of a channel is closed and its buffer is empty: no value
-// will ever come.
-#define TRIO_EENDOFCHANNEL -1010
-
-// Ctrl-C (SIGINT) interrupted the run: every task was cancelled and
-// finished its cleanup.
-#define TRIO_EINTERRUPTED -1011
-
-// An operating-system error; the detail has the OS message and
-// `trio_last_os_error` the `errno` value.
-#define TRIO_EIO -1012
-
-// Memory (or a task stack) could not be allocated.
-#define TRIO_ENOMEM -1013
-
-// A bug inside libtrio: a Rust panic was caught at the C boundary. The
-// detail has the panic message. Please report it.
-#define TRIO_EPANIC -1014
-
-// The operation is not supported on this platform or for this object.
-#define TRIO_EUNSUPPORTED -1015
-
-// Several errors at once (for example from different children of one
-// nursery); the detail lists them.
-#define TRIO_EGROUP -1016
-
-// A C task failed with a negative status of its own (one that is not a
-// `TRIO_E*` code); the detail names the value.
-#define TRIO_EUSER -1017
-
-// The runtime was used the wrong way (a lock released by a task that does
-// not hold it, a semaphore released too often, ...); the detail says how.
-#define TRIO_EMISUSE -1018
-
-// A run's token: a thread-safe reference to a `trio_run`, the way other
-// threads reach it. Get one with `trio_token_get` inside the run; it may be
-// used from any thread, and outlive the run (it then reports
-// `TRIO_ENORUN`). Free it with `trio_token_free`, once, from any thread.
-typedef struct trio_token trio_token;
-
-// A C task's function: returns 0 (or a positive value) on success, a
-// negative `TRIO_E*` code (or any negative value of its own) on failure.
-typedef int (*trio_task_fn)(void *arg);
-
-// A handle to a trio object (a nursery, a cancel scope, a socket, ...).
-// 0 is never a valid handle. A handle is valid in the run that made it
-// (on that run's thread) until it is closed or the run ends; after that,
-// and in any other run, every call given it returns `TRIO_EBADHANDLE`.
-typedef uint64_t trio_handle_t;
-
-// A connection handler for `trio_serve_tcp` and `trio_serve_listener`:
-// runs as a C task of its own for each connection, with `stream` (a stream
-// handle for the connection) and the `arg` given to the serve call.
-// Returns 0 (or a positive value) when done, `TRIO_ECANCELED` when a call
-// in it was cancelled, or a negative code to stop the whole server (see
-// `trio_serve_tcp`). The stream is closed and its handle freed after the
-// handler returns (the handler may also close it itself with
-// `trio_close`).
-typedef int (*trio_handler_fn)(trio_handle_t stream, void *arg);
-
-// Called by `trio_serve_tcp` once it listens, before it serves, with the
-// port it listens on (the one the OS chose if 0 was asked for) and the
-// serve call's `arg`. It runs in the serving C task, so it may call
-// anything a C task may (spawn the clients of a test, set an event).
-typedef void (*trio_started_fn)(uint16_t port, void *arg);
-
-// A function run soon on a run's thread by `trio_token_run_sync_soon`.
-typedef void (*trio_sync_fn)(void *arg);
-
 #ifdef __cplusplus
 extern "C" {
-#endif // __cplusplus
+#endif
 
-// Runs `main_fn(arg)` as the first C task of a new trio run on the calling
-// thread, and returns when it and everything it started have finished.
-//
-// Blocks the calling thread for the whole run. `main_fn` returns 0 (or a
-// positive value) on success or a negative code; that value is returned
-// (a C task's own negative value is passed on as it is, also by
-// `trio_nursery_close` when exactly one child failed).
-// SIGPIPE is set to be ignored if it had its default action. Handles the
-// C code did not close are closed when the run ends (they become stale).
-//
-// Returns: `main_fn`'s value; `TRIO_EINVAL` if `main_fn` is NULL;
-// `TRIO_ENORUN` if a run is already active on this thread; `TRIO_ECANCELED`
-// if the run was cancelled (Ctrl-C is not handled: SIGINT keeps its
-// action); the code of the error that ended the run otherwise (for
-// example `TRIO_EGROUP` when several tasks failed; `trio_last_error` has
-// the detail).
+/**
+ * Success. (Some calls return a positive count instead.)
+ */
+#define TRIO_OK 0
+
+/**
+ * An argument was invalid: a NULL pointer where one is required, a size
+ * out of range, a NULL function. Nothing was done.
+ */
+#define TRIO_EINVAL -1001
+
+/**
+ * A handle was 0, stale (already closed: double close), of the wrong kind
+ * (a lock passed where a nursery is expected), or made by another run (a
+ * run on another thread, or one that has ended). Nothing was done.
+ */
+#define TRIO_EBADHANDLE -1002
+
+/**
+ * The call needs a running loop: it was made outside `trio_run`, from a
+ * thread other than the loop's, or (for calls that wait) outside a C task.
+ */
+#define TRIO_ENORUN -1003
+
+/**
+ * The call was cancelled by an enclosing cancel scope or nursery. Return it
+ * from your task (or pass it on) so the scope that cancelled can catch it.
+ */
+#define TRIO_ECANCELED -1004
+
+/**
+ * A deadline set to fail (not just cancel) expired before the operation
+ * finished (`trio::Error::TooSlow`).
+ */
+#define TRIO_ETIMEDOUT -1005
+
+/**
+ * The object was already closed by this side (use after close).
+ */
+#define TRIO_ECLOSED -1006
+
+/**
+ * The other side is gone: the peer reset the connection, every receiver of
+ * a channel was closed.
+ */
+#define TRIO_EBROKEN -1007
+
+/**
+ * Another task is already waiting on this object in the same way (two
+ * tasks receiving on one socket at once).
+ */
+#define TRIO_EBUSY -1008
+
+/**
+ * A non-blocking (`try_`) call would have had to wait.
+ */
+#define TRIO_EWOULDBLOCK -1009
+
+/**
+ * Every sender of a channel is closed and its buffer is empty: no value
+ * will ever come.
+ */
+#define TRIO_EENDOFCHANNEL -1010
+
+/**
+ * Ctrl-C (SIGINT) interrupted the run: every task was cancelled and
+ * finished its cleanup.
+ */
+#define TRIO_EINTERRUPTED -1011
+
+/**
+ * An operating-system error; the detail has the OS message and
+ * `trio_last_os_error` the `errno` value.
+ */
+#define TRIO_EIO -1012
+
+/**
+ * Memory (or a task stack) could not be allocated.
+ */
+#define TRIO_ENOMEM -1013
+
+/**
+ * A bug inside libtrio: a Rust panic was caught at the C boundary. The
+ * detail has the panic message. Please report it.
+ */
+#define TRIO_EPANIC -1014
+
+/**
+ * The operation is not supported on this platform or for this object.
+ */
+#define TRIO_EUNSUPPORTED -1015
+
+/**
+ * Several errors at once (for example from different children of one
+ * nursery); the detail lists them.
+ */
+#define TRIO_EGROUP -1016
+
+/**
+ * A C task failed with a negative status of its own (one that is not a
+ * `TRIO_E*` code); the detail names the value.
+ */
+#define TRIO_EUSER -1017
+
+/**
+ * The runtime was used the wrong way (a lock released by a task that does
+ * not hold it, a semaphore released too often, ...); the detail says how.
+ */
+#define TRIO_EMISUSE -1018
+
+/**
+ * A run's token: a thread-safe reference to a `trio_run`, the way other
+ * threads reach it. Get one with `trio_token_get` inside the run; it may be
+ * used from any thread, and outlive the run (it then reports
+ * `TRIO_ENORUN`). Free it with `trio_token_free`, once, from any thread.
+ */
+typedef struct trio_token trio_token;
+
+/**
+ * A C task's function: returns 0 (or a positive value) on success, a
+ * negative `TRIO_E*` code (or any negative value of its own) on failure.
+ */
+typedef int (*trio_task_fn)(void *arg);
+
+/**
+ * A handle to a trio object (a nursery, a cancel scope, a socket, ...).
+ * 0 is never a valid handle. A handle is valid in the run that made it
+ * (on that run's thread) until it is closed or the run ends; after that,
+ * and in any other run, every call given it returns `TRIO_EBADHANDLE`.
+ */
+typedef uint64_t trio_handle_t;
+
+/**
+ * A connection handler for `trio_serve_tcp` and `trio_serve_listener`:
+ * runs as a C task of its own for each connection, with `stream` (a stream
+ * handle for the connection) and the `arg` given to the serve call.
+ * Returns 0 (or a positive value) when done, `TRIO_ECANCELED` when a call
+ * in it was cancelled, or a negative code to stop the whole server (see
+ * `trio_serve_tcp`). The stream is closed and its handle freed after the
+ * handler returns (the handler may also close it itself with
+ * `trio_close`).
+ */
+typedef int (*trio_handler_fn)(trio_handle_t stream, void *arg);
+
+/**
+ * Called by `trio_serve_tcp` once it listens, before it serves, with the
+ * port it listens on (the one the OS chose if 0 was asked for) and the
+ * serve call's `arg`. It runs in the serving C task, so it may call
+ * anything a C task may (spawn the clients of a test, set an event).
+ */
+typedef void (*trio_started_fn)(uint16_t port, void *arg);
+
+/**
+ * A function run soon on a run's thread by `trio_token_run_sync_soon`.
+ */
+typedef void (*trio_sync_fn)(void *arg);
+
+/**
+ * Runs `main_fn(arg)` as the first C task of a new trio run on the calling
+ * thread, and returns when it and everything it started have finished.
+ *
+ * Blocks the calling thread for the whole run. `main_fn` returns 0 (or a
+ * positive value) on success or a negative code; that value is returned
+ * (a C task's own negative value is passed on as it is, also by
+ * `trio_nursery_close` when exactly one child failed).
+ * SIGPIPE is set to be ignored if it had its default action. Handles the
+ * C code did not close are closed when the run ends (they become stale).
+ *
+ * Returns: `main_fn`'s value; `TRIO_EINVAL` if `main_fn` is NULL;
+ * `TRIO_ENORUN` if a run is already active on this thread; `TRIO_ECANCELED`
+ * if the run was cancelled (Ctrl-C is not handled: SIGINT keeps its
+ * action); the code of the error that ended the run otherwise (for
+ * example `TRIO_EGROUP` when several tasks failed; `trio_last_error` has
+ * the detail).
+ */
 int trio_run(trio_task_fn main_fn, void *arg);
 
-// As `trio_run`, but on a mock clock that starts at 0 and jumps straight
-// to the next deadline whenever every task is blocked: sleeps and
-// deadlines take no real time and happen in a deterministic order. For
-// tests.
-//
-// Returns as `trio_run`.
+/**
+ * As `trio_run`, but on a mock clock that starts at 0 and jumps straight
+ * to the next deadline whenever every task is blocked: sleeps and
+ * deadlines take no real time and happen in a deterministic order. For
+ * tests.
+ *
+ * Returns as `trio_run`.
+ */
 int trio_run_mock_clock(trio_task_fn main_fn, void *arg);
 
-// Sets the stack size, in bytes, of C tasks created from now on by this
-// thread (default 256 KiB; rounded up to whole pages). Below each stack
-// lies its guard region (`trio_set_stack_guard_size`). A task that
-// overflows its stack into the guard region ends the process: one line on
-// stderr names the task and its stack size, then `abort()` (see "Stacks"
-// in `ffi/README.md`).
-//
-// Does not block; any thread, inside or outside a run. Returns 0, or
-// `TRIO_EINVAL` if `size` is below 16 KiB or above 1 GiB (64 MiB on
-// 32-bit systems).
+/**
+ * Sets the stack size, in bytes, of C tasks created from now on by this
+ * thread (default 256 KiB; rounded up to whole pages). Below each stack
+ * lies its guard region (`trio_set_stack_guard_size`). A task that
+ * overflows its stack into the guard region ends the process: one line on
+ * stderr names the task and its stack size, then `abort()` (see "Stacks"
+ * in `ffi/README.md`).
+ *
+ * Does not block; any thread, inside or outside a run. Returns 0, or
+ * `TRIO_EINVAL` if `size` is below 16 KiB or above 1 GiB (64 MiB on
+ * 32-bit systems).
+ */
 int trio_set_stack_size(size_t size);
 
-// Sets the size, in bytes, of the guard region below the stack of each C
-// task created from now on by this thread (default 1 MiB, 64 KiB on
-// 32-bit systems; rounded up to whole pages). The guard region is address
-// space only (`PROT_NONE`: no memory is used): a frame that moves the
-// stack pointer by less than the guard region faults there instead of
-// writing into memory below it, even in C code built without
-// `-fstack-clash-protection`.
-//
-// Does not block; any thread, inside or outside a run. Returns 0, or
-// `TRIO_EINVAL` if `size` is below 4 KiB or above 1 GiB (64 MiB on 32-bit
-// systems).
+/**
+ * Sets the size, in bytes, of the guard region below the stack of each C
+ * task created from now on by this thread (default 1 MiB, 64 KiB on
+ * 32-bit systems; rounded up to whole pages). The guard region is address
+ * space only (`PROT_NONE`: no memory is used): a frame that moves the
+ * stack pointer by less than the guard region faults there instead of
+ * writing into memory below it, even in C code built without
+ * `-fstack-clash-protection`.
+ *
+ * Does not block; any thread, inside or outside a run. Returns 0, or
+ * `TRIO_EINVAL` if `size` is below 4 KiB or above 1 GiB (64 MiB on 32-bit
+ * systems).
+ */
 int trio_set_stack_guard_size(size_t size);
 
-// Sleeps for `seconds` (0 or more; fractions allowed; `INFINITY`, or a
-// duration too long to represent, sleeps until cancelled). A checkpoint.
-//
-// Suspends only the calling C task. Returns 0; `TRIO_ECANCELED` if an
-// enclosing scope was cancelled; `TRIO_EINVAL` for a negative or NaN
-// duration; `TRIO_ENORUN` outside a C task.
+/**
+ * Sleeps for `seconds` (0 or more; fractions allowed; `INFINITY`, or a
+ * duration too long to represent, sleeps until cancelled). A checkpoint.
+ *
+ * Suspends only the calling C task. Returns 0; `TRIO_ECANCELED` if an
+ * enclosing scope was cancelled; `TRIO_EINVAL` for a negative or NaN
+ * duration; `TRIO_ENORUN` outside a C task.
+ */
 int trio_sleep(double seconds);
 
-// A checkpoint: lets other tasks run, and reports a pending cancellation.
-//
-// Returns 0, `TRIO_ECANCELED`, or `TRIO_ENORUN` outside a C task.
+/**
+ * A checkpoint: lets other tasks run, and reports a pending cancellation.
+ *
+ * Returns 0, `TRIO_ECANCELED`, or `TRIO_ENORUN` outside a C task.
+ */
 int trio_checkpoint(void);
 
-// The run's clock, in seconds since an arbitrary start, into `*out`.
-//
-// Does not block. Returns 0, `TRIO_EINVAL` if `out` is NULL, `TRIO_ENORUN`
-// outside a run. `*out` is written only on success.
-//
-// # Safety
-// `out` is NULL or points to a writable `double`.
+/**
+ * The run's clock, in seconds since an arbitrary start, into `*out`.
+ *
+ * Does not block. Returns 0, `TRIO_EINVAL` if `out` is NULL, `TRIO_ENORUN`
+ * outside a run. `*out` is written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `double`.
+ */
 int trio_now(double *out);
 
-// Opens a nursery in the calling C task and writes its handle to `*out`.
-//
-// Until `trio_nursery_close`, everything the calling task does runs inside
-// the nursery (a failing child cancels it), and the nursery's children run
-// whenever the task waits on anything. Nurseries and cancel scopes close in
-// the reverse order of opening.
-//
-// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_ENORUN` outside a C
-// task.
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_handle_t`.
+/**
+ * Opens a nursery in the calling C task and writes its handle to `*out`.
+ *
+ * Until `trio_nursery_close`, everything the calling task does runs inside
+ * the nursery (a failing child cancels it), and the nursery's children run
+ * whenever the task waits on anything. Nurseries and cancel scopes close in
+ * the reverse order of opening.
+ *
+ * Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_ENORUN` outside a C
+ * task.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
 int trio_nursery_open(trio_handle_t *out);
 
-// Starts `fn(arg)` as a new C task in `nursery`. Does not block (the child
-// starts at the next scheduling point).
-//
-// Returns 0; `TRIO_EINVAL` if `fn` is NULL; `TRIO_EBADHANDLE` for a handle
-// that is not an open nursery; `TRIO_ECLOSED` if the nursery is closing;
-// `TRIO_ENOMEM` if no stack could be allocated.
+/**
+ * Starts `fn(arg)` as a new C task in `nursery`. Does not block (the child
+ * starts at the next scheduling point).
+ *
+ * Returns 0; `TRIO_EINVAL` if `fn` is NULL; `TRIO_EBADHANDLE` for a handle
+ * that is not an open nursery; `TRIO_ECLOSED` if the nursery is closing;
+ * `TRIO_ENOMEM` if no stack could be allocated.
+ */
 int trio_nursery_spawn(trio_handle_t nursery, trio_task_fn func, void *arg);
 
-// Starts `fn(arg)` as a new C task in `nursery` and waits until it
-// reports that it is ready by calling `trio_task_started(value)`; writes
-// that value to `*value_out` (if not NULL). From then on the task runs on
-// as a child of the nursery, as if spawned (Trio's `nursery.start`): use
-// it for a task that must finish setting up (bind a port, open a file)
-// before the caller goes on.
-//
-// Blocks the calling C task. Until it calls `trio_task_started`, the new
-// task runs under the caller's cancel scopes: cancelling the caller
-// cancels it, and its failure comes back from this call instead of going
-// to the nursery. A checkpoint.
-//
-// Returns 0; the task's own error (its negative return value) if it
-// failed before `trio_task_started`; `TRIO_EMISUSE` if it returned 0
-// without calling it; `TRIO_ECANCELED` if the caller was cancelled first
-// (the task is cancelled too); `TRIO_EINVAL` if `fn` is NULL;
-// `TRIO_EBADHANDLE` for a handle that is not an open nursery;
-// `TRIO_ECLOSED` if the nursery is closed; `TRIO_ENORUN` outside a C task;
-// `TRIO_ENOMEM` if no stack could be allocated. `*value_out` is written
-// only on success.
-//
-// # Safety
-// `value_out` is NULL or points to a writable `void *`.
+/**
+ * Starts `fn(arg)` as a new C task in `nursery` and waits until it
+ * reports that it is ready by calling `trio_task_started(value)`; writes
+ * that value to `*value_out` (if not NULL). From then on the task runs on
+ * as a child of the nursery, as if spawned (Trio's `nursery.start`): use
+ * it for a task that must finish setting up (bind a port, open a file)
+ * before the caller goes on.
+ *
+ * Blocks the calling C task. Until it calls `trio_task_started`, the new
+ * task runs under the caller's cancel scopes: cancelling the caller
+ * cancels it, and its failure comes back from this call instead of going
+ * to the nursery. A checkpoint.
+ *
+ * Returns 0; the task's own error (its negative return value) if it
+ * failed before `trio_task_started`; `TRIO_EMISUSE` if it returned 0
+ * without calling it; `TRIO_ECANCELED` if the caller was cancelled first
+ * (the task is cancelled too); `TRIO_EINVAL` if `fn` is NULL;
+ * `TRIO_EBADHANDLE` for a handle that is not an open nursery;
+ * `TRIO_ECLOSED` if the nursery is closed; `TRIO_ENORUN` outside a C task;
+ * `TRIO_ENOMEM` if no stack could be allocated. `*value_out` is written
+ * only on success.
+ *
+ * # Safety
+ * `value_out` is NULL or points to a writable `void *`.
+ */
 int trio_nursery_start(trio_handle_t nursery, trio_task_fn func, void *arg, void **value_out);
 
-// Reports that the calling C task, started by `trio_nursery_start`, is
-// ready: that call returns `value` to its caller, and this task moves into
-// the nursery. Call it once.
-//
-// Does not block and is not a checkpoint. Returns 0; `TRIO_EMISUSE` if the
-// calling task was not started by `trio_nursery_start` or already called
-// this; `TRIO_ENORUN` outside a C task.
+/**
+ * Reports that the calling C task, started by `trio_nursery_start`, is
+ * ready: that call returns `value` to its caller, and this task moves into
+ * the nursery. Call it once.
+ *
+ * Does not block and is not a checkpoint. Returns 0; `TRIO_EMISUSE` if the
+ * calling task was not started by `trio_nursery_start` or already called
+ * this; `TRIO_ENORUN` outside a C task.
+ */
 int trio_task_started(void *value);
 
-// Cancels `nursery`: its children and the region of the task that opened
-// it. Does not block.
-//
-// Returns 0 or `TRIO_EBADHANDLE`.
+/**
+ * Cancels `nursery`: its children and the region of the task that opened
+ * it. Does not block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
 int trio_nursery_cancel(trio_handle_t nursery);
 
-// Closes `nursery`: waits until every child has finished, then frees the
-// handle. Must be called by the task that opened it, for its innermost open
-// nursery or scope.
-//
-// Blocks the calling C task. If a child failed, the others were cancelled
-// and the error is returned (`TRIO_EGROUP` for several; see
-// `trio_last_error`). Returns 0 also when the nursery was cancelled by
-// `trio_nursery_cancel`; `TRIO_ECANCELED` if an enclosing scope was
-// cancelled; `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the calling
-// task's innermost nursery or scope; `TRIO_ENORUN` outside a C task (in a
-// `trio_token_run_sync_soon` callback).
+/**
+ * Closes `nursery`: waits until every child has finished, then frees the
+ * handle. Must be called by the task that opened it, for its innermost open
+ * nursery or scope.
+ *
+ * Blocks the calling C task. If a child failed, the others were cancelled
+ * and the error is returned (`TRIO_EGROUP` for several; see
+ * `trio_last_error`). Returns 0 also when the nursery was cancelled by
+ * `trio_nursery_cancel`; `TRIO_ECANCELED` if an enclosing scope was
+ * cancelled; `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the calling
+ * task's innermost nursery or scope; `TRIO_ENORUN` outside a C task (in a
+ * `trio_token_run_sync_soon` callback).
+ */
 int trio_nursery_close(trio_handle_t nursery);
 
-// Opens a cancel scope in the calling C task and writes its handle to
-// `*out`. `timeout` is a relative deadline in seconds (negative or
-// infinite: none); `shield` non-zero shields the scope from outer
-// cancellation. The deadline counts from now on the run's clock; when it
-// passes, every wait inside the scope returns `TRIO_ECANCELED`, and
-// `trio_cancel_scope_close` reports that the scope caught it.
-//
-// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL or `timeout` is NaN;
-// `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_handle_t`.
+/**
+ * Opens a cancel scope in the calling C task and writes its handle to
+ * `*out`. `timeout` is a relative deadline in seconds (negative or
+ * infinite: none); `shield` non-zero shields the scope from outer
+ * cancellation. The deadline counts from now on the run's clock; when it
+ * passes, every wait inside the scope returns `TRIO_ECANCELED`, and
+ * `trio_cancel_scope_close` reports that the scope caught it.
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL or `timeout` is NaN;
+ * `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
 int trio_cancel_scope_open(double timeout, int shield, trio_handle_t *out);
 
-// Cancels `scope` (any task may). Does not block.
-//
-// Returns 0 or `TRIO_EBADHANDLE`.
+/**
+ * Cancels `scope` (any task may). Does not block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
 int trio_cancel_scope_cancel(trio_handle_t scope);
 
-// Closes `scope`, the calling task's innermost open nursery or scope, and
-// frees the handle. Does not wait for anything else.
-//
-// Returns 1 if the scope caught a cancellation (its own deadline or
-// `trio_cancel_scope_cancel` cancelled a call inside it), 0 if not;
-// `TRIO_ECANCELED` if an outer scope's cancellation passes through it;
-// `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost;
-// `TRIO_ENORUN` outside a C task.
+/**
+ * Closes `scope`, the calling task's innermost open nursery or scope, and
+ * frees the handle. Does not wait for anything else.
+ *
+ * Returns 1 if the scope caught a cancellation (its own deadline or
+ * `trio_cancel_scope_cancel` cancelled a call inside it), 0 if not;
+ * `TRIO_ECANCELED` if an outer scope's cancellation passes through it;
+ * `TRIO_EBADHANDLE`; `TRIO_EINVAL` if it is not the innermost;
+ * `TRIO_ENORUN` outside a C task.
+ */
 int trio_cancel_scope_close(trio_handle_t scope);
 
-// Connects to `host` (an IP address or a name to resolve) on TCP port
-// `port` and writes the new stream's handle to `*out`. With several
-// addresses it uses happy eyeballs (attempts staggered by 250 ms, the
-// first to connect wins, as Trio's `open_tcp_stream`).
-//
-// Suspends the calling C task until connected or failed. Cancellation
-// closes every attempt's socket and returns `TRIO_ECANCELED`.
-//
-// Returns 0; `TRIO_EIO` if the name could not be resolved or no address
-// accepted the connection (`trio_last_error` has the OS messages, for
-// example "connecting to 127.0.0.1:1: Connection refused"); `TRIO_EINVAL`
-// if `host` or `out` is NULL or `host` is not UTF-8; `TRIO_ECANCELED`;
-// `TRIO_ENORUN` outside a C task. `*out` is written only on success.
-//
-// # Safety
-// `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
-// writable `trio_handle_t`.
+/**
+ * Connects to `host` (an IP address or a name to resolve) on TCP port
+ * `port` and writes the new stream's handle to `*out`. With several
+ * addresses it uses happy eyeballs (attempts staggered by 250 ms, the
+ * first to connect wins, as Trio's `open_tcp_stream`).
+ *
+ * Suspends the calling C task until connected or failed. Cancellation
+ * closes every attempt's socket and returns `TRIO_ECANCELED`.
+ *
+ * Returns 0; `TRIO_EIO` if the name could not be resolved or no address
+ * accepted the connection (`trio_last_error` has the OS messages, for
+ * example "connecting to 127.0.0.1:1: Connection refused"); `TRIO_EINVAL`
+ * if `host` or `out` is NULL or `host` is not UTF-8; `TRIO_ECANCELED`;
+ * `TRIO_ENORUN` outside a C task. `*out` is written only on success.
+ *
+ * # Safety
+ * `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
+ * writable `trio_handle_t`.
+ */
 int trio_tcp_connect(const char *host, uint16_t port, trio_handle_t *out);
 
-// Listens on one TCP address, `host`:`port`, and writes the listener's
-// handle to `*out`. `host` is an IP address or a name (the first of its
-// addresses that can be bound is used); NULL means every IPv4 address
-// (`0.0.0.0`; pass `"::"` for every IPv6 one). Port 0 lets the OS choose
-// (see `trio_listener_port`). `SO_REUSEADDR` is set; an IPv6 listener
-// is IPv6-only. (Trio's `open_tcp_listeners` may open several listeners;
-// this opens exactly one. `trio_serve_tcp` opens them all.)
-//
-// Suspends the calling C task briefly (a checkpoint; name resolution).
-//
-// Returns 0; `TRIO_EIO` (address in use, name not found, ...);
-// `TRIO_EINVAL` if `out` is NULL or `host` is not UTF-8; `TRIO_ECANCELED`;
-// `TRIO_ENORUN` outside a C task. `*out` is written only on success.
-//
-// # Safety
-// `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
-// writable `trio_handle_t`.
+/**
+ * Listens on one TCP address, `host`:`port`, and writes the listener's
+ * handle to `*out`. `host` is an IP address or a name (the first of its
+ * addresses that can be bound is used); NULL means every IPv4 address
+ * (`0.0.0.0`; pass `"::"` for every IPv6 one). Port 0 lets the OS choose
+ * (see `trio_listener_port`). `SO_REUSEADDR` is set; an IPv6 listener
+ * is IPv6-only. (Trio's `open_tcp_listeners` may open several listeners;
+ * this opens exactly one. `trio_serve_tcp` opens them all.)
+ *
+ * Suspends the calling C task briefly (a checkpoint; name resolution).
+ *
+ * Returns 0; `TRIO_EIO` (address in use, name not found, ...);
+ * `TRIO_EINVAL` if `out` is NULL or `host` is not UTF-8; `TRIO_ECANCELED`;
+ * `TRIO_ENORUN` outside a C task. `*out` is written only on success.
+ *
+ * # Safety
+ * `host` is NULL or a NUL-terminated string; `out` is NULL or points to a
+ * writable `trio_handle_t`.
+ */
 int trio_tcp_listen(const char *host, uint16_t port, trio_handle_t *out);
 
-// Writes the port a TCP listener listens on to `*port` (useful after
-// listening on port 0). Does not block.
-//
-// Returns 0; `TRIO_EINVAL` if `port` is NULL; `TRIO_EBADHANDLE` if
-// `listener` is not a TCP listener; `TRIO_ECLOSED` if it was closed by a
-// server that used it; `TRIO_EIO`. `*port` is written only on success.
-//
-// # Safety
-// `port` is NULL or points to a writable `uint16_t`.
+/**
+ * Writes the port a TCP listener listens on to `*port` (useful after
+ * listening on port 0). Does not block.
+ *
+ * Returns 0; `TRIO_EINVAL` if `port` is NULL; `TRIO_EBADHANDLE` if
+ * `listener` is not a TCP listener; `TRIO_ECLOSED` if it was closed by a
+ * server that used it; `TRIO_EIO`. `*port` is written only on success.
+ *
+ * # Safety
+ * `port` is NULL or points to a writable `uint16_t`.
+ */
 int trio_listener_port(trio_handle_t listener, uint16_t *port);
 
-// Copies the local address of any socket into `buf` as text,
-// NUL-terminated and truncated to `len` bytes including the NUL:
-// `"127.0.0.1:9000"`, `"[::1]:9000"`, or a Unix socket's path (empty for
-// an unnamed one). Does not block.
-//
-// Returns the length of the whole text without the NUL, like `snprintf`
-// (if it is `>= len` the copy was truncated; `buf` may be NULL when `len`
-// is 0); `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len` is
-// more than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `sock` is not a socket;
-// `TRIO_ECLOSED` if it was closed by a server that used it; `TRIO_EIO`.
-//
-// # Safety
-// `buf` is NULL or points to `len` writable bytes.
+/**
+ * Copies the local address of any socket into `buf` as text,
+ * NUL-terminated and truncated to `len` bytes including the NUL:
+ * `"127.0.0.1:9000"`, `"[::1]:9000"`, or a Unix socket's path (empty for
+ * an unnamed one). Does not block.
+ *
+ * Returns the length of the whole text without the NUL, like `snprintf`
+ * (if it is `>= len` the copy was truncated; `buf` may be NULL when `len`
+ * is 0); `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len` is
+ * more than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `sock` is not a socket;
+ * `TRIO_ECLOSED` if it was closed by a server that used it; `TRIO_EIO`.
+ *
+ * # Safety
+ * `buf` is NULL or points to `len` writable bytes.
+ */
 int trio_local_address(trio_handle_t sock, char *buf, size_t len);
 
-// As `trio_local_address`, for the address of a stream's peer (a Unix
-// peer usually has none: empty text). Does not block.
-//
-// Returns as `trio_local_address`; `TRIO_EBADHANDLE` if `stream` is not
-// a stream.
-//
-// # Safety
-// `buf` is NULL or points to `len` writable bytes.
+/**
+ * As `trio_local_address`, for the address of a stream's peer (a Unix
+ * peer usually has none: empty text). Does not block.
+ *
+ * Returns as `trio_local_address`; `TRIO_EBADHANDLE` if `stream` is not
+ * a stream.
+ *
+ * # Safety
+ * `buf` is NULL or points to `len` writable bytes.
+ */
 int trio_peer_address(trio_handle_t stream, char *buf, size_t len);
 
-// Waits for the next connection on a listener (TCP or Unix) and writes
-// the new stream's handle to `*out`.
-//
-// Suspends the calling C task. Cancellation returns `TRIO_ECANCELED`
-// (no connection is taken).
-//
-// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE` if
-// `listener` is not a listener; `TRIO_EBUSY` if another task is accepting
-// on it; `TRIO_ECLOSED` if it was closed meanwhile; `TRIO_EIO` (for
-// example out of file descriptors: `trio_last_os_error` gives `EMFILE`);
-// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task. `*out` is written only
-// on success.
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_handle_t`.
+/**
+ * Waits for the next connection on a listener (TCP or Unix) and writes
+ * the new stream's handle to `*out`.
+ *
+ * Suspends the calling C task. Cancellation returns `TRIO_ECANCELED`
+ * (no connection is taken).
+ *
+ * Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE` if
+ * `listener` is not a listener; `TRIO_EBUSY` if another task is accepting
+ * on it; `TRIO_ECLOSED` if it was closed meanwhile; `TRIO_EIO` (for
+ * example out of file descriptors: `trio_last_os_error` gives `EMFILE`);
+ * `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task. `*out` is written only
+ * on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
 int trio_accept(trio_handle_t listener, trio_handle_t *out);
 
-// Connects to the Unix-domain socket at `path` and writes the new
-// stream's handle to `*out`.
-//
-// Suspends the calling C task until connected or failed; cancellation
-// returns `TRIO_ECANCELED`.
-//
-// Returns 0; `TRIO_EIO` (no such file, connection refused, path too long,
-// ...); `TRIO_EINVAL` if `path` or `out` is NULL or `path` is empty;
-// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task. `*out` is written
-// only on success.
-//
-// # Safety
-// `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
-// writable `trio_handle_t`.
+/**
+ * Connects to the Unix-domain socket at `path` and writes the new
+ * stream's handle to `*out`.
+ *
+ * Suspends the calling C task until connected or failed; cancellation
+ * returns `TRIO_ECANCELED`.
+ *
+ * Returns 0; `TRIO_EIO` (no such file, connection refused, path too long,
+ * ...); `TRIO_EINVAL` if `path` or `out` is NULL or `path` is empty;
+ * `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task. `*out` is written
+ * only on success.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
+ * writable `trio_handle_t`.
+ */
 int trio_unix_connect(const char *path, trio_handle_t *out);
 
-// Listens on a Unix-domain socket at `path` and writes the listener's
-// handle to `*out`. A stale socket file at `path` (one nobody listens on)
-// is removed first; anything else there gives `TRIO_EIO` (address in
-// use). Closing the listener does not remove the file: unlink it
-// yourself.
-//
-// Suspends the calling C task briefly (a checkpoint).
-//
-// Returns 0; `TRIO_EIO`; `TRIO_EINVAL` if `path` or `out` is NULL or
-// `path` is empty; `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
-// `*out` is written only on success.
-//
-// # Safety
-// `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
-// writable `trio_handle_t`.
+/**
+ * Listens on a Unix-domain socket at `path` and writes the listener's
+ * handle to `*out`. A stale socket file at `path` (one nobody listens on)
+ * is removed first; anything else there gives `TRIO_EIO` (address in
+ * use). Closing the listener does not remove the file: unlink it
+ * yourself.
+ *
+ * Suspends the calling C task briefly (a checkpoint).
+ *
+ * Returns 0; `TRIO_EIO`; `TRIO_EINVAL` if `path` or `out` is NULL or
+ * `path` is empty; `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
+ * `*out` is written only on success.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
+ * writable `trio_handle_t`.
+ */
 int trio_unix_listen(const char *path, trio_handle_t *out);
 
-// Sends all `len` bytes at `buf` on a stream (TCP or Unix); returns when
-// they are all handed to the OS (not when the peer has them). `len` 0 is
-// just a checkpoint. The buffer must stay untouched until the call
-// returns.
-//
-// Suspends the calling C task while the socket's send buffer is full.
-// Cancellation returns `TRIO_ECANCELED`; if some bytes were sent already,
-// the stream is broken (later sends return `TRIO_EBROKEN`; receiving still
-// works), as in Trio.
-//
-// Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len`
-// is more than `PTRDIFF_MAX` (nothing is sent); `TRIO_EBADHANDLE` if
-// `stream` is not a stream; `TRIO_EBUSY` if another task is sending on
-// it; `TRIO_ECLOSED` after `trio_send_eof` or if it was closed meanwhile;
-// `TRIO_EBROKEN` if the peer is gone (connection reset, broken pipe) or
-// an earlier send was cancelled midway; `TRIO_EIO`;
-// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `buf` is NULL (only with `len` 0) or points to `len` readable bytes.
+/**
+ * Sends all `len` bytes at `buf` on a stream (TCP or Unix); returns when
+ * they are all handed to the OS (not when the peer has them). `len` 0 is
+ * just a checkpoint. The buffer must stay untouched until the call
+ * returns.
+ *
+ * Suspends the calling C task while the socket's send buffer is full.
+ * Cancellation returns `TRIO_ECANCELED`; if some bytes were sent already,
+ * the stream is broken (later sends return `TRIO_EBROKEN`; receiving still
+ * works), as in Trio.
+ *
+ * Returns 0; `TRIO_EINVAL` if `buf` is NULL and `len` is not 0, or `len`
+ * is more than `PTRDIFF_MAX` (nothing is sent); `TRIO_EBADHANDLE` if
+ * `stream` is not a stream; `TRIO_EBUSY` if another task is sending on
+ * it; `TRIO_ECLOSED` after `trio_send_eof` or if it was closed meanwhile;
+ * `TRIO_EBROKEN` if the peer is gone (connection reset, broken pipe) or
+ * an earlier send was cancelled midway; `TRIO_EIO`;
+ * `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `buf` is NULL (only with `len` 0) or points to `len` readable bytes.
+ */
 int trio_send_all(trio_handle_t stream, const void *buf, size_t len);
 
-// Receives some bytes from a stream (TCP or Unix) into `buf`: waits until
-// at least one byte is there (or the end of the stream), then copies what
-// is there, at most `len` bytes (at most `INT_MAX`).
-//
-// Suspends the calling C task until data or the end arrives.
-// Cancellation returns `TRIO_ECANCELED` with nothing received (the stream
-// stays usable).
-//
-// Returns the number of bytes received (1 or more), or 0 at the end of
-// the stream (the peer sent EOF or closed; every later call returns 0
-// too); `TRIO_EINVAL` if `buf` is NULL, `len` is 0 or `len` is more
-// than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `stream` is not a stream;
-// `TRIO_EBUSY` if another task is receiving on it; `TRIO_ECLOSED` if it
-// was closed meanwhile; `TRIO_EBROKEN` if the peer reset the connection;
-// `TRIO_EIO`; `TRIO_ECANCELED`; `TRIO_ENORUN`
-// outside a C task.
-//
-// # Safety
-// `buf` is NULL or points to `len` writable bytes, which no one else uses
-// until the call returns.
+/**
+ * Receives some bytes from a stream (TCP or Unix) into `buf`: waits until
+ * at least one byte is there (or the end of the stream), then copies what
+ * is there, at most `len` bytes (at most `INT_MAX`).
+ *
+ * Suspends the calling C task until data or the end arrives.
+ * Cancellation returns `TRIO_ECANCELED` with nothing received (the stream
+ * stays usable).
+ *
+ * Returns the number of bytes received (1 or more), or 0 at the end of
+ * the stream (the peer sent EOF or closed; every later call returns 0
+ * too); `TRIO_EINVAL` if `buf` is NULL, `len` is 0 or `len` is more
+ * than `PTRDIFF_MAX`; `TRIO_EBADHANDLE` if `stream` is not a stream;
+ * `TRIO_EBUSY` if another task is receiving on it; `TRIO_ECLOSED` if it
+ * was closed meanwhile; `TRIO_EBROKEN` if the peer reset the connection;
+ * `TRIO_EIO`; `TRIO_ECANCELED`; `TRIO_ENORUN`
+ * outside a C task.
+ *
+ * # Safety
+ * `buf` is NULL or points to `len` writable bytes, which no one else uses
+ * until the call returns.
+ */
 int trio_receive_some(trio_handle_t stream, void *buf, size_t len);
 
-// Sends EOF on a stream (TCP or Unix): the peer's `trio_receive_some`
-// returns 0 once it has read everything before it. This side can still
-// receive; sending again returns `TRIO_ECLOSED`. Calling it again does
-// nothing.
-//
-// A checkpoint: suspends the calling C task briefly. Cancellation returns
-// `TRIO_ECANCELED` (the EOF was sent anyway).
-//
-// Returns 0; `TRIO_EBADHANDLE` if `stream` is not a stream; `TRIO_EBUSY`
-// if another task is sending; `TRIO_ECLOSED` if it was closed; `TRIO_EIO`;
-// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
+/**
+ * Sends EOF on a stream (TCP or Unix): the peer's `trio_receive_some`
+ * returns 0 once it has read everything before it. This side can still
+ * receive; sending again returns `TRIO_ECLOSED`. Calling it again does
+ * nothing.
+ *
+ * A checkpoint: suspends the calling C task briefly. Cancellation returns
+ * `TRIO_ECANCELED` (the EOF was sent anyway).
+ *
+ * Returns 0; `TRIO_EBADHANDLE` if `stream` is not a stream; `TRIO_EBUSY`
+ * if another task is sending; `TRIO_ECLOSED` if it was closed; `TRIO_EIO`;
+ * `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
+ */
 int trio_send_eof(trio_handle_t stream);
 
-// Closes any socket (a TCP or Unix stream or listener) and frees its
-// handle. A task blocked on the socket (receiving, sending, accepting)
-// wakes with `TRIO_ECLOSED`; any later use of the handle, and closing it
-// again, returns `TRIO_EBADHANDLE`. Closing a stream without
-// `trio_send_eof` first is fine (the peer sees the end of the stream, or
-// a reset if data was left unread).
-//
-// Does not block and is not a checkpoint; works in any C task, also a
-// cancelled one (handy in cleanup code). Sockets left open are closed
-// when `trio_run` returns.
-//
-// Returns 0, or `TRIO_EBADHANDLE` if `sock` is not a live socket handle.
+/**
+ * Closes any socket (a TCP or Unix stream or listener) and frees its
+ * handle. A task blocked on the socket (receiving, sending, accepting)
+ * wakes with `TRIO_ECLOSED`; any later use of the handle, and closing it
+ * again, returns `TRIO_EBADHANDLE`. Closing a stream without
+ * `trio_send_eof` first is fine (the peer sees the end of the stream, or
+ * a reset if data was left unread).
+ *
+ * Does not block and is not a checkpoint; works in any C task, also a
+ * cancelled one (handy in cleanup code). Sockets left open are closed
+ * when `trio_run` returns.
+ *
+ * Returns 0, or `TRIO_EBADHANDLE` if `sock` is not a live socket handle.
+ */
 int trio_close(trio_handle_t sock);
 
-// Trio's `serve_tcp`: listens on TCP `port` on every address of `host`
-// (NULL: every local IPv4 and IPv6 address, one listener each), then
-// accepts connections forever and runs `handler(stream, arg)` as a new C
-// task for each, in a nursery of the server's own.
-//
-// Once listening, and before serving, it calls `on_started(port, arg)`
-// (if not NULL) in the calling task with the port it listens on: the one
-// the OS chose when `port` is 0. (With several listeners and port 0 each
-// gets its own port; the first one's, IPv4 if any, is reported: pass a
-// `host` such as `"127.0.0.1"` to have exactly one.) Connections that
-// arrive meanwhile wait in the queue.
-//
-// The handler's stream handle is closed after the handler returns (the
-// handler may close it earlier with `trio_close`; it must not use it after
-// returning, nor pass it to a task that outlives it). As in Trio, nothing
-// catches a handler's failure: a handler returning a negative value other
-// than `TRIO_ECANCELED` cancels every other connection, closes the
-// listeners and makes `trio_serve_tcp` return that value. A handler that
-// should only end its own connection on an error (a peer that went away:
-// `TRIO_EBROKEN`) returns 0. Running out of file descriptors while
-// accepting is not fatal: the server writes a line to stderr and retries
-// 100 ms later.
-//
-// Suspends the calling C task until the server stops: it never returns
-// 0. Cancelling it (cancel the nursery or scope around it) closes the
-// listeners, cancels the handlers, waits for them and returns
-// `TRIO_ECANCELED`.
-//
-// Returns `TRIO_ECANCELED`; a handler's code (`TRIO_EGROUP` if several
-// failed at once); `TRIO_EIO` if it could not listen (address in use,
-// ...) or accepting failed; `TRIO_EINVAL` if `handler` is NULL or `host`
-// is not UTF-8; `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `host` is NULL or a NUL-terminated string. `handler` and `on_started`
-// are called with `arg`, which must stay valid until this returns.
+/**
+ * Trio's `serve_tcp`: listens on TCP `port` on every address of `host`
+ * (NULL: every local IPv4 and IPv6 address, one listener each), then
+ * accepts connections forever and runs `handler(stream, arg)` as a new C
+ * task for each, in a nursery of the server's own.
+ *
+ * Once listening, and before serving, it calls `on_started(port, arg)`
+ * (if not NULL) in the calling task with the port it listens on: the one
+ * the OS chose when `port` is 0. (With several listeners and port 0 each
+ * gets its own port; the first one's, IPv4 if any, is reported: pass a
+ * `host` such as `"127.0.0.1"` to have exactly one.) Connections that
+ * arrive meanwhile wait in the queue.
+ *
+ * The handler's stream handle is closed after the handler returns (the
+ * handler may close it earlier with `trio_close`; it must not use it after
+ * returning, nor pass it to a task that outlives it). As in Trio, nothing
+ * catches a handler's failure: a handler returning a negative value other
+ * than `TRIO_ECANCELED` cancels every other connection, closes the
+ * listeners and makes `trio_serve_tcp` return that value. A handler that
+ * should only end its own connection on an error (a peer that went away:
+ * `TRIO_EBROKEN`) returns 0. Running out of file descriptors while
+ * accepting is not fatal: the server writes a line to stderr and retries
+ * 100 ms later.
+ *
+ * Suspends the calling C task until the server stops: it never returns
+ * 0. Cancelling it (cancel the nursery or scope around it) closes the
+ * listeners, cancels the handlers, waits for them and returns
+ * `TRIO_ECANCELED`.
+ *
+ * Returns `TRIO_ECANCELED`; a handler's code (`TRIO_EGROUP` if several
+ * failed at once); `TRIO_EIO` if it could not listen (address in use,
+ * ...) or accepting failed; `TRIO_EINVAL` if `handler` is NULL or `host`
+ * is not UTF-8; `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `host` is NULL or a NUL-terminated string. `handler` and `on_started`
+ * are called with `arg`, which must stay valid until this returns.
+ */
 int trio_serve_tcp(uint16_t port,
                    const char *host,
                    trio_handler_fn handler,
                    void *arg,
                    trio_started_fn on_started);
 
-// Trio's `serve_listeners` for one listener you opened (TCP or Unix): as
-// `trio_serve_tcp`, without the listening part. Each connection's
-// `handler(stream, arg)` gets a stream of the listener's kind.
-//
-// When the server stops (cancelled, or a handler failed) the listener is
-// closed, as in Trio; its handle stays valid until you `trio_close` it
-// (other calls then return `TRIO_ECLOSED`). No other task may accept on
-// it meanwhile (`TRIO_EBUSY` for that task).
-//
-// Suspends the calling C task until the server stops; never returns 0.
-//
-// Returns `TRIO_ECANCELED`; a handler's code (`TRIO_EGROUP` for several);
-// `TRIO_EIO`; `TRIO_ECLOSED` if the listener was closed, or closed
-// meanwhile; `TRIO_EBADHANDLE` if `listener` is not a listener;
-// `TRIO_EINVAL` if `handler` is NULL; `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `handler` is called with `arg`, which must stay valid until this
-// returns.
+/**
+ * Trio's `serve_listeners` for one listener you opened (TCP or Unix): as
+ * `trio_serve_tcp`, without the listening part. Each connection's
+ * `handler(stream, arg)` gets a stream of the listener's kind.
+ *
+ * When the server stops (cancelled, or a handler failed) the listener is
+ * closed, as in Trio; its handle stays valid until you `trio_close` it
+ * (other calls then return `TRIO_ECLOSED`). No other task may accept on
+ * it meanwhile (`TRIO_EBUSY` for that task).
+ *
+ * Suspends the calling C task until the server stops; never returns 0.
+ *
+ * Returns `TRIO_ECANCELED`; a handler's code (`TRIO_EGROUP` for several);
+ * `TRIO_EIO`; `TRIO_ECLOSED` if the listener was closed, or closed
+ * meanwhile; `TRIO_EBADHANDLE` if `listener` is not a listener;
+ * `TRIO_EINVAL` if `handler` is NULL; `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `handler` is called with `arg`, which must stay valid until this
+ * returns.
+ */
 int trio_serve_listener(trio_handle_t listener, trio_handler_fn handler, void *arg);
 
-// Makes a new event, not set, and writes its handle to `*out`. An event is
-// a one-shot flag: `trio_event_set` wakes every waiter and it stays set.
-//
-// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
-// `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_handle_t`.
+/**
+ * Makes a new event, not set, and writes its handle to `*out`. An event is
+ * a one-shot flag: `trio_event_set` wakes every waiter and it stays set.
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+ * `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
 int trio_event_new(trio_handle_t *out);
 
-// Sets `event` and wakes every task waiting for it. Idempotent. Does not
-// block and is not a checkpoint.
-//
-// Returns 0 or `TRIO_EBADHANDLE`.
+/**
+ * Sets `event` and wakes every task waiting for it. Idempotent. Does not
+ * block and is not a checkpoint.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
 int trio_event_set(trio_handle_t event);
 
-// Is `event` set? Does not block.
-//
-// Returns 1 if set, 0 if not, or `TRIO_EBADHANDLE`.
+/**
+ * Is `event` set? Does not block.
+ *
+ * Returns 1 if set, 0 if not, or `TRIO_EBADHANDLE`.
+ */
 int trio_event_is_set(trio_handle_t event);
 
-// Waits until `event` is set (at once, after a checkpoint, if it is).
-//
-// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
-// enclosing scope was cancelled (the event is unaffected); `TRIO_ECLOSED`
-// if another task closed the handle meanwhile; `TRIO_EBADHANDLE`;
-// `TRIO_ENORUN` outside a C task.
+/**
+ * Waits until `event` is set (at once, after a checkpoint, if it is).
+ *
+ * Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
+ * enclosing scope was cancelled (the event is unaffected); `TRIO_ECLOSED`
+ * if another task closed the handle meanwhile; `TRIO_EBADHANDLE`;
+ * `TRIO_ENORUN` outside a C task.
+ */
 int trio_event_wait(trio_handle_t event);
 
-// Closes `event`'s handle: from now on it is stale. Tasks blocked in
-// `trio_event_wait` on it return `TRIO_ECLOSED`. Does not block.
-//
-// Returns 0 or `TRIO_EBADHANDLE`.
+/**
+ * Closes `event`'s handle: from now on it is stale. Tasks blocked in
+ * `trio_event_wait` on it return `TRIO_ECLOSED`. Does not block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
 int trio_event_close(trio_handle_t event);
 
-// Opens a memory channel of `void *` values and writes its two ends'
-// handles to `*send_out` and `*recv_out`.
-//
-// `capacity` is how many values it buffers: 0 makes every send wait for a
-// receiver (a rendezvous), `SIZE_MAX` means no limit. The channel only
-// moves the pointers: the C code owns what they point to (values still in
-// the channel when its last receiver closes are dropped without notice).
-//
-// Does not block. Returns 0; `TRIO_EINVAL` if an out pointer is NULL;
-// `TRIO_ENORUN` outside a C task. The outputs are written only on
-// success.
-//
-// # Safety
-// `send_out` and `recv_out` are NULL or point to writable
-// `trio_handle_t`s.
+/**
+ * Opens a memory channel of `void *` values and writes its two ends'
+ * handles to `*send_out` and `*recv_out`.
+ *
+ * `capacity` is how many values it buffers: 0 makes every send wait for a
+ * receiver (a rendezvous), `SIZE_MAX` means no limit. The channel only
+ * moves the pointers: the C code owns what they point to (values still in
+ * the channel when its last receiver closes are dropped without notice).
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if an out pointer is NULL;
+ * `TRIO_ENORUN` outside a C task. The outputs are written only on
+ * success.
+ *
+ * # Safety
+ * `send_out` and `recv_out` are NULL or point to writable
+ * `trio_handle_t`s.
+ */
 int trio_channel_open(size_t capacity, trio_handle_t *send_out, trio_handle_t *recv_out);
 
-// Makes another sending end of the same channel as `sender` and writes
-// its handle to `*out`. Each end closes on its own; receivers see the end
-// of the channel once every sending end is closed.
-//
-// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
-// `TRIO_EBADHANDLE` (also for an end already closed: its handle is stale).
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_handle_t`.
+/**
+ * Makes another sending end of the same channel as `sender` and writes
+ * its handle to `*out`. Each end closes on its own; receivers see the end
+ * of the channel once every sending end is closed.
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+ * `TRIO_EBADHANDLE` (also for an end already closed: its handle is stale).
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
 int trio_channel_clone_sender(trio_handle_t sender, trio_handle_t *out);
 
-// Makes another receiving end of the same channel as `receiver` and
-// writes its handle to `*out`. Each value goes to one of the receivers;
-// senders see `TRIO_EBROKEN` once every receiving end is closed.
-//
-// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
-// `TRIO_EBADHANDLE`.
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_handle_t`.
+/**
+ * Makes another receiving end of the same channel as `receiver` and
+ * writes its handle to `*out`. Each value goes to one of the receivers;
+ * senders see `TRIO_EBROKEN` once every receiving end is closed.
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+ * `TRIO_EBADHANDLE`.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
 int trio_channel_clone_receiver(trio_handle_t receiver, trio_handle_t *out);
 
-// Sends `value` (any pointer, NULL included) on the channel: to a waiting
-// receiver, or into the buffer; waits while the buffer is full. A
-// checkpoint.
-//
-// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
-// enclosing scope was cancelled (the value was **not** sent);
-// `TRIO_EBROKEN` if every receiving end is (or gets) closed;
-// `TRIO_ECLOSED` if this end's handle is closed by another task
-// meanwhile; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+/**
+ * Sends `value` (any pointer, NULL included) on the channel: to a waiting
+ * receiver, or into the buffer; waits while the buffer is full. A
+ * checkpoint.
+ *
+ * Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
+ * enclosing scope was cancelled (the value was **not** sent);
+ * `TRIO_EBROKEN` if every receiving end is (or gets) closed;
+ * `TRIO_ECLOSED` if this end's handle is closed by another task
+ * meanwhile; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ */
 int trio_channel_send(trio_handle_t sender, void *value);
 
-// Receives the next value into `*out`, waiting for one. A checkpoint.
-//
-// Suspends the calling C task. Returns 0; `TRIO_EENDOFCHANNEL` once every
-// sending end is closed and the buffer is empty; `TRIO_ECANCELED` if an
-// enclosing scope was cancelled (no value was taken); `TRIO_ECLOSED` if
-// this end's handle is closed by another task meanwhile; `TRIO_EINVAL` if
-// `out` is NULL; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
-// `*out` is written only on success.
-//
-// # Safety
-// `out` is NULL or points to a writable `void *`.
+/**
+ * Receives the next value into `*out`, waiting for one. A checkpoint.
+ *
+ * Suspends the calling C task. Returns 0; `TRIO_EENDOFCHANNEL` once every
+ * sending end is closed and the buffer is empty; `TRIO_ECANCELED` if an
+ * enclosing scope was cancelled (no value was taken); `TRIO_ECLOSED` if
+ * this end's handle is closed by another task meanwhile; `TRIO_EINVAL` if
+ * `out` is NULL; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ * `*out` is written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `void *`.
+ */
 int trio_channel_receive(trio_handle_t receiver, void **out);
 
-// Sends `value` without waiting: to a waiting receiver, or into the
-// buffer if there is room. Does not block and is not a checkpoint.
-//
-// Returns 0; `TRIO_EWOULDBLOCK` if it would have to wait; `TRIO_EBROKEN`
-// if every receiving end is closed; `TRIO_EBADHANDLE`. On failure the
-// value was not sent.
+/**
+ * Sends `value` without waiting: to a waiting receiver, or into the
+ * buffer if there is room. Does not block and is not a checkpoint.
+ *
+ * Returns 0; `TRIO_EWOULDBLOCK` if it would have to wait; `TRIO_EBROKEN`
+ * if every receiving end is closed; `TRIO_EBADHANDLE`. On failure the
+ * value was not sent.
+ */
 int trio_channel_try_send(trio_handle_t sender, void *value);
 
-// Takes the next value into `*out` without waiting. Does not block and is
-// not a checkpoint.
-//
-// Returns 0; `TRIO_EWOULDBLOCK` if none is ready; `TRIO_EENDOFCHANNEL` if
-// every sending end is closed and the buffer is empty; `TRIO_EINVAL` if
-// `out` is NULL; `TRIO_EBADHANDLE`. `*out` is written only on success.
-//
-// # Safety
-// `out` is NULL or points to a writable `void *`.
+/**
+ * Takes the next value into `*out` without waiting. Does not block and is
+ * not a checkpoint.
+ *
+ * Returns 0; `TRIO_EWOULDBLOCK` if none is ready; `TRIO_EENDOFCHANNEL` if
+ * every sending end is closed and the buffer is empty; `TRIO_EINVAL` if
+ * `out` is NULL; `TRIO_EBADHANDLE`. `*out` is written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `void *`.
+ */
 int trio_channel_try_receive(trio_handle_t receiver, void **out);
 
-// Closes this sending end and its handle (now stale). Tasks blocked in
-// `trio_channel_send` on it return `TRIO_ECLOSED`; if it was the last
-// sending end, receivers get `TRIO_EENDOFCHANNEL` once the buffer is
-// empty. Does not block.
-//
-// Returns 0 or `TRIO_EBADHANDLE`.
+/**
+ * Closes this sending end and its handle (now stale). Tasks blocked in
+ * `trio_channel_send` on it return `TRIO_ECLOSED`; if it was the last
+ * sending end, receivers get `TRIO_EENDOFCHANNEL` once the buffer is
+ * empty. Does not block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
 int trio_channel_close_sender(trio_handle_t sender);
 
-// Closes this receiving end and its handle (now stale). Tasks blocked in
-// `trio_channel_receive` on it return `TRIO_ECLOSED`; if it was the last
-// receiving end, senders get `TRIO_EBROKEN` and values still buffered are
-// dropped (the C code still owns what they point to). Does not block.
-//
-// Returns 0 or `TRIO_EBADHANDLE`.
+/**
+ * Closes this receiving end and its handle (now stale). Tasks blocked in
+ * `trio_channel_receive` on it return `TRIO_ECLOSED`; if it was the last
+ * receiving end, senders get `TRIO_EBROKEN` and values still buffered are
+ * dropped (the C code still owns what they point to). Does not block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
 int trio_channel_close_receiver(trio_handle_t receiver);
 
-// Makes a new, unlocked lock and writes its handle to `*out`. A lock is
-// owned by the C task that acquired it; waiters get it in FIFO order.
-//
-// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
-// `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_handle_t`.
+/**
+ * Makes a new, unlocked lock and writes its handle to `*out`. A lock is
+ * owned by the C task that acquired it; waiters get it in FIFO order.
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+ * `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
 int trio_lock_new(trio_handle_t *out);
 
-// Waits for `lock` and takes it for the calling C task. A checkpoint.
-//
-// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
-// enclosing scope was cancelled (the lock was not taken); `TRIO_EMISUSE`
-// if the calling task already holds it; `TRIO_ECLOSED` if another task
-// closed the handle meanwhile; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a
-// C task.
+/**
+ * Waits for `lock` and takes it for the calling C task. A checkpoint.
+ *
+ * Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
+ * enclosing scope was cancelled (the lock was not taken); `TRIO_EMISUSE`
+ * if the calling task already holds it; `TRIO_ECLOSED` if another task
+ * closed the handle meanwhile; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a
+ * C task.
+ */
 int trio_lock_acquire(trio_handle_t lock);
 
-// Takes `lock` if it is free and nobody waits for it. Does not block and
-// is not a checkpoint.
-//
-// Returns 0; `TRIO_EWOULDBLOCK` if it is held or others wait for it;
-// `TRIO_EMISUSE` if the calling task already holds it; `TRIO_EBADHANDLE`;
-// `TRIO_ENORUN` outside a C task.
+/**
+ * Takes `lock` if it is free and nobody waits for it. Does not block and
+ * is not a checkpoint.
+ *
+ * Returns 0; `TRIO_EWOULDBLOCK` if it is held or others wait for it;
+ * `TRIO_EMISUSE` if the calling task already holds it; `TRIO_EBADHANDLE`;
+ * `TRIO_ENORUN` outside a C task.
+ */
 int trio_lock_try_acquire(trio_handle_t lock);
 
-// Releases `lock`, handing it to the first waiter if any. Does not block.
-//
-// Returns 0; `TRIO_EMISUSE` if the calling task does not hold it;
-// `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+/**
+ * Releases `lock`, handing it to the first waiter if any. Does not block.
+ *
+ * Returns 0; `TRIO_EMISUSE` if the calling task does not hold it;
+ * `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ */
 int trio_lock_release(trio_handle_t lock);
 
-// Closes `lock`'s handle: from now on it is stale. Tasks blocked in
-// `trio_lock_acquire` on it return `TRIO_ECLOSED`. Closing a held lock is
-// allowed (the lock is gone). Does not block.
-//
-// Returns 0 or `TRIO_EBADHANDLE`.
+/**
+ * Closes `lock`'s handle: from now on it is stale. Tasks blocked in
+ * `trio_lock_acquire` on it return `TRIO_ECLOSED`. Closing a held lock is
+ * allowed (the lock is gone). Does not block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
 int trio_lock_close(trio_handle_t lock);
 
-// Makes a new semaphore holding `initial` permits (no maximum) and writes
-// its handle to `*out`. Permits are not tied to tasks; waiters get them in
-// FIFO order.
-//
-// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
-// `TRIO_ENORUN` outside a C task.
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_handle_t`.
+/**
+ * Makes a new semaphore holding `initial` permits (no maximum) and writes
+ * its handle to `*out`. Permits are not tied to tasks; waiters get them in
+ * FIFO order.
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+ * `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
 int trio_semaphore_new(size_t initial, trio_handle_t *out);
 
-// Waits for a permit of `sem` and takes it. A checkpoint.
-//
-// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
-// enclosing scope was cancelled (no permit taken); `TRIO_ECLOSED` if
-// another task closed the handle meanwhile; `TRIO_EBADHANDLE`;
-// `TRIO_ENORUN` outside a C task.
+/**
+ * Waits for a permit of `sem` and takes it. A checkpoint.
+ *
+ * Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
+ * enclosing scope was cancelled (no permit taken); `TRIO_ECLOSED` if
+ * another task closed the handle meanwhile; `TRIO_EBADHANDLE`;
+ * `TRIO_ENORUN` outside a C task.
+ */
 int trio_semaphore_acquire(trio_handle_t sem);
 
-// Takes a permit of `sem` if one is available. Does not block and is not
-// a checkpoint.
-//
-// Returns 0; `TRIO_EWOULDBLOCK` if none is; `TRIO_EBADHANDLE`.
+/**
+ * Takes a permit of `sem` if one is available. Does not block and is not
+ * a checkpoint.
+ *
+ * Returns 0; `TRIO_EWOULDBLOCK` if none is; `TRIO_EBADHANDLE`.
+ */
 int trio_semaphore_try_acquire(trio_handle_t sem);
 
-// Returns a permit to `sem`: to the first waiter if any, else to the
-// pool. Does not block.
-//
-// Returns 0; `TRIO_EMISUSE` if the semaphore already holds `SIZE_MAX`
-// permits (its value never wraps around to 0; nothing changes);
-// `TRIO_EBADHANDLE`.
+/**
+ * Returns a permit to `sem`: to the first waiter if any, else to the
+ * pool. Does not block.
+ *
+ * Returns 0; `TRIO_EMISUSE` if the semaphore already holds `SIZE_MAX`
+ * permits (its value never wraps around to 0; nothing changes);
+ * `TRIO_EBADHANDLE`.
+ */
 int trio_semaphore_release(trio_handle_t sem);
 
-// Writes the number of permits `sem` holds now to `*out`. Does not block.
-//
-// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
-// written only on success.
-//
-// # Safety
-// `out` is NULL or points to a writable `size_t`.
+/**
+ * Writes the number of permits `sem` holds now to `*out`. Does not block.
+ *
+ * Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
+ * written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `size_t`.
+ */
 int trio_semaphore_value(trio_handle_t sem, size_t *out);
 
-// Closes `sem`'s handle: from now on it is stale. Tasks blocked in
-// `trio_semaphore_acquire` on it return `TRIO_ECLOSED`. Does not block.
-//
-// Returns 0 or `TRIO_EBADHANDLE`.
+/**
+ * Closes `sem`'s handle: from now on it is stale. Tasks blocked in
+ * `trio_semaphore_acquire` on it return `TRIO_ECLOSED`. Does not block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
 int trio_semaphore_close(trio_handle_t sem);
 
-// Runs `fn(arg)` on a worker thread (from a pool) and returns its value:
-// 0 or more, or its negative code as it is.
-//
-// Suspends only the calling C task; the run goes on. `fn` runs outside the
-// run: it may block, and it may call `trio_from_thread_run` with the run's
-// token; it must not call the functions that need a C task.
-//
-// Cancellation: a cancellation before the thread starts returns
-// `TRIO_ECANCELED` and `fn` never runs. Once `fn` runs, if
-// `abandon_on_cancel` is 0 the task waits for it to return (the
-// cancellation is seen at the task's next checkpoint); if it is nonzero,
-// the call returns `TRIO_ECANCELED` at once and the thread goes on alone:
-// its value is dropped, so `arg` (and whatever `fn` uses) must stay valid
-// until `fn` has returned, which the caller must arrange itself.
-//
-// Returns: `fn`'s value; `TRIO_ECANCELED`; `TRIO_EINVAL` if `fn` is NULL;
-// `TRIO_ENORUN` outside a C task; `TRIO_EIO` if no thread could be
-// started.
+/**
+ * Runs `fn(arg)` on a worker thread (from a pool) and returns its value:
+ * 0 or more, or its negative code as it is.
+ *
+ * Suspends only the calling C task; the run goes on. `fn` runs outside the
+ * run: it may block, and it may call `trio_from_thread_run` with the run's
+ * token; it must not call the functions that need a C task.
+ *
+ * Cancellation: a cancellation before the thread starts returns
+ * `TRIO_ECANCELED` and `fn` never runs. Once `fn` runs, if
+ * `abandon_on_cancel` is 0 the task waits for it to return (the
+ * cancellation is seen at the task's next checkpoint); if it is nonzero,
+ * the call returns `TRIO_ECANCELED` at once and the thread goes on alone:
+ * its value is dropped, so `arg` (and whatever `fn` uses) must stay valid
+ * until `fn` has returned, which the caller must arrange itself.
+ *
+ * Returns: `fn`'s value; `TRIO_ECANCELED`; `TRIO_EINVAL` if `fn` is NULL;
+ * `TRIO_ENORUN` outside a C task; `TRIO_EIO` if no thread could be
+ * started.
+ */
 int trio_to_thread(trio_task_fn func, void *arg, int abandon_on_cancel);
 
-// Writes a new token for the run on the calling thread to `*out`.
-//
-// Does not block; may be called from C tasks and from callbacks of
-// `trio_token_run_sync_soon`. Each token must be freed with
-// `trio_token_free`.
-//
-// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_ENORUN` outside a run.
-// `*out` is written only on success.
-//
-// # Safety
-// `out` is NULL or points to a writable `trio_token *`.
+/**
+ * Writes a new token for the run on the calling thread to `*out`.
+ *
+ * Does not block; may be called from C tasks and from callbacks of
+ * `trio_token_run_sync_soon`. Each token must be freed with
+ * `trio_token_free`.
+ *
+ * Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_ENORUN` outside a run.
+ * `*out` is written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_token *`.
+ */
 int trio_token_get(trio_token **out);
 
-// Frees a token from `trio_token_get`. Any thread, during or after its
-// run. NULL is accepted and does nothing.
-//
-// Returns 0.
-//
-// # Safety
-// `token` is NULL or a token from `trio_token_get` not freed yet, and no
-// other thread uses it during or after this call.
+/**
+ * Frees a token from `trio_token_get`. Any thread, during or after its
+ * run. NULL is accepted and does nothing.
+ *
+ * Returns 0.
+ *
+ * # Safety
+ * `token` is NULL or a token from `trio_token_get` not freed yet, and no
+ * other thread uses it during or after this call.
+ */
 int trio_token_free(trio_token *token);
 
-// Queues `fn(arg)` to run soon on the run's thread, between scheduling
-// passes. Any thread may call it, the run's own included; it does not block.
-// Calls run in the order they were queued. `fn` runs outside any C task: it
-// must not block nor call the functions that need a C task (it may call
-// `trio_token_get` and `trio_token_run_sync_soon`). If the run ends before
-// `fn` had its turn, `fn` never runs.
-//
-// Returns 0; `TRIO_EINVAL` if `token` or `fn` is NULL; `TRIO_ENORUN` if
-// the run has ended (`fn` will not run).
-//
-// # Safety
-// `token` is NULL or a live token (not freed); `arg` stays valid until
-// `fn` has run (or the run has ended).
+/**
+ * Queues `fn(arg)` to run soon on the run's thread, between scheduling
+ * passes. Any thread may call it, the run's own included; it does not block.
+ * Calls run in the order they were queued. `fn` runs outside any C task: it
+ * must not block nor call the functions that need a C task (it may call
+ * `trio_token_get` and `trio_token_run_sync_soon`). If the run ends before
+ * `fn` had its turn, `fn` never runs.
+ *
+ * Returns 0; `TRIO_EINVAL` if `token` or `fn` is NULL; `TRIO_ENORUN` if
+ * the run has ended (`fn` will not run).
+ *
+ * # Safety
+ * `token` is NULL or a live token (not freed); `arg` stays valid until
+ * `fn` has run (or the run has ended).
+ */
 int trio_token_run_sync_soon(const trio_token *token, trio_sync_fn func, void *arg);
 
-// From a thread other than the run's: runs `fn(arg)` as a C task in the
-// run of `token`, blocks the calling OS thread until it returns, and
-// returns its value (0 or more, or its negative code as it is). The task may
-// use everything a C task can (sleep, nurseries, ...).
-//
-// From a `trio_to_thread` worker of the same run, the task runs as part of
-// the task that started the worker, inside its cancel scopes: a
-// cancellation there reaches it, and if that task abandoned the thread the
-// call returns `TRIO_ECANCELED`. From any other thread it runs as a system
-// task of the run, cancelled only when the run is torn down.
-//
-// Returns: `fn`'s value; `TRIO_ECANCELED`; `TRIO_EINVAL` if `token` or
-// `fn` is NULL; `TRIO_EMISUSE` if called on a thread running a trio run
-// (waiting there would deadlock); `TRIO_ENORUN` if the run has ended or
-// ends before the task returns; `TRIO_ENOMEM` if no task stack could be
-// made.
-//
-// # Safety
-// `token` is NULL or a live token (not freed); `arg` stays valid until the
-// call returns.
+/**
+ * From a thread other than the run's: runs `fn(arg)` as a C task in the
+ * run of `token`, blocks the calling OS thread until it returns, and
+ * returns its value (0 or more, or its negative code as it is). The task may
+ * use everything a C task can (sleep, nurseries, ...).
+ *
+ * From a `trio_to_thread` worker of the same run, the task runs as part of
+ * the task that started the worker, inside its cancel scopes: a
+ * cancellation there reaches it, and if that task abandoned the thread the
+ * call returns `TRIO_ECANCELED`. From any other thread it runs as a system
+ * task of the run, cancelled only when the run is torn down.
+ *
+ * Returns: `fn`'s value; `TRIO_ECANCELED`; `TRIO_EINVAL` if `token` or
+ * `fn` is NULL; `TRIO_EMISUSE` if called on a thread running a trio run
+ * (waiting there would deadlock); `TRIO_ENORUN` if the run has ended or
+ * ends before the task returns; `TRIO_ENOMEM` if no task stack could be
+ * made.
+ *
+ * # Safety
+ * `token` is NULL or a live token (not freed); `arg` stays valid until the
+ * call returns.
+ */
 int trio_from_thread_run(const trio_token *token, trio_task_fn func, void *arg);
 
-// Returns a static, NUL-terminated English message for a status code:
-// `trio_strerror(TRIO_ECANCELED)` is `"cancelled"`. Unknown codes give
-// `"unknown trio error code"`. Never NULL; do not free it. Does not block;
-// may be called from any thread, inside or outside `trio_run`.
+/**
+ * Returns a static, NUL-terminated English message for a status code:
+ * `trio_strerror(TRIO_ECANCELED)` is `"cancelled"`. Unknown codes give
+ * `"unknown trio error code"`. Never NULL; do not free it. Does not block;
+ * may be called from any thread, inside or outside `trio_run`.
+ */
 const char *trio_strerror(int code);
 
-// Copies this thread's last error detail (the message of the most recent
-// call that failed on this thread, like `errno`; successful calls do not
-// clear it) into `buf`, NUL-terminated and truncated to `len` bytes
-// including the NUL.
-//
-// Returns the length of the whole message without the NUL, like
-// `snprintf`: if that is `>= len` the copy was truncated. `buf` may be
-// NULL when `len` is 0 (to learn the length). Returns 0 with an empty
-// string if nothing failed yet, `TRIO_EINVAL` if `buf` is NULL and `len`
-// is not 0 or `len` is more than `PTRDIFF_MAX` (then the detail is that
-// refusal). Does not block; any thread, inside or outside `trio_run`.
-//
-// # Safety
-// `buf` must be NULL or point to `len` writable bytes.
+/**
+ * Copies this thread's last error detail (the message of the most recent
+ * call that failed on this thread, like `errno`; successful calls do not
+ * clear it) into `buf`, NUL-terminated and truncated to `len` bytes
+ * including the NUL.
+ *
+ * Returns the length of the whole message without the NUL, like
+ * `snprintf`: if that is `>= len` the copy was truncated. `buf` may be
+ * NULL when `len` is 0 (to learn the length). Returns 0 with an empty
+ * string if nothing failed yet, `TRIO_EINVAL` if `buf` is NULL and `len`
+ * is not 0 or `len` is more than `PTRDIFF_MAX` (then the detail is that
+ * refusal). Does not block; any thread, inside or outside `trio_run`.
+ *
+ * # Safety
+ * `buf` must be NULL or point to `len` writable bytes.
+ */
 int trio_last_error(char *buf, size_t len);
 
-// The OS error number (`errno`) behind this thread's last failure if it
-// was an operating-system error (`TRIO_EIO`), else 0. Does not block; any
-// thread.
+/**
+ * The OS error number (`errno`) behind this thread's last failure if it
+ * was an operating-system error (`TRIO_EIO`), else 0. Does not block; any
+ * thread.
+ */
 int trio_last_os_error(void);
 
-// The code of this thread's last failure (0 if no call has failed yet).
-// Does not block; any thread.
+/**
+ * The code of this thread's last failure (0 if no call has failed yet).
+ * Does not block; any thread.
+ */
 int trio_last_error_code(void);
 
 #ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+}  /* extern "C" */
+#endif
 
 #endif  /* LIBTRIO_H */

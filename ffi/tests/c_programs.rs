@@ -2,9 +2,11 @@
 //! `libtrio.so` and runs them: plain (static and shared), under
 //! AddressSanitizer + UndefinedBehaviorSanitizer, and under valgrind (zero
 //! errors, zero definite or indirect leaks). Each program prints
-//! `ok N - name` lines and exits 0. Also: the header compiles as C99 and
-//! C++17 with warnings as errors, and `ffi/install.sh` gives a prefix a C
-//! program can build against with pkg-config.
+//! `ok N - name` lines and exits 0. Also: the header compiles as C89, C99,
+//! C++98 and C++17 with warnings as errors, libtrio.so has its SONAME, and
+//! `ffi/install.sh` gives a prefix (versioned, stripped libraries) a C
+//! program builds against with pkg-config and, through the CMake package,
+//! the project in `tests/cmake/`.
 //!
 //! `TRIO_C_TESTS=test_errors,cpp_include cargo test -p trio-ffi --test
 //! c_programs` runs only the programs named (a program made of
@@ -51,8 +53,24 @@ fn lib_dir() -> &'static Path {
         assert!(status.success(), "cargo build -p trio-ffi failed");
         let dir = target_dir().join("debug");
         assert!(dir.join("libtrio.a").exists() && dir.join("libtrio.so").exists(), "no libtrio in {}", dir.display());
+        // A program linked with -ltrio asks the loader for the SONAME,
+        // libtrio.so.MAJOR, which cargo does not make: link it here (as
+        // install.sh does in a prefix). Another test process may have made
+        // it already.
+        let soname = dir.join(soname());
+        if std::fs::read_link(&soname).is_err() {
+            let _ = std::fs::remove_file(&soname);
+            if let Err(e) = std::os::unix::fs::symlink("libtrio.so", &soname) {
+                assert!(e.kind() == std::io::ErrorKind::AlreadyExists, "linking {}: {e}", soname.display());
+            }
+        }
         dir
     })
+}
+
+/// The SONAME of libtrio.so (ffi/build.rs): `libtrio.so.MAJOR`.
+fn soname() -> String {
+    format!("libtrio.so.{}", env!("CARGO_PKG_VERSION_MAJOR"))
 }
 
 /// The test programs with extension `ext`.
@@ -138,6 +156,10 @@ fn run(program: &Path, wrapper: &[&str], env: &[(&str, &str)]) {
         }
         None => Command::new(program),
     };
+    // Every program finds libtrio.so through its rpath (or links libtrio.a):
+    // cargo's LD_LIBRARY_PATH (which holds target/debug) must not hide a
+    // program that would not find it on its own.
+    cmd.env_remove("LD_LIBRARY_PATH");
     cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
     // Read both pipes while the program runs: one that prints more than a
@@ -268,23 +290,110 @@ fn header_compiles_as_c99_and_cpp17() {
     }
 }
 
+/// `-std=c89 -pedantic` (and C++98) accept the header: no `//` comments,
+/// no comment after `#endif`, nothing newer than C89 but `<stdint.h>`.
 #[test]
-fn install_gives_a_pkg_config_prefix() {
-    if Command::new("pkg-config").arg("--version").output().is_err() {
-        eprintln!("*** SKIPPED: pkg-config is not installed ***");
-        assert!(std::env::var_os("TRIO_ALLOW_SKIP").is_some(), "pkg-config is missing (set TRIO_ALLOW_SKIP=1 to skip)");
-        return;
+fn header_compiles_as_c89_and_cpp98() {
+    let header = workspace().join("include/libtrio.h");
+    for (compiler, std, lang) in [("gcc", "-std=c89", "c"), ("g++", "-std=c++98", "c++")] {
+        let out = Command::new(compiler)
+            .args([std, "-pedantic", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", lang])
+            .arg(&header)
+            .output()
+            .expect("running the compiler");
+        assert!(out.status.success(), "{compiler} {std} rejects libtrio.h:\n{}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// The SONAME of an ELF file as `readelf -d` shows it, if it has one.
+fn elf_soname(file: &Path) -> Option<String> {
+    let out = Command::new("readelf").arg("-d").arg(file).output().expect("running readelf (binutils)");
+    assert!(out.status.success(), "readelf -d {} failed", file.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("(SONAME)"))
+        .and_then(|l| l.split_once('[').and_then(|(_, r)| r.split_once(']')).map(|(name, _)| name.to_owned()))
+}
+
+/// The names of the sections of an ELF file or of every member of an
+/// archive (`readelf -S -W`).
+fn elf_sections(file: &Path) -> Vec<String> {
+    let out = Command::new("readelf").args(["-S", "-W"]).arg(file).output().expect("running readelf (binutils)");
+    assert!(out.status.success(), "readelf -S {} failed", file.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('[').and_then(|r| r.split_once(']')))
+        .filter_map(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn shared_library_has_its_soname() {
+    let so = lib_dir().join("libtrio.so");
+    assert_eq!(elf_soname(&so).as_deref(), Some(soname().as_str()), "SONAME of {}", so.display());
+}
+
+/// A DWARF section (`.debug_gdb_scripts`, which Rust puts in every object
+/// to load its pretty-printers, is a few bytes of loaded data, not debug
+/// info, and stays).
+fn is_dwarf(section: &str) -> bool {
+    section.starts_with(".debug_") && section != ".debug_gdb_scripts"
+}
+
+/// `ffi/install.sh PREFIX --debug --strip` (the debug build, stripped as
+/// the release install is): the versioned file names, the split debug info,
+/// then a C program built with pkg-config (shared with an rpath and run
+/// without LD_LIBRARY_PATH, and static), and the CMake package used by
+/// `tests/cmake`.
+#[test]
+fn install_gives_a_prefix_for_pkg_config_and_cmake() {
     let prefix = target_dir().join("c-tests/prefix");
     let _ = std::fs::remove_dir_all(&prefix);
     let status = Command::new("bash")
         .arg(workspace().join("ffi/install.sh"))
         .arg(&prefix)
-        .arg("--debug")
+        .args(["--debug", "--strip"])
         .env("CARGO_TARGET_DIR", target_dir())
         .status()
         .expect("running ffi/install.sh");
     assert!(status.success(), "ffi/install.sh failed");
+    let lib = prefix.join("lib");
+
+    // lib/libtrio.so -> libtrio.so.MAJOR -> libtrio.so.VERSION, a file
+    // whose SONAME is libtrio.so.MAJOR.
+    let versioned = format!("libtrio.so.{}", env!("CARGO_PKG_VERSION"));
+    for (link, to) in [("libtrio.so".to_owned(), soname()), (soname(), versioned.clone())] {
+        let target = std::fs::read_link(lib.join(&link)).unwrap_or_else(|e| panic!("lib/{link} is no symlink: {e}"));
+        assert_eq!(target, Path::new(&to), "lib/{link} points at {}", target.display());
+    }
+    let so = lib.join(&versioned);
+    assert!(so.symlink_metadata().expect("the versioned library").is_file(), "lib/{versioned} is not a file");
+    assert_eq!(elf_soname(&so).as_deref(), Some(soname().as_str()), "SONAME of the installed {versioned}");
+
+    // Stripped: no DWARF in the libraries; the .so's debug info is in
+    // lib/.debug/, named by its .gnu_debuglink.
+    for file in [so.clone(), lib.join("libtrio.a")] {
+        let debug: Vec<String> = elf_sections(&file).into_iter().filter(|s| is_dwarf(s)).collect();
+        assert!(debug.is_empty(), "{} still has debug sections {debug:?}", file.display());
+    }
+    assert!(elf_sections(&so).iter().any(|s| s == ".gnu_debuglink"), "{versioned} has no .gnu_debuglink");
+    let debug_file = lib.join(".debug").join(format!("{versioned}.debug"));
+    assert!(
+        elf_sections(&debug_file).iter().any(|s| s == ".debug_info"),
+        "{} has no .debug_info",
+        debug_file.display()
+    );
+
+    install_builds_with_pkg_config(&prefix);
+    install_builds_with_cmake(&prefix);
+}
+
+fn install_builds_with_pkg_config(prefix: &Path) {
+    if Command::new("pkg-config").arg("--version").output().is_err() {
+        eprintln!("*** SKIPPED: building with pkg-config: pkg-config is not installed ***");
+        assert!(std::env::var_os("TRIO_ALLOW_SKIP").is_some(), "pkg-config is missing (set TRIO_ALLOW_SKIP=1 to skip)");
+        return;
+    }
     let pc_path = prefix.join("lib/pkgconfig");
     for static_link in [false, true] {
         let mut pc = Command::new("pkg-config");
@@ -303,6 +412,8 @@ fn install_gives_a_pkg_config_prefix() {
         }
         cc.args(flags.split_whitespace());
         if !static_link {
+            // What ffi/README.md tells a user to add for a prefix the
+            // loader does not search.
             cc.arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
         }
         let out = cc.output().expect("gcc");
@@ -311,6 +422,68 @@ fn install_gives_a_pkg_config_prefix() {
             "building with `pkg-config {flags}` failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if !static_link {
+            assert_loads_libtrio_from(&app, prefix);
+        }
+        // run() clears LD_LIBRARY_PATH: the rpath alone finds the library.
         run(&app, &[], &[]);
     }
+}
+
+/// `ldd program` (without LD_LIBRARY_PATH) resolves libtrio.so.MAJOR to
+/// the prefix's lib/.
+fn assert_loads_libtrio_from(program: &Path, prefix: &Path) {
+    let out = Command::new("ldd").arg(program).env_remove("LD_LIBRARY_PATH").output().expect("running ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("{} => {}", soname(), prefix.join("lib").join(soname()).display());
+    assert!(text.lines().any(|l| l.trim().starts_with(&want)), "{} does not load {want}:\n{text}", program.display());
+}
+
+fn install_builds_with_cmake(prefix: &Path) {
+    if Command::new("cmake").arg("--version").output().is_err() {
+        eprintln!("*** SKIPPED: the CMake package test (find_package(trio)): cmake is not installed ***");
+        assert!(std::env::var_os("TRIO_ALLOW_SKIP").is_some(), "cmake is missing (set TRIO_ALLOW_SKIP=1 to skip)");
+        return;
+    }
+    let source = workspace().join("tests/cmake");
+    let configure = |build: &Path, extra: &[&str]| {
+        let _ = std::fs::remove_dir_all(build);
+        Command::new("cmake")
+            .arg("-S")
+            .arg(&source)
+            .arg("-B")
+            .arg(build)
+            .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display()))
+            .args(extra)
+            .output()
+            .expect("running cmake")
+    };
+    let build = target_dir().join("c-tests/cmake-build");
+    let out = configure(&build, &[]);
+    assert!(
+        out.status.success(),
+        "cmake configure failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("cmake").arg("--build").arg(&build).output().expect("running cmake --build");
+    assert!(
+        out.status.success(),
+        "cmake --build failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_loads_libtrio_from(&build.join("app_shared"), prefix);
+    run(&build.join("app_shared"), &[], &[]);
+    run(&build.join("app_static"), &[], &[]);
+
+    // trioConfigVersion.cmake refuses another 0.x minor version.
+    let refused = target_dir().join("c-tests/cmake-build-0.2");
+    let out = configure(&refused, &["-DTRIO_WANT_VERSION=0.2"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && text.contains("requested version \"0.2\""),
+        "find_package(trio 0.2) was not refused:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&refused);
 }
