@@ -856,6 +856,25 @@ int trio_from_thread_run(const trio_token *token, trio_task_fn func, void *arg);
 // may be called from any thread, inside or outside `trio_run`.
 const char *trio_strerror(int code);
 
+// Sets this thread's last error to `code` with the message `detail` (as
+// if a libtrio call had failed with them), and returns `code`: a C task
+// that fails with a code of its own can say why, and that message reaches
+// whoever gets the failure (the detail of `trio_run`, of
+// `trio_nursery_close` and of a `TRIO_EGROUP` lists each failed child's
+// code with the detail of its own last failure with that code):
+// `return trio_set_last_error(-1, "config file missing");`.
+//
+// `detail` is copied (invalid UTF-8 is replaced); `trio_last_error`
+// returns it until the next failure on this thread. Does not block; any
+// thread, inside or outside `trio_run`.
+//
+// Returns `code`; `TRIO_EINVAL` if `code` is not negative or `detail` is
+// NULL (nothing is set but that error).
+//
+// # Safety
+// `detail` is NULL or a NUL-terminated string.
+int trio_set_last_error(int code, const char *detail);
+
 // Copies this thread's last error detail (the message of the most recent
 // call that failed on this thread, like `errno`; successful calls do not
 // clear it) into `buf`, NUL-terminated and truncated to `len` bytes

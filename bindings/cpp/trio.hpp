@@ -34,7 +34,9 @@
  *   trio::error, else TRIO_EUSER), so the nursery cancels the siblings as
  *   for any failing child, and nursery.close() rethrows the child's
  *   original exception (when it was the only failure; several failures
- *   throw trio::error with TRIO_EGROUP). A child that throws trio::cancelled
+ *   throw trio::error with TRIO_EGROUP, whose what() lists every failed
+ *   child's code and message: the trampoline hands each exception's what()
+ *   to trio_set_last_error). A child that throws trio::cancelled
  *   is simply a cancelled child (not a failure).
  *
  * OTHER WRAPPERS
@@ -263,9 +265,17 @@ inline int trampoline(void *arg) noexcept {
         rc = TRIO_ECANCELED;
     } catch (const error &e) {
         rc = e.code() < 0 ? e.code() : TRIO_EUSER;
+        // The message goes with the code, so that a TRIO_EGROUP's detail
+        // names it too.
+        trio_set_last_error(rc, e.what());
+        failure = std::current_exception();
+    } catch (const std::exception &e) {
+        rc = TRIO_EUSER;
+        trio_set_last_error(rc, e.what());
         failure = std::current_exception();
     } catch (...) {
         rc = TRIO_EUSER;
+        trio_set_last_error(rc, "an exception that is not a std::exception");
         failure = std::current_exception();
     }
     if (failure && task->group) {

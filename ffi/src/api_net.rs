@@ -734,7 +734,7 @@ async fn handle_conn<S: NetStream>(handler: Handler, arg: usize, stream: S) -> t
     let _owned = OwnedStream { h, stream };
     let conn = Box::new(Conn { handler, arg: arg as *mut c_void, stream: h });
     let task = CTask::new(Some(conn_trampoline), std::ptr::from_ref(&*conn).cast_mut().cast())
-        .map_err(|code| Error::user(TaskFailed(code)))?;
+        .map_err(|code| Error::user(TaskFailed(code, None)))?;
     task.await.map(drop)
 }
 

@@ -148,6 +148,8 @@ static void exceptions_in_children() {
     }
     CHECK(code == TRIO_EGROUP, "two failing children give TRIO_EGROUP");
     CHECK(msg.find("several") != std::string::npos, "with trio_strerror's message");
+    CHECK(msg.find("(TRIO_EUSER: one)") != std::string::npos && msg.find("(TRIO_EUSER: two)") != std::string::npos,
+          "and each child's code and message");
 
     // nursery.cancel() is absorbed by the nursery.
     bool finished = false;
@@ -497,7 +499,29 @@ int main() {
     });
     sockets();
 
+    // A group leaving run(): every child's message is in what().
     std::string what;
+    code = 0;
+    try {
+        trio::run_mock_clock([] {
+            trio::open_nursery([](trio::nursery &n) {
+                n.spawn([] { throw std::runtime_error("child one failed"); });
+                n.spawn([] {
+                    trio::lock l;
+                    l.release(); // not held: TRIO_EMISUSE with a detail
+                });
+                n.spawn([] { throw 7; });
+            });
+        });
+    } catch (const trio::error &e) {
+        code = e.code();
+        what = e.what();
+    }
+    CHECK(code == TRIO_EGROUP, "a group leaves run() as TRIO_EGROUP");
+    CHECK(what.find("child one failed") != std::string::npos, "run()'s what() has a std::exception's message");
+    CHECK(what.find("TRIO_EMISUSE: runtime misuse: ") != std::string::npos,
+          "and a trio::error's code and detail");
+    CHECK(what.find("not a std::exception") != std::string::npos, "and says what the other exception was");
     CHECK(throws<std::out_of_range>([] { trio::run_mock_clock([] { throw std::out_of_range("main"); }); },
                                     &what) &&
               what == "main",
