@@ -75,7 +75,9 @@
 #define TRIO_ENOMEM -1013
 
 // A bug inside libtrio: a Rust panic was caught at the C boundary. The
-// detail has the panic message. Please report it.
+// detail has the panic message and location; nothing is printed unless
+// the environment variable `TRIO_DEBUG_PANICS=1` was set when libtrio was
+// first called. Please report it.
 #define TRIO_EPANIC -1014
 
 // The operation is not supported on this platform or for this object.

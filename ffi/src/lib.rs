@@ -17,3 +17,4 @@ pub mod api_thread;
 pub mod error;
 pub mod handle;
 pub mod task;
+pub(crate) mod panics;
