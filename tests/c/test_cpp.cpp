@@ -346,6 +346,85 @@ static void raii_with_exceptions() {
 
 }
 
+static void more_sync_objects() {
+    // A semaphore with a maximum.
+    trio::semaphore bounded(1, 1);
+    int code = 0;
+    try {
+        bounded.release();
+    } catch (const trio::error &e) {
+        code = e.code();
+    }
+    CHECK(code == TRIO_EMISUSE, "releasing past the maximum throws TRIO_EMISUSE");
+    auto sst = bounded.statistics();
+    CHECK(sst.value == 1 && sst.has_max == 1 && sst.max_value == 1, "semaphore statistics");
+    CHECK(throws<trio::error>([] { trio::semaphore bad(2, 1); }), "initial above max throws");
+
+    // A condition: three waiters, notified one then all.
+    trio::condition cond;
+    bool ready = false;
+    int woken = 0;
+    trio::open_nursery([&](trio::nursery &n) {
+        for (int i = 0; i < 3; i++) {
+            n.spawn([&] {
+                trio::condition_guard g(cond);
+                while (!ready) cond.wait();
+                woken++;
+            });
+        }
+        trio::sleep(1);
+        CHECK(cond.statistics().tasks_waiting == 3, "three tasks wait on the condition");
+        CHECK(throws<trio::error>([&] { cond.notify(); }), "notify without the lock throws");
+        {
+            trio::condition_guard g(cond);
+            ready = true;
+            CHECK(cond.notify() == 1, "notify wakes one");
+        }
+        trio::sleep(1);
+        CHECK(woken == 1, "one got through");
+        trio::condition_guard g(cond);
+        CHECK(cond.notify_all() == 2, "notify_all wakes the rest");
+    });
+    CHECK(woken == 3, "every waiter got through");
+
+    // A cancelled wait throws trio::cancelled holding the lock again.
+    bool held_after = false;
+    trio::move_on_after(1, [&] {
+        trio::condition_guard g(cond);
+        try {
+            cond.wait();
+        } catch (const trio::cancelled &) {
+            held_after = cond.statistics().lock_locked == 1;
+            throw;
+        }
+    });
+    CHECK(held_after, "a cancelled wait holds the lock again");
+    CHECK(cond.statistics().lock_locked == 0, "and the guard released it");
+
+    // A capacity limiter.
+    trio::capacity_limiter lim(1);
+    int inside = 0, max_inside = 0;
+    trio::open_nursery([&](trio::nursery &n) {
+        for (int i = 0; i < 3; i++) {
+            n.spawn([&] {
+                lim.acquire();
+                if (++inside > max_inside) max_inside = inside;
+                trio::sleep(1);
+                inside--;
+                lim.release();
+            });
+        }
+        trio::sleep(0.5);
+        CHECK(lim.borrowed_tokens() == 1 && lim.available_tokens() == 0 && lim.statistics().tasks_waiting == 2,
+              "one token out, two tasks wait");
+        lim.set_total_tokens(2);
+    });
+    CHECK(max_inside == 2, "raising the total let a second task in");
+    CHECK(lim.total_tokens() == 2 && lim.borrowed_tokens() == 0, "every token back");
+    CHECK(throws<trio::error>([&] { lim.release(); }), "releasing a token not held throws");
+    CHECK(lim.try_acquire() && !throws<trio::error>([&] { lim.release(); }), "try_acquire and release");
+}
+
 static void sync_objects() {
     trio::event ready;
     trio::lock lk;
@@ -394,6 +473,7 @@ static void sync_objects() {
         });
     }
     CHECK(sum == 15, "a channel of pointers between two lambdas, closed by RAII");
+    more_sync_objects();
 }
 
 static void threads() {
