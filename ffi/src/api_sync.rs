@@ -840,10 +840,7 @@ pub struct trio_condition_stats {
 /// # Safety
 /// `out` is NULL or points to a writable `trio_condition_stats`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn trio_condition_statistics(
-    cond: trio_handle_t,
-    out: *mut trio_condition_stats,
-) -> c_int {
+pub unsafe extern "C" fn trio_condition_statistics(cond: trio_handle_t, out: *mut trio_condition_stats) -> c_int {
     guard(|| {
         if out.is_null() {
             return set_error(error::TRIO_EINVAL, "out is NULL");

@@ -16,5 +16,5 @@ pub mod api_sync;
 pub mod api_thread;
 pub mod error;
 pub mod handle;
-pub mod task;
 pub(crate) mod panics;
+pub mod task;

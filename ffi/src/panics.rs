@@ -132,7 +132,11 @@ mod tests {
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
             assert!(stdout.contains("1 passed"), "the child ran the test: {stdout}");
-            assert_eq!(stderr.contains("deliberate panic 4242"), debug.is_some(), "TRIO_DEBUG_PANICS={debug:?}: {stderr}");
+            assert_eq!(
+                stderr.contains("deliberate panic 4242"),
+                debug.is_some(),
+                "TRIO_DEBUG_PANICS={debug:?}: {stderr}"
+            );
             assert!(stderr.contains("outside panic 5151"), "{stderr}");
         }
     }

@@ -240,17 +240,7 @@ fn programs_under_valgrind() {
     }
     for p in all_programs() {
         let program = compile(&p, Variant::Valgrind);
-        run(
-            &program,
-            &[
-                "valgrind",
-                "-q",
-                "--error-exitcode=99",
-                "--leak-check=full",
-                "--fair-sched=yes",
-            ],
-            &[],
-        );
+        run(&program, &["valgrind", "-q", "--error-exitcode=99", "--leak-check=full", "--fair-sched=yes"], &[]);
     }
 }
 
