@@ -111,7 +111,9 @@ extern "C" {
 
 /**
  * A bug inside libtrio: a Rust panic was caught at the C boundary. The
- * detail has the panic message. Please report it.
+ * detail has the panic message and location; nothing is printed unless
+ * the environment variable `TRIO_DEBUG_PANICS=1` was set when libtrio was
+ * first called. Please report it.
  */
 #define TRIO_EPANIC -1014
 
@@ -179,6 +181,69 @@ typedef int (*trio_handler_fn)(trio_handle_t stream, void *arg);
  * anything a C task may (spawn the clients of a test, set an event).
  */
 typedef void (*trio_started_fn)(uint16_t port, void *arg);
+
+/**
+ * A snapshot of a semaphore (`trio_semaphore_statistics`).
+ */
+typedef struct {
+    /**
+     * Permits available now.
+     */
+    size_t value;
+    /**
+     * 1 if the semaphore has a maximum (`max_value`), else 0.
+     */
+    int has_max;
+    /**
+     * The maximum if `has_max`, else 0.
+     */
+    size_t max_value;
+    /**
+     * Tasks blocked in `trio_semaphore_acquire`.
+     */
+    size_t tasks_waiting;
+} trio_semaphore_stats;
+
+/**
+ * A snapshot of a condition variable (`trio_condition_statistics`).
+ */
+typedef struct {
+    /**
+     * Tasks waiting in `trio_condition_wait` to be notified.
+     */
+    size_t tasks_waiting;
+    /**
+     * 1 if the lock is held, else 0.
+     */
+    int lock_locked;
+    /**
+     * Tasks waiting to take the lock (in `trio_condition_acquire`, or
+     * notified and waiting for it).
+     */
+    size_t lock_tasks_waiting;
+} trio_condition_stats;
+
+/**
+ * A snapshot of a capacity limiter (`trio_capacity_limiter_statistics`).
+ */
+typedef struct {
+    /**
+     * The number of tokens (the limit).
+     */
+    size_t total_tokens;
+    /**
+     * Tokens borrowed now.
+     */
+    size_t borrowed_tokens;
+    /**
+     * Tokens free now (0 if more are borrowed than the limit).
+     */
+    size_t available_tokens;
+    /**
+     * Tasks waiting for a token.
+     */
+    size_t tasks_waiting;
+} trio_capacity_limiter_stats;
 
 /**
  * A function run soon on a run's thread by `trio_token_run_sync_soon`.
@@ -926,9 +991,10 @@ int trio_semaphore_try_acquire(trio_handle_t sem);
  * Returns a permit to `sem`: to the first waiter if any, else to the
  * pool. Does not block.
  *
- * Returns 0; `TRIO_EMISUSE` if the semaphore already holds `SIZE_MAX`
- * permits (its value never wraps around to 0; nothing changes);
- * `TRIO_EBADHANDLE`.
+ * Returns 0; `TRIO_EMISUSE` (nothing done) if `sem` has a maximum
+ * (`trio_semaphore_new_bounded`) and already holds it, which catches a
+ * double release, or if it already holds `SIZE_MAX` permits (its value
+ * never wraps around to 0); `TRIO_EBADHANDLE`.
  */
 int trio_semaphore_release(trio_handle_t sem);
 
@@ -944,12 +1010,205 @@ int trio_semaphore_release(trio_handle_t sem);
 int trio_semaphore_value(trio_handle_t sem, size_t *out);
 
 /**
+ * Makes a new semaphore holding `initial` permits that can never hold more
+ * than `max` (releasing beyond it is `TRIO_EMISUSE`), and writes its handle
+ * to `*out`. Otherwise as `trio_semaphore_new`.
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL or `initial`
+ * is above `max`; `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
+int trio_semaphore_new_bounded(size_t initial, size_t max, trio_handle_t *out);
+
+/**
+ * Writes a snapshot of `sem` to `*out`. Does not block.
+ *
+ * Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
+ * written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_semaphore_stats`.
+ */
+int trio_semaphore_statistics(trio_handle_t sem, trio_semaphore_stats *out);
+
+/**
  * Closes `sem`'s handle: from now on it is stale. Tasks blocked in
  * `trio_semaphore_acquire` on it return `TRIO_ECLOSED`. Does not block.
  *
  * Returns 0 or `TRIO_EBADHANDLE`.
  */
 int trio_semaphore_close(trio_handle_t sem);
+
+/**
+ * Makes a new condition variable (with its own lock) and writes its handle
+ * to `*out`. The lock is acquired and released with
+ * `trio_condition_acquire` / `trio_condition_release`; `trio_condition_wait`
+ * and `trio_condition_notify` need it held by the calling task.
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+ * `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
+int trio_condition_new(trio_handle_t *out);
+
+/**
+ * Waits for the lock of `cond` and takes it for the calling C task, as
+ * `trio_lock_acquire`. A checkpoint.
+ *
+ * Suspends the calling C task. Returns 0; `TRIO_ECANCELED` (the lock was
+ * not taken); `TRIO_EMISUSE` if the calling task already holds it;
+ * `TRIO_ECLOSED` if another task closed the handle meanwhile;
+ * `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ */
+int trio_condition_acquire(trio_handle_t cond);
+
+/**
+ * Takes the lock of `cond` if it is free and nobody waits for it. Does not
+ * block and is not a checkpoint.
+ *
+ * Returns 0; `TRIO_EWOULDBLOCK`; `TRIO_EMISUSE` if the calling task
+ * already holds it; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ */
+int trio_condition_try_acquire(trio_handle_t cond);
+
+/**
+ * Releases the lock of `cond`, handing it to the first waiter if any.
+ * Does not block.
+ *
+ * Returns 0; `TRIO_EMISUSE` if the calling task does not hold it;
+ * `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ */
+int trio_condition_release(trio_handle_t cond);
+
+/**
+ * Releases the lock of `cond` (which the calling task must hold), waits to
+ * be notified, and takes the lock again before returning. A checkpoint.
+ * Waiters are woken in FIFO order, each holding the lock in turn.
+ *
+ * Suspends the calling C task. Returns 0 (holding the lock);
+ * `TRIO_ECANCELED` (holding the lock again: it is re-acquired, shielded
+ * from the cancellation); `TRIO_EMISUSE` if the calling task does not hold
+ * the lock (nothing done); `TRIO_ECLOSED` if another task closed the handle
+ * meanwhile (the condition and its lock are gone); `TRIO_EBADHANDLE`;
+ * `TRIO_ENORUN` outside a C task.
+ */
+int trio_condition_wait(trio_handle_t cond);
+
+/**
+ * Wakes up to `n` tasks waiting in `trio_condition_wait` on `cond` (each
+ * returns holding the lock, in turn, once the caller released it). The
+ * calling task must hold the lock. Does not block; not a checkpoint.
+ *
+ * Returns how many were woken (at most `INT_MAX`); `TRIO_EMISUSE` if the
+ * calling task does not hold the lock; `TRIO_EBADHANDLE`; `TRIO_ENORUN`
+ * outside a C task.
+ */
+int trio_condition_notify(trio_handle_t cond, size_t n);
+
+/**
+ * Wakes every task waiting on `cond`, as `trio_condition_notify`.
+ *
+ * Returns how many were woken (at most `INT_MAX`); `TRIO_EMISUSE` if the
+ * calling task does not hold the lock; `TRIO_EBADHANDLE`; `TRIO_ENORUN`
+ * outside a C task.
+ */
+int trio_condition_notify_all(trio_handle_t cond);
+
+/**
+ * Writes a snapshot of `cond` to `*out`. Does not block.
+ *
+ * Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
+ * written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_condition_stats`.
+ */
+int trio_condition_statistics(trio_handle_t cond, trio_condition_stats *out);
+
+/**
+ * Closes `cond`'s handle: from now on it is stale. Tasks blocked on it (in
+ * `trio_condition_acquire` or `trio_condition_wait`) return `TRIO_ECLOSED`.
+ * Does not block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
+int trio_condition_close(trio_handle_t cond);
+
+/**
+ * Makes a new capacity limiter with `total_tokens` tokens and writes its
+ * handle to `*out`. A token is borrowed by the C task that acquired it
+ * (one per task at most) until it releases it; waiters get tokens in FIFO
+ * order. With 0 tokens every acquire waits (until the total is raised).
+ *
+ * Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+ * `TRIO_ENORUN` outside a C task.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_handle_t`.
+ */
+int trio_capacity_limiter_new(size_t total_tokens, trio_handle_t *out);
+
+/**
+ * Waits for a token of `limiter` and borrows it for the calling C task. A
+ * checkpoint.
+ *
+ * Suspends the calling C task. Returns 0; `TRIO_ECANCELED` (no token
+ * taken); `TRIO_EMISUSE` if the calling task already holds one;
+ * `TRIO_ECLOSED` if another task closed the handle meanwhile;
+ * `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ */
+int trio_capacity_limiter_acquire(trio_handle_t limiter);
+
+/**
+ * Borrows a token of `limiter` for the calling C task if one is free and
+ * nobody waits. Does not block and is not a checkpoint.
+ *
+ * Returns 0; `TRIO_EWOULDBLOCK`; `TRIO_EMISUSE` if the calling task
+ * already holds one; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ */
+int trio_capacity_limiter_try_acquire(trio_handle_t limiter);
+
+/**
+ * Gives back the calling C task's token of `limiter` (the first waiter
+ * gets it). Does not block.
+ *
+ * Returns 0; `TRIO_EMISUSE` if the calling task holds none;
+ * `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+ */
+int trio_capacity_limiter_release(trio_handle_t limiter);
+
+/**
+ * Changes the number of tokens of `limiter`, also while tokens are out:
+ * raising it wakes waiters at once; lowering it below what is borrowed
+ * takes effect as tokens come back. Does not block; not a checkpoint.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
+int trio_capacity_limiter_set_total_tokens(trio_handle_t limiter, size_t total_tokens);
+
+/**
+ * Writes a snapshot of `limiter` to `*out`. Does not block.
+ *
+ * Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
+ * written only on success.
+ *
+ * # Safety
+ * `out` is NULL or points to a writable `trio_capacity_limiter_stats`.
+ */
+int trio_capacity_limiter_statistics(trio_handle_t limiter, trio_capacity_limiter_stats *out);
+
+/**
+ * Closes `limiter`'s handle: from now on it is stale. Tasks blocked in
+ * `trio_capacity_limiter_acquire` on it return `TRIO_ECLOSED`. Does not
+ * block.
+ *
+ * Returns 0 or `TRIO_EBADHANDLE`.
+ */
+int trio_capacity_limiter_close(trio_handle_t limiter);
 
 /**
  * Runs `fn(arg)` on a worker thread (from a pool) and returns its value:
@@ -1048,6 +1307,27 @@ int trio_from_thread_run(const trio_token *token, trio_task_fn func, void *arg);
  * may be called from any thread, inside or outside `trio_run`.
  */
 const char *trio_strerror(int code);
+
+/**
+ * Sets this thread's last error to `code` with the message `detail` (as
+ * if a libtrio call had failed with them), and returns `code`: a C task
+ * that fails with a code of its own can say why, and that message reaches
+ * whoever gets the failure (the detail of `trio_run`, of
+ * `trio_nursery_close` and of a `TRIO_EGROUP` lists each failed child's
+ * code with the detail of its own last failure with that code):
+ * `return trio_set_last_error(-1, "config file missing");`.
+ *
+ * `detail` is copied (invalid UTF-8 is replaced); `trio_last_error`
+ * returns it until the next failure on this thread. Does not block; any
+ * thread, inside or outside `trio_run`.
+ *
+ * Returns `code`; `TRIO_EINVAL` if `code` is not negative or `detail` is
+ * NULL (nothing is set but that error).
+ *
+ * # Safety
+ * `detail` is NULL or a NUL-terminated string.
+ */
+int trio_set_last_error(int code, const char *detail);
 
 /**
  * Copies this thread's last error detail (the message of the most recent

@@ -34,7 +34,9 @@
  *   trio::error, else TRIO_EUSER), so the nursery cancels the siblings as
  *   for any failing child, and nursery.close() rethrows the child's
  *   original exception (when it was the only failure; several failures
- *   throw trio::error with TRIO_EGROUP). A child that throws trio::cancelled
+ *   throw trio::error with TRIO_EGROUP, whose what() lists every failed
+ *   child's code and message: the trampoline hands each exception's what()
+ *   to trio_set_last_error). A child that throws trio::cancelled
  *   is simply a cancelled child (not a failure).
  *
  * OTHER WRAPPERS
@@ -42,7 +44,9 @@
  *   trio::open_nursery(body) (the form to prefer, see below); sockets:
  *   trio::listener::tcp / unix_socket, accept, port; trio::stream::
  *   connect_tcp / connect_unix, send_all, receive_some, send_eof; sync:
- *   trio::event, trio::lock + trio::lock_guard, trio::semaphore,
+ *   trio::event, trio::lock + trio::lock_guard, trio::semaphore (with an
+ *   optional maximum), trio::condition + trio::condition_guard,
+ *   trio::capacity_limiter,
  *   trio::open_channel<T>(capacity) -> {sender<T>, receiver<T>} moving T*;
  *   threads: trio::to_thread(f), trio::token::current(),
  *   trio::from_thread_run(token, f). Handles close in destructors.
@@ -263,9 +267,17 @@ inline int trampoline(void *arg) noexcept {
         rc = TRIO_ECANCELED;
     } catch (const error &e) {
         rc = e.code() < 0 ? e.code() : TRIO_EUSER;
+        // The message goes with the code, so that a TRIO_EGROUP's detail
+        // names it too.
+        trio_set_last_error(rc, e.what());
+        failure = std::current_exception();
+    } catch (const std::exception &e) {
+        rc = TRIO_EUSER;
+        trio_set_last_error(rc, e.what());
         failure = std::current_exception();
     } catch (...) {
         rc = TRIO_EUSER;
+        trio_set_last_error(rc, "an exception that is not a std::exception");
         failure = std::current_exception();
     }
     if (failure && task->group) {
@@ -694,10 +706,13 @@ private:
     lock &lock_;
 };
 
-/// A counting semaphore.
+/// A counting semaphore, optionally with a maximum value.
 class semaphore : public detail::owned_handle<trio_semaphore_close> {
 public:
     explicit semaphore(std::size_t initial) { check(trio_semaphore_new(initial, &handle_)); }
+    /// At most `max` permits: release() beyond it throws trio::error
+    /// (TRIO_EMISUSE); `initial > max` throws TRIO_EINVAL.
+    semaphore(std::size_t initial, std::size_t max) { check(trio_semaphore_new_bounded(initial, max, &handle_)); }
     /// Waits for a permit (a checkpoint).
     void acquire() { check(trio_semaphore_acquire(handle_)); }
     bool try_acquire() {
@@ -712,6 +727,85 @@ public:
         check(trio_semaphore_value(handle_, &v));
         return v;
     }
+    /// value, has_max, max_value, tasks_waiting.
+    trio_semaphore_stats statistics() const {
+        trio_semaphore_stats st{};
+        check(trio_semaphore_statistics(handle_, &st));
+        return st;
+    }
+};
+
+/// A condition variable with its own lock: acquire() (or a
+/// trio::condition_guard), then wait() until notified; notify() needs the
+/// lock held too.
+class condition : public detail::owned_handle<trio_condition_close> {
+public:
+    condition() { check(trio_condition_new(&handle_)); }
+    /// Waits for the lock (a checkpoint).
+    void acquire() { check(trio_condition_acquire(handle_)); }
+    /// Takes the lock if free; false if it would wait.
+    bool try_acquire() {
+        int rc = trio_condition_try_acquire(handle_);
+        if (rc == TRIO_EWOULDBLOCK) return false;
+        check(rc);
+        return true;
+    }
+    void release() { check(trio_condition_release(handle_)); }
+    /// Releases the lock, waits to be notified, takes the lock again (a
+    /// checkpoint). Throws trio::cancelled holding the lock again.
+    void wait() { check(trio_condition_wait(handle_)); }
+    /// Wakes up to `n` waiters; returns how many.
+    std::size_t notify(std::size_t n = 1) { return static_cast<std::size_t>(check(trio_condition_notify(handle_, n))); }
+    /// Wakes every waiter; returns how many.
+    std::size_t notify_all() { return static_cast<std::size_t>(check(trio_condition_notify_all(handle_))); }
+    /// tasks_waiting, lock_locked, lock_tasks_waiting.
+    trio_condition_stats statistics() const {
+        trio_condition_stats st{};
+        check(trio_condition_statistics(handle_, &st));
+        return st;
+    }
+};
+
+/// Holds a trio::condition's lock for its lifetime (acquires in the
+/// constructor, releases in the destructor, errors ignored there).
+class condition_guard {
+public:
+    explicit condition_guard(condition &c) : cond_(c) { cond_.acquire(); }
+    condition_guard(const condition_guard &) = delete;
+    condition_guard &operator=(const condition_guard &) = delete;
+    ~condition_guard() { (void)trio_condition_release(cond_.handle()); }
+
+private:
+    condition &cond_;
+};
+
+/// A capacity limiter: at most total_tokens() tasks hold a token at once
+/// (each task one at most).
+class capacity_limiter : public detail::owned_handle<trio_capacity_limiter_close> {
+public:
+    explicit capacity_limiter(std::size_t total_tokens) {
+        check(trio_capacity_limiter_new(total_tokens, &handle_));
+    }
+    /// Waits for a token for the calling task (a checkpoint).
+    void acquire() { check(trio_capacity_limiter_acquire(handle_)); }
+    /// Takes a token if one is free; false if it would wait.
+    bool try_acquire() {
+        int rc = trio_capacity_limiter_try_acquire(handle_);
+        if (rc == TRIO_EWOULDBLOCK) return false;
+        check(rc);
+        return true;
+    }
+    void release() { check(trio_capacity_limiter_release(handle_)); }
+    void set_total_tokens(std::size_t total) { check(trio_capacity_limiter_set_total_tokens(handle_, total)); }
+    /// total_tokens, borrowed_tokens, available_tokens, tasks_waiting.
+    trio_capacity_limiter_stats statistics() const {
+        trio_capacity_limiter_stats st{};
+        check(trio_capacity_limiter_statistics(handle_, &st));
+        return st;
+    }
+    std::size_t total_tokens() const { return statistics().total_tokens; }
+    std::size_t borrowed_tokens() const { return statistics().borrowed_tokens; }
+    std::size_t available_tokens() const { return statistics().available_tokens; }
 };
 
 /// The sending end of a memory channel of `T *` (the channel moves the

@@ -732,11 +732,11 @@ impl<S: NetStream> Drop for OwnedStream<S> {
 /// Runs the C handler on one connection, as a C task.
 async fn handle_conn<S: NetStream>(handler: Handler, arg: usize, stream: S) -> trio::Result<()> {
     let stream = Rc::new(stream);
-    let h = handle::insert_rc(S::KIND, stream.clone()).map_err(|code| Error::user(TaskFailed(code)))?;
+    let h = handle::insert_rc(S::KIND, stream.clone()).map_err(|code| Error::user(TaskFailed(code, None)))?;
     let _owned = OwnedStream { h, stream };
     let conn = Box::new(Conn { handler, arg: arg as *mut c_void, stream: h });
     let task = CTask::new(Some(conn_trampoline), std::ptr::from_ref(&*conn).cast_mut().cast())
-        .map_err(|code| Error::user(TaskFailed(code)))?;
+        .map_err(|code| Error::user(TaskFailed(code, None)))?;
     task.await.map(drop)
 }
 

@@ -1,6 +1,6 @@
 //! Synchronization between C tasks: events, memory channels of `void *`,
-//! locks and semaphores, over trio's own types (`trio::sync`,
-//! `trio::open_memory_channel`).
+//! locks, semaphores, condition variables and capacity limiters, over
+//! trio's own types (`trio::sync`, `trio::open_memory_channel`).
 //!
 //! Every object is a handle holding an `Rc`, so a call that waits keeps the
 //! object alive even if another task closes the handle meanwhile. Closing an
@@ -14,7 +14,7 @@ use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::task::Poll;
 
-use trio::sync::{Event, Lock, Semaphore};
+use trio::sync::{CapacityLimiter, Condition, Event, Lock, Semaphore};
 use trio::{Receiver, Sender};
 
 use crate::error::{self, guard, set_error};
@@ -577,9 +577,10 @@ pub extern "C" fn trio_semaphore_try_acquire(sem: trio_handle_t) -> c_int {
 /// Returns a permit to `sem`: to the first waiter if any, else to the
 /// pool. Does not block.
 ///
-/// Returns 0; `TRIO_EMISUSE` if the semaphore already holds `SIZE_MAX`
-/// permits (its value never wraps around to 0; nothing changes);
-/// `TRIO_EBADHANDLE`.
+/// Returns 0; `TRIO_EMISUSE` (nothing done) if `sem` has a maximum
+/// (`trio_semaphore_new_bounded`) and already holds it, which catches a
+/// double release, or if it already holds `SIZE_MAX` permits (its value
+/// never wraps around to 0); `TRIO_EBADHANDLE`.
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_semaphore_release(sem: trio_handle_t) -> c_int {
     guard(|| match handle::get::<SemaphoreState>(sem, Kind::Semaphore) {
@@ -612,6 +613,87 @@ pub unsafe extern "C" fn trio_semaphore_value(sem: trio_handle_t, out: *mut usiz
     })
 }
 
+/// Makes a new semaphore holding `initial` permits that can never hold more
+/// than `max` (releasing beyond it is `TRIO_EMISUSE`), and writes its handle
+/// to `*out`. Otherwise as `trio_semaphore_new`.
+///
+/// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL or `initial`
+/// is above `max`; `TRIO_ENORUN` outside a C task.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `trio_handle_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_semaphore_new_bounded(initial: usize, max: usize, out: *mut trio_handle_t) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        if initial > max {
+            return set_error(error::TRIO_EINVAL, format_args!("initial ({initial}) is above max ({max})"));
+        }
+        if let Err(c) = task::current_task() {
+            return c;
+        }
+        let sem = match Semaphore::with_max(initial, max) {
+            Ok(s) => s,
+            Err(e) => return error::from_error(&e),
+        };
+        let h = match handle::insert(Kind::Semaphore, SemaphoreState::new(sem)) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
+        // SAFETY: non-null, and the caller promised it is writable.
+        unsafe { put(out, h) };
+        0
+    })
+}
+
+/// A snapshot of a semaphore (`trio_semaphore_statistics`).
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct trio_semaphore_stats {
+    /// Permits available now.
+    pub value: usize,
+    /// 1 if the semaphore has a maximum (`max_value`), else 0.
+    pub has_max: c_int,
+    /// The maximum if `has_max`, else 0.
+    pub max_value: usize,
+    /// Tasks blocked in `trio_semaphore_acquire`.
+    pub tasks_waiting: usize,
+}
+
+/// Writes a snapshot of `sem` to `*out`. Does not block.
+///
+/// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
+/// written only on success.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `trio_semaphore_stats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_semaphore_statistics(sem: trio_handle_t, out: *mut trio_semaphore_stats) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        match handle::get::<SemaphoreState>(sem, Kind::Semaphore) {
+            Ok(s) => {
+                let st = s.inner.statistics();
+                let v = trio_semaphore_stats {
+                    value: st.value,
+                    has_max: c_int::from(st.max_value.is_some()),
+                    max_value: st.max_value.unwrap_or(0),
+                    tasks_waiting: st.tasks_waiting,
+                };
+                // SAFETY: non-null, and the caller promised it is writable.
+                unsafe { put(out, v) };
+                0
+            }
+            Err(c) => c,
+        }
+    })
+}
+
 /// Closes `sem`'s handle: from now on it is stale. Tasks blocked in
 /// `trio_semaphore_acquire` on it return `TRIO_ECLOSED`. Does not block.
 ///
@@ -621,6 +703,373 @@ pub extern "C" fn trio_semaphore_close(sem: trio_handle_t) -> c_int {
     guard(|| match handle::remove::<SemaphoreState>(sem, Kind::Semaphore) {
         Ok(s) => {
             s.close();
+            0
+        }
+        Err(c) => c,
+    })
+}
+
+// ------------------------------------------------------------ conditions
+
+type ConditionState = Closable<Condition>;
+
+/// Makes a new condition variable (with its own lock) and writes its handle
+/// to `*out`. The lock is acquired and released with
+/// `trio_condition_acquire` / `trio_condition_release`; `trio_condition_wait`
+/// and `trio_condition_notify` need it held by the calling task.
+///
+/// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+/// `TRIO_ENORUN` outside a C task.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `trio_handle_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_condition_new(out: *mut trio_handle_t) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        if let Err(c) = task::current_task() {
+            return c;
+        }
+        let h = match handle::insert(Kind::Condition, ConditionState::new(Condition::new())) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
+        // SAFETY: non-null, and the caller promised it is writable.
+        unsafe { put(out, h) };
+        0
+    })
+}
+
+/// Waits for the lock of `cond` and takes it for the calling C task, as
+/// `trio_lock_acquire`. A checkpoint.
+///
+/// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` (the lock was
+/// not taken); `TRIO_EMISUSE` if the calling task already holds it;
+/// `TRIO_ECLOSED` if another task closed the handle meanwhile;
+/// `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_condition_acquire(cond: trio_handle_t) -> c_int {
+    guard(|| match handle::get::<ConditionState>(cond, Kind::Condition) {
+        Ok(c) => status(c.wait("the condition", c.inner.acquire())),
+        Err(c) => c,
+    })
+}
+
+/// Takes the lock of `cond` if it is free and nobody waits for it. Does not
+/// block and is not a checkpoint.
+///
+/// Returns 0; `TRIO_EWOULDBLOCK`; `TRIO_EMISUSE` if the calling task
+/// already holds it; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_condition_try_acquire(cond: trio_handle_t) -> c_int {
+    guard(|| {
+        let c = match handle::get::<ConditionState>(cond, Kind::Condition) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        if let Err(code) = task::current_task() {
+            return code;
+        }
+        c.inner.lock().try_acquire().map_or_else(|e| error::from_error(&e), |()| 0)
+    })
+}
+
+/// Releases the lock of `cond`, handing it to the first waiter if any.
+/// Does not block.
+///
+/// Returns 0; `TRIO_EMISUSE` if the calling task does not hold it;
+/// `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_condition_release(cond: trio_handle_t) -> c_int {
+    guard(|| {
+        let c = match handle::get::<ConditionState>(cond, Kind::Condition) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        if let Err(code) = task::current_task() {
+            return code;
+        }
+        c.inner.release().map_or_else(|e| error::from_error(&e), |()| 0)
+    })
+}
+
+/// Releases the lock of `cond` (which the calling task must hold), waits to
+/// be notified, and takes the lock again before returning. A checkpoint.
+/// Waiters are woken in FIFO order, each holding the lock in turn.
+///
+/// Suspends the calling C task. Returns 0 (holding the lock);
+/// `TRIO_ECANCELED` (holding the lock again: it is re-acquired, shielded
+/// from the cancellation); `TRIO_EMISUSE` if the calling task does not hold
+/// the lock (nothing done); `TRIO_ECLOSED` if another task closed the handle
+/// meanwhile (the condition and its lock are gone); `TRIO_EBADHANDLE`;
+/// `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_condition_wait(cond: trio_handle_t) -> c_int {
+    guard(|| match handle::get::<ConditionState>(cond, Kind::Condition) {
+        Ok(c) => status(c.wait("the condition", c.inner.wait())),
+        Err(c) => c,
+    })
+}
+
+/// Wakes up to `n` tasks waiting in `trio_condition_wait` on `cond` (each
+/// returns holding the lock, in turn, once the caller released it). The
+/// calling task must hold the lock. Does not block; not a checkpoint.
+///
+/// Returns how many were woken (at most `INT_MAX`); `TRIO_EMISUSE` if the
+/// calling task does not hold the lock; `TRIO_EBADHANDLE`; `TRIO_ENORUN`
+/// outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_condition_notify(cond: trio_handle_t, n: usize) -> c_int {
+    guard(|| notify(cond, n))
+}
+
+/// Wakes every task waiting on `cond`, as `trio_condition_notify`.
+///
+/// Returns how many were woken (at most `INT_MAX`); `TRIO_EMISUSE` if the
+/// calling task does not hold the lock; `TRIO_EBADHANDLE`; `TRIO_ENORUN`
+/// outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_condition_notify_all(cond: trio_handle_t) -> c_int {
+    guard(|| notify(cond, usize::MAX))
+}
+
+fn notify(cond: trio_handle_t, n: usize) -> c_int {
+    let c = match handle::get::<ConditionState>(cond, Kind::Condition) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(code) = task::current_task() {
+        return code;
+    }
+    match c.inner.notify(n) {
+        Ok(moved) => c_int::try_from(moved).unwrap_or(c_int::MAX),
+        Err(e) => error::from_error(&e),
+    }
+}
+
+/// A snapshot of a condition variable (`trio_condition_statistics`).
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct trio_condition_stats {
+    /// Tasks waiting in `trio_condition_wait` to be notified.
+    pub tasks_waiting: usize,
+    /// 1 if the lock is held, else 0.
+    pub lock_locked: c_int,
+    /// Tasks waiting to take the lock (in `trio_condition_acquire`, or
+    /// notified and waiting for it).
+    pub lock_tasks_waiting: usize,
+}
+
+/// Writes a snapshot of `cond` to `*out`. Does not block.
+///
+/// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
+/// written only on success.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `trio_condition_stats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_condition_statistics(cond: trio_handle_t, out: *mut trio_condition_stats) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        match handle::get::<ConditionState>(cond, Kind::Condition) {
+            Ok(c) => {
+                let st = c.inner.statistics();
+                let v = trio_condition_stats {
+                    tasks_waiting: st.tasks_waiting,
+                    lock_locked: c_int::from(st.lock_statistics.locked),
+                    lock_tasks_waiting: st.lock_statistics.tasks_waiting,
+                };
+                // SAFETY: non-null, and the caller promised it is writable.
+                unsafe { put(out, v) };
+                0
+            }
+            Err(c) => c,
+        }
+    })
+}
+
+/// Closes `cond`'s handle: from now on it is stale. Tasks blocked on it (in
+/// `trio_condition_acquire` or `trio_condition_wait`) return `TRIO_ECLOSED`.
+/// Does not block.
+///
+/// Returns 0 or `TRIO_EBADHANDLE`.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_condition_close(cond: trio_handle_t) -> c_int {
+    guard(|| match handle::remove::<ConditionState>(cond, Kind::Condition) {
+        Ok(c) => {
+            c.close();
+            0
+        }
+        Err(c) => c,
+    })
+}
+
+// ------------------------------------------------------------ capacity limiters
+
+type LimiterState = Closable<CapacityLimiter>;
+
+/// Makes a new capacity limiter with `total_tokens` tokens and writes its
+/// handle to `*out`. A token is borrowed by the C task that acquired it
+/// (one per task at most) until it releases it; waiters get tokens in FIFO
+/// order. With 0 tokens every acquire waits (until the total is raised).
+///
+/// Does not block. Returns 0; `TRIO_EINVAL` if `out` is NULL;
+/// `TRIO_ENORUN` outside a C task.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `trio_handle_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_capacity_limiter_new(total_tokens: usize, out: *mut trio_handle_t) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        if let Err(c) = task::current_task() {
+            return c;
+        }
+        let h = match handle::insert(Kind::CapacityLimiter, LimiterState::new(CapacityLimiter::new(total_tokens))) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
+        // SAFETY: non-null, and the caller promised it is writable.
+        unsafe { put(out, h) };
+        0
+    })
+}
+
+/// Waits for a token of `limiter` and borrows it for the calling C task. A
+/// checkpoint.
+///
+/// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` (no token
+/// taken); `TRIO_EMISUSE` if the calling task already holds one;
+/// `TRIO_ECLOSED` if another task closed the handle meanwhile;
+/// `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_capacity_limiter_acquire(limiter: trio_handle_t) -> c_int {
+    guard(|| match handle::get::<LimiterState>(limiter, Kind::CapacityLimiter) {
+        Ok(l) => status(l.wait("the capacity limiter", l.inner.acquire())),
+        Err(c) => c,
+    })
+}
+
+/// Borrows a token of `limiter` for the calling C task if one is free and
+/// nobody waits. Does not block and is not a checkpoint.
+///
+/// Returns 0; `TRIO_EWOULDBLOCK`; `TRIO_EMISUSE` if the calling task
+/// already holds one; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_capacity_limiter_try_acquire(limiter: trio_handle_t) -> c_int {
+    guard(|| {
+        let l = match handle::get::<LimiterState>(limiter, Kind::CapacityLimiter) {
+            Ok(l) => l,
+            Err(c) => return c,
+        };
+        if let Err(c) = task::current_task() {
+            return c;
+        }
+        l.inner.try_acquire().map_or_else(|e| error::from_error(&e), |()| 0)
+    })
+}
+
+/// Gives back the calling C task's token of `limiter` (the first waiter
+/// gets it). Does not block.
+///
+/// Returns 0; `TRIO_EMISUSE` if the calling task holds none;
+/// `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_capacity_limiter_release(limiter: trio_handle_t) -> c_int {
+    guard(|| {
+        let l = match handle::get::<LimiterState>(limiter, Kind::CapacityLimiter) {
+            Ok(l) => l,
+            Err(c) => return c,
+        };
+        if let Err(c) = task::current_task() {
+            return c;
+        }
+        l.inner.release().map_or_else(|e| error::from_error(&e), |()| 0)
+    })
+}
+
+/// Changes the number of tokens of `limiter`, also while tokens are out:
+/// raising it wakes waiters at once; lowering it below what is borrowed
+/// takes effect as tokens come back. Does not block; not a checkpoint.
+///
+/// Returns 0 or `TRIO_EBADHANDLE`.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_capacity_limiter_set_total_tokens(limiter: trio_handle_t, total_tokens: usize) -> c_int {
+    guard(|| match handle::get::<LimiterState>(limiter, Kind::CapacityLimiter) {
+        Ok(l) => {
+            l.inner.set_total_tokens(total_tokens);
+            0
+        }
+        Err(c) => c,
+    })
+}
+
+/// A snapshot of a capacity limiter (`trio_capacity_limiter_statistics`).
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct trio_capacity_limiter_stats {
+    /// The number of tokens (the limit).
+    pub total_tokens: usize,
+    /// Tokens borrowed now.
+    pub borrowed_tokens: usize,
+    /// Tokens free now (0 if more are borrowed than the limit).
+    pub available_tokens: usize,
+    /// Tasks waiting for a token.
+    pub tasks_waiting: usize,
+}
+
+/// Writes a snapshot of `limiter` to `*out`. Does not block.
+///
+/// Returns 0; `TRIO_EINVAL` if `out` is NULL; `TRIO_EBADHANDLE`. `*out` is
+/// written only on success.
+///
+/// # Safety
+/// `out` is NULL or points to a writable `trio_capacity_limiter_stats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_capacity_limiter_statistics(
+    limiter: trio_handle_t,
+    out: *mut trio_capacity_limiter_stats,
+) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return set_error(error::TRIO_EINVAL, "out is NULL");
+        }
+        match handle::get::<LimiterState>(limiter, Kind::CapacityLimiter) {
+            Ok(l) => {
+                let st = l.inner.statistics();
+                let v = trio_capacity_limiter_stats {
+                    total_tokens: st.total_tokens,
+                    borrowed_tokens: st.borrowed_tokens,
+                    available_tokens: l.inner.available_tokens(),
+                    tasks_waiting: st.tasks_waiting,
+                };
+                // SAFETY: non-null, and the caller promised it is writable.
+                unsafe { put(out, v) };
+                0
+            }
+            Err(c) => c,
+        }
+    })
+}
+
+/// Closes `limiter`'s handle: from now on it is stale. Tasks blocked in
+/// `trio_capacity_limiter_acquire` on it return `TRIO_ECLOSED`. Does not
+/// block.
+///
+/// Returns 0 or `TRIO_EBADHANDLE`.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_capacity_limiter_close(limiter: trio_handle_t) -> c_int {
+    guard(|| match handle::remove::<LimiterState>(limiter, Kind::CapacityLimiter) {
+        Ok(l) => {
+            l.close();
             0
         }
         Err(c) => c,

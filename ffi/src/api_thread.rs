@@ -190,7 +190,7 @@ pub unsafe extern "C" fn trio_from_thread_run(token: *const trio_token, func: Tr
         let arg = arg as usize;
         let make = move || async move {
             // On the run's thread: a C task, awaited where it was sent.
-            let t = CTask::new(func, arg as *mut c_void).map_err(|c| Error::User(Box::new(TaskFailed(c))))?;
+            let t = CTask::new(func, arg as *mut c_void).map_err(|c| Error::User(Box::new(TaskFailed(c, None))))?;
             t.await
         };
         let r: Result<i32> = if from_thread::worker_token().as_ref() == Some(token) {

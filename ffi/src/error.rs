@@ -13,7 +13,6 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_int};
 use std::fmt::Display;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use trio::Error;
 
@@ -59,7 +58,9 @@ pub const TRIO_EIO: c_int = -1012;
 /// Memory (or a task stack) could not be allocated.
 pub const TRIO_ENOMEM: c_int = -1013;
 /// A bug inside libtrio: a Rust panic was caught at the C boundary. The
-/// detail has the panic message. Please report it.
+/// detail has the panic message and location; nothing is printed unless
+/// the environment variable `TRIO_DEBUG_PANICS=1` was set when libtrio was
+/// first called. Please report it.
 pub const TRIO_EPANIC: c_int = -1014;
 /// The operation is not supported on this platform or for this object.
 pub const TRIO_EUNSUPPORTED: c_int = -1015;
@@ -121,6 +122,8 @@ struct Last {
     detail: String,
     /// The OS error number behind a `TRIO_EIO`, else 0.
     os_error: i32,
+    /// The id of the C task that failed (0 outside C tasks).
+    task: usize,
 }
 
 thread_local! {
@@ -129,7 +132,52 @@ thread_local! {
 
 fn record(code: c_int, detail: String, os_error: i32) {
     // `try_with`: a failure during thread teardown has nowhere to go.
-    let _ = LAST.try_with(|l| *l.borrow_mut() = Last { code, detail, os_error });
+    let task = crate::task::running_task_id();
+    let _ = LAST.try_with(|l| *l.borrow_mut() = Last { code, detail, os_error, task });
+}
+
+/// The detail of this thread's last failure if it has code `code` and C
+/// task `task` (not 0) recorded it: what a C task returning `code` failed
+/// with.
+pub(crate) fn own_detail(code: c_int, task: usize) -> Option<String> {
+    LAST.try_with(|l| {
+        let l = l.borrow();
+        (task != 0 && l.task == task && l.code == code).then(|| l.detail.clone())
+    })
+    .ok()
+    .flatten()
+}
+
+/// Sets this thread's last error to `code` with the message `detail` (as
+/// if a libtrio call had failed with them), and returns `code`: a C task
+/// that fails with a code of its own can say why, and that message reaches
+/// whoever gets the failure (the detail of `trio_run`, of
+/// `trio_nursery_close` and of a `TRIO_EGROUP` lists each failed child's
+/// code with the detail of its own last failure with that code):
+/// `return trio_set_last_error(-1, "config file missing");`.
+///
+/// `detail` is copied (invalid UTF-8 is replaced); `trio_last_error`
+/// returns it until the next failure on this thread. Does not block; any
+/// thread, inside or outside `trio_run`.
+///
+/// Returns `code`; `TRIO_EINVAL` if `code` is not negative or `detail` is
+/// NULL (nothing is set but that error).
+///
+/// # Safety
+/// `detail` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_set_last_error(code: c_int, detail: *const c_char) -> c_int {
+    guard(|| {
+        if code >= 0 {
+            return set_error(TRIO_EINVAL, format_args!("trio_set_last_error: code is {code}, not negative"));
+        }
+        if detail.is_null() {
+            return set_error(TRIO_EINVAL, "trio_set_last_error: detail is NULL");
+        }
+        // SAFETY: non-null and NUL-terminated (the caller's promise).
+        let d = unsafe { CStr::from_ptr(detail) }.to_string_lossy().into_owned();
+        set_error(code, d)
+    })
 }
 
 /// Records `detail` as this thread's last error and returns `code`, so a
@@ -257,17 +305,20 @@ pub extern "C" fn trio_last_error_code() -> c_int {
 /// Runs `f` behind the panic boundary: a Rust panic inside becomes
 /// `TRIO_EPANIC`, with the panic message as the detail, instead of unwinding
 /// into C (undefined behaviour). Every `extern "C"` body goes through here.
+/// The panic itself prints nothing (see `panics.rs`).
 pub(crate) fn guard(f: impl FnOnce() -> c_int) -> c_int {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        set_error(TRIO_EPANIC, format_args!("panic in libtrio: {}", panic_message(&*payload)))
+    crate::panics::catching(f).unwrap_or_else(|(payload, seen)| {
+        let msg = seen.unwrap_or_else(|| panic_message(&*payload).to_owned());
+        set_error(TRIO_EPANIC, format_args!("panic in libtrio: {msg}"))
     })
 }
 
 /// [`guard`] for functions that do not return a status: `on_panic` is
 /// returned after a panic (whose message becomes the detail).
 pub(crate) fn guard_or<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        set_error(TRIO_EPANIC, format_args!("panic in libtrio: {}", panic_message(&*payload)));
+    crate::panics::catching(f).unwrap_or_else(|(payload, seen)| {
+        let msg = seen.unwrap_or_else(|| panic_message(&*payload).to_owned());
+        set_error(TRIO_EPANIC, format_args!("panic in libtrio: {msg}"));
         on_panic
     })
 }
@@ -360,12 +411,32 @@ mod tests {
 
     #[test]
     fn a_c_tasks_status_keeps_our_codes_and_wraps_its_own() {
-        assert_eq!(from_error(&Error::user(TaskFailed(TRIO_EBADHANDLE))), TRIO_EBADHANDLE);
-        assert_eq!(from_error(&Error::user(TaskFailed(-1))), TRIO_EUSER);
+        assert_eq!(from_error(&Error::user(TaskFailed(TRIO_EBADHANDLE, None))), TRIO_EBADHANDLE);
+        assert_eq!(from_error(&Error::user(TaskFailed(-1, None))), TRIO_EUSER);
         assert!(last().contains("-1"), "{}", last());
-        let g = Error::combine(vec![Error::user(TaskFailed(-42)), Error::Closed]).unwrap();
+        let g = Error::combine(vec![
+            Error::user(TaskFailed(-42, Some("no config".into()))),
+            Error::user(TaskFailed(TRIO_EINVAL, Some("size is 0".into()))),
+            Error::Closed,
+        ])
+        .unwrap();
         assert_eq!(from_error(&g), TRIO_EGROUP);
-        assert!(last().contains("-42"), "{}", last());
+        assert_eq!(
+            last(),
+            "3 errors: [0] a C task returned -42 (no config); [1] a C task returned -1001 (TRIO_EINVAL: size is 0); \
+             [2] resource closed;"
+        );
+    }
+
+    #[test]
+    fn set_last_error_sets_the_detail_and_returns_the_code() {
+        assert_eq!(unsafe { trio_set_last_error(-7, c"no config".as_ptr()) }, -7);
+        assert_eq!(last(), "no config");
+        assert_eq!(trio_last_error_code(), -7);
+        assert_eq!(unsafe { trio_set_last_error(0, c"x".as_ptr()) }, TRIO_EINVAL);
+        assert!(last().contains("code is 0"), "{}", last());
+        assert_eq!(unsafe { trio_set_last_error(-1, std::ptr::null()) }, TRIO_EINVAL);
+        assert!(last().contains("detail is NULL"), "{}", last());
     }
 
     #[test]
@@ -390,6 +461,8 @@ mod tests {
         std::panic::set_hook(prev);
         assert_eq!(code, TRIO_EPANIC);
         assert!(ptr.is_null());
-        assert_eq!(last(), "panic in libtrio: static message");
+        // With its location if our hook saw it (another test may have
+        // replaced it meanwhile).
+        assert!(last().starts_with("panic in libtrio: static message"), "{}", last());
     }
 }

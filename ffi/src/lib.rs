@@ -17,5 +17,6 @@ pub mod api_thread;
 mod buf;
 pub mod error;
 pub mod handle;
+pub(crate) mod panics;
 pub mod stack;
 pub mod task;

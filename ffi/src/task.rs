@@ -294,6 +294,9 @@ pub(crate) struct Core {
     /// Set for a task started by `trio_nursery_start` until it calls
     /// `trio_task_started`.
     status: RefCell<Option<trio::TaskStatus<usize>>>,
+    /// The detail of the task's own last failure, if its function returned
+    /// that failure's code (see `error::own_detail`).
+    failure: RefCell<Option<String>>,
     id: usize,
     /// The coroutine's stack: lowest address and size (for ASan).
     stack_bottom: usize,
@@ -341,6 +344,9 @@ impl Core {
             CoroutineResult::Yield(ask) => Some(ask),
             CoroutineResult::Return(code) => {
                 self.finished.set(Some(code));
+                if code < 0 {
+                    *self.failure.borrow_mut() = error::own_detail(code, self.id);
+                }
                 // The stack goes back to the pool.
                 if let Some(co) = self.co.borrow_mut().take() {
                     stack::give_back(co.into_stack());
@@ -375,6 +381,13 @@ fn with_current<R>(f: impl FnOnce(&Core) -> R) -> std::result::Result<R, i32> {
     }
     // SAFETY: set only while `resume` runs, with the `Core` borrowed by it.
     Ok(f(unsafe { &*core }))
+}
+
+/// The id of the C task running now, 0 outside C tasks (records nothing).
+pub(crate) fn running_task_id() -> usize {
+    let core = CURRENT_CORE.with(Cell::get);
+    // SAFETY: as in `with_current`.
+    if core.is_null() { 0 } else { unsafe { (*core).id } }
 }
 
 /// The id of the C task running now.
@@ -421,6 +434,7 @@ impl CTask {
             co: RefCell::new(Some(co)),
             yielder: Cell::new(std::ptr::null()),
             finished: Cell::new(None),
+            failure: RefCell::new(None),
             layers: RefCell::new(Vec::new()),
             status: RefCell::new(None),
             id,
@@ -467,7 +481,8 @@ impl Future for CTask {
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
                 let code = self.pump.core.finished.get().unwrap_or(0);
-                Poll::Ready(r.and_then(|()| task_result(code)))
+                let failure = self.pump.core.failure.take();
+                Poll::Ready(r.and_then(|()| task_result(code, failure)))
             }
         }
     }
@@ -666,22 +681,33 @@ pub(crate) fn note_error(e: &Error) -> i32 {
 
 /// A C task's return value as a result: 0 or more is success,
 /// `TRIO_ECANCELED` a cancellation (caught by the scope that caused it),
-/// anything else an error naming the code.
-fn task_result(code: i32) -> Result<i32> {
+/// anything else an error naming the code (with `failure`, the detail of
+/// the task's own failure with that code, if it had one).
+fn task_result(code: i32, failure: Option<String>) -> Result<i32> {
     match code {
         0.. => Ok(code),
         error::TRIO_ECANCELED => Err(Error::cancelled()),
-        _ => Err(Error::User(Box::new(TaskFailed(code)))),
+        _ => Err(Error::User(Box::new(TaskFailed(code, failure)))),
     }
 }
 
-/// A C task returned this negative value (its own code, or one of ours).
+/// A C task returned this negative value (its own code, or one of ours),
+/// with the detail of that failure if the task had one: the detail of its
+/// last failed libtrio call with that code, or what it gave
+/// `trio_set_last_error`. So the detail of a group lists every child's
+/// message.
 #[derive(Debug)]
-pub(crate) struct TaskFailed(pub(crate) i32);
+pub(crate) struct TaskFailed(pub(crate) i32, pub(crate) Option<String>);
 
 impl std::fmt::Display for TaskFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a C task returned {}", self.0)
+        write!(f, "a C task returned {}", self.0)?;
+        match (&self.1, error::code_name(self.0)) {
+            (Some(d), Some(name)) => write!(f, " ({name}: {d})"),
+            (Some(d), None) => write!(f, " ({d})"),
+            (None, Some(name)) => write!(f, " ({name})"),
+            (None, None) => Ok(()),
+        }
     }
 }
 

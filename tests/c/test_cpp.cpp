@@ -148,6 +148,8 @@ static void exceptions_in_children() {
     }
     CHECK(code == TRIO_EGROUP, "two failing children give TRIO_EGROUP");
     CHECK(msg.find("several") != std::string::npos, "with trio_strerror's message");
+    CHECK(msg.find("(TRIO_EUSER: one)") != std::string::npos && msg.find("(TRIO_EUSER: two)") != std::string::npos,
+          "and each child's code and message");
 
     // nursery.cancel() is absorbed by the nursery.
     bool finished = false;
@@ -344,6 +346,85 @@ static void raii_with_exceptions() {
 
 }
 
+static void more_sync_objects() {
+    // A semaphore with a maximum.
+    trio::semaphore bounded(1, 1);
+    int code = 0;
+    try {
+        bounded.release();
+    } catch (const trio::error &e) {
+        code = e.code();
+    }
+    CHECK(code == TRIO_EMISUSE, "releasing past the maximum throws TRIO_EMISUSE");
+    auto sst = bounded.statistics();
+    CHECK(sst.value == 1 && sst.has_max == 1 && sst.max_value == 1, "semaphore statistics");
+    CHECK(throws<trio::error>([] { trio::semaphore bad(2, 1); }), "initial above max throws");
+
+    // A condition: three waiters, notified one then all.
+    trio::condition cond;
+    bool ready = false;
+    int woken = 0;
+    trio::open_nursery([&](trio::nursery &n) {
+        for (int i = 0; i < 3; i++) {
+            n.spawn([&] {
+                trio::condition_guard g(cond);
+                while (!ready) cond.wait();
+                woken++;
+            });
+        }
+        trio::sleep(1);
+        CHECK(cond.statistics().tasks_waiting == 3, "three tasks wait on the condition");
+        CHECK(throws<trio::error>([&] { cond.notify(); }), "notify without the lock throws");
+        {
+            trio::condition_guard g(cond);
+            ready = true;
+            CHECK(cond.notify() == 1, "notify wakes one");
+        }
+        trio::sleep(1);
+        CHECK(woken == 1, "one got through");
+        trio::condition_guard g(cond);
+        CHECK(cond.notify_all() == 2, "notify_all wakes the rest");
+    });
+    CHECK(woken == 3, "every waiter got through");
+
+    // A cancelled wait throws trio::cancelled holding the lock again.
+    bool held_after = false;
+    trio::move_on_after(1, [&] {
+        trio::condition_guard g(cond);
+        try {
+            cond.wait();
+        } catch (const trio::cancelled &) {
+            held_after = cond.statistics().lock_locked == 1;
+            throw;
+        }
+    });
+    CHECK(held_after, "a cancelled wait holds the lock again");
+    CHECK(cond.statistics().lock_locked == 0, "and the guard released it");
+
+    // A capacity limiter.
+    trio::capacity_limiter lim(1);
+    int inside = 0, max_inside = 0;
+    trio::open_nursery([&](trio::nursery &n) {
+        for (int i = 0; i < 3; i++) {
+            n.spawn([&] {
+                lim.acquire();
+                if (++inside > max_inside) max_inside = inside;
+                trio::sleep(1);
+                inside--;
+                lim.release();
+            });
+        }
+        trio::sleep(0.5);
+        CHECK(lim.borrowed_tokens() == 1 && lim.available_tokens() == 0 && lim.statistics().tasks_waiting == 2,
+              "one token out, two tasks wait");
+        lim.set_total_tokens(2);
+    });
+    CHECK(max_inside == 2, "raising the total let a second task in");
+    CHECK(lim.total_tokens() == 2 && lim.borrowed_tokens() == 0, "every token back");
+    CHECK(throws<trio::error>([&] { lim.release(); }), "releasing a token not held throws");
+    CHECK(lim.try_acquire() && !throws<trio::error>([&] { lim.release(); }), "try_acquire and release");
+}
+
 static void sync_objects() {
     trio::event ready;
     trio::lock lk;
@@ -392,6 +473,7 @@ static void sync_objects() {
         });
     }
     CHECK(sum == 15, "a channel of pointers between two lambdas, closed by RAII");
+    more_sync_objects();
 }
 
 static void threads() {
@@ -497,7 +579,29 @@ int main() {
     });
     sockets();
 
+    // A group leaving run(): every child's message is in what().
     std::string what;
+    code = 0;
+    try {
+        trio::run_mock_clock([] {
+            trio::open_nursery([](trio::nursery &n) {
+                n.spawn([] { throw std::runtime_error("child one failed"); });
+                n.spawn([] {
+                    trio::lock l;
+                    l.release(); // not held: TRIO_EMISUSE with a detail
+                });
+                n.spawn([] { throw 7; });
+            });
+        });
+    } catch (const trio::error &e) {
+        code = e.code();
+        what = e.what();
+    }
+    CHECK(code == TRIO_EGROUP, "a group leaves run() as TRIO_EGROUP");
+    CHECK(what.find("child one failed") != std::string::npos, "run()'s what() has a std::exception's message");
+    CHECK(what.find("TRIO_EMISUSE: runtime misuse: ") != std::string::npos,
+          "and a trio::error's code and detail");
+    CHECK(what.find("not a std::exception") != std::string::npos, "and says what the other exception was");
     CHECK(throws<std::out_of_range>([] { trio::run_mock_clock([] { throw std::out_of_range("main"); }); },
                                     &what) &&
               what == "main",

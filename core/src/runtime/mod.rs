@@ -362,6 +362,8 @@ impl RunOptions {
         if in_run() {
             return Err(Error::Runtime("trio::run cannot nest inside another trio::run on the same thread"));
         }
+        // Dropped last: the end of the last run joins the idle workers.
+        let _workers = crate::thread::pool::RunGuard::enter();
         let driver = driver::new_driver()?;
         let shared = Arc::new(Shared::new(driver.wake_handle()));
         let run_id = waker::register(shared.clone()).ok_or(Error::Runtime("too many trio runs alive at once"))?;

@@ -11,7 +11,7 @@
 
 pub mod from_thread;
 mod os_name;
-mod pool;
+pub(crate) mod pool;
 pub mod to_thread;
 mod token;
 

@@ -336,6 +336,9 @@ impl Options {
                     let _name = shared.thread_name.as_deref().map(os_name::Rename::new);
                     catch_unwind(AssertUnwindSafe(f))
                 });
+                // From here to the worker's return to the pool, no user code
+                // runs: the end of the last run waits for it (to join it).
+                pool::reporting();
                 *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(out);
                 shared.done.store(true, Ordering::Release);
                 // Tell the host (or, if abandoned, free the token). If the
