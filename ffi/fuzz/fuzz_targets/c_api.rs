@@ -971,7 +971,7 @@ fn run_script(script: &Script) -> c_int {
                 let ks = [K_TCP_LISTENER, K_UNIX_LISTENER];
                 let h = pick(&mut s, &ks);
                 let rc = unsafe { trio_serve_listener(h, Some(serve_handler), null_mut()) };
-                let mut ok = vec![TRIO_ECANCELED, TRIO_EIO, TRIO_ECLOSED, TRIO_EINVAL];
+                let mut ok = vec![TRIO_ECANCELED, TRIO_EGROUP, TRIO_EIO, TRIO_ECLOSED, TRIO_EINVAL];
                 if !known("serve") {
                     // A second server on a listener in use gets EBUSY, not in
                     // the header's list, and its refusal closes the listener
