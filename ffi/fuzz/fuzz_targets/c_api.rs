@@ -77,6 +77,8 @@ struct RunState {
     /// Codes C tasks returned (they may come back from nursery_close etc.).
     task_codes: HashSet<c_int>,
     value_counter: usize,
+    /// Handles of a run going on on another thread now.
+    foreign: Vec<u64>,
     /// Every child's script, alive until the run has ended.
     scripts: Vec<Box<Script>>,
     unix_paths: Vec<std::ffi::CString>,
@@ -93,13 +95,19 @@ fn log_on() -> bool {
 }
 
 /// Whether the paths of open issue `tag` are on: `TRIO_FUZZ_KNOWN=1` for
-/// all, or a comma-separated list of tags (sem, stack, send, serve, lock).
+/// all, or a comma-separated list of tags (sem, stack, send, serve, lock, alias).
 fn known(tag: &str) -> bool {
     std::env::var("TRIO_FUZZ_KNOWN").is_ok_and(|v| v == "1" || v.split(',').any(|t| t == tag))
 }
 
 fn add(h: u64) {
-    RS.with(|r| r.borrow_mut().pool.push((h, St::Live)));
+    RS.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.foreign.contains(&h) {
+            fail(format!("new handle {h:#x} has the value of a live handle of the run on another thread"));
+        }
+        r.pool.push((h, St::Live))
+    });
 }
 
 fn set_state(h: u64, st: St) {
@@ -1166,6 +1174,68 @@ unsafe extern "C" fn main_task(arg: *mut c_void) -> c_int {
 /// worker thread of `trio_to_thread` keeps the waker (an eventfd) of the
 /// last run it worked for until it gets another job or exits (see the
 /// report of the fuzzer's first runs).
+/// A run on another thread that makes some handles and waits (in a
+/// `trio_to_thread` worker) until told to finish.
+struct ForeignRun {
+    handles: Vec<u64>,
+    done: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+struct ForeignShared {
+    handles: std::sync::mpsc::Sender<Vec<u64>>,
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+unsafe extern "C" fn foreign_wait(arg: *mut c_void) -> c_int {
+    let sh = unsafe { &*arg.cast::<ForeignShared>() };
+    let _ = sh.done.lock().unwrap().recv();
+    0
+}
+
+unsafe extern "C" fn foreign_main(arg: *mut c_void) -> c_int {
+    let sh = unsafe { &*arg.cast::<ForeignShared>() };
+    let (mut ev, mut lk, mut tx, mut rx, mut sem, mut n, mut l) = (0, 0, 0, 0, 0, 0, 0);
+    // Made in the order a fuzz run makes its first handles (its deadline
+    // scope first), so that aliasing values would meet.
+    let mut scope = 0;
+    unsafe {
+        trio_cancel_scope_open(-1.0, 0, &mut scope);
+        trio_event_new(&mut ev);
+        trio_lock_new(&mut lk);
+        trio_channel_open(1, &mut tx, &mut rx);
+        trio_semaphore_new(1, &mut sem);
+        trio_nursery_open(&mut n);
+        trio_tcp_listen(c"127.0.0.1".as_ptr(), 0, &mut l);
+    }
+    let _ = sh.handles.send(vec![ev, lk, tx, rx, sem, n, l]);
+    let rc = trio_to_thread(Some(foreign_wait), arg, 0);
+    trio_nursery_close(n);
+    trio_cancel_scope_close(scope);
+    rc
+}
+
+impl ForeignRun {
+    fn start() -> ForeignRun {
+        let (htx, hrx) = std::sync::mpsc::channel();
+        let (dtx, drx) = std::sync::mpsc::channel();
+        let sh = ForeignShared { handles: htx, done: std::sync::Mutex::new(drx) };
+        let thread = std::thread::spawn(move || {
+            let rc = trio_run(Some(foreign_main), &sh as *const ForeignShared as *mut c_void);
+            if rc != 0 {
+                fail(format!("the run on another thread: {}", name(rc)));
+            }
+        });
+        let handles = hrx.recv().unwrap_or_default();
+        ForeignRun { handles, done: dtx, thread }
+    }
+
+    fn finish(self) {
+        let _ = self.done.send(());
+        let _ = self.thread.join();
+    }
+}
+
 fn open_fds() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
         .map(|d| {
@@ -1192,16 +1262,28 @@ fn fuzz_one(data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    LOG.with(|l| l.set(std::env::var_os("TRIO_FUZZ_LOG").is_some()));
-    let flags = data[0];
-    let mock = flags & 1 == 0;
-    RS.with(|r| *r.borrow_mut() = RunState::default());
     static WARM: std::sync::Once = std::sync::Once::new();
     WARM.call_once(|| {
         // The thread pool keeps a descriptor of its own once it was used.
         one_run(vec![50, 1, 0], true);
         RS.with(|r| *r.borrow_mut() = RunState::default());
     });
+    if data[0] & 4 != 0 && known("alias") {
+        // On a fresh thread, as the other run: two threads' first runs are
+        // where their handles would have the same values.
+        std::thread::scope(|s| {
+            s.spawn(|| fuzz_thread(data));
+        });
+    } else {
+        fuzz_thread(data);
+    }
+}
+
+fn fuzz_thread(data: &[u8]) {
+    LOG.with(|l| l.set(std::env::var_os("TRIO_FUZZ_LOG").is_some()));
+    let flags = data[0];
+    let mock = flags & 1 == 0;
+    RS.with(|r| *r.borrow_mut() = RunState::default());
     let fds_before = open_fds();
     if flags & 2 != 0 {
         // An earlier run: its handles are stale in the main run.
@@ -1214,7 +1296,20 @@ fn fuzz_one(data: &[u8]) {
             r.scripts.clear();
         });
     }
+    // Handles of a run going on on another thread at the same time (issue
+    // 17 item 1: they alias this thread's handles until it is fixed).
+    let foreign = if flags & 4 != 0 && known("alias") { Some(ForeignRun::start()) } else { None };
+    if let Some(f) = &foreign {
+        RS.with(|r| {
+            let mut r = r.borrow_mut();
+            r.foreign = f.handles.clone();
+            r.pool.extend(f.handles.iter().map(|h| (*h, St::Stale)));
+        });
+    }
     let rc = one_run(data[1..].to_vec(), mock);
+    if let Some(f) = foreign {
+        f.finish();
+    }
     let (pool, codes, paths) = RS.with(|r| {
         let r = r.borrow();
         (r.pool.clone(), r.task_codes.clone(), r.unix_paths.clone())
