@@ -736,7 +736,8 @@ int trio_serve_tcp(uint16_t port,
  *
  * Returns `TRIO_ECANCELED`; a handler's code (`TRIO_EGROUP` for several);
  * `TRIO_EIO`; `TRIO_ECLOSED` if the listener was closed, or closed
- * meanwhile; `TRIO_EBADHANDLE` if `listener` is not a listener;
+ * meanwhile; `TRIO_EBUSY` if another task serves it already (that server
+ * goes on undisturbed); `TRIO_EBADHANDLE` if `listener` is not a listener;
  * `TRIO_EINVAL` if `handler` is NULL; `TRIO_ENORUN` outside a C task.
  *
  * # Safety
@@ -922,10 +923,12 @@ int trio_lock_new(trio_handle_t *out);
  * Waits for `lock` and takes it for the calling C task. A checkpoint.
  *
  * Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
- * enclosing scope was cancelled (the lock was not taken); `TRIO_EMISUSE`
- * if the calling task already holds it; `TRIO_ECLOSED` if another task
- * closed the handle meanwhile; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a
- * C task.
+ * enclosing scope was cancelled (the lock was not taken); `TRIO_EBROKEN`
+ * if the task holding the lock ended without releasing it (as in Trio: the
+ * lock can never be taken again; every waiter and later acquirer gets
+ * this); `TRIO_EMISUSE` if the calling task already holds it;
+ * `TRIO_ECLOSED` if another task closed the handle meanwhile;
+ * `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
  */
 int trio_lock_acquire(trio_handle_t lock);
 
@@ -1060,7 +1063,8 @@ int trio_condition_new(trio_handle_t *out);
  * `trio_lock_acquire`. A checkpoint.
  *
  * Suspends the calling C task. Returns 0; `TRIO_ECANCELED` (the lock was
- * not taken); `TRIO_EMISUSE` if the calling task already holds it;
+ * not taken); `TRIO_EBROKEN` if the task holding the lock ended without
+ * releasing it; `TRIO_EMISUSE` if the calling task already holds it;
  * `TRIO_ECLOSED` if another task closed the handle meanwhile;
  * `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
  */
@@ -1091,7 +1095,9 @@ int trio_condition_release(trio_handle_t cond);
  *
  * Suspends the calling C task. Returns 0 (holding the lock);
  * `TRIO_ECANCELED` (holding the lock again: it is re-acquired, shielded
- * from the cancellation); `TRIO_EMISUSE` if the calling task does not hold
+ * from the cancellation); `TRIO_EBROKEN` if the lock cannot be re-acquired
+ * because a task ended holding it (the calling task does not hold it
+ * then); `TRIO_EMISUSE` if the calling task does not hold
  * the lock (nothing done); `TRIO_ECLOSED` if another task closed the handle
  * meanwhile (the condition and its lock are gone); `TRIO_EBADHANDLE`;
  * `TRIO_ENORUN` outside a C task.

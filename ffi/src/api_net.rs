@@ -29,7 +29,7 @@ use trio::net::{TcpListener, TcpStream};
 #[cfg(unix)]
 use trio::net::{UnixListener, UnixStream};
 
-use crate::error::{self, TRIO_EBADHANDLE, TRIO_EINVAL, guard, set_error};
+use crate::error::{self, TRIO_EBADHANDLE, TRIO_EBUSY, TRIO_EINVAL, TRIO_ENOMEM, guard, set_error};
 use crate::handle::{self, Kind, trio_handle_t};
 use crate::task::{self, CTask, TaskFailed};
 
@@ -729,15 +729,40 @@ impl<S: NetStream> Drop for OwnedStream<S> {
     }
 }
 
-/// Runs the C handler on one connection, as a C task.
+/// Runs the C handler on one connection, as a C task. A connection that
+/// cannot get a handle or a stack (`TRIO_ENOMEM`: the handle table, memory
+/// or the mapping limit) is dropped with one line on stderr, as running out
+/// of file descriptors is: the server and its other connections go on.
 async fn handle_conn<S: NetStream>(handler: Handler, arg: usize, stream: S) -> trio::Result<()> {
     let stream = Rc::new(stream);
-    let h = handle::insert_rc(S::KIND, stream.clone()).map_err(|code| Error::user(TaskFailed(code, None)))?;
+    let h = match handle::insert_rc(S::KIND, stream.clone()) {
+        Ok(h) => h,
+        Err(code) => return drop_connection(code, "a handle", Some(&*stream)),
+    };
     let _owned = OwnedStream { h, stream };
     let conn = Box::new(Conn { handler, arg: arg as *mut c_void, stream: h });
-    let task = CTask::new(Some(conn_trampoline), std::ptr::from_ref(&*conn).cast_mut().cast())
-        .map_err(|code| Error::user(TaskFailed(code, None)))?;
+    let task = match CTask::new(Some(conn_trampoline), std::ptr::from_ref(&*conn).cast_mut().cast()) {
+        Ok(t) => t,
+        // `_owned` closes the stream as it goes.
+        Err(code) => return drop_connection::<S>(code, "a stack for its handler", None),
+    };
     task.await.map(drop)
+}
+
+/// See `handle_conn`: `TRIO_ENOMEM` drops the connection; any other code
+/// (a bug) stops the server as a handler's failure would.
+fn drop_connection<S: NetStream>(code: c_int, what: &str, close: Option<&S>) -> trio::Result<()> {
+    if code != TRIO_ENOMEM {
+        return Err(Error::user(TaskFailed(code, None)));
+    }
+    if let Some(stream) = close {
+        close_now(stream);
+    }
+    use std::io::Write;
+    // Never panics (a closed stderr is fine): `writeln!` on a locked handle.
+    let _ =
+        writeln!(std::io::stderr().lock(), "trio_serve: no memory for {what} of a new connection; connection dropped");
+    Ok(())
 }
 
 /// Serves `listeners` with `handler` until cancelled or a handler fails.
@@ -854,7 +879,8 @@ impl<L: Listener> Listener for Shared<L> {
 ///
 /// Returns `TRIO_ECANCELED`; a handler's code (`TRIO_EGROUP` for several);
 /// `TRIO_EIO`; `TRIO_ECLOSED` if the listener was closed, or closed
-/// meanwhile; `TRIO_EBADHANDLE` if `listener` is not a listener;
+/// meanwhile; `TRIO_EBUSY` if another task serves it already (that server
+/// goes on undisturbed); `TRIO_EBADHANDLE` if `listener` is not a listener;
 /// `TRIO_EINVAL` if `handler` is NULL; `TRIO_ENORUN` outside a C task.
 ///
 /// # Safety
@@ -869,7 +895,12 @@ pub unsafe extern "C" fn trio_serve_listener(
     guard(|| {
         status((|| {
             let handler = handler_of(handler)?;
-            Ok(match lookup(listener, LISTENERS, "a listener (TCP or Unix)")? {
+            let sock = lookup(listener, LISTENERS, "a listener (TCP or Unix)")?;
+            // A second server on a listener in use is refused before it
+            // accepts (its failing accept would otherwise end it, and its
+            // end would close the listener under the first server).
+            let _serving = Serving::claim(listener)?;
+            Ok(match sock {
                 Sock::TcpListener(l) => serve(vec![Shared(l)], handler, arg),
                 #[cfg(unix)]
                 Sock::UnixListener(l) => serve(vec![Shared(l)], handler, arg),
@@ -877,4 +908,30 @@ pub unsafe extern "C" fn trio_serve_listener(
             })
         })())
     })
+}
+
+thread_local! {
+    /// Listeners a `trio_serve_listener` of this thread's run is serving.
+    static SERVING: std::cell::RefCell<Vec<trio_handle_t>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks a listener as served until dropped.
+struct Serving(trio_handle_t);
+
+impl Serving {
+    fn claim(listener: trio_handle_t) -> Result<Serving, c_int> {
+        SERVING.with_borrow_mut(|s| {
+            if s.contains(&listener) {
+                return Err(set_error(TRIO_EBUSY, "listener: another task is serving it already"));
+            }
+            s.push(listener);
+            Ok(Serving(listener))
+        })
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVING.with_borrow_mut(|s| s.retain(|&h| h != self.0));
+    }
 }

@@ -450,10 +450,12 @@ pub unsafe extern "C" fn trio_lock_new(out: *mut trio_handle_t) -> c_int {
 /// Waits for `lock` and takes it for the calling C task. A checkpoint.
 ///
 /// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` if an
-/// enclosing scope was cancelled (the lock was not taken); `TRIO_EMISUSE`
-/// if the calling task already holds it; `TRIO_ECLOSED` if another task
-/// closed the handle meanwhile; `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a
-/// C task.
+/// enclosing scope was cancelled (the lock was not taken); `TRIO_EBROKEN`
+/// if the task holding the lock ended without releasing it (as in Trio: the
+/// lock can never be taken again; every waiter and later acquirer gets
+/// this); `TRIO_EMISUSE` if the calling task already holds it;
+/// `TRIO_ECLOSED` if another task closed the handle meanwhile;
+/// `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_lock_acquire(lock: trio_handle_t) -> c_int {
     guard(|| match handle::get::<LockState>(lock, Kind::Lock) {
@@ -746,7 +748,8 @@ pub unsafe extern "C" fn trio_condition_new(out: *mut trio_handle_t) -> c_int {
 /// `trio_lock_acquire`. A checkpoint.
 ///
 /// Suspends the calling C task. Returns 0; `TRIO_ECANCELED` (the lock was
-/// not taken); `TRIO_EMISUSE` if the calling task already holds it;
+/// not taken); `TRIO_EBROKEN` if the task holding the lock ended without
+/// releasing it; `TRIO_EMISUSE` if the calling task already holds it;
 /// `TRIO_ECLOSED` if another task closed the handle meanwhile;
 /// `TRIO_EBADHANDLE`; `TRIO_ENORUN` outside a C task.
 #[unsafe(no_mangle)]
@@ -801,7 +804,9 @@ pub extern "C" fn trio_condition_release(cond: trio_handle_t) -> c_int {
 ///
 /// Suspends the calling C task. Returns 0 (holding the lock);
 /// `TRIO_ECANCELED` (holding the lock again: it is re-acquired, shielded
-/// from the cancellation); `TRIO_EMISUSE` if the calling task does not hold
+/// from the cancellation); `TRIO_EBROKEN` if the lock cannot be re-acquired
+/// because a task ended holding it (the calling task does not hold it
+/// then); `TRIO_EMISUSE` if the calling task does not hold
 /// the lock (nothing done); `TRIO_ECLOSED` if another task closed the handle
 /// meanwhile (the condition and its lock are gone); `TRIO_EBADHANDLE`;
 /// `TRIO_ENORUN` outside a C task.

@@ -408,6 +408,30 @@ static void serve_a_unix_listener(void) {
     CHECK(unlink(path) == 0 && rmdir(dir) == 0, "serve unix: clean up");
 }
 
+/* A second server on a listener that one task serves already is refused
+ * with TRIO_EBUSY, and the first goes on serving (found by the fuzzer: the
+ * refusal used to end in the listener being closed under the first). */
+static void second_server_is_busy(void) {
+    struct userve_ctx c;
+    trio_handle_t n = 0;
+    uint16_t port = 0;
+    char reply[32];
+    memset(&c, 0, sizeof c);
+    CHECK(trio_tcp_listen("127.0.0.1", 0, &c.listener) == 0, "busy serve: listen");
+    CHECK(trio_listener_port(c.listener, &port) == 0, "busy serve: port");
+    CHECK(trio_nursery_open(&n) == 0, "busy serve: nursery");
+    CHECK(trio_nursery_spawn(n, userve_server, &c) == 0, "busy serve: spawn the first server");
+    CHECK(trio_checkpoint() == 0, "busy serve: let it start");
+    CHECK(trio_serve_listener(c.listener, greeter, NULL) == TRIO_EBUSY, "busy serve: a second server is TRIO_EBUSY");
+    CHECK(detail_has("serving it already"), "busy serve: the detail says why");
+    CHECK(trio_listener_port(c.listener, &port) == 0, "busy serve: the listener is still open");
+    CHECK(ask(port, "again\n", reply, sizeof reply) == 9 && memcmp(reply, "hi again\n", 9) == 0,
+          "busy serve: the first server still answers");
+    CHECK(trio_nursery_cancel(n) == 0 && trio_nursery_close(n) == 0, "busy serve: cancel the first server");
+    CHECK(c.serve_rc == TRIO_ECANCELED, "busy serve: it was cancelled, not closed under");
+    CHECK(trio_close(c.listener) == 0, "busy serve: close the handle");
+}
+
 /* --- 6. cancelling a blocked receive with a deadline --- */
 static void cancel_a_receive(void) {
     trio_handle_t a = 0, b = 0, scope = 0;
@@ -568,6 +592,7 @@ static int main_task(void *arg) {
     unix_sockets();
     serve_tcp_with_a_handler();
     serve_a_unix_listener();
+    second_server_is_busy();
     cancel_a_receive();
     cancel_a_send();
     close_busy_and_twice();
