@@ -996,8 +996,9 @@ int trio_semaphore_try_acquire(trio_handle_t sem);
  *
  * Returns 0; `TRIO_EMISUSE` (nothing done) if `sem` has a maximum
  * (`trio_semaphore_new_bounded`) and already holds it, which catches a
- * double release, or if it already holds `SIZE_MAX` permits (its value
- * never wraps around to 0); `TRIO_EBADHANDLE`.
+ * double release; `TRIO_EINVAL` (nothing done) if it has no maximum and
+ * already holds `SIZE_MAX` permits (its value never wraps around to 0);
+ * `TRIO_EBADHANDLE`.
  */
 int trio_semaphore_release(trio_handle_t sem);
 

@@ -581,12 +581,24 @@ pub extern "C" fn trio_semaphore_try_acquire(sem: trio_handle_t) -> c_int {
 ///
 /// Returns 0; `TRIO_EMISUSE` (nothing done) if `sem` has a maximum
 /// (`trio_semaphore_new_bounded`) and already holds it, which catches a
-/// double release, or if it already holds `SIZE_MAX` permits (its value
-/// never wraps around to 0); `TRIO_EBADHANDLE`.
+/// double release; `TRIO_EINVAL` (nothing done) if it has no maximum and
+/// already holds `SIZE_MAX` permits (its value never wraps around to 0);
+/// `TRIO_EBADHANDLE`.
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_semaphore_release(sem: trio_handle_t) -> c_int {
     guard(|| match handle::get::<SemaphoreState>(sem, Kind::Semaphore) {
-        Ok(s) => s.inner.release().map_or_else(|e| error::from_error(&e), |()| 0),
+        Ok(s) => {
+            let st = s.inner.statistics();
+            if st.tasks_waiting == 0 && s.inner.value() == usize::MAX && s.inner.max_value().is_none() {
+                // An overflow of the value (a size check, as the header's
+                // TRIO_EINVAL): the value never wraps around to 0.
+                return set_error(
+                    error::TRIO_EINVAL,
+                    "sem: its value is SIZE_MAX already; one more release would overflow it (nothing done)",
+                );
+            }
+            s.inner.release().map_or_else(|e| error::from_error(&e), |()| 0)
+        }
         Err(c) => c,
     })
 }
