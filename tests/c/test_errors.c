@@ -9,19 +9,7 @@
 
 #include "libtrio.h"
 
-static int test_no = 0;
-
-#define CHECK(cond, name)                                                      \
-    do {                                                                       \
-        int ok_ = (cond);                                                      \
-        test_no++;                                                             \
-        if (!ok_) {                                                            \
-            printf("not ok %d - %s (%s:%d)\n", test_no, name, __FILE__,        \
-                   __LINE__);                                                  \
-            exit(1);                                                           \
-        }                                                                      \
-        printf("ok %d - %s\n", test_no, name);                                 \
-    } while (0)
+#include "check.h"
 
 static const int codes[] = {
     TRIO_EINVAL,      TRIO_EBADHANDLE,    TRIO_ENORUN,       TRIO_ECANCELED,

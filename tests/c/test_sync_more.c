@@ -7,21 +7,7 @@
 
 #include "libtrio.h"
 
-static int test_no = 0;
-
-#define CHECK(cond, name)                                                      \
-    do {                                                                       \
-        int ok_ = (cond);                                                      \
-        test_no++;                                                             \
-        if (!ok_) {                                                            \
-            char detail_[256];                                                 \
-            trio_last_error(detail_, sizeof detail_);                          \
-            printf("not ok %d - %s (%s:%d; last error: %s)\n", test_no, name,  \
-                   __FILE__, __LINE__, detail_);                               \
-            exit(1);                                                           \
-        }                                                                      \
-        printf("ok %d - %s\n", test_no, name);                                 \
-    } while (0)
+#include "check.h"
 
 static char detail[512];
 
