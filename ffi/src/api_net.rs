@@ -850,11 +850,26 @@ pub unsafe extern "C" fn trio_serve_tcp(
 }
 
 /// A listener shared with its handle, as `serve_listeners` wants it owned.
-struct Shared<L>(Rc<L>);
+/// A server whose accept finds another task accepting on the listener
+/// (`Busy`) stops with `TRIO_EBUSY` and leaves the listener open: it is
+/// that other task's (a server's end closes only a listener it served).
+struct Shared<L> {
+    listener: Rc<L>,
+    busy: std::cell::Cell<bool>,
+}
+
+impl<L> Shared<L> {
+    fn new(listener: Rc<L>) -> Shared<L> {
+        Shared { listener, busy: std::cell::Cell::new(false) }
+    }
+}
 
 impl<L: AsyncResource> AsyncResource for Shared<L> {
     async fn aclose(&self) -> trio::Result<()> {
-        self.0.aclose().await
+        if self.busy.get() {
+            return Ok(());
+        }
+        self.listener.aclose().await
     }
 }
 
@@ -862,7 +877,11 @@ impl<L: Listener> Listener for Shared<L> {
     type Stream = L::Stream;
 
     async fn accept(&self) -> trio::Result<L::Stream> {
-        self.0.accept().await
+        let r = self.listener.accept().await;
+        if matches!(r, Err(Error::Busy)) {
+            self.busy.set(true);
+        }
+        r
     }
 }
 
@@ -901,9 +920,9 @@ pub unsafe extern "C" fn trio_serve_listener(
             // end would close the listener under the first server).
             let _serving = Serving::claim(listener)?;
             Ok(match sock {
-                Sock::TcpListener(l) => serve(vec![Shared(l)], handler, arg),
+                Sock::TcpListener(l) => serve(vec![Shared::new(l)], handler, arg),
                 #[cfg(unix)]
-                Sock::UnixListener(l) => serve(vec![Shared(l)], handler, arg),
+                Sock::UnixListener(l) => serve(vec![Shared::new(l)], handler, arg),
                 _ => unreachable!("lookup returns listeners only"),
             })
         })())

@@ -418,6 +418,44 @@ static void second_server_is_busy(void) {
     CHECK(trio_close(c.listener) == 0, "busy serve: close the handle");
 }
 
+/* A server started on a listener another task is accepting on stops with
+ * TRIO_EBUSY and leaves the listener to that task (found by the fuzzer:
+ * the failed server used to close it under the accepting task). */
+struct accept_ctx {
+    trio_handle_t listener, got;
+    int rc;
+};
+
+static int accepting_task(void *arg) {
+    struct accept_ctx *c = (struct accept_ctx *)arg;
+    c->rc = trio_accept(c->listener, &c->got);
+    return 0;
+}
+
+static int busy_server_task(void *arg) {
+    struct accept_ctx *c = (struct accept_ctx *)arg;
+    return trio_serve_listener(c->listener, greeter, NULL) == TRIO_EBUSY ? 0 : -77;
+}
+
+static void server_beside_an_accepting_task(void) {
+    struct accept_ctx c;
+    trio_handle_t n = 0, s = 0;
+    uint16_t port = 0;
+    memset(&c, 0, sizeof c);
+    c.rc = 1;
+    CHECK(trio_tcp_listen("127.0.0.1", 0, &c.listener) == 0, "accepting: listen");
+    CHECK(trio_listener_port(c.listener, &port) == 0, "accepting: port");
+    CHECK(trio_nursery_open(&n) == 0, "accepting: nursery");
+    CHECK(trio_nursery_spawn(n, accepting_task, &c) == 0, "accepting: a task accepts");
+    CHECK(trio_checkpoint() == 0, "accepting: it waits in trio_accept");
+    CHECK(trio_nursery_spawn(n, busy_server_task, &c) == 0, "accepting: a server on the same listener");
+    CHECK(trio_checkpoint() == 0 && trio_checkpoint() == 0, "accepting: let the server try");
+    CHECK(trio_tcp_connect("127.0.0.1", port, &s) == 0, "accepting: connect");
+    CHECK(trio_nursery_close(n) == 0, "accepting: the server stopped with TRIO_EBUSY, the accept finished");
+    CHECK(c.rc == 0 && c.got != 0, "accepting: the accepting task got the connection (the listener stayed open)");
+    CHECK(trio_close(c.got) == 0 && trio_close(s) == 0 && trio_close(c.listener) == 0, "accepting: close all");
+}
+
 /* --- 6. cancelling a blocked receive with a deadline --- */
 static void cancel_a_receive(void) {
     trio_handle_t a = 0, b = 0, scope = 0;
@@ -579,6 +617,7 @@ static int main_task(void *arg) {
     serve_tcp_with_a_handler();
     serve_a_unix_listener();
     second_server_is_busy();
+    server_beside_an_accepting_task();
     cancel_a_receive();
     cancel_a_send();
     close_busy_and_twice();
