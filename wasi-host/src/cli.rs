@@ -30,7 +30,10 @@ flags:
   --connect ADDR      allow connecting to ADDR (IP:PORT; port 0 = any port);
                       also allows name lookups
   --fuel N            stop the guest after N units of fuel (exit status 134)
-  --max-memory BYTES  cap each linear memory (suffixes K, M, G = KiB, MiB, GiB)
+  --max-memory BYTES  one budget for all the guest's linear memories and tables
+                      together (suffixes K, M, G = KiB, MiB, GiB); a table
+                      element counts as a pointer (8 bytes on 64-bit hosts),
+                      as wasmtime stores it; a growth past the budget fails in the guest
   -h, --help          print this help
 
 The guest sees argv[0] = its file name, then ARGS. stdio is inherited.

@@ -139,6 +139,64 @@ fn initial_memory_over_the_limit_is_out_of_memory() {
     assert_contains(&out.stderr, &["guest ran out of memory (limit 65536 bytes)"]);
 }
 
+/// A guest with a 1-page memory and a 1-element table that grows the table
+/// by `table_elements`, then the memory by `memory_pages`, and aborts
+/// (traps) if either growth is refused.
+fn table_guest(test: &str, table_elements: u32, memory_pages: u32) -> std::path::PathBuf {
+    wat_guest(
+        test,
+        &format!(
+            r#"(module
+          (memory (export "memory") 1)
+          (table 1 funcref)
+          (func (export "_start")
+            (if (i32.eq (table.grow (ref.null func) (i32.const {table_elements})) (i32.const -1))
+              (then unreachable))
+            (if (i32.eq (memory.grow (i32.const {memory_pages})) (i32.const -1))
+              (then unreachable))))"#
+        ),
+    )
+}
+
+#[test]
+fn table_growth_past_the_limit_is_out_of_memory() {
+    // 1 Mi elements are 8 MiB at 8 bytes each (4 MiB on 32-bit hosts).
+    let guest = table_guest("table_limit", 1 << 20, 0);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "1M".as_ref()]);
+    assert_eq!(out.status, Some(134), "{out:?}");
+    assert_eq!(out.stderr, "trio-wasi-host: guest ran out of memory (limit 1048576 bytes)\n");
+}
+
+#[test]
+fn table_growth_within_the_limit_succeeds() {
+    let guest = table_guest("table_ok", 1000, 0);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "1M".as_ref()]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn memory_and_tables_share_one_budget() {
+    // 64 Ki elements (512 KiB on 64-bit hosts) fit in 1 MiB, and so do 11
+    // pages of memory (704 KiB), but not both.
+    let guest = table_guest("table_and_memory", 1 << 16, 10);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "1M".as_ref()]);
+    if cfg!(target_pointer_width = "64") {
+        assert_eq!(out.status, Some(134), "{out:?}");
+        assert_eq!(out.stderr, "trio-wasi-host: guest ran out of memory (limit 1048576 bytes)\n");
+    }
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "2M".as_ref()]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+}
+
+#[test]
+fn initial_table_over_the_limit_is_out_of_memory() {
+    let guest = wat_guest("table_initial", r#"(module (table 1000000 funcref) (func (export "_start")))"#);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "1M".as_ref()]);
+    assert_eq!(out.status, Some(134), "{out:?}");
+    assert_contains(&out.stderr, &["guest ran out of memory (limit 1048576 bytes)"]);
+}
+
 #[test]
 fn missing_file() {
     let path = scratch("missing_file").join("nope.wasm");
