@@ -38,7 +38,10 @@ flags:
 
 The guest sees argv[0] = its file name, then ARGS. stdio is inherited.
 Without --listen/--connect the guest has no network; UDP is never allowed.
---listen and --connect need a preview 2 component.
+--listen and --connect need a preview 2 component. Each refused socket
+operation prints one line on stderr, at most 100 per run; then one line says
+further denials are not printed, and one at the end how many were not.
+The host's own lines are dropped if stderr cannot be written.
 
 exit status: the guest's own, or 2 if the guest could not be loaded or the
 command line is wrong, or 134 if the guest trapped or ran out of fuel or memory.
@@ -267,6 +270,11 @@ mod tests {
         assert_eq!(c.fuel, Some(1000));
         assert_eq!(c.max_memory, Some(64 << 20));
         assert_eq!(c.args, ["--fuel", "x", "--"]);
+    }
+
+    #[test]
+    fn help_states_the_denial_cap() {
+        assert!(HELP.contains(&format!("at most {} per run", crate::MAX_DENIAL_LINES)));
     }
 
     #[test]

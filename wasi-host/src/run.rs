@@ -5,12 +5,14 @@
 //! and `component.rs` (preview 2).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, WasmBacktrace, WasmBacktraceDetails};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::config::HostConfig;
 use crate::error::HostError;
+use crate::report::DenialLog;
 use crate::{component, module};
 
 /// What a WebAssembly binary's 8-byte header says it is.
@@ -38,7 +40,10 @@ pub fn detect_kind(bytes: &[u8]) -> Option<WasmKind> {
 ///
 /// Blocks the calling thread until the guest exits. The guest inherits the
 /// process's stdin, stdout and stderr. Socket operations the policy refuses
-/// are reported on stderr as they happen, one line each.
+/// are reported on stderr as they happen, one line each, at most
+/// [`MAX_DENIAL_LINES`](crate::MAX_DENIAL_LINES) per run: then one line says
+/// further denials are not printed, and when the guest stops, one line says
+/// how many were left out. Failing to write to stderr is ignored.
 ///
 /// # Errors
 ///
@@ -60,10 +65,13 @@ pub fn run_file(path: &Path, config: &HostConfig) -> Result<i32, HostError> {
         }
     }
     let engine = engine(path, config)?;
-    match kind {
-        WasmKind::Module => module::run(&engine, path, &bytes, config),
-        WasmKind::Component => component::run(&engine, path, &bytes, config),
-    }
+    let denials = Arc::new(DenialLog::default());
+    let status = match kind {
+        WasmKind::Module => module::run(&engine, path, &bytes, config, &denials),
+        WasmKind::Component => component::run(&engine, path, &bytes, config, &denials),
+    };
+    denials.finish();
+    status
 }
 
 fn engine(path: &Path, config: &HostConfig) -> Result<Engine, HostError> {
@@ -78,7 +86,12 @@ fn engine(path: &Path, config: &HostConfig) -> Result<Engine, HostError> {
 }
 
 /// The WASI context both kinds share: stdio, argv, env, preopens, network.
-pub(crate) fn wasi_builder(path: &Path, config: &HostConfig) -> Result<WasiCtxBuilder, HostError> {
+/// Refused socket operations are reported through `denials`.
+pub(crate) fn wasi_builder(
+    path: &Path,
+    config: &HostConfig,
+    denials: &Arc<DenialLog>,
+) -> Result<WasiCtxBuilder, HostError> {
     let mut b = WasiCtxBuilder::new();
     b.inherit_stdio();
     let argv0 = path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
@@ -96,11 +109,12 @@ pub(crate) fn wasi_builder(path: &Path, config: &HostConfig) -> Result<WasiCtxBu
     // TCP stays on even with an empty policy, so that every refused
     // operation goes through the check below and gets reported.
     b.allow_tcp(true);
+    let denials = Arc::clone(denials);
     b.socket_addr_check(move |addr, addr_use| {
         let allowed = match policy.check(addr, addr_use) {
             Ok(()) => true,
             Err(denial) => {
-                eprintln!("trio-wasi-host: {denial}");
+                denials.deny(denial);
                 false
             }
         };

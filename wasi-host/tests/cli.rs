@@ -3,7 +3,7 @@
 
 mod util;
 
-use util::{assert_contains, host, scratch, wat_guest};
+use util::{assert_contains, closed_pipe_stderr, full_stderr, host, host_status_with_stderr, scratch, wat_guest};
 
 const EXIT_7: &str = r#"(module
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
@@ -294,4 +294,33 @@ fn help_goes_to_stdout_with_status_0() {
     assert_eq!(out.status, Some(0), "{out:?}");
     assert_contains(&out.stdout, &["usage: trio-wasi-host run", "--listen ADDR"]);
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn unwritable_stderr_keeps_the_exit_status() {
+    // The host's own line cannot be written: the status is still 134 or 2,
+    // not a panic's 101.
+    let guest = wat_guest("trap_no_stderr", r#"(module (func (export "_start") unreachable))"#);
+    let missing = scratch("missing_no_stderr").join("nope.wasm");
+    for (name, stderr) in
+        [("/dev/full", full_stderr as fn() -> std::process::Stdio), ("closed pipe", closed_pipe_stderr)]
+    {
+        assert_eq!(host_status_with_stderr(["run".as_ref(), guest.as_os_str()], stderr()), Some(134), "{name}");
+        assert_eq!(host_status_with_stderr(["run".as_ref(), missing.as_os_str()], stderr()), Some(2), "{name}");
+    }
+}
+
+#[test]
+fn help_with_stdout_closed_still_exits_0() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trio-wasi-host"))
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let status = util::wait_with_deadline(&mut child);
+    assert_eq!(status, Some(0));
 }
