@@ -30,12 +30,18 @@ flags:
   --connect ADDR      allow connecting to ADDR (IP:PORT; port 0 = any port);
                       also allows name lookups
   --fuel N            stop the guest after N units of fuel (exit status 134)
-  --max-memory BYTES  cap each linear memory (suffixes K, M, G = KiB, MiB, GiB)
+  --max-memory BYTES  one budget for all the guest's linear memories and tables
+                      together (suffixes K, M, G = KiB, MiB, GiB); a table
+                      element counts as a pointer (8 bytes on 64-bit hosts),
+                      as wasmtime stores it; a growth past the budget fails in the guest
   -h, --help          print this help
 
 The guest sees argv[0] = its file name, then ARGS. stdio is inherited.
 Without --listen/--connect the guest has no network; UDP is never allowed.
---listen and --connect need a preview 2 component.
+--listen and --connect need a preview 2 component. Each refused socket
+operation prints one line on stderr, at most 100 per run; then one line says
+further denials are not printed, and one at the end how many were not.
+The host's own lines are dropped if stderr cannot be written.
 
 exit status: the guest's own, or 2 if the guest could not be loaded or the
 command line is wrong, or 134 if the guest trapped or ran out of fuel or memory.
@@ -264,6 +270,11 @@ mod tests {
         assert_eq!(c.fuel, Some(1000));
         assert_eq!(c.max_memory, Some(64 << 20));
         assert_eq!(c.args, ["--fuel", "x", "--"]);
+    }
+
+    #[test]
+    fn help_states_the_denial_cap() {
+        assert!(HELP.contains(&format!("at most {} per run", crate::MAX_DENIAL_LINES)));
     }
 
     #[test]

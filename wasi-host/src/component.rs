@@ -2,6 +2,7 @@
 //! wasmtime-wasi's synchronous `wasi:cli/command` imports.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -10,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::HostConfig;
 use crate::error::HostError;
+use crate::report::DenialLog;
 use crate::run::{MemoryLimiter, limit_store, stopped, wasi_builder};
 
 struct State {
@@ -25,7 +27,13 @@ impl WasiView for State {
 }
 
 /// Runs a `wasi:cli/command` component; see [`crate::run_file`].
-pub(crate) fn run(engine: &Engine, path: &Path, bytes: &[u8], config: &HostConfig) -> Result<i32, HostError> {
+pub(crate) fn run(
+    engine: &Engine,
+    path: &Path,
+    bytes: &[u8],
+    config: &HostConfig,
+    denials: &Arc<DenialLog>,
+) -> Result<i32, HostError> {
     let link_error = |e: wasmtime::Error| HostError::Link { path: path.to_owned(), reason: format!("{e:#}") };
     let component = Component::new(engine, bytes)
         .map_err(|e| HostError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
@@ -36,7 +44,7 @@ pub(crate) fn run(engine: &Engine, path: &Path, bytes: &[u8], config: &HostConfi
     // Fails when the component does not export `wasi:cli/run`.
     let pre = CommandPre::new(pre).map_err(link_error)?;
 
-    let ctx = wasi_builder(path, config)?.build();
+    let ctx = wasi_builder(path, config, denials)?.build();
     let mut store =
         Store::new(engine, State { ctx, table: ResourceTable::new(), limiter: MemoryLimiter::new(config.max_memory) });
     limit_store(&mut store, config, |s| &mut s.limiter)?;

@@ -78,8 +78,9 @@ pub enum HostError {
         /// The fuel the guest started with.
         fuel: u64,
     },
-    /// A memory growth was refused because of `--max-memory` and the guest
-    /// then stopped abnormally (typically by aborting).
+    /// A memory or table growth was refused because of `--max-memory` (one
+    /// budget for all the guest's memories and tables together) and the
+    /// guest then stopped abnormally (typically by aborting).
     OutOfMemory {
         /// The `--max-memory` limit in bytes.
         limit: usize,

@@ -2,14 +2,16 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use trio_wasi_host::{Command, HELP, parse_args, run_file};
+use trio_wasi_host::{Command, HELP, parse_args, run_file, say};
 
 fn main() -> ExitCode {
     let status = match parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
-            print!("{HELP}");
+            // Ignored if stdout cannot be written, as every host line.
+            let _ = std::io::stdout().lock().write_all(HELP.as_bytes());
             0
         }
         Ok(Command::Run { guest, config }) => match run_file(&guest, &config) {
@@ -22,7 +24,7 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &trio_wasi_host::HostError) -> i32 {
-    eprintln!("trio-wasi-host: {e}");
+    say(format_args!("trio-wasi-host: {e}\n"));
     e.exit_status()
 }
 

@@ -2,12 +2,14 @@
 //! wasmtime-wasi's `wasi_snapshot_preview1` (itself built on preview 2).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::{Engine, ExternType, Linker, Module, Store};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 
 use crate::config::HostConfig;
 use crate::error::HostError;
+use crate::report::DenialLog;
 use crate::run::{MemoryLimiter, limit_store, stopped, wasi_builder};
 
 struct State {
@@ -16,7 +18,13 @@ struct State {
 }
 
 /// Runs a preview 1 command module; see [`crate::run_file`].
-pub(crate) fn run(engine: &Engine, path: &Path, bytes: &[u8], config: &HostConfig) -> Result<i32, HostError> {
+pub(crate) fn run(
+    engine: &Engine,
+    path: &Path,
+    bytes: &[u8],
+    config: &HostConfig,
+    denials: &Arc<DenialLog>,
+) -> Result<i32, HostError> {
     let link_error = |reason: String| HostError::Link { path: path.to_owned(), reason };
     let module = Module::new(engine, bytes)
         .map_err(|e| HostError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
@@ -33,7 +41,7 @@ pub(crate) fn run(engine: &Engine, path: &Path, bytes: &[u8], config: &HostConfi
         .map_err(|e| link_error(format!("cannot set up WASI: {e:#}")))?;
     let pre = linker.instantiate_pre(&module).map_err(|e| link_error(format!("{e:#}")))?;
 
-    let wasi = wasi_builder(path, config)?.build_p1();
+    let wasi = wasi_builder(path, config, denials)?.build_p1();
     let mut store = Store::new(engine, State { wasi, limiter: MemoryLimiter::new(config.max_memory) });
     limit_store(&mut store, config, |s| &mut s.limiter)?;
 

@@ -5,12 +5,14 @@
 //! and `component.rs` (preview 2).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, WasmBacktrace, WasmBacktraceDetails};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::config::HostConfig;
 use crate::error::HostError;
+use crate::report::DenialLog;
 use crate::{component, module};
 
 /// What a WebAssembly binary's 8-byte header says it is.
@@ -38,7 +40,10 @@ pub fn detect_kind(bytes: &[u8]) -> Option<WasmKind> {
 ///
 /// Blocks the calling thread until the guest exits. The guest inherits the
 /// process's stdin, stdout and stderr. Socket operations the policy refuses
-/// are reported on stderr as they happen, one line each.
+/// are reported on stderr as they happen, one line each, at most
+/// [`MAX_DENIAL_LINES`](crate::MAX_DENIAL_LINES) per run: then one line says
+/// further denials are not printed, and when the guest stops, one line says
+/// how many were left out. Failing to write to stderr is ignored.
 ///
 /// # Errors
 ///
@@ -60,10 +65,13 @@ pub fn run_file(path: &Path, config: &HostConfig) -> Result<i32, HostError> {
         }
     }
     let engine = engine(path, config)?;
-    match kind {
-        WasmKind::Module => module::run(&engine, path, &bytes, config),
-        WasmKind::Component => component::run(&engine, path, &bytes, config),
-    }
+    let denials = Arc::new(DenialLog::default());
+    let status = match kind {
+        WasmKind::Module => module::run(&engine, path, &bytes, config, &denials),
+        WasmKind::Component => component::run(&engine, path, &bytes, config, &denials),
+    };
+    denials.finish();
+    status
 }
 
 fn engine(path: &Path, config: &HostConfig) -> Result<Engine, HostError> {
@@ -78,7 +86,12 @@ fn engine(path: &Path, config: &HostConfig) -> Result<Engine, HostError> {
 }
 
 /// The WASI context both kinds share: stdio, argv, env, preopens, network.
-pub(crate) fn wasi_builder(path: &Path, config: &HostConfig) -> Result<WasiCtxBuilder, HostError> {
+/// Refused socket operations are reported through `denials`.
+pub(crate) fn wasi_builder(
+    path: &Path,
+    config: &HostConfig,
+    denials: &Arc<DenialLog>,
+) -> Result<WasiCtxBuilder, HostError> {
     let mut b = WasiCtxBuilder::new();
     b.inherit_stdio();
     let argv0 = path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
@@ -96,11 +109,12 @@ pub(crate) fn wasi_builder(path: &Path, config: &HostConfig) -> Result<WasiCtxBu
     // TCP stays on even with an empty policy, so that every refused
     // operation goes through the check below and gets reported.
     b.allow_tcp(true);
+    let denials = Arc::clone(denials);
     b.socket_addr_check(move |addr, addr_use| {
         let allowed = match policy.check(addr, addr_use) {
             Ok(()) => true,
             Err(denial) => {
-                eprintln!("trio-wasi-host: {denial}");
+                denials.deny(denial);
                 false
             }
         };
@@ -122,33 +136,77 @@ pub(crate) fn limit_store<T: 'static>(
     Ok(())
 }
 
-/// Enforces `--max-memory` on every linear memory and remembers whether it
-/// refused a growth, so that a later abort can be explained.
+/// Bytes one table element counts for against `--max-memory`: a pointer,
+/// as wasmtime 48 stores every table element (see
+/// [`ResourceLimiter::table_growing`]).
+pub(crate) const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+/// Enforces `--max-memory` as one budget per store: the bytes of every
+/// linear memory and every table (at [`TABLE_ELEMENT_BYTES`] per element)
+/// the guest's instances hold, added together. Remembers whether it refused
+/// a growth, so that a later abort can be explained.
+///
+/// A guest cannot create instances, memories or tables at run time: they
+/// come from the binary's own structure (a component may hold several core
+/// instances), and each one's initial size is a growth from zero, counted
+/// here like any other.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryLimiter {
     limit: Option<usize>,
+    /// Bytes granted so far, memories and tables together.
+    used: usize,
+    /// The bytes of the last growth granted, given back if it then fails.
+    last_granted: usize,
     refused: bool,
 }
 
 impl MemoryLimiter {
     pub(crate) fn new(limit: Option<usize>) -> Self {
-        MemoryLimiter { limit, refused: false }
+        MemoryLimiter { limit, ..MemoryLimiter::default() }
+    }
+
+    /// Grants growing by `more` bytes if the budget allows it.
+    fn grow(&mut self, more: usize) -> bool {
+        let total = self.used.saturating_add(more);
+        if self.limit.is_some_and(|limit| total > limit) {
+            self.refused = true;
+            return false;
+        }
+        self.used = total;
+        self.last_granted = more;
+        true
+    }
+
+    fn give_back(&mut self) {
+        self.used -= std::mem::take(&mut self.last_granted);
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if let Some(limit) = self.limit
-            && desired > limit
-        {
-            self.refused = true;
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // The module's own maximum is not the host's limit: checked first,
+        // so that it neither uses the budget nor counts as refused.
+        if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        Ok(self.grow(desired.saturating_sub(current)))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(maximum.is_none_or(|max| desired <= max))
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.give_back();
+        Ok(())
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        Ok(self.grow(desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.give_back();
+        Ok(())
     }
 }
 
@@ -214,5 +272,44 @@ mod tests {
         assert!(!l.refused);
         assert!(!l.memory_growing(2 << 16, 3 << 16, None).unwrap());
         assert!(l.refused);
+    }
+
+    #[test]
+    fn memories_and_tables_share_one_budget() {
+        let mut l = MemoryLimiter::new(Some(1 << 20));
+        // Two memories of 512 KiB each fill the budget...
+        assert!(l.memory_growing(0, 1 << 19, None).unwrap());
+        assert!(l.memory_growing(0, 1 << 19, None).unwrap());
+        // ...so not one more table element fits.
+        assert!(!l.table_growing(0, 1, None).unwrap());
+        assert!(l.refused);
+
+        let mut l = MemoryLimiter::new(Some((1 << 17) * TABLE_ELEMENT_BYTES));
+        assert!(l.table_growing(0, 1000, None).unwrap());
+        assert!(l.table_growing(1000, 1 << 17, None).unwrap());
+        assert_eq!(l.used, (1 << 17) * TABLE_ELEMENT_BYTES);
+        assert!(!l.table_growing(1 << 17, (1 << 17) + 1, None).unwrap());
+        assert!(!l.memory_growing(0, 1 << 16, None).unwrap());
+    }
+
+    #[test]
+    fn a_failed_growth_gives_its_bytes_back() {
+        let mut l = MemoryLimiter::new(Some(1 << 20));
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        l.memory_grow_failed(wasmtime::Error::msg("mmap failed")).unwrap();
+        assert_eq!(l.used, 0);
+        assert!(l.table_growing(0, 10, None).unwrap());
+        l.table_grow_failed(wasmtime::Error::msg("too big")).unwrap();
+        assert_eq!(l.used, 0);
+        assert!(!l.refused);
+    }
+
+    #[test]
+    fn no_limit_grants_everything_within_the_maximum() {
+        let mut l = MemoryLimiter::new(None);
+        assert!(l.memory_growing(0, usize::MAX / 2, None).unwrap());
+        assert!(l.table_growing(0, usize::MAX, None).unwrap());
+        assert!(!l.table_growing(0, 11, Some(10)).unwrap());
+        assert!(!l.refused);
     }
 }

@@ -3,7 +3,7 @@
 
 mod util;
 
-use util::{assert_contains, host, scratch, wat_guest};
+use util::{assert_contains, closed_pipe_stderr, full_stderr, host, host_status_with_stderr, scratch, wat_guest};
 
 const EXIT_7: &str = r#"(module
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
@@ -139,6 +139,64 @@ fn initial_memory_over_the_limit_is_out_of_memory() {
     assert_contains(&out.stderr, &["guest ran out of memory (limit 65536 bytes)"]);
 }
 
+/// A guest with a 1-page memory and a 1-element table that grows the table
+/// by `table_elements`, then the memory by `memory_pages`, and aborts
+/// (traps) if either growth is refused.
+fn table_guest(test: &str, table_elements: u32, memory_pages: u32) -> std::path::PathBuf {
+    wat_guest(
+        test,
+        &format!(
+            r#"(module
+          (memory (export "memory") 1)
+          (table 1 funcref)
+          (func (export "_start")
+            (if (i32.eq (table.grow (ref.null func) (i32.const {table_elements})) (i32.const -1))
+              (then unreachable))
+            (if (i32.eq (memory.grow (i32.const {memory_pages})) (i32.const -1))
+              (then unreachable))))"#
+        ),
+    )
+}
+
+#[test]
+fn table_growth_past_the_limit_is_out_of_memory() {
+    // 1 Mi elements are 8 MiB at 8 bytes each (4 MiB on 32-bit hosts).
+    let guest = table_guest("table_limit", 1 << 20, 0);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "1M".as_ref()]);
+    assert_eq!(out.status, Some(134), "{out:?}");
+    assert_eq!(out.stderr, "trio-wasi-host: guest ran out of memory (limit 1048576 bytes)\n");
+}
+
+#[test]
+fn table_growth_within_the_limit_succeeds() {
+    let guest = table_guest("table_ok", 1000, 0);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "1M".as_ref()]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn memory_and_tables_share_one_budget() {
+    // 64 Ki elements (512 KiB on 64-bit hosts) fit in 1 MiB, and so do 11
+    // pages of memory (704 KiB), but not both.
+    let guest = table_guest("table_and_memory", 1 << 16, 10);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "1M".as_ref()]);
+    if cfg!(target_pointer_width = "64") {
+        assert_eq!(out.status, Some(134), "{out:?}");
+        assert_eq!(out.stderr, "trio-wasi-host: guest ran out of memory (limit 1048576 bytes)\n");
+    }
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "2M".as_ref()]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+}
+
+#[test]
+fn initial_table_over_the_limit_is_out_of_memory() {
+    let guest = wat_guest("table_initial", r#"(module (table 1000000 funcref) (func (export "_start")))"#);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--max-memory".as_ref(), "1M".as_ref()]);
+    assert_eq!(out.status, Some(134), "{out:?}");
+    assert_contains(&out.stderr, &["guest ran out of memory (limit 1048576 bytes)"]);
+}
+
 #[test]
 fn missing_file() {
     let path = scratch("missing_file").join("nope.wasm");
@@ -236,4 +294,33 @@ fn help_goes_to_stdout_with_status_0() {
     assert_eq!(out.status, Some(0), "{out:?}");
     assert_contains(&out.stdout, &["usage: trio-wasi-host run", "--listen ADDR"]);
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn unwritable_stderr_keeps_the_exit_status() {
+    // The host's own line cannot be written: the status is still 134 or 2,
+    // not a panic's 101.
+    let guest = wat_guest("trap_no_stderr", r#"(module (func (export "_start") unreachable))"#);
+    let missing = scratch("missing_no_stderr").join("nope.wasm");
+    for (name, stderr) in
+        [("/dev/full", full_stderr as fn() -> std::process::Stdio), ("closed pipe", closed_pipe_stderr)]
+    {
+        assert_eq!(host_status_with_stderr(["run".as_ref(), guest.as_os_str()], stderr()), Some(134), "{name}");
+        assert_eq!(host_status_with_stderr(["run".as_ref(), missing.as_os_str()], stderr()), Some(2), "{name}");
+    }
+}
+
+#[test]
+fn help_with_stdout_closed_still_exits_0() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trio-wasi-host"))
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let status = util::wait_with_deadline(&mut child);
+    assert_eq!(status, Some(0));
 }

@@ -12,7 +12,10 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 
-use util::{assert_contains, host, run_with_deadline, scratch, write_if_changed};
+use util::{
+    assert_contains, closed_pipe_stderr, full_stderr, host, host_status_with_stderr, run_with_deadline, scratch,
+    write_if_changed,
+};
 
 const GUEST_MAIN: &str = r#"
 use std::io::Write;
@@ -44,6 +47,11 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        "bind-many" => {
+            let n: usize = arg(2).parse().unwrap_or(0);
+            let denied = (0..n).filter(|_| TcpListener::bind(arg(3)).is_err()).count();
+            println!("denied {denied} of {n}");
+        }
         "connect" => match TcpStream::connect(arg(2)) {
             Ok(mut s) => {
                 s.write_all(b"hi from the guest").unwrap();
@@ -245,4 +253,42 @@ fn fuel_applies_to_components() {
     let Some(out) = run_guest(&["--fuel", "1000"], &["argv"]) else { return };
     assert_eq!(out.status, Some(134), "{out:?}");
     assert_eq!(out.stderr, "trio-wasi-host: guest ran out of fuel (1000 units)\n");
+}
+
+#[test]
+fn a_denial_with_stderr_unwritable_keeps_the_guest_status() {
+    let Some(guest) = guest() else { return };
+    for (name, stderr) in
+        [("/dev/full", full_stderr as fn() -> std::process::Stdio), ("closed pipe", closed_pipe_stderr)]
+    {
+        let args = ["run".as_ref(), guest.as_os_str(), "--".as_ref(), "bind".as_ref(), "0.0.0.0:80".as_ref()];
+        // The guest's bind fails and it exits 1; the host's denial line
+        // cannot be written, which must not make it panic (101).
+        assert_eq!(host_status_with_stderr(args, stderr()), Some(1), "{name}");
+    }
+}
+
+#[test]
+fn denial_lines_are_capped_per_run() {
+    let cap = trio_wasi_host::MAX_DENIAL_LINES;
+    let Some(out) = run_guest(&[], &["bind-many", &(cap + 150).to_string(), "0.0.0.0:80"]) else {
+        return;
+    };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stdout, format!("denied {0} of {0}\n", cap + 150));
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), cap + 2, "{out:?}");
+    let denial = "trio-wasi-host: access denied: guest tried to bind 0.0.0.0:80, not allowed by --listen";
+    assert!(lines[..cap].iter().all(|l| *l == denial), "{out:?}");
+    assert_eq!(lines[cap], format!("trio-wasi-host: further denials are not printed (at most {cap} per run)"));
+    assert_eq!(lines[cap + 1], "trio-wasi-host: 150 more denials were not printed");
+}
+
+#[test]
+fn denials_under_the_cap_are_all_printed_without_a_summary() {
+    let cap = trio_wasi_host::MAX_DENIAL_LINES;
+    let Some(out) = run_guest(&[], &["bind-many", &cap.to_string(), "0.0.0.0:80"]) else { return };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), cap, "{out:?}");
+    assert!(!out.stderr.contains("not printed"), "{out:?}");
 }

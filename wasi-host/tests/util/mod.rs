@@ -66,6 +66,49 @@ pub fn run_with_deadline(cmd: &mut Command) -> Output {
     }
 }
 
+/// Runs `trio-wasi-host` with `args`, stdin and stdout at `/dev/null` and
+/// stderr as given, killing it after [`DEADLINE`]; returns the exit status
+/// (`None` if killed by a signal).
+pub fn host_status_with_stderr<I, S>(args: I, stderr: Stdio) -> Option<i32>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trio-wasi-host"));
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+    let mut child = cmd.spawn().expect("spawn");
+    wait_with_deadline(&mut child)
+}
+
+/// Waits for `child`, killing it after [`DEADLINE`] (the test then fails);
+/// returns its exit status (`None` if killed by a signal).
+pub fn wait_with_deadline(child: &mut std::process::Child) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the host did not finish within {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stderr that fails every write: `/dev/full` (ENOSPC).
+pub fn full_stderr() -> Stdio {
+    std::fs::OpenOptions::new().write(true).open("/dev/full").expect("open /dev/full").into()
+}
+
+/// A stderr that fails every write: a pipe whose read end is closed (EPIPE).
+pub fn closed_pipe_stderr() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    writer.into()
+}
+
 /// A directory of its own for `test` under cargo's scratch space.
 pub fn scratch(test: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("trio-wasi-host-tests").join(test);
