@@ -9,6 +9,15 @@
 //!
 //! A failing connection only ends its own task (its error is printed); the
 //! accept loop keeps going, also when the process runs out of descriptors.
+//!
+//! Its lines never stop it: they go through `common::say` (a writer thread
+//! behind a queue of 1,024 lines), so a closed stdout (`echo_server | head
+//! -1`) or a full pipe nobody reads only loses lines (the summary says how
+//! many), never a connection.
+
+mod common;
+
+use common::{say, warn};
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -54,13 +63,13 @@ fn is_resource_shortage(e: &Error) -> bool {
 
 async fn serve(addr: SocketAddr, stats: &Stats) -> trio::Result<()> {
     let listener = TcpListener::bind(addr)?;
-    println!("echo server listening on {} (Ctrl-C to stop)", listener.local_addr()?);
+    say(format!("echo server listening on {} (Ctrl-C to stop)", listener.local_addr()?));
     open_nursery(async |n| -> trio::Result<()> {
         loop {
             let stream = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) if is_resource_shortage(&e) => {
-                    eprintln!("accept: {e}; retrying in 100 ms");
+                    warn(format!("accept: {e}; retrying in 100 ms"));
                     sleep(Duration::from_millis(100)).await?;
                     continue;
                 }
@@ -69,15 +78,15 @@ async fn serve(addr: SocketAddr, stats: &Stats) -> trio::Result<()> {
             stats.accepted.set(stats.accepted.get() + 1);
             stats.open.set(stats.open.get() + 1);
             let peer = stream.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
-            println!("{peer}: connected");
+            say(format!("{peer}: connected"));
             n.spawn(async move {
                 match echo(&stream, stats).await {
-                    Ok(bytes) => println!("{peer}: closed after echoing {bytes} bytes"),
+                    Ok(bytes) => say(format!("{peer}: closed after echoing {bytes} bytes")),
                     // Ctrl-C: the run is shutting down (this one stays
                     // counted as open at the shutdown).
                     Err(e @ Error::Cancelled(_)) => return Err(e),
                     // Only this connection failed: report it, keep serving.
-                    Err(e) => eprintln!("{peer}: {e}"),
+                    Err(e) => warn(format!("{peer}: {e}")),
                 }
                 stats.open.set(stats.open.get() - 1);
                 Ok(())
@@ -93,25 +102,30 @@ fn main() {
     let addr: SocketAddr = match arg.parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("usage: echo_server [IP:PORT]  ({arg:?}: {e})");
+            warn(format!("usage: echo_server [IP:PORT]  ({arg:?}: {e})"));
+            common::finish(Duration::from_millis(500));
             std::process::exit(2);
         }
     };
     let stats = Stats::default();
     let result = trio::run(serve(addr, &stats));
     let summary = format!(
-        "connections: {} served, {} still open at the end; {} bytes echoed",
+        "connections: {} served, {} still open at the end; {} bytes echoed; {} output lines dropped",
         stats.accepted.get(),
         stats.open.get(),
-        stats.bytes.get()
+        stats.bytes.get(),
+        common::dropped()
     );
+    let limit = Duration::from_millis(500);
     match result {
         Err(Error::KeyboardInterrupt) => {
-            println!("\ninterrupted: every connection task was cancelled; {summary}");
+            say(format!("\ninterrupted: every connection task was cancelled; {summary}"));
+            common::finish(limit);
             std::process::exit(130);
         }
         Err(e) => {
-            eprintln!("echo server failed: {e}; {summary}");
+            warn(format!("echo server failed: {e}; {summary}"));
+            common::finish(limit);
             std::process::exit(1);
         }
         Ok(()) => {}

@@ -1,0 +1,185 @@
+//! The example servers' output can neither kill nor stall them (issue 18,
+//! item 3): each example is built with `cargo build --example` (into
+//! `CARGO_TARGET_DIR`, else the workspace's `target/`), run with its stdout
+//! a pipe, and driven over loopback.
+//!
+//! - `*_survives_closed_stdout`: the test reads the line with the address,
+//!   then closes its end of the pipe (as `server | head -1` does); two
+//!   connections after that are both served. (`println!` used to panic on
+//!   the first one's "connected" line, ending the server.)
+//! - `*_survives_unread_stdout`: nobody reads stdout after the address
+//!   line; 2,000 short connections, many more lines than a pipe holds, are
+//!   all served. (The server used to freeze once the pipe was full, after
+//!   about 900 connections.)
+
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace().join(d), // `join` keeps an absolute path as is
+        _ => workspace().join("target"),
+    }
+}
+
+/// Builds example `name` of this package (once per test binary, one build
+/// at a time); its path.
+fn build_example(name: &str) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(cargo)
+        .current_dir(workspace())
+        .env("CARGO_TARGET_DIR", target_dir())
+        .args(["build", "-q", "-p", "trio", "--example", name])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("cannot run cargo");
+    let status = wait_timeout(&mut child, BUILD_TIMEOUT).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("building example {name} took more than {BUILD_TIMEOUT:?}")
+    });
+    assert!(status.success(), "building example {name} failed: {status}");
+    target_dir().join("debug").join("examples").join(name)
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running example, killed when dropped.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(example: &str, args: &[&str]) -> (Self, ChildStdout) {
+        let path = build_example(example);
+        let mut child = Command::new(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        (Self { child }, stdout)
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Reads stdout byte by byte (nothing past the line it wants stays buffered
+/// here) until a line containing `marker`; the address after it.
+fn read_address(stdout: &ChildStdout, marker: &str) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    // The reading thread gets the pipe and gives it back with the address.
+    let mut out = BufReader::with_capacity(1, dup(stdout));
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        let found = loop {
+            let mut line = String::new();
+            match out.read_line(&mut line) {
+                Ok(0) | Err(_) => break Err(format!("no {marker:?} line in {seen:?}")),
+                Ok(_) => {}
+            }
+            seen.push_str(&line);
+            if let Some(rest) = line.split(&marker).nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or("").parse::<SocketAddr>();
+                break addr.map_err(|e| format!("{line:?}: {e}"));
+            }
+        };
+        drop(out); // before the test goes on: it may close the pipe
+        let _ = tx.send(found);
+    });
+    match rx.recv_timeout(IO_TIMEOUT) {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("no address line within {IO_TIMEOUT:?}"),
+    }
+}
+
+/// A second handle on the same pipe (the reader thread owns it; `stdout`
+/// stays with the test, which decides when the pipe closes).
+fn dup(stdout: &ChildStdout) -> std::fs::File {
+    use std::os::fd::AsFd;
+    std::fs::File::from(stdout.as_fd().try_clone_to_owned().expect("dup stdout"))
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+    s
+}
+
+/// Sends `msg` on a fresh connection, reads it back, closes.
+fn echo_once(addr: SocketAddr, msg: &[u8]) -> Result<(), String> {
+    let mut s = connect(addr);
+    s.write_all(msg).map_err(|e| format!("send: {e}"))?;
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).map_err(|e| format!("receive: {e}"))?;
+    if back != msg {
+        return Err(format!("echoed {back:?}, sent {msg:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn echo_server_survives_closed_stdout() {
+    let (mut server, stdout) = Server::start("echo_server", &["127.0.0.1:0"]);
+    let addr = read_address(&stdout, "listening on ");
+    drop(stdout); // `| head -1`
+    for i in 0..2 {
+        echo_once(addr, format!("hello {i}").as_bytes())
+            .unwrap_or_else(|e| panic!("connection {i} after stdout closed: {e}"));
+    }
+    assert!(server.is_running(), "the server ended");
+}
+
+#[test]
+fn echo_server_survives_unread_stdout() {
+    let (mut server, stdout) = Server::start("echo_server", &["127.0.0.1:0"]);
+    let addr = read_address(&stdout, "listening on ");
+    // `stdout` stays open and unread from here on.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for i in 0..2000 {
+        assert!(Instant::now() < deadline, "2,000 connections took more than 120 s (at {i})");
+        echo_once(addr, b"x").unwrap_or_else(|e| panic!("connection {i} with stdout unread: {e}"));
+    }
+    assert!(server.is_running(), "the server ended");
+    drop(stdout);
+}
