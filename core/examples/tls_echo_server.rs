@@ -19,11 +19,21 @@
 //! A failed handshake (a client that does not trust the certificate, plain
 //! text, a scanner) or any other failure only ends its own connection: its
 //! error is printed and the server keeps going.
+//!
+//! Its lines never stop it: they go through `common::say` (a writer thread
+//! behind a queue of 1,024 lines), so a closed stdout (`tls_echo_server |
+//! head -1`) or a full pipe nobody reads only loses lines (the summary says
+//! how many), never a connection.
+
+mod common;
+
+use common::{say, warn};
 
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -64,7 +74,7 @@ async fn connection(stream: TlsStream<TcpStream>, stats: &Stats) -> trio::Result
     stats.accepted.set(stats.accepted.get() + 1);
     stats.open.set(stats.open.get() + 1);
     let peer = stream.transport().peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    println!("{peer}: connected");
+    say(format!("{peer}: connected"));
     // Explicitly, to tell a failed handshake from a failure later (the first
     // `receive_some` would do it otherwise).
     match stream.do_handshake().await {
@@ -72,24 +82,24 @@ async fn connection(stream: TlsStream<TcpStream>, stats: &Stats) -> trio::Result
             let version = stream.protocol_version().map_or_else(|| "?".to_owned(), |v| format!("{v:?}"));
             let suite = stream.cipher_suite().map_or_else(|| "?".to_owned(), |s| format!("{s:?}"));
             let sni = stream.server_name().unwrap_or_else(|| "(no SNI)".to_owned());
-            println!("{peer}: handshake done: {version}, {suite}, server name {sni}");
+            say(format!("{peer}: handshake done: {version}, {suite}, server name {sni}"));
         }
         Err(e @ Error::Cancelled(_)) => return Err(e),
         Err(e) => {
-            eprintln!("{peer}: TLS handshake failed: {e}");
+            warn(format!("{peer}: TLS handshake failed: {e}"));
             stats.handshakes_failed.set(stats.handshakes_failed.get() + 1);
             stats.open.set(stats.open.get() - 1);
             return Ok(());
         }
     }
     match echo(&stream, stats).await {
-        Ok(bytes) => println!("{peer}: closed after echoing {bytes} bytes"),
+        Ok(bytes) => say(format!("{peer}: closed after echoing {bytes} bytes")),
         // Ctrl-C: the run is shutting down (this one stays counted as open
         // at the shutdown).
         Err(e @ Error::Cancelled(_)) => return Err(e),
         // Only this connection failed (for example a client that closed
         // TCP without `close_notify`): report it, keep serving.
-        Err(e) => eprintln!("{peer}: {e}"),
+        Err(e) => warn(format!("{peer}: {e}")),
     }
     stats.open.set(stats.open.get() - 1);
     Ok(())
@@ -134,17 +144,17 @@ fn print_client_commands(addr: SocketAddr, ca: &Path) {
     };
     let host_port = if ip.contains(':') { format!("[{ip}]:{}", addr.port()) } else { format!("{ip}:{}", addr.port()) };
     let ca = ca.display();
-    println!("try it (type lines; Ctrl-D sends close_notify and ends):");
-    println!(
+    say("try it (type lines; Ctrl-D sends close_notify and ends):");
+    say(format!(
         "  openssl s_client -connect {host_port} -servername localhost -CAfile {ca} -verify_return_error -quiet -no_ign_eof"
-    );
-    println!("or once, from python3:");
-    println!(
+    ));
+    say("or once, from python3:");
+    say(format!(
         "  python3 -c \"import socket,ssl; c=ssl.create_default_context(cafile='{ca}'); \
          s=c.wrap_socket(socket.create_connection(('{ip}',{port})),server_hostname='localhost'); \
          s.sendall(b'hello tls'); print(s.version(), s.recv(100)); s.unwrap().close()\"",
         port = addr.port()
-    );
+    ));
 }
 
 async fn serve(addr: SocketAddr, config: Arc<rustls::ServerConfig>, ca: &Path, stats: &Stats) -> trio::Result<()> {
@@ -157,7 +167,7 @@ async fn serve(addr: SocketAddr, config: Arc<rustls::ServerConfig>, ca: &Path, s
             })
             .await?;
         for a in &addrs {
-            println!("TLS echo server listening on {a} (Ctrl-C to stop)");
+            say(format!("TLS echo server listening on {a} (Ctrl-C to stop)"));
         }
         print_client_commands(addrs[0], ca);
         Ok(())
@@ -167,7 +177,8 @@ async fn serve(addr: SocketAddr, config: Arc<rustls::ServerConfig>, ca: &Path, s
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("usage: tls_echo_server [IP:PORT [CERT.pem KEY.pem]]  ({why})");
+    warn(format!("usage: tls_echo_server [IP:PORT [CERT.pem KEY.pem]]  ({why})"));
+    common::finish(Duration::from_millis(500));
     std::process::exit(2);
 }
 
@@ -183,27 +194,29 @@ fn main() {
         _ => usage("give both CERT.pem and KEY.pem, or neither"),
     };
     let (chain, key, identity) = loaded.unwrap_or_else(|e| {
-        eprintln!("tls_echo_server: {e}");
+        warn(format!("tls_echo_server: {e}"));
+        common::finish(Duration::from_millis(500));
         std::process::exit(1);
     });
     let ca = match &identity {
         Identity::Generated(path) => {
-            println!("self-signed certificate for localhost, 127.0.0.1 and ::1 written to {}", path.display());
+            say(format!("self-signed certificate for localhost, 127.0.0.1 and ::1 written to {}", path.display()));
             path.as_path()
         }
         Identity::Files(cert) => {
-            println!(
+            say(format!(
                 "serving {} (clients must trust its issuer: the file itself if self-signed; the commands below \
                  assume it is valid for localhost)",
                 cert.display()
-            );
+            ));
             cert.as_path()
         }
     };
     let config = match server_config(chain, key) {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            eprintln!("tls_echo_server: {e}");
+            warn(format!("tls_echo_server: {e}"));
+            common::finish(Duration::from_millis(500));
             std::process::exit(1);
         }
     };
@@ -213,19 +226,23 @@ fn main() {
         let _ = std::fs::remove_file(path);
     }
     let summary = format!(
-        "connections: {} served ({} failed their handshake), {} still open at the end; {} bytes echoed",
+        "connections: {} served ({} failed their handshake), {} still open at the end; {} bytes echoed; {} output lines dropped",
         stats.accepted.get(),
         stats.handshakes_failed.get(),
         stats.open.get(),
-        stats.bytes.get()
+        stats.bytes.get(),
+        common::dropped()
     );
+    let limit = Duration::from_millis(500);
     match result {
         Err(Error::KeyboardInterrupt) => {
-            println!("\ninterrupted: every connection task was cancelled; {summary}");
+            say(format!("\ninterrupted: every connection task was cancelled; {summary}"));
+            common::finish(limit);
             std::process::exit(130);
         }
         Err(e) => {
-            eprintln!("TLS echo server failed: {e}; {summary}");
+            warn(format!("TLS echo server failed: {e}; {summary}"));
+            common::finish(limit);
             std::process::exit(1);
         }
         Ok(()) => {}

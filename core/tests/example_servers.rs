@@ -11,6 +11,9 @@
 //!   line; 2,000 short connections, many more lines than a pipe holds, are
 //!   all served. (The server used to freeze once the pipe was full, after
 //!   about 900 connections.)
+//!
+//! The same for `tls_echo_server` (its generated certificate is trusted
+//! through the PEM file it names; 1,000 connections, of three lines each).
 
 #![cfg(unix)]
 
@@ -102,8 +105,9 @@ impl Server {
 }
 
 /// Reads stdout byte by byte (nothing past the line it wants stays buffered
-/// here) until a line containing `marker`; the address after it.
-fn read_address(stdout: &ChildStdout, marker: &str) -> SocketAddr {
+/// here) until a line containing `marker`; the address after it, and
+/// every line read.
+fn read_address(stdout: &ChildStdout, marker: &str) -> (SocketAddr, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     let marker = marker.to_owned();
     // The reading thread gets the pipe and gives it back with the address.
@@ -119,14 +123,14 @@ fn read_address(stdout: &ChildStdout, marker: &str) -> SocketAddr {
             seen.push_str(&line);
             if let Some(rest) = line.split(&marker).nth(1) {
                 let addr = rest.split_whitespace().next().unwrap_or("").parse::<SocketAddr>();
-                break addr.map_err(|e| format!("{line:?}: {e}"));
+                break addr.map(|a| (a, seen.clone())).map_err(|e| format!("{line:?}: {e}"));
             }
         };
         drop(out); // before the test goes on: it may close the pipe
         let _ = tx.send(found);
     });
     match rx.recv_timeout(IO_TIMEOUT) {
-        Ok(Ok(addr)) => addr,
+        Ok(Ok(found)) => found,
         Ok(Err(e)) => panic!("{e}"),
         Err(_) => panic!("no address line within {IO_TIMEOUT:?}"),
     }
@@ -161,7 +165,7 @@ fn echo_once(addr: SocketAddr, msg: &[u8]) -> Result<(), String> {
 #[test]
 fn echo_server_survives_closed_stdout() {
     let (mut server, stdout) = Server::start("echo_server", &["127.0.0.1:0"]);
-    let addr = read_address(&stdout, "listening on ");
+    let (addr, _) = read_address(&stdout, "listening on ");
     drop(stdout); // `| head -1`
     for i in 0..2 {
         echo_once(addr, format!("hello {i}").as_bytes())
@@ -173,7 +177,7 @@ fn echo_server_survives_closed_stdout() {
 #[test]
 fn echo_server_survives_unread_stdout() {
     let (mut server, stdout) = Server::start("echo_server", &["127.0.0.1:0"]);
-    let addr = read_address(&stdout, "listening on ");
+    let (addr, _) = read_address(&stdout, "listening on ");
     // `stdout` stays open and unread from here on.
     let deadline = Instant::now() + Duration::from_secs(120);
     for i in 0..2000 {
@@ -182,4 +186,81 @@ fn echo_server_survives_unread_stdout() {
     }
     assert!(server.is_running(), "the server ended");
     drop(stdout);
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+    use std::process::ChildStdout;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    use super::{Server, connect, read_address};
+
+    /// The `tls_echo_server` example with a generated certificate: the server,
+    /// its stdout, its address and a client configuration that trusts it.
+    fn start_tls() -> (Server, ChildStdout, SocketAddr, Arc<rustls::ClientConfig>) {
+        let (server, stdout) = Server::start("tls_echo_server", &["127.0.0.1:0"]);
+        let (addr, seen) = read_address(&stdout, "listening on ");
+        let pem = seen
+            .lines()
+            .find_map(|l| l.split("written to ").nth(1))
+            .unwrap_or_else(|| panic!("no certificate path in {seen:?}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(pem.trim()).expect("the PEM file") {
+            roots.add(cert.expect("a certificate")).expect("a usable certificate");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server, stdout, addr, Arc::new(config))
+    }
+
+    /// One TLS connection: `msg` echoed, then `close_notify` both ways.
+    fn tls_echo_once(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, msg: &[u8]) -> Result<(), String> {
+        let name = ServerName::try_from("localhost").expect("a server name");
+        let conn = rustls::ClientConnection::new(config.clone(), name).map_err(|e| format!("client: {e}"))?;
+        let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+        tls.write_all(msg).map_err(|e| format!("send: {e}"))?;
+        let mut back = vec![0u8; msg.len()];
+        tls.read_exact(&mut back).map_err(|e| format!("receive: {e}"))?;
+        if back != msg {
+            return Err(format!("echoed {back:?}, sent {msg:?}"));
+        }
+        tls.conn.send_close_notify();
+        tls.flush().map_err(|e| format!("close_notify: {e}"))?;
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest).map_err(|e| format!("the server's close_notify: {e}"))?;
+        Ok(())
+    }
+
+    #[test]
+    fn tls_echo_server_survives_closed_stdout() {
+        let (mut server, stdout, addr, config) = start_tls();
+        drop(stdout); // `| head`
+        for i in 0..2 {
+            tls_echo_once(addr, &config, format!("hello {i}").as_bytes())
+                .unwrap_or_else(|e| panic!("connection {i} after stdout closed: {e}"));
+        }
+        assert!(server.is_running(), "the server ended");
+    }
+
+    #[test]
+    fn tls_echo_server_survives_unread_stdout() {
+        let (mut server, stdout, addr, config) = start_tls();
+        // `stdout` stays open and unread from here on.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for i in 0..1000 {
+            assert!(Instant::now() < deadline, "1,000 connections took more than 120 s (at {i})");
+            tls_echo_once(addr, &config, b"x").unwrap_or_else(|e| panic!("connection {i} with stdout unread: {e}"));
+        }
+        assert!(server.is_running(), "the server ended");
+        drop(stdout);
+    }
 }
