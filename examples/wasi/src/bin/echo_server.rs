@@ -12,6 +12,12 @@
 //! every connection in its own task, and with `--connections N` exits with
 //! status 0 after N connections have been served and closed. A connection
 //! that fails only ends its own task.
+//!
+//! Its lines go through `say`, which ignores write errors: a closed stdout
+//! (`... | head -1`) loses lines, never the server (`println!` would panic).
+//! Without threads on WASI a full pipe nobody reads still blocks the guest
+//! on its next line (natively as well: the native examples in `core/`
+//! queue their lines to a writer thread instead).
 
 use std::cell::Cell;
 use std::io::Write;
@@ -20,6 +26,13 @@ use std::net::SocketAddr;
 use trio::abc::{Listener, ReceiveStream, SendStream};
 use trio::net::{TcpListener, TcpStream};
 use trio::{CancelScope, Nursery, open_nursery};
+
+/// Writes one line to stdout and flushes it; a failed write (closed pipe,
+/// full disk) is ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
 
 /// Echoes until the peer closes its sending side; returns the byte count.
 async fn echo(stream: &TcpStream) -> trio::Result<u64> {
@@ -66,8 +79,8 @@ async fn accept_loop<'s>(
         let stream = listener.accept().await?;
         conns.spawn(async move {
             match echo(&stream).await {
-                Ok(n) => println!("connection closed after {n} bytes"),
-                Err(e) => println!("connection failed: {e}"),
+                Ok(n) => say(format_args!("connection closed after {n} bytes")),
+                Err(e) => say(format_args!("connection failed: {e}")),
             }
             drop(stream);
             done.set(done.get() + 1);
@@ -101,8 +114,8 @@ fn main() {
         let listeners = listeners(addr).await?;
         for l in &listeners {
             match l.local_addr() {
-                Ok(a) => println!("listening on {a}"),
-                Err(e) => println!("listening (address unknown: {e})"),
+                Ok(a) => say(format_args!("listening on {a}")),
+                Err(e) => say(format_args!("listening (address unknown: {e})")),
             }
         }
         let _ = std::io::stdout().flush();
@@ -118,7 +131,7 @@ fn main() {
             .await
         }))
         .await?;
-        println!("served {} connections", done.get());
+        say(format_args!("served {} connections", done.get()));
         Ok(())
     });
     if let Err(e) = result {
