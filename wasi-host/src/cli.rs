@@ -9,11 +9,11 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::HostConfig;
+use crate::config::{HostConfig, Preopen};
 use crate::error::HostError;
 
 /// The one-line synopsis printed with every usage error.
-pub const USAGE: &str = "usage: trio-wasi-host run GUEST.wasm [--dir HOST::GUEST]... \
+pub const USAGE: &str = "usage: trio-wasi-host run GUEST.wasm [--dir HOST::GUEST[:ro]]... \
     [--env K=V]... [--listen ADDR]... [--connect ADDR]... [--fuel N] \
     [--max-memory BYTES] [-- ARGS...]";
 
@@ -24,7 +24,10 @@ trio-wasi-host: runs a WASI guest (a preview 1 module or a preview 2 component) 
 usage: trio-wasi-host run GUEST.wasm [FLAGS]... [-- ARGS...]
 
 flags:
-  --dir HOST::GUEST   preopen host directory HOST as GUEST (--dir DIR: same path in both)
+  --dir HOST::GUEST   preopen host directory HOST as GUEST (--dir DIR: same path in both);
+                      with :ro after it (HOST::GUEST:ro, DIR:ro) the guest may only
+                      read and list there, never create, write, rename or remove;
+                      a guest path may not contain ':' otherwise
   --env K=V           set an environment variable (none are inherited)
   --listen ADDR       allow binding and listening on ADDR (IP:PORT; port 0 = any port)
   --connect ADDR      allow connecting to ADDR (IP:PORT; port 0 = any port);
@@ -175,12 +178,23 @@ fn set_once<T>(slot: &mut Option<T>, value: T, flag: &str) -> Result<(), HostErr
     Ok(())
 }
 
-fn parse_dir(v: &str) -> Result<(PathBuf, String), HostError> {
+/// `HOST::GUEST`, `DIR`, each optionally followed by `:ro`. The guest path
+/// (in `DIR`, the whole of it) may not contain `:` otherwise, so that a
+/// mistyped suffix (`:rw`, `:r0`) is an error, not part of a path.
+fn parse_dir(v: &str) -> Result<Preopen, HostError> {
+    let invalid = |why: &str| usage(format!("invalid --dir '{v}' ({why})"));
     let (host, guest) = v.split_once("::").unwrap_or((v, v));
+    let (guest, read_only) = match guest.rsplit_once(':') {
+        None => (guest, false),
+        Some((path, "ro")) if !path.contains(':') => (path, true),
+        Some(_) => return Err(invalid("the only suffix is :ro, and a guest path may not contain ':'")),
+    };
+    // In the DIR form the suffix belongs to the host path too.
+    let host = if v.contains("::") { host } else { guest };
     if host.is_empty() || guest.is_empty() {
-        return Err(usage(format!("invalid --dir '{v}' (expected HOST::GUEST or DIR)")));
+        return Err(invalid("expected HOST::GUEST or DIR, optionally followed by :ro"));
     }
-    Ok((PathBuf::from(host), guest.to_owned()))
+    Ok(Preopen { host: PathBuf::from(host), guest: guest.to_owned(), read_only })
 }
 
 fn parse_env(v: &str) -> Result<(String, String), HostError> {
@@ -263,13 +277,28 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(guest, PathBuf::from("g.wasm"));
-        assert_eq!(c.dirs, [(PathBuf::from("/tmp"), "/data".to_owned()), (PathBuf::from("."), ".".to_owned())]);
+        assert_eq!(c.dirs, [dir("/tmp", "/data", false), dir(".", ".", false)]);
         assert_eq!(c.envs, [("A".to_owned(), "1".to_owned()), ("B".to_owned(), "x=y".to_owned())]);
         assert_eq!(c.listen, ["127.0.0.1:0".parse::<SocketAddr>().unwrap(), "[::1]:8080".parse().unwrap()]);
         assert_eq!(c.connect, ["10.0.0.1:443".parse::<SocketAddr>().unwrap()]);
         assert_eq!(c.fuel, Some(1000));
         assert_eq!(c.max_memory, Some(64 << 20));
         assert_eq!(c.args, ["--fuel", "x", "--"]);
+    }
+
+    fn dir(host: &str, guest: &str, read_only: bool) -> Preopen {
+        Preopen { host: PathBuf::from(host), guest: guest.to_owned(), read_only }
+    }
+
+    #[test]
+    fn read_only_dirs() {
+        let (_, c) = run(&["run", "g.wasm", "--dir", "/tmp::/data:ro", "--dir=/srv:ro", "--dir", "/a:b::/c"]).unwrap();
+        assert_eq!(c.dirs, [dir("/tmp", "/data", true), dir("/srv", "/srv", true), dir("/a:b", "/c", false)]);
+        for bad in
+            ["/tmp::/data:rw", "/tmp::/data:", "/tmp:rw", "/tmp::/a:b:ro", "/tmp:ro:ro", ":ro", "/tmp:::ro", "::/d:ro"]
+        {
+            assert!(err(&["run", "g.wasm", "--dir", bad]).contains("invalid --dir"), "{bad}");
+        }
     }
 
     #[test]

@@ -11,8 +11,8 @@ use crate::policy::NetPolicy;
 /// network, no arguments beyond argv\[0\], unlimited fuel and memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostConfig {
-    /// Preopened directories as (host path, guest path) (`--dir HOST::GUEST`).
-    pub dirs: Vec<(PathBuf, String)>,
+    /// Preopened directories (`--dir HOST::GUEST[:ro]`).
+    pub dirs: Vec<Preopen>,
     /// Environment variables as (key, value) (`--env K=V`); nothing is
     /// inherited from the host.
     pub envs: Vec<(String, String)>,
@@ -31,6 +31,19 @@ pub struct HostConfig {
     /// Guest arguments after argv\[0\] (everything after `--`). argv\[0\] is
     /// the guest's file name.
     pub args: Vec<String>,
+}
+
+/// A host directory the guest sees under a path of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// The path the guest opens it by.
+    pub guest: String,
+    /// `:ro`: the guest may read files and list directories in it, but not
+    /// create, write, rename, remove or change anything (wasmtime-wasi's
+    /// `FsPerms::ReadOnly`, checked by the host for every call).
+    pub read_only: bool,
 }
 
 impl HostConfig {

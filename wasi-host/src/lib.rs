@@ -44,7 +44,7 @@ mod report;
 mod run;
 
 pub use cli::{Command, HELP, USAGE, parse_args};
-pub use config::HostConfig;
+pub use config::{HostConfig, Preopen};
 pub use error::{EXIT_ABNORMAL, EXIT_USAGE, HostError};
 pub use policy::{Denial, NetPolicy, Use};
 pub use report::{MAX_DENIAL_LINES, say};

@@ -98,9 +98,10 @@ pub(crate) fn wasi_builder(
     b.arg(argv0);
     b.args(&config.args);
     b.envs(&config.envs);
-    for (host, guest) in &config.dirs {
-        b.preopened_dir(host, guest, FsPerms::ReadWrite)
-            .map_err(|e| HostError::Preopen { host: host.clone(), reason: format!("{e:#}") })?;
+    for dir in &config.dirs {
+        let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        b.preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| HostError::Preopen { host: dir.host.clone(), reason: format!("{e:#}") })?;
     }
 
     let policy = config.net_policy();

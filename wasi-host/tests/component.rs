@@ -40,6 +40,13 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        "write" => match std::fs::write(arg(2), arg(3)) {
+            Ok(()) => println!("written"),
+            Err(e) => {
+                println!("write error: {:?}", e.kind());
+                std::process::exit(1);
+            }
+        },
         "bind" => match TcpListener::bind(arg(2)) {
             Ok(l) => println!("bound {}", l.local_addr().unwrap()),
             Err(e) => {
@@ -161,6 +168,31 @@ fn preopened_dir_is_readable_and_nothing_else_is() {
     let Some(out) = run_guest(&[], &["read", "/data/in.txt"]) else { return };
     assert_eq!(out.status, Some(1), "{out:?}");
     assert_eq!(out.stdout, "read error: NotFound\n");
+}
+
+#[test]
+fn read_only_dir_refuses_writes_but_reads() {
+    let data = scratch("component_ro_dir").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "keep me\n").unwrap();
+    let _ = std::fs::remove_file(data.join("new.txt"));
+    let dir = format!("{}::/data:ro", data.display());
+    for path in ["/data/in.txt", "/data/new.txt"] {
+        let Some(out) = run_guest(&["--dir", &dir], &["write", path, "overwritten"]) else { return };
+        assert_eq!(out.status, Some(1), "{out:?}");
+        assert!(out.stdout.starts_with("write error: "), "{out:?}");
+        assert_eq!(out.stderr, "");
+    }
+    assert_eq!(std::fs::read_to_string(data.join("in.txt")).unwrap(), "keep me\n");
+    assert!(!data.join("new.txt").exists());
+    let Some(out) = run_guest(&["--dir", &dir], &["read", "/data/in.txt"]) else { return };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "keep me\n");
+    // The same directory without :ro is writable.
+    let rw = format!("{}::/data", data.display());
+    let Some(out) = run_guest(&["--dir", &rw], &["write", "/data/new.txt", "new"]) else { return };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(std::fs::read_to_string(data.join("new.txt")).unwrap(), "new");
 }
 
 #[test]
