@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::{HostConfig, Preopen};
 use crate::error::HostError;
@@ -15,7 +16,7 @@ use crate::error::HostError;
 /// The one-line synopsis printed with every usage error.
 pub const USAGE: &str = "usage: trio-wasi-host run GUEST.wasm [--dir HOST::GUEST[:ro]]... \
     [--env K=V]... [--listen ADDR]... [--connect ADDR]... [--fuel N] \
-    [--max-memory BYTES] [-- ARGS...]";
+    [--max-memory BYTES] [--timeout DURATION] [-- ARGS...]";
 
 /// The text `--help` prints.
 pub const HELP: &str = "\
@@ -37,6 +38,9 @@ flags:
                       together (suffixes K, M, G = KiB, MiB, GiB); a table
                       element counts as a pointer (8 bytes on 64-bit hosts),
                       as wasmtime stores it; a growth past the budget fails in the guest
+  --timeout DURATION  stop the guest after DURATION of wall-clock time, running,
+                      sleeping or waiting (a whole number with ms, s, m or h:
+                      500ms, 2s, 1m); the host prints one line and exits 124
   -h, --help          print this help
 
 The guest sees argv[0] = its file name, then ARGS. stdio is inherited.
@@ -47,7 +51,8 @@ further denials are not printed, and one at the end how many were not.
 The host's own lines are dropped if stderr cannot be written.
 
 exit status: the guest's own, or 2 if the guest could not be loaded or the
-command line is wrong, or 134 if the guest trapped or ran out of fuel or memory.
+command line is wrong, or 134 if the guest trapped or ran out of fuel or memory,
+or 124 if --timeout passed.
 ";
 
 /// What the command line asks for.
@@ -144,6 +149,10 @@ where
                 let bytes = parse_size(&value()?)?;
                 set_once(&mut config.max_memory, bytes, "--max-memory")?;
             }
+            "--timeout" => {
+                let timeout = parse_duration(&value()?)?;
+                set_once(&mut config.timeout, timeout, "--timeout")?;
+            }
             _ => return Err(usage(format!("unknown flag '{flag}'"))),
         }
     }
@@ -226,6 +235,32 @@ fn parse_size(v: &str) -> Result<usize, HostError> {
     n.checked_mul(1 << shift).ok_or_else(invalid)
 }
 
+/// Parses a nonzero whole number followed by its unit: `500ms`, `2s`,
+/// `1m`, `1h`.
+fn parse_duration(v: &str) -> Result<Duration, HostError> {
+    let invalid = || usage(format!("invalid --timeout '{v}' (expected a nonzero whole number and ms, s, m or h)"));
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| invalid())?;
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(invalid()),
+    };
+    match n.checked_mul(ms_per_unit) {
+        Some(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err(invalid()),
+    }
+}
+
+/// `1500ms`, `2s`: how the host's lines show a `--timeout`.
+pub(crate) fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +305,7 @@ mod tests {
             "--fuel",
             "1000",
             "--max-memory=64M",
+            "--timeout=2s",
             "--",
             "--fuel",
             "x",
@@ -283,6 +319,7 @@ mod tests {
         assert_eq!(c.connect, ["10.0.0.1:443".parse::<SocketAddr>().unwrap()]);
         assert_eq!(c.fuel, Some(1000));
         assert_eq!(c.max_memory, Some(64 << 20));
+        assert_eq!(c.timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.args, ["--fuel", "x", "--"]);
     }
 
@@ -331,6 +368,21 @@ mod tests {
         assert!(err(&["run", "g.wasm", "--listen", "localhost:80"]).contains("invalid --listen"));
         assert!(err(&["run", "g.wasm", "--connect", "1.2.3.4"]).contains("invalid --connect"));
         assert!(err(&["run", "g.wasm", "--max-memory", "12X"]).contains("invalid --max-memory"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "1", "s", "0s", "0ms", "1.5s", "-1s", "1 s", "1S", "1sec", "2s3", "99999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(show_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+        assert!(err(&["run", "g.wasm", "--timeout", "1"]).contains("invalid --timeout"));
+        assert!(err(&["run", "g.wasm", "--timeout=1s", "--timeout=2s"]).contains("given twice"));
     }
 
     #[test]

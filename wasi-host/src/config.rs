@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::policy::NetPolicy;
 
@@ -28,6 +29,10 @@ pub struct HostConfig {
     /// Largest size in bytes of each linear memory (`--max-memory`); growth
     /// past it fails as if the system were out of memory.
     pub max_memory: Option<usize>,
+    /// Wall-clock time the guest may run, sleeping and waiting included
+    /// (`--timeout`); at the deadline the host prints one line and the
+    /// process exits with [`EXIT_TIMEOUT`](crate::EXIT_TIMEOUT).
+    pub timeout: Option<Duration>,
     /// Guest arguments after argv\[0\] (everything after `--`). argv\[0\] is
     /// the guest's file name.
     pub args: Vec<String>,

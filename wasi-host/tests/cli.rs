@@ -329,6 +329,58 @@ fn read_only_dir_with_an_unknown_suffix_is_a_usage_error() {
     assert_eq!(out.stderr.lines().count(), 2, "one line and the usage line: {out:?}");
 }
 
+/// Sleeps 60 s in one `poll_oneoff` on the monotonic clock, then exits 0.
+const SLEEP_60S: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    ;; subscription at 0: userdata 0, tag 0 (clock), id 1 (monotonic),
+    ;; timeout 60 s relative, precision 0, flags 0; event at 64; count at 128
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 60000000000))
+    (drop (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+#[test]
+fn timeout_stops_a_sleeping_guest_with_124() {
+    let guest = wat_guest("timeout_sleep", SLEEP_60S);
+    let start = std::time::Instant::now();
+    let out = host(["run".as_ref(), guest.as_os_str(), "--timeout".as_ref(), "1s".as_ref()]);
+    // A bound, not a timing: the guest alone would take 60 s.
+    assert!(start.elapsed() < std::time::Duration::from_secs(30), "{out:?}");
+    assert_eq!(out.status, Some(124), "{out:?}");
+    assert_eq!(out.stderr, "trio-wasi-host: guest stopped: --timeout 1s passed\n");
+}
+
+#[test]
+fn timeout_stops_a_looping_guest_with_124() {
+    let guest = wat_guest("timeout_loop", r#"(module (func (export "_start") (loop (br 0))))"#);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--timeout=500ms".as_ref()]);
+    assert_eq!(out.status, Some(124), "{out:?}");
+    assert_eq!(out.stderr, "trio-wasi-host: guest stopped: --timeout 500ms passed\n");
+}
+
+#[test]
+fn a_quick_guest_under_a_generous_timeout_keeps_its_status() {
+    let guest = wat_guest("timeout_quick", EXIT_7);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--timeout".as_ref(), "1m".as_ref()]);
+    assert_eq!(out.status, Some(7), "{out:?}");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn timeout_with_stderr_unwritable_still_exits_124() {
+    let guest = wat_guest("timeout_full", SLEEP_60S);
+    for stderr in [full_stderr(), closed_pipe_stderr()] {
+        let status = host_status_with_stderr(
+            ["run".as_ref(), guest.as_os_str(), "--timeout".as_ref(), "500ms".as_ref()],
+            stderr,
+        );
+        assert_eq!(status, Some(124));
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_with_a_usage_line() {
     for args in [

@@ -40,6 +40,10 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(arg(2).parse().unwrap_or(60)));
+            println!("woke up");
+        }
         "write" => match std::fs::write(arg(2), arg(3)) {
             Ok(()) => println!("written"),
             Err(e) => {
@@ -193,6 +197,29 @@ fn read_only_dir_refuses_writes_but_reads() {
     let Some(out) = run_guest(&["--dir", &rw], &["write", "/data/new.txt", "new"]) else { return };
     assert_eq!(out.status, Some(0), "{out:?}");
     assert_eq!(std::fs::read_to_string(data.join("new.txt")).unwrap(), "new");
+}
+
+#[test]
+fn timeout_stops_a_sleeping_component_with_124() {
+    let Some(guest) = guest() else { return };
+    let start = std::time::Instant::now();
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--timeout".as_ref(),
+        "1s".as_ref(),
+        "--".as_ref(),
+        "sleep".as_ref(),
+        "60".as_ref(),
+    ]);
+    // A bound, not a timing: the guest alone would take 60 s.
+    assert!(start.elapsed() < std::time::Duration::from_secs(30), "{out:?}");
+    assert_eq!(out.status, Some(124), "{out:?}");
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr, "trio-wasi-host: guest stopped: --timeout 1s passed\n");
+    let Some(out) = run_guest(&["--timeout", "1m"], &["sleep", "0"]) else { return };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "woke up\n");
 }
 
 #[test]
