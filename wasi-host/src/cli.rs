@@ -8,14 +8,15 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::config::HostConfig;
+use crate::config::{HostConfig, Preopen};
 use crate::error::HostError;
 
 /// The one-line synopsis printed with every usage error.
-pub const USAGE: &str = "usage: trio-wasi-host run GUEST.wasm [--dir HOST::GUEST]... \
+pub const USAGE: &str = "usage: trio-wasi-host run GUEST.wasm [--dir HOST::GUEST[:ro]]... \
     [--env K=V]... [--listen ADDR]... [--connect ADDR]... [--fuel N] \
-    [--max-memory BYTES] [-- ARGS...]";
+    [--max-memory BYTES] [--timeout DURATION] [-- ARGS...]";
 
 /// The text `--help` prints.
 pub const HELP: &str = "\
@@ -24,7 +25,10 @@ trio-wasi-host: runs a WASI guest (a preview 1 module or a preview 2 component) 
 usage: trio-wasi-host run GUEST.wasm [FLAGS]... [-- ARGS...]
 
 flags:
-  --dir HOST::GUEST   preopen host directory HOST as GUEST (--dir DIR: same path in both)
+  --dir HOST::GUEST   preopen host directory HOST as GUEST (--dir DIR: same path in both);
+                      with :ro after it (HOST::GUEST:ro, DIR:ro) the guest may only
+                      read and list there, never create, write, rename or remove;
+                      a guest path may not contain ':' otherwise
   --env K=V           set an environment variable (none are inherited)
   --listen ADDR       allow binding and listening on ADDR (IP:PORT; port 0 = any port)
   --connect ADDR      allow connecting to ADDR (IP:PORT; port 0 = any port);
@@ -34,6 +38,9 @@ flags:
                       together (suffixes K, M, G = KiB, MiB, GiB); a table
                       element counts as a pointer (8 bytes on 64-bit hosts),
                       as wasmtime stores it; a growth past the budget fails in the guest
+  --timeout DURATION  stop the guest after DURATION of wall-clock time, running,
+                      sleeping or waiting (a whole number with ms, s, m or h:
+                      500ms, 2s, 1m); the host prints one line and exits 124
   -h, --help          print this help
 
 The guest sees argv[0] = its file name, then ARGS. stdio is inherited.
@@ -44,7 +51,8 @@ further denials are not printed, and one at the end how many were not.
 The host's own lines are dropped if stderr cannot be written.
 
 exit status: the guest's own, or 2 if the guest could not be loaded or the
-command line is wrong, or 134 if the guest trapped or ran out of fuel or memory.
+command line is wrong, or 134 if the guest trapped or ran out of fuel or memory,
+or 124 if --timeout passed.
 ";
 
 /// What the command line asks for.
@@ -141,6 +149,10 @@ where
                 let bytes = parse_size(&value()?)?;
                 set_once(&mut config.max_memory, bytes, "--max-memory")?;
             }
+            "--timeout" => {
+                let timeout = parse_duration(&value()?)?;
+                set_once(&mut config.timeout, timeout, "--timeout")?;
+            }
             _ => return Err(usage(format!("unknown flag '{flag}'"))),
         }
     }
@@ -175,12 +187,23 @@ fn set_once<T>(slot: &mut Option<T>, value: T, flag: &str) -> Result<(), HostErr
     Ok(())
 }
 
-fn parse_dir(v: &str) -> Result<(PathBuf, String), HostError> {
+/// `HOST::GUEST`, `DIR`, each optionally followed by `:ro`. The guest path
+/// (in `DIR`, the whole of it) may not contain `:` otherwise, so that a
+/// mistyped suffix (`:rw`, `:r0`) is an error, not part of a path.
+fn parse_dir(v: &str) -> Result<Preopen, HostError> {
+    let invalid = |why: &str| usage(format!("invalid --dir '{v}' ({why})"));
     let (host, guest) = v.split_once("::").unwrap_or((v, v));
+    let (guest, read_only) = match guest.rsplit_once(':') {
+        None => (guest, false),
+        Some((path, "ro")) if !path.contains(':') => (path, true),
+        Some(_) => return Err(invalid("the only suffix is :ro, and a guest path may not contain ':'")),
+    };
+    // In the DIR form the suffix belongs to the host path too.
+    let host = if v.contains("::") { host } else { guest };
     if host.is_empty() || guest.is_empty() {
-        return Err(usage(format!("invalid --dir '{v}' (expected HOST::GUEST or DIR)")));
+        return Err(invalid("expected HOST::GUEST or DIR, optionally followed by :ro"));
     }
-    Ok((PathBuf::from(host), guest.to_owned()))
+    Ok(Preopen { host: PathBuf::from(host), guest: guest.to_owned(), read_only })
 }
 
 fn parse_env(v: &str) -> Result<(String, String), HostError> {
@@ -210,6 +233,32 @@ fn parse_size(v: &str) -> Result<usize, HostError> {
         _ => return Err(invalid()),
     };
     n.checked_mul(1 << shift).ok_or_else(invalid)
+}
+
+/// Parses a nonzero whole number followed by its unit: `500ms`, `2s`,
+/// `1m`, `1h`.
+fn parse_duration(v: &str) -> Result<Duration, HostError> {
+    let invalid = || usage(format!("invalid --timeout '{v}' (expected a nonzero whole number and ms, s, m or h)"));
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| invalid())?;
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(invalid()),
+    };
+    match n.checked_mul(ms_per_unit) {
+        Some(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+        _ => Err(invalid()),
+    }
+}
+
+/// `1500ms`, `2s`: how the host's lines show a `--timeout`.
+pub(crate) fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 #[cfg(test)]
@@ -256,6 +305,7 @@ mod tests {
             "--fuel",
             "1000",
             "--max-memory=64M",
+            "--timeout=2s",
             "--",
             "--fuel",
             "x",
@@ -263,13 +313,29 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(guest, PathBuf::from("g.wasm"));
-        assert_eq!(c.dirs, [(PathBuf::from("/tmp"), "/data".to_owned()), (PathBuf::from("."), ".".to_owned())]);
+        assert_eq!(c.dirs, [dir("/tmp", "/data", false), dir(".", ".", false)]);
         assert_eq!(c.envs, [("A".to_owned(), "1".to_owned()), ("B".to_owned(), "x=y".to_owned())]);
         assert_eq!(c.listen, ["127.0.0.1:0".parse::<SocketAddr>().unwrap(), "[::1]:8080".parse().unwrap()]);
         assert_eq!(c.connect, ["10.0.0.1:443".parse::<SocketAddr>().unwrap()]);
         assert_eq!(c.fuel, Some(1000));
         assert_eq!(c.max_memory, Some(64 << 20));
+        assert_eq!(c.timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.args, ["--fuel", "x", "--"]);
+    }
+
+    fn dir(host: &str, guest: &str, read_only: bool) -> Preopen {
+        Preopen { host: PathBuf::from(host), guest: guest.to_owned(), read_only }
+    }
+
+    #[test]
+    fn read_only_dirs() {
+        let (_, c) = run(&["run", "g.wasm", "--dir", "/tmp::/data:ro", "--dir=/srv:ro", "--dir", "/a:b::/c"]).unwrap();
+        assert_eq!(c.dirs, [dir("/tmp", "/data", true), dir("/srv", "/srv", true), dir("/a:b", "/c", false)]);
+        for bad in
+            ["/tmp::/data:rw", "/tmp::/data:", "/tmp:rw", "/tmp::/a:b:ro", "/tmp:ro:ro", ":ro", "/tmp:::ro", "::/d:ro"]
+        {
+            assert!(err(&["run", "g.wasm", "--dir", bad]).contains("invalid --dir"), "{bad}");
+        }
     }
 
     #[test]
@@ -302,6 +368,21 @@ mod tests {
         assert!(err(&["run", "g.wasm", "--listen", "localhost:80"]).contains("invalid --listen"));
         assert!(err(&["run", "g.wasm", "--connect", "1.2.3.4"]).contains("invalid --connect"));
         assert!(err(&["run", "g.wasm", "--max-memory", "12X"]).contains("invalid --max-memory"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "1", "s", "0s", "0ms", "1.5s", "-1s", "1 s", "1S", "1sec", "2s3", "99999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(show_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+        assert!(err(&["run", "g.wasm", "--timeout", "1"]).contains("invalid --timeout"));
+        assert!(err(&["run", "g.wasm", "--timeout=1s", "--timeout=2s"]).contains("given twice"));
     }
 
     #[test]

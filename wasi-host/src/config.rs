@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::policy::NetPolicy;
 
@@ -11,8 +12,8 @@ use crate::policy::NetPolicy;
 /// network, no arguments beyond argv\[0\], unlimited fuel and memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostConfig {
-    /// Preopened directories as (host path, guest path) (`--dir HOST::GUEST`).
-    pub dirs: Vec<(PathBuf, String)>,
+    /// Preopened directories (`--dir HOST::GUEST[:ro]`).
+    pub dirs: Vec<Preopen>,
     /// Environment variables as (key, value) (`--env K=V`); nothing is
     /// inherited from the host.
     pub envs: Vec<(String, String)>,
@@ -28,9 +29,26 @@ pub struct HostConfig {
     /// Largest size in bytes of each linear memory (`--max-memory`); growth
     /// past it fails as if the system were out of memory.
     pub max_memory: Option<usize>,
+    /// Wall-clock time the guest may run, sleeping and waiting included
+    /// (`--timeout`); at the deadline the host prints one line and the
+    /// process exits with [`EXIT_TIMEOUT`](crate::EXIT_TIMEOUT).
+    pub timeout: Option<Duration>,
     /// Guest arguments after argv\[0\] (everything after `--`). argv\[0\] is
     /// the guest's file name.
     pub args: Vec<String>,
+}
+
+/// A host directory the guest sees under a path of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// The path the guest opens it by.
+    pub guest: String,
+    /// `:ro`: the guest may read files and list directories in it, but not
+    /// create, write, rename, remove or change anything (wasmtime-wasi's
+    /// `FsPerms::ReadOnly`, checked by the host for every call).
+    pub read_only: bool,
 }
 
 impl HostConfig {

@@ -14,6 +14,10 @@ pub const EXIT_USAGE: i32 = 2;
 /// out of memory. Like wasmtime's CLI on unix (128 + SIGABRT).
 pub const EXIT_ABNORMAL: i32 = 134;
 
+/// Exit status when `--timeout` passed before the guest stopped, like
+/// coreutils' `timeout`.
+pub const EXIT_TIMEOUT: i32 = 124;
+
 /// Why the host could not run a guest to a normal exit.
 ///
 /// A guest that exits with a nonzero status is *not* an error: [`run_file`]
@@ -85,6 +89,13 @@ pub enum HostError {
         /// The `--max-memory` limit in bytes.
         limit: usize,
     },
+    /// The guest was still running (or sleeping, or waiting) when
+    /// `--timeout` passed. [`run_file`](crate::run_file) never returns it:
+    /// it prints it and exits the process with [`EXIT_TIMEOUT`].
+    TimedOut {
+        /// The `--timeout` given.
+        timeout: std::time::Duration,
+    },
     /// The guest failed in a way that is neither a trap nor an exit; the
     /// report is wasmtime's error chain.
     Failed {
@@ -96,7 +107,8 @@ pub enum HostError {
 impl HostError {
     /// The process exit status the binary uses for this error:
     /// [`EXIT_USAGE`] (2) when the guest never started, [`EXIT_ABNORMAL`]
-    /// (134) when it started and was stopped.
+    /// (134) when it started and was stopped, [`EXIT_TIMEOUT`] (124) when
+    /// `--timeout` stopped it.
     pub fn exit_status(&self) -> i32 {
         match self {
             HostError::Usage(_)
@@ -110,6 +122,7 @@ impl HostError {
             | HostError::OutOfFuel { .. }
             | HostError::OutOfMemory { .. }
             | HostError::Failed { .. } => EXIT_ABNORMAL,
+            HostError::TimedOut { .. } => EXIT_TIMEOUT,
         }
     }
 }
@@ -147,6 +160,9 @@ impl fmt::Display for HostError {
             }
             HostError::OutOfMemory { limit } => {
                 write!(f, "guest ran out of memory (limit {limit} bytes)")
+            }
+            HostError::TimedOut { timeout } => {
+                write!(f, "guest stopped: --timeout {} passed", crate::cli::show_duration(*timeout))
             }
             HostError::Failed { report } => write!(f, "guest failed: {report}"),
         }

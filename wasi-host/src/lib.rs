@@ -44,8 +44,8 @@ mod report;
 mod run;
 
 pub use cli::{Command, HELP, USAGE, parse_args};
-pub use config::HostConfig;
-pub use error::{EXIT_ABNORMAL, EXIT_USAGE, HostError};
+pub use config::{HostConfig, Preopen};
+pub use error::{EXIT_ABNORMAL, EXIT_TIMEOUT, EXIT_USAGE, HostError};
 pub use policy::{Denial, NetPolicy, Use};
 pub use report::{MAX_DENIAL_LINES, say};
 pub use run::{WasmKind, detect_kind, run_file};

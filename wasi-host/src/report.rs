@@ -28,6 +28,7 @@ pub(crate) struct DenialLog {
 struct Counts {
     printed: usize,
     dropped: usize,
+    finished: bool,
 }
 
 impl DenialLog {
@@ -45,11 +46,11 @@ impl DenialLog {
         }
     }
 
-    /// Says how many denials were not printed, if any; called once, when
-    /// the guest has stopped.
+    /// Says how many denials were not printed, if any, once, when the guest
+    /// has stopped (or `--timeout` stopped it); later calls say nothing.
     pub(crate) fn finish(&self) {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if counts.dropped > 0 {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if !std::mem::replace(&mut counts.finished, true) && counts.dropped > 0 {
             say(format_args!("trio-wasi-host: {} more denials were not printed\n", counts.dropped));
         }
     }

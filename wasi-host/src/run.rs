@@ -6,13 +6,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::Duration;
 
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, WasmBacktrace, WasmBacktraceDetails};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::config::HostConfig;
 use crate::error::HostError;
-use crate::report::DenialLog;
+use crate::report::{DenialLog, say};
 use crate::{component, module};
 
 /// What a WebAssembly binary's 8-byte header says it is.
@@ -53,6 +56,13 @@ pub fn detect_kind(bytes: &[u8]) -> Option<WasmKind> {
 /// or `wasi:cli/exit`. Returns a [`HostError`] when the guest cannot be
 /// loaded or linked, or stops abnormally (trap, fuel, memory); see
 /// [`HostError::exit_status`] for the status to exit with.
+///
+/// With [`HostConfig::timeout`], a thread watches the wall clock: if the
+/// guest has not stopped by then, whatever it is doing (running, sleeping,
+/// blocked in `poll_oneoff` or `wasi:io/poll`), that thread prints
+/// [`HostError::TimedOut`] on stderr and **exits the process** with
+/// [`EXIT_TIMEOUT`](crate::EXIT_TIMEOUT) (124): wasmtime cannot interrupt
+/// a guest blocked in a host call.
 pub fn run_file(path: &Path, config: &HostConfig) -> Result<i32, HostError> {
     let bytes = std::fs::read(path).map_err(|source| HostError::Read { path: path.to_owned(), source })?;
     let kind = detect_kind(&bytes).ok_or_else(|| HostError::NotWasm { path: path.to_owned() })?;
@@ -66,12 +76,38 @@ pub fn run_file(path: &Path, config: &HostConfig) -> Result<i32, HostError> {
     }
     let engine = engine(path, config)?;
     let denials = Arc::new(DenialLog::default());
+    let watchdog = config.timeout.map(|timeout| watchdog(timeout, Arc::clone(&denials)));
     let status = match kind {
         WasmKind::Module => module::run(&engine, path, &bytes, config, &denials),
         WasmKind::Component => component::run(&engine, path, &bytes, config, &denials),
     };
+    // Disconnects the watchdog: it returns without a word.
+    drop(watchdog);
     denials.finish();
     status
+}
+
+/// Starts the `--timeout` thread; dropping the sender it returns stops it.
+fn watchdog(timeout: Duration, denials: Arc<DenialLog>) -> mpsc::Sender<()> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        if stopped.recv_timeout(timeout) != Err(RecvTimeoutError::Timeout) {
+            return;
+        }
+        // The line is written from a thread of its own and waited for only
+        // briefly: a guest blocked writing to the same stderr (a pipe
+        // nobody reads) holds its lock, and must not keep the host alive.
+        let (written, wait) = mpsc::channel::<()>();
+        thread::spawn(move || {
+            denials.finish();
+            let err = HostError::TimedOut { timeout };
+            say(format_args!("trio-wasi-host: {err}\n"));
+            let _ = written.send(());
+        });
+        let _ = wait.recv_timeout(Duration::from_millis(500));
+        std::process::exit(crate::EXIT_TIMEOUT);
+    });
+    stop
 }
 
 fn engine(path: &Path, config: &HostConfig) -> Result<Engine, HostError> {
@@ -98,9 +134,10 @@ pub(crate) fn wasi_builder(
     b.arg(argv0);
     b.args(&config.args);
     b.envs(&config.envs);
-    for (host, guest) in &config.dirs {
-        b.preopened_dir(host, guest, FsPerms::ReadWrite)
-            .map_err(|e| HostError::Preopen { host: host.clone(), reason: format!("{e:#}") })?;
+    for dir in &config.dirs {
+        let perms = if dir.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        b.preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| HostError::Preopen { host: dir.host.clone(), reason: format!("{e:#}") })?;
     }
 
     let policy = config.net_policy();

@@ -269,6 +269,118 @@ fn preopened_dir_must_exist() {
     assert_contains(&out.stderr, &["cannot open --dir"]);
 }
 
+/// Opens `in.txt` in the first preopen for reading, then tries to create
+/// `new.txt` and to truncate `in.txt`; exits with 1 if the create worked,
+/// + 2 if the truncate worked, + 4 if the read-only open failed.
+const DIR_WRITER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "in.txt")
+  (data (i32.const 200) "new.txt")
+  (func $open (param $path i32) (param $len i32) (param $oflags i32) (param $rights i64) (result i32)
+    (call $path_open (i32.const 3) (i32.const 0) (local.get $path) (local.get $len)
+      (local.get $oflags) (local.get $rights) (i64.const 0) (i32.const 0) (i32.const 0)))
+  (func (export "_start")
+    (local $status i32)
+    ;; O_CREAT|O_EXCL, FD_WRITE
+    (if (i32.eqz (call $open (i32.const 200) (i32.const 7) (i32.const 5) (i64.const 64)))
+      (then (local.set $status (i32.const 1))))
+    ;; O_TRUNC, FD_WRITE
+    (if (i32.eqz (call $open (i32.const 100) (i32.const 6) (i32.const 8) (i64.const 64)))
+      (then (local.set $status (i32.or (local.get $status) (i32.const 2)))))
+    ;; FD_READ
+    (if (call $open (i32.const 100) (i32.const 6) (i32.const 0) (i64.const 2))
+      (then (local.set $status (i32.or (local.get $status) (i32.const 4)))))
+    (call $proc_exit (local.get $status))))"#;
+
+#[test]
+fn read_only_dir_refuses_creating_and_truncating_but_reads() {
+    let guest = wat_guest("ro_dir", DIR_WRITER);
+    for (suffix, read_only) in [(":ro", true), ("", false)] {
+        let data = scratch("ro_dir").join(if read_only { "ro" } else { "rw" });
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("in.txt"), "keep me\n").unwrap();
+        let arg = format!("{}::/data{suffix}", data.display());
+        let out = host(["run".as_ref(), guest.as_os_str(), "--dir".as_ref(), arg.as_ref()]);
+        let contents = std::fs::read_to_string(data.join("in.txt")).unwrap();
+        if read_only {
+            assert_eq!(out.status, Some(0), "create or truncate worked, or read failed: {out:?}");
+            assert_eq!(contents, "keep me\n");
+            assert!(!data.join("new.txt").exists());
+        } else {
+            assert_eq!(out.status, Some(3), "{out:?}");
+            assert_eq!(contents, "");
+            assert!(data.join("new.txt").exists());
+        }
+        assert_eq!(out.stderr, "");
+    }
+}
+
+#[test]
+fn read_only_dir_with_an_unknown_suffix_is_a_usage_error() {
+    let guest = wat_guest("ro_dir_bad", EXIT_7);
+    let arg = format!("{}::/data:rw", scratch("ro_dir_bad").display());
+    let out = host(["run".as_ref(), guest.as_os_str(), "--dir".as_ref(), arg.as_ref()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_contains(&out.stderr, &["invalid --dir", "usage:"]);
+    assert_eq!(out.stderr.lines().count(), 2, "one line and the usage line: {out:?}");
+}
+
+/// Sleeps 60 s in one `poll_oneoff` on the monotonic clock, then exits 0.
+const SLEEP_60S: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    ;; subscription at 0: userdata 0, tag 0 (clock), id 1 (monotonic),
+    ;; timeout 60 s relative, precision 0, flags 0; event at 64; count at 128
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 60000000000))
+    (drop (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+#[test]
+fn timeout_stops_a_sleeping_guest_with_124() {
+    let guest = wat_guest("timeout_sleep", SLEEP_60S);
+    let start = std::time::Instant::now();
+    let out = host(["run".as_ref(), guest.as_os_str(), "--timeout".as_ref(), "1s".as_ref()]);
+    // A bound, not a timing: the guest alone would take 60 s.
+    assert!(start.elapsed() < std::time::Duration::from_secs(30), "{out:?}");
+    assert_eq!(out.status, Some(124), "{out:?}");
+    assert_eq!(out.stderr, "trio-wasi-host: guest stopped: --timeout 1s passed\n");
+}
+
+#[test]
+fn timeout_stops_a_looping_guest_with_124() {
+    let guest = wat_guest("timeout_loop", r#"(module (func (export "_start") (loop (br 0))))"#);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--timeout=500ms".as_ref()]);
+    assert_eq!(out.status, Some(124), "{out:?}");
+    assert_eq!(out.stderr, "trio-wasi-host: guest stopped: --timeout 500ms passed\n");
+}
+
+#[test]
+fn a_quick_guest_under_a_generous_timeout_keeps_its_status() {
+    let guest = wat_guest("timeout_quick", EXIT_7);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--timeout".as_ref(), "1m".as_ref()]);
+    assert_eq!(out.status, Some(7), "{out:?}");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn timeout_with_stderr_unwritable_still_exits_124() {
+    let guest = wat_guest("timeout_full", SLEEP_60S);
+    for stderr in [full_stderr(), closed_pipe_stderr()] {
+        let status = host_status_with_stderr(
+            ["run".as_ref(), guest.as_os_str(), "--timeout".as_ref(), "500ms".as_ref()],
+            stderr,
+        );
+        assert_eq!(status, Some(124));
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_with_a_usage_line() {
     for args in [

@@ -40,6 +40,17 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(arg(2).parse().unwrap_or(60)));
+            println!("woke up");
+        }
+        "write" => match std::fs::write(arg(2), arg(3)) {
+            Ok(()) => println!("written"),
+            Err(e) => {
+                println!("write error: {:?}", e.kind());
+                std::process::exit(1);
+            }
+        },
         "bind" => match TcpListener::bind(arg(2)) {
             Ok(l) => println!("bound {}", l.local_addr().unwrap()),
             Err(e) => {
@@ -161,6 +172,54 @@ fn preopened_dir_is_readable_and_nothing_else_is() {
     let Some(out) = run_guest(&[], &["read", "/data/in.txt"]) else { return };
     assert_eq!(out.status, Some(1), "{out:?}");
     assert_eq!(out.stdout, "read error: NotFound\n");
+}
+
+#[test]
+fn read_only_dir_refuses_writes_but_reads() {
+    let data = scratch("component_ro_dir").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "keep me\n").unwrap();
+    let _ = std::fs::remove_file(data.join("new.txt"));
+    let dir = format!("{}::/data:ro", data.display());
+    for path in ["/data/in.txt", "/data/new.txt"] {
+        let Some(out) = run_guest(&["--dir", &dir], &["write", path, "overwritten"]) else { return };
+        assert_eq!(out.status, Some(1), "{out:?}");
+        assert!(out.stdout.starts_with("write error: "), "{out:?}");
+        assert_eq!(out.stderr, "");
+    }
+    assert_eq!(std::fs::read_to_string(data.join("in.txt")).unwrap(), "keep me\n");
+    assert!(!data.join("new.txt").exists());
+    let Some(out) = run_guest(&["--dir", &dir], &["read", "/data/in.txt"]) else { return };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "keep me\n");
+    // The same directory without :ro is writable.
+    let rw = format!("{}::/data", data.display());
+    let Some(out) = run_guest(&["--dir", &rw], &["write", "/data/new.txt", "new"]) else { return };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(std::fs::read_to_string(data.join("new.txt")).unwrap(), "new");
+}
+
+#[test]
+fn timeout_stops_a_sleeping_component_with_124() {
+    let Some(guest) = guest() else { return };
+    let start = std::time::Instant::now();
+    let out = host([
+        "run".as_ref(),
+        guest.as_os_str(),
+        "--timeout".as_ref(),
+        "1s".as_ref(),
+        "--".as_ref(),
+        "sleep".as_ref(),
+        "60".as_ref(),
+    ]);
+    // A bound, not a timing: the guest alone would take 60 s.
+    assert!(start.elapsed() < std::time::Duration::from_secs(30), "{out:?}");
+    assert_eq!(out.status, Some(124), "{out:?}");
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr, "trio-wasi-host: guest stopped: --timeout 1s passed\n");
+    let Some(out) = run_guest(&["--timeout", "1m"], &["sleep", "0"]) else { return };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "woke up\n");
 }
 
 #[test]
