@@ -178,10 +178,9 @@ fn echo_server_survives_closed_stdout() {
 fn echo_server_survives_unread_stdout() {
     let (mut server, stdout) = Server::start("echo_server", &["127.0.0.1:0"]);
     let (addr, _) = read_address(&stdout, "listening on ");
-    // `stdout` stays open and unread from here on.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // `stdout` stays open and unread from here on. A frozen server fails
+    // the connection it froze on (each has its own I/O timeout).
     for i in 0..2000 {
-        assert!(Instant::now() < deadline, "2,000 connections took more than 120 s (at {i})");
         echo_once(addr, b"x").unwrap_or_else(|e| panic!("connection {i} with stdout unread: {e}"));
     }
     assert!(server.is_running(), "the server ended");
@@ -194,7 +193,6 @@ mod tls {
     use std::net::SocketAddr;
     use std::process::ChildStdout;
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
 
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
@@ -254,10 +252,9 @@ mod tls {
     #[test]
     fn tls_echo_server_survives_unread_stdout() {
         let (mut server, stdout, addr, config) = start_tls();
-        // `stdout` stays open and unread from here on.
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // `stdout` stays open and unread from here on (each connection has
+        // its own I/O timeout).
         for i in 0..1000 {
-            assert!(Instant::now() < deadline, "1,000 connections took more than 120 s (at {i})");
             tls_echo_once(addr, &config, b"x").unwrap_or_else(|e| panic!("connection {i} with stdout unread: {e}"));
         }
         assert!(server.is_running(), "the server ended");

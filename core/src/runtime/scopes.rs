@@ -210,10 +210,10 @@ impl Runtime {
             }
             let changed = now != s.effectively_cancelled;
             self.scopes[k].effectively_cancelled = now;
+            if now && !self.scopes[k].state.cancel_called.get() {
+                self.inherit_reason(k);
+            }
             if !self.scopes[k].observers.is_empty() {
-                if now && !self.scopes[k].state.cancel_called.get() {
-                    self.inherit_reason(k);
-                }
                 let reason = self.scopes[k].state.cancel_reason.borrow().clone();
                 for o in &self.scopes[k].observers {
                     o.store(now, reason.clone());
@@ -223,9 +223,6 @@ impl Runtime {
                 continue;
             }
             if now {
-                if !self.scopes[k].state.cancel_called.get() {
-                    self.inherit_reason(k);
-                }
                 self.nudge_parked(k);
             }
             let mut c = self.scopes[k].first_child;
