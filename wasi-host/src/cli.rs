@@ -15,7 +15,7 @@ use crate::error::HostError;
 
 /// The one-line synopsis printed with every usage error.
 pub const USAGE: &str = "usage: trio-wasi-host run GUEST.wasm [--dir HOST::GUEST[:ro]]... \
-    [--env K=V]... [--listen ADDR]... [--connect ADDR]... [--fuel N] \
+    [--env K=V]... [--listen ADDR]... [--connect ADDR]... [--allow-dns] [--fuel N] \
     [--max-memory BYTES] [--timeout DURATION] [-- ARGS...]";
 
 /// The text `--help` prints.
@@ -31,8 +31,11 @@ flags:
                       a guest path may not contain ':' otherwise
   --env K=V           set an environment variable (none are inherited)
   --listen ADDR       allow binding and listening on ADDR (IP:PORT; port 0 = any port)
-  --connect ADDR      allow connecting to ADDR (IP:PORT; port 0 = any port);
-                      also allows name lookups
+  --connect ADDR      allow connecting to ADDR (IP:PORT; port 0 = any port)
+  --allow-dns         allow looking names up (wasi:sockets/ip-name-lookup): each
+                      lookup sends the guest's name to the host's resolver and
+                      reads the host's /etc/hosts; without it only IP addresses
+                      written out resolve (to themselves)
   --fuel N            stop the guest after N units of fuel (exit status 134)
   --max-memory BYTES  one budget for all the guest's linear memories and tables
                       together (suffixes K, M, G = KiB, MiB, GiB); a table
@@ -45,14 +48,20 @@ flags:
 
 The guest sees argv[0] = its file name, then ARGS. stdio is inherited.
 Without --listen/--connect the guest has no network; UDP is never allowed.
---listen and --connect need a preview 2 component. Each refused socket
-operation prints one line on stderr, at most 100 per run; then one line says
-further denials are not printed, and one at the end how many were not.
-The host's own lines are dropped if stderr cannot be written.
+--listen, --connect and --allow-dns need a preview 2 component. Each refused
+bind, listen, connect, name lookup or UDP socket prints one line on stderr,
+at most 100 per run; then one line says further denials are not printed, and
+one at the end how many were not. The host's own lines are dropped if stderr
+cannot be written.
 
-exit status: the guest's own, or 2 if the guest could not be loaded or the
-command line is wrong, or 134 if the guest trapped or ran out of fuel or memory,
-or 124 if --timeout passed.
+exit status:
+  the guest's own status when it exits (0..=255), except that a guest status
+  the host uses itself (2, 124, 125, 134) becomes 125, with one line giving
+  the guest's own; then the host's:
+  2    the command line is wrong, or the guest could not be read, compiled or linked
+  124  --timeout passed
+  125  the guest exited with 2, 124, 125 or 134
+  134  the guest trapped, ran out of fuel or memory, or failed otherwise
 ";
 
 /// What the command line asks for.
@@ -140,6 +149,12 @@ where
             "--env" => config.envs.push(parse_env(&value()?)?),
             "--listen" => config.listen.push(parse_addr(&value()?, "--listen")?),
             "--connect" => config.connect.push(parse_addr(&value()?, "--connect")?),
+            "--allow-dns" => {
+                if inline.is_some() {
+                    return Err(usage("--allow-dns takes no value"));
+                }
+                config.allow_dns = true;
+            }
             "--fuel" => {
                 let v = value()?;
                 let fuel = v.parse().map_err(|_| usage(format!("invalid --fuel '{v}' (expected a whole number)")))?;
@@ -335,6 +350,22 @@ mod tests {
             ["/tmp::/data:rw", "/tmp::/data:", "/tmp:rw", "/tmp::/a:b:ro", "/tmp:ro:ro", ":ro", "/tmp:::ro", "::/d:ro"]
         {
             assert!(err(&["run", "g.wasm", "--dir", bad]).contains("invalid --dir"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn allow_dns_is_a_switch_off_by_default() {
+        let (_, c) = run(&["run", "g.wasm"]).unwrap();
+        assert!(!c.allow_dns);
+        let (_, c) = run(&["run", "g.wasm", "--allow-dns", "--connect", "127.0.0.1:0"]).unwrap();
+        assert!(c.allow_dns);
+        assert!(err(&["run", "g.wasm", "--allow-dns=yes"]).contains("--allow-dns takes no value"));
+    }
+
+    #[test]
+    fn help_states_every_host_status() {
+        for status in crate::HOST_STATUSES {
+            assert!(HELP.contains(&format!("\n  {status} ")), "{status}");
         }
     }
 

@@ -23,11 +23,18 @@ pub struct HostConfig {
     /// Addresses the guest may connect to (`--connect`); port 0 means any
     /// port on that IP.
     pub connect: Vec<SocketAddr>,
+    /// Whether the guest may look names up (`--allow-dns`): each lookup
+    /// sends the name, chosen by the guest, to the host's resolver, and
+    /// reads the host's `/etc/hosts`. Without it only IP addresses written
+    /// out "resolve" (to themselves); every other name is refused with a
+    /// [`LookupDenial`](crate::LookupDenial) line.
+    pub allow_dns: bool,
     /// Fuel units the guest may consume before it is stopped (`--fuel`);
     /// `None` means unmetered (metering slows code, so it is off by default).
     pub fuel: Option<u64>,
-    /// Largest size in bytes of each linear memory (`--max-memory`); growth
-    /// past it fails as if the system were out of memory.
+    /// One budget in bytes for all the guest's linear memories and tables
+    /// together (`--max-memory`; a table element counts as a pointer); a
+    /// growth past it fails in the guest as if the system were out of memory.
     pub max_memory: Option<usize>,
     /// Wall-clock time the guest may run, sleeping and waiting included
     /// (`--timeout`); at the deadline the host prints one line and the

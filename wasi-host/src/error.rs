@@ -18,6 +18,33 @@ pub const EXIT_ABNORMAL: i32 = 134;
 /// coreutils' `timeout`.
 pub const EXIT_TIMEOUT: i32 = 124;
 
+/// Exit status standing in for a guest's own exit status that is one of
+/// the host's ([`HOST_STATUSES`]), so that a status from the host always
+/// means the host; the host prints the guest's real status on stderr.
+pub const EXIT_GUEST_RESERVED: i32 = 125;
+
+/// The exit statuses the host gives meanings of its own: [`EXIT_USAGE`],
+/// [`EXIT_TIMEOUT`], [`EXIT_GUEST_RESERVED`], [`EXIT_ABNORMAL`]. A guest
+/// that exits with one of them makes the host exit with
+/// [`EXIT_GUEST_RESERVED`] instead (see [`guest_status`]).
+pub const HOST_STATUSES: [i32; 4] = [EXIT_USAGE, EXIT_TIMEOUT, EXIT_GUEST_RESERVED, EXIT_ABNORMAL];
+
+/// The exit status for a guest that exited on its own with `status`: the
+/// same, unless it is one of [`HOST_STATUSES`], which become
+/// [`EXIT_GUEST_RESERVED`] (125).
+///
+/// ```
+/// use trio_wasi_host::guest_status;
+///
+/// assert_eq!(guest_status(0), 0);
+/// assert_eq!(guest_status(7), 7);
+/// assert_eq!(guest_status(2), 125);
+/// assert_eq!(guest_status(124), 125);
+/// ```
+pub fn guest_status(status: i32) -> i32 {
+    if HOST_STATUSES.contains(&status) { EXIT_GUEST_RESERVED } else { status }
+}
+
 /// Why the host could not run a guest to a normal exit.
 ///
 /// A guest that exits with a nonzero status is *not* an error: [`run_file`]
@@ -69,7 +96,7 @@ pub enum HostError {
     P1Sockets {
         /// The guest file.
         path: PathBuf,
-        /// The offending flag, `--listen` or `--connect`.
+        /// The offending flag, `--listen`, `--connect` or `--allow-dns`.
         flag: &'static str,
     },
     /// The guest executed a trapping instruction (or a host call trapped it).

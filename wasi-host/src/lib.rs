@@ -9,8 +9,8 @@
 //! nothing else unless granted: directories, environment variables, and
 //! TCP addresses to listen on or connect to ([`NetPolicy`]). Refused socket
 //! operations are reported on the host's stderr and seen by the guest as
-//! `access-denied`. UDP is never allowed; name lookups only with a
-//! `--connect`. Preview 1 modules get no sockets at all: wasmtime 48 can
+//! `access-denied`. UDP is never allowed; names are looked up only with
+//! `--allow-dns`. Preview 1 modules get no sockets at all: wasmtime 48 can
 //! neither preopen a listener for them nor connect for them.
 //!
 //! # Examples
@@ -42,10 +42,11 @@ mod module;
 mod policy;
 mod report;
 mod run;
+mod sockets;
 
 pub use cli::{Command, HELP, USAGE, parse_args};
 pub use config::{HostConfig, Preopen};
-pub use error::{EXIT_ABNORMAL, EXIT_TIMEOUT, EXIT_USAGE, HostError};
-pub use policy::{Denial, NetPolicy, Use};
+pub use error::{EXIT_ABNORMAL, EXIT_GUEST_RESERVED, EXIT_TIMEOUT, EXIT_USAGE, HOST_STATUSES, HostError, guest_status};
+pub use policy::{Denial, LookupDenial, NetPolicy, UdpDenial, Use};
 pub use report::{MAX_DENIAL_LINES, say};
 pub use run::{WasmKind, detect_kind, run_file};

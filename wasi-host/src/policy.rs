@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use wasmtime_wasi::sockets::SocketAddrUse;
 
-/// The addresses a guest may use.
+/// The addresses a guest may use. (Name lookups have their own flag,
+/// `--allow-dns`; see [`LookupDenial`].)
 ///
 /// wasmtime-wasi asks a `socket_addr_check` before every bind, listen,
 /// connect and accept of a preview 2 socket. [`check`](Self::check) answers it:
@@ -77,12 +78,6 @@ impl NetPolicy {
         self.listen.is_empty() && self.connect.is_empty()
     }
 
-    /// Whether `wasi:sockets/ip-name-lookup` is allowed: only when the guest
-    /// may connect somewhere, since looking names up is only useful for that.
-    pub fn allows_name_lookup(&self) -> bool {
-        !self.connect.is_empty()
-    }
-
     /// Decides whether the guest may use `addr` for `addr_use`.
     ///
     /// # Errors
@@ -107,6 +102,40 @@ fn matches_any(entries: &[SocketAddr], addr: SocketAddr) -> bool {
 
 fn matches(entry: SocketAddr, addr: SocketAddr) -> bool {
     entry.ip().to_canonical() == addr.ip().to_canonical() && (entry.port() == 0 || entry.port() == addr.port())
+}
+
+/// A refused name lookup: the guest asked to resolve a name (not an IP
+/// address written out) without `--allow-dns`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupDenial {
+    /// The name the guest asked for, as it gave it.
+    pub name: String,
+}
+
+/// A refused UDP socket: the guest tried to create one (UDP is never
+/// allowed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpDenial;
+
+/// The longest part of a guest-chosen name a denial line shows.
+const MAX_NAME_SHOWN: usize = 100;
+
+impl fmt::Display for LookupDenial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The name comes from the guest: escaped (no control characters or
+        // newlines reach the terminal) and cut short.
+        let mut shown: String = self.name.chars().take(MAX_NAME_SHOWN).flat_map(char::escape_debug).collect();
+        if self.name.chars().nth(MAX_NAME_SHOWN).is_some() {
+            shown.push_str("...");
+        }
+        write!(f, "access denied: guest tried to look up the name \"{shown}\", not allowed without --allow-dns")
+    }
+}
+
+impl fmt::Display for UdpDenial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "access denied: guest tried to create a UDP socket; UDP is never allowed")
+    }
 }
 
 impl fmt::Display for Denial {
@@ -138,7 +167,6 @@ mod tests {
     fn empty_policy_denies_everything_but_accept_and_wildcard_bind() {
         let p = policy(&[], &[]);
         assert!(p.is_empty());
-        assert!(!p.allows_name_lookup());
         assert!(p.check(a("127.0.0.1:0"), Use::TcpBind).is_err());
         assert!(p.check(a("0.0.0.0:80"), Use::TcpBind).is_err());
         // The implicit bind before connect/listen; those checks decide.
@@ -180,7 +208,6 @@ mod tests {
     #[test]
     fn connect_does_not_grant_listen() {
         let p = policy(&[], &["127.0.0.1:9000"]);
-        assert!(p.allows_name_lookup());
         assert!(p.check(a("0.0.0.0:0"), Use::TcpBind).is_ok());
         assert!(p.check(a("[::]:0"), Use::TcpBind).is_ok());
         assert!(p.check(a("127.0.0.1:9000"), Use::TcpConnect).is_ok());
@@ -216,5 +243,22 @@ mod tests {
         assert_eq!(d.to_string(), "access denied: guest tried to bind 0.0.0.0:80, not allowed by --listen");
         let d = p.check(a("[::1]:22"), Use::TcpConnect).unwrap_err();
         assert_eq!(d.to_string(), "access denied: guest tried to connect to [::1]:22, not allowed by --connect");
+        let d = LookupDenial { name: "example.com".into() };
+        assert_eq!(
+            d.to_string(),
+            "access denied: guest tried to look up the name \"example.com\", not allowed without --allow-dns"
+        );
+        assert_eq!(UdpDenial.to_string(), "access denied: guest tried to create a UDP socket; UDP is never allowed");
+    }
+
+    #[test]
+    fn a_looked_up_name_is_escaped_and_cut_short() {
+        let d = LookupDenial { name: "evil\nname\u{1b}[2J\"".into() };
+        assert!(d.to_string().contains(r#""evil\nname\u{1b}[2J\"""#), "{d}");
+        assert_eq!(d.to_string().lines().count(), 1);
+        let d = LookupDenial { name: "a".repeat(10_000) };
+        let line = d.to_string();
+        assert!(line.contains(&format!("\"{}...\"", "a".repeat(MAX_NAME_SHOWN))), "{line}");
+        assert!(line.len() < 200);
     }
 }

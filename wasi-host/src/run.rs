@@ -14,7 +14,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, WasmBacktrace, Wasm
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::config::HostConfig;
-use crate::error::HostError;
+use crate::error::{HOST_STATUSES, HostError, guest_status};
 use crate::report::{DenialLog, say};
 use crate::{component, module};
 
@@ -50,10 +50,15 @@ pub fn detect_kind(bytes: &[u8]) -> Option<WasmKind> {
 ///
 /// # Errors
 ///
-/// Returns `Ok(status)` when the guest exits on its own, whatever the
-/// status: 0 when `_start` or `wasi:cli/run` returns successfully, 1 when
-/// `wasi:cli/run` returns an error, the exit code when it calls `proc_exit`
-/// or `wasi:cli/exit`. Returns a [`HostError`] when the guest cannot be
+/// Returns `Ok(status)` when the guest exits on its own: 0 when `_start` or
+/// `wasi:cli/run` returns successfully, 1 when `wasi:cli/run` returns an
+/// error, the exit code when it calls `proc_exit` or `wasi:cli/exit`,
+/// except that a status the host uses itself ([`HOST_STATUSES`]: 2, 124,
+/// 125, 134) becomes [`EXIT_GUEST_RESERVED`] (125), with one line on stderr
+/// giving the guest's own status.
+///
+/// [`HOST_STATUSES`]: crate::HOST_STATUSES
+/// [`EXIT_GUEST_RESERVED`]: crate::EXIT_GUEST_RESERVED Returns a [`HostError`] when the guest cannot be
 /// loaded or linked, or stops abnormally (trap, fuel, memory); see
 /// [`HostError::exit_status`] for the status to exit with.
 ///
@@ -73,6 +78,9 @@ pub fn run_file(path: &Path, config: &HostConfig) -> Result<i32, HostError> {
                 return Err(HostError::P1Sockets { path: path.to_owned(), flag });
             }
         }
+        if config.allow_dns {
+            return Err(HostError::P1Sockets { path: path.to_owned(), flag: "--allow-dns" });
+        }
     }
     let engine = engine(path, config)?;
     let denials = Arc::new(DenialLog::default());
@@ -84,7 +92,15 @@ pub fn run_file(path: &Path, config: &HostConfig) -> Result<i32, HostError> {
     // Disconnects the watchdog: it returns without a word.
     drop(watchdog);
     denials.finish();
-    status
+    let status = status?;
+    let shown = guest_status(status);
+    if HOST_STATUSES.contains(&status) {
+        say(format_args!(
+            "trio-wasi-host: the guest exited with status {status}, which the host uses for its own \
+             errors; exiting with {shown} instead\n"
+        ));
+    }
+    Ok(shown)
 }
 
 /// Starts the `--timeout` thread; dropping the sender it returns stops it.
@@ -141,7 +157,9 @@ pub(crate) fn wasi_builder(
     }
 
     let policy = config.net_policy();
-    b.allow_ip_name_lookup(policy.allows_name_lookup());
+    // Off here; a component's linker puts the host's own check
+    // (`--allow-dns`, with a denial line) in front and switches it on.
+    b.allow_ip_name_lookup(false);
     b.allow_udp(false);
     // TCP stays on even with an empty policy, so that every refused
     // operation goes through the check below and gets reported.
@@ -264,8 +282,22 @@ pub(crate) fn stopped(err: wasmtime::Error, config: &HostConfig, limiter: &Memor
     }
     match trap {
         Some(trap) => Err(HostError::Trapped { report: trap_report(trap, err.downcast_ref::<WasmBacktrace>()) }),
-        None => Err(HostError::Failed { report: format!("{err:?}") }),
+        None => Err(HostError::Failed { report: failure_report(&err) }),
     }
+}
+
+/// Why the guest failed (the innermost error's message) and, on the next
+/// lines, its wasm backtrace. Not the error's `Debug` form, which adds the
+/// host's own stack when `RUST_BACKTRACE` is set: the guest failed, not the
+/// host.
+fn failure_report(err: &wasmtime::Error) -> String {
+    let mut report = err.root_cause().to_string();
+    if let Some(bt) = err.downcast_ref::<WasmBacktrace>() {
+        let bt = bt.to_string();
+        report.push('\n');
+        report.push_str(bt.strip_prefix("error while executing at ").unwrap_or(&bt));
+    }
+    report
 }
 
 /// `wasm `unreachable` instruction executed` and, on the next lines,

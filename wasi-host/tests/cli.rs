@@ -18,6 +18,67 @@ fn proc_exit_status_is_passed_through() {
     assert_eq!(out.stderr, "");
 }
 
+fn exit_with(test: &str, status: u32) -> std::path::PathBuf {
+    wat_guest(
+        test,
+        &format!(
+            r#"(module
+              (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+              (memory (export "memory") 1)
+              (func (export "_start") (call $proc_exit (i32.const {status}))))"#
+        ),
+    )
+}
+
+#[test]
+fn a_guest_status_the_host_uses_becomes_125_with_a_line() {
+    // Before, `proc_exit(2)` exited 2, which reads like "could not load".
+    for status in [2, 124, 125] {
+        let out = host(["run".as_ref(), exit_with(&format!("reserved_status_{status}"), status).as_os_str()]);
+        assert_eq!(out.status, Some(125), "{out:?}");
+        assert_eq!(
+            out.stderr,
+            format!(
+                "trio-wasi-host: the guest exited with status {status}, which the host uses for its own \
+                 errors; exiting with 125 instead\n"
+            )
+        );
+    }
+    for status in [0, 1, 3, 123] {
+        let out = host(["run".as_ref(), exit_with(&format!("own_status_{status}"), status).as_os_str()]);
+        assert_eq!(out.status, Some(status as i32), "{out:?}");
+        assert_eq!(out.stderr, "");
+    }
+}
+
+#[test]
+fn a_failing_guest_prints_one_line_even_with_rust_backtrace() {
+    // WASI preview 1 refuses exit statuses of 126 and up: the guest fails
+    // (neither a trap nor an exit). Its report used to carry the host's own
+    // stack under RUST_BACKTRACE=1 (25-50 lines).
+    let guest = exit_with("invalid_exit_status", 200);
+    for backtrace in ["1", "full"] {
+        let out = util::run_with_deadline(
+            std::process::Command::new(env!("CARGO_BIN_EXE_trio-wasi-host"))
+                .args(["run".as_ref(), guest.as_os_str()])
+                .env("RUST_BACKTRACE", backtrace)
+                .env("RUST_LIB_BACKTRACE", backtrace),
+        );
+        assert_eq!(out.status, Some(134), "{out:?}");
+        let mut lines = out.stderr.lines();
+        assert_eq!(
+            lines.next(),
+            Some("trio-wasi-host: guest failed: exit with invalid exit status outside of [0..126)"),
+            "RUST_BACKTRACE={backtrace}: {out:?}"
+        );
+        // Then the guest's wasm backtrace, and nothing of the host's stack.
+        assert_eq!(lines.next(), Some("wasm backtrace:"), "{out:?}");
+        let frames: Vec<&str> = lines.collect();
+        assert!(!frames.is_empty() && frames.len() <= 3, "{out:?}");
+        assert!(frames.iter().all(|l| l.contains("wasm function")), "{out:?}");
+    }
+}
+
 #[test]
 fn returning_from_start_is_status_0_and_stdout_is_inherited() {
     let guest = wat_guest(

@@ -73,6 +73,24 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        "lookup" => match std::net::ToSocketAddrs::to_socket_addrs(&(arg(2).as_str(), 80)) {
+            Ok(addrs) => {
+                let ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                println!("resolved {}", ips.join(" "));
+            }
+            Err(e) => {
+                println!("lookup error");
+                eprintln!("guest: {e}");
+                std::process::exit(1);
+            }
+        },
+        "udp" => match std::net::UdpSocket::bind(arg(2)) {
+            Ok(s) => println!("udp bound {}", s.local_addr().unwrap()),
+            Err(e) => {
+                println!("udp error: {:?}", e.kind());
+                std::process::exit(1);
+            }
+        },
         other => {
             eprintln!("unknown command {other:?}");
             std::process::exit(99);
@@ -350,4 +368,70 @@ fn denials_under_the_cap_are_all_printed_without_a_summary() {
     assert_eq!(out.status, Some(0), "{out:?}");
     assert_eq!(out.stderr.lines().count(), cap, "{out:?}");
     assert!(!out.stderr.contains("not printed"), "{out:?}");
+}
+
+/// The host's line for a refused lookup of `name`.
+fn lookup_denial(name: &str) -> String {
+    format!(
+        "trio-wasi-host: access denied: guest tried to look up the name \"{name}\", not allowed without --allow-dns\n"
+    )
+}
+
+#[test]
+fn name_lookup_needs_allow_dns_even_with_connect() {
+    // `--connect` used to switch name lookups on: a guest could send any
+    // name it liked to the host's resolver.
+    for flags in [&[][..], &["--connect", "127.0.0.1:0"][..]] {
+        let Some(out) = run_guest(flags, &["lookup", "localhost"]) else { return };
+        assert_eq!(out.status, Some(1), "{out:?}");
+        assert_eq!(out.stdout, "lookup error\n", "{out:?}");
+        assert!(out.stderr.starts_with(&lookup_denial("localhost")), "{out:?}");
+        assert_eq!(out.stderr.matches("trio-wasi-host:").count(), 1, "{out:?}");
+    }
+}
+
+#[test]
+fn name_lookup_with_allow_dns_resolves() {
+    let Some(out) = run_guest(&["--allow-dns"], &["lookup", "localhost"]) else { return };
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.starts_with("resolved "), "{out:?}");
+    assert!(out.stdout.contains("127.0.0.1") || out.stdout.contains("::1"), "{out:?}");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn ip_literals_resolve_without_allow_dns() {
+    for (name, ip) in [("127.0.0.1", "127.0.0.1"), ("::1", "::1")] {
+        let Some(out) = run_guest(&[], &["lookup", name]) else { return };
+        assert_eq!(out.status, Some(0), "{out:?}");
+        assert_eq!(out.stdout, format!("resolved {ip}\n"), "{out:?}");
+        assert_eq!(out.stderr, "");
+    }
+}
+
+#[test]
+fn a_refused_name_is_shown_escaped() {
+    let Some(out) = run_guest(&[], &["lookup", "a\nb\u{1b}[2J.example"]) else { return };
+    assert_eq!(out.status, Some(1), "{out:?}");
+    let host_lines: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("trio-wasi-host:")).collect();
+    assert_eq!(host_lines, [lookup_denial("a\\nb\\u{1b}[2J.example").trim_end()], "{out:?}");
+    assert!(!out.stderr.contains('\u{1b}'), "{out:?}");
+}
+
+#[test]
+fn udp_is_refused_with_a_host_line() {
+    let Some(out) = run_guest(&["--listen", "127.0.0.1:0", "--connect", "127.0.0.1:0"], &["udp", "127.0.0.1:0"]) else {
+        return;
+    };
+    assert_eq!(out.status, Some(1), "{out:?}");
+    assert_eq!(out.stdout, "udp error: PermissionDenied\n", "{out:?}");
+    assert_eq!(out.stderr, "trio-wasi-host: access denied: guest tried to create a UDP socket; UDP is never allowed\n");
+}
+
+#[test]
+fn allow_dns_with_a_preview_1_module_is_refused_by_name() {
+    let guest = util::wat_guest("p1_allow_dns", r#"(module (memory (export "memory") 1) (func (export "_start")))"#);
+    let out = host(["run".as_ref(), guest.as_os_str(), "--allow-dns".as_ref()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_contains(&out.stderr, &["--allow-dns is not supported for it"]);
 }
