@@ -12,6 +12,9 @@
 //!   "access denied: the host's network policy does not allow binding to
 //!   ADDR" (for `0.0.0.0:0`, which any guest may bind, "listening on
 //!   ADDR"), and the host reports the denial on its stderr too.
+//! - `closed_stdout_loses_lines_not_the_server`: with its stdout a closed
+//!   pipe after the first line (`| head -1`), the guest still serves its
+//!   connections and exits 0.
 //!
 //! The guest is built for `wasm32-wasip2` by this test (`cargo build`, into
 //! `CARGO_TARGET_DIR`, else the workspace's `target/`). The host is
@@ -83,4 +86,40 @@ fn bind_outside_the_policy_is_denied() {
         let guest_line = format!("access denied: the host's network policy does not allow {what} {addr}");
         assert_denied(&runner, &guest, status, &guest_line);
     }
+}
+
+/// `echo_server.wasm ... | head -1`: once the guest's stdout is a closed
+/// pipe, its lines are lost but every connection is still served (a
+/// `println!` there used to panic the guest, a trap that dropped every
+/// client), and it exits 0 after `--connections`.
+#[test]
+fn closed_stdout_loses_lines_not_the_server() {
+    use std::io::{BufRead, BufReader};
+
+    let Some(runner) = Runner::find() else { return };
+    let wasm = build_guest("echo_server", "wasm32-wasip2");
+    let mut cmd = runner.command(&wasm, &[("--listen", "127.0.0.1:0")], &["127.0.0.1:0", "--connections", "3"]);
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("the first line");
+    // The reader was dropped with its pipe end: stdout is now closed.
+    let port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("not `listening on ADDR`: {line:?}"));
+    for i in 0..3 {
+        let mut c = connect(port);
+        echo(&mut c, format!("connection {i}, after stdout closed").as_bytes());
+    }
+    let status = common::wait_timeout(&mut child, common::IO_TIMEOUT);
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the guest did not exit after 3 connections");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    assert!(status.success(), "the guest failed: {status}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
