@@ -7,7 +7,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
-use crate::driver::RawSource;
+use crate::driver::{Interest, RawSource};
 use crate::error::{Error, Result};
 use crate::lowlevel::{self, Abort};
 use crate::runtime::{
@@ -392,25 +392,10 @@ async fn park_on(key: usize, generation: u32, dir: Dir) -> Result<()> {
     .await
 }
 
-/// Is `fd` ready in `dir` right now? (One `poll(2)` with no timeout.)
-#[cfg(unix)]
+/// Is `fd` ready in `dir` right now? The driver asks the OS without
+/// waiting (`poll(2)`, `WSAPoll`); an error or hang-up counts as ready.
 fn level_ready(fd: RawSource, dir: Dir) -> bool {
-    let events = match dir {
-        Dir::Read => libc::POLLIN,
-        Dir::Write => libc::POLLOUT,
-    };
-    let mut p = libc::pollfd { fd, events, revents: 0 };
-    // SAFETY: one valid pollfd, count 1, no timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    // An error or POLLERR/POLLHUP/POLLNVAL also counts as ready: the
-    // operation will report it.
-    n != 0
-}
-
-/// Without `poll(2)`, trust the readiness bit (a spurious wakeup at worst).
-#[cfg(not(unix))]
-fn level_ready(_fd: RawSource, _dir: Dir) -> bool {
-    true
+    crate::driver::ready_now(fd, Interest { readable: dir == Dir::Read, writable: dir == Dir::Write })
 }
 
 async fn wait_fd(fd: RawSource, dir: Dir) -> Result<()> {

@@ -86,11 +86,35 @@ pub(crate) trait WakeHandle: Send + Sync {
 pub(crate) trait Driver {
     fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
     fn deregister(&mut self, source: RawSource) -> io::Result<()>;
+    /// Called each time a task is about to park waiting on `source`, with
+    /// `interest` the directions somebody now waits on (the new waiter's
+    /// included). After it, the backend reports an event for each of those
+    /// directions that is ready or becomes ready. A backend whose
+    /// registration keeps reporting edges (epoll, kqueue) does nothing; a
+    /// one-shot backend (mio's IOCP/AFD emulation on Windows, which stops
+    /// watching a direction once it reported it) watches again.
+    fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
     /// `io` is the runtime's table of sources and their waiters: drivers
     /// over a level-triggered, stateless poll (WASI) subscribe only the
     /// directions somebody waits on; the native driver ignores it.
     fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
     fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>>;
+}
+
+/// Whether `source` is ready for `interest` right now, asked of the OS
+/// without waiting (level-triggered, for `wait_readable`/`wait_writable`):
+/// `poll(2)` on Unix, `WSAPoll` on Windows. An error or a hang-up counts as
+/// ready (the operation will report it), and so does a failed question.
+#[cfg(not(target_os = "wasi"))]
+pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
+    native::ready_now(source, interest)
+}
+
+/// Whether `source` is ready right now: WASI has no non-blocking question,
+/// so the readiness bit is trusted (a spurious wakeup at worst).
+#[cfg(target_os = "wasi")]
+pub(crate) fn ready_now(_source: RawSource, _interest: Interest) -> bool {
+    true
 }
 
 /// The driver of this platform.

@@ -22,6 +22,9 @@ pub(crate) struct NativeDriver {
     poll: Poll,
     events: mio::Events,
     waker: Arc<MioWake>,
+    /// The registered sockets' mio views, by handle.
+    #[cfg(windows)]
+    sources: std::collections::HashMap<RawSource, WinSource>,
 }
 
 struct MioWake(Waker);
@@ -38,7 +41,13 @@ impl NativeDriver {
     pub(crate) fn new() -> io::Result<NativeDriver> {
         let poll = Poll::new()?;
         let waker = Arc::new(MioWake(Waker::new(poll.registry(), WAKE_TOKEN)?));
-        Ok(NativeDriver { poll, events: mio::Events::with_capacity(EVENTS_PER_POLL), waker })
+        Ok(NativeDriver {
+            poll,
+            events: mio::Events::with_capacity(EVENTS_PER_POLL),
+            waker,
+            #[cfg(windows)]
+            sources: std::collections::HashMap::new(),
+        })
     }
 }
 
@@ -63,18 +72,77 @@ impl NativeDriver {
     }
 }
 
-#[cfg(not(unix))]
+/// On Windows mio polls sockets through AFD, registered as mio's own
+/// socket types. Every socket (stream, listener, UDP) is watched through a
+/// `mio::net::TcpStream` view of its handle: AFD polls any socket the same
+/// way, and the view is never dropped (the socket's owner closes it).
+#[cfg(windows)]
+type WinSource = std::mem::ManuallyDrop<mio::net::TcpStream>;
+
+#[cfg(windows)]
 impl NativeDriver {
-    fn do_register(&mut self, _source: RawSource, _token: usize, interest: Interest) -> io::Result<()> {
-        mio_interest(interest)?;
-        // IOCP needs mio's own socket types; the networking issue hands those
-        // to the driver instead of raw handles.
-        Err(io::Error::new(io::ErrorKind::Unsupported, "raw source registration is not supported on this platform yet"))
+    fn do_register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        use std::os::windows::io::FromRawSocket;
+        let interest = mio_interest(interest)?;
+        if self.sources.contains_key(&source) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "this socket is already registered"));
+        }
+        // SAFETY: `source` is an open socket handle owned by the caller
+        // until it deregisters it; the view never closes it (ManuallyDrop).
+        let mut view: WinSource = std::mem::ManuallyDrop::new(unsafe { mio::net::TcpStream::from_raw_socket(source) });
+        self.poll.registry().register(&mut *view, Token(token), interest)?;
+        self.sources.insert(source, view);
+        Ok(())
     }
 
-    fn do_deregister(&mut self, _source: RawSource) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "raw source registration is not supported on this platform yet"))
+    fn do_deregister(&mut self, source: RawSource) -> io::Result<()> {
+        match self.sources.remove(&source) {
+            Some(mut view) => self.poll.registry().deregister(&mut *view),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "this socket is not registered")),
+        }
     }
+
+    fn do_arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        let interest = mio_interest(interest)?;
+        match self.sources.get_mut(&source) {
+            // AFD reports each direction once; asking again re-arms it.
+            Some(view) => self.poll.registry().reregister(&mut **view, Token(token), interest),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "this socket is not registered")),
+        }
+    }
+}
+
+/// See [`super::ready_now`].
+#[cfg(unix)]
+pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
+    let mut events = 0;
+    if interest.readable {
+        events |= libc::POLLIN;
+    }
+    if interest.writable {
+        events |= libc::POLLOUT;
+    }
+    let mut p = libc::pollfd { fd: source, events, revents: 0 };
+    // SAFETY: one valid pollfd, count 1, no timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n != 0
+}
+
+/// See [`super::ready_now`].
+#[cfg(windows)]
+pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
+    use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, POLLWRNORM, WSAPOLLFD, WSAPoll};
+    let mut events = 0;
+    if interest.readable {
+        events |= POLLRDNORM;
+    }
+    if interest.writable {
+        events |= POLLWRNORM;
+    }
+    let mut p = WSAPOLLFD { fd: source as usize, events, revents: 0 };
+    // SAFETY: one valid WSAPOLLFD, count 1, no timeout.
+    let n = unsafe { WSAPoll(&mut p, 1, 0) };
+    n != 0
 }
 
 impl Driver for NativeDriver {
@@ -85,6 +153,19 @@ impl Driver for NativeDriver {
 
     fn deregister(&mut self, source: RawSource) -> io::Result<()> {
         self.do_deregister(source)
+    }
+
+    #[inline]
+    fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        #[cfg(windows)]
+        return self.do_arm(source, token, interest);
+        // epoll and kqueue registrations (edge-triggered) report every new
+        // edge without being asked again.
+        #[cfg(not(windows))]
+        {
+            let _ = (source, token, interest);
+            Ok(())
+        }
     }
 
     fn poll(&mut self, _io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {

@@ -163,6 +163,11 @@ impl Driver for WasiP1Driver {
         Ok(())
     }
 
+    fn arm(&mut self, _source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
+        // Level-triggered: `poll` subscribes every direction somebody waits on.
+        Ok(())
+    }
+
     fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.subs.clear();
         for (key, rec) in io.recs.iter() {

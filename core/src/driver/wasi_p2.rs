@@ -86,6 +86,11 @@ impl Driver for WasiP2Driver {
         Ok(())
     }
 
+    fn arm(&mut self, _source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
+        // Level-triggered: `poll` subscribes every direction somebody waits on.
+        Ok(())
+    }
+
     fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.order.clear();
         let mut list: Vec<&Pollable> = Vec::new();

@@ -183,7 +183,35 @@ impl Runtime {
                 }
             }
         }
+        self.io_arm(key);
         Ok(())
+    }
+
+    /// Tells the driver which directions of record `key` are waited on
+    /// (see `Driver::arm`). Should the driver refuse, the waiters are woken
+    /// and the record marked closed, so that the next attempt of each
+    /// operation meets the socket's own error instead of waiting forever.
+    #[inline]
+    fn io_arm(&mut self, key: usize) {
+        let Some(rec) = self.io.recs.get(key) else { return };
+        let interest = Interest {
+            readable: !matches!(rec.waiters[Dir::Read as usize], IoWaiter::None),
+            writable: !matches!(rec.waiters[Dir::Write as usize], IoWaiter::None),
+        };
+        if interest.readable || interest.writable {
+            let fd = rec.fd;
+            if self.driver.arm(fd, key, interest).is_err() {
+                let ev = Event {
+                    token: key,
+                    readable: true,
+                    writable: true,
+                    error: true,
+                    read_closed: false,
+                    write_closed: false,
+                };
+                self.io_dispatch(&[ev]);
+            }
+        }
     }
 
     /// Gives up the poll-style waiter in slot `dir` of record `key`, if
@@ -204,6 +232,7 @@ impl Runtime {
         self.io_drop_poll_waiter(key, generation, dir);
         if let Some(rec) = self.io_rec(key, generation) {
             rec.waiters[dir as usize] = IoWaiter::Park(park);
+            self.io_arm(key);
         }
     }
 
