@@ -252,6 +252,8 @@ fn a_shielded_futures_io_read_is_not_cancelled() {
     .unwrap();
 }
 
+// `trio::subprocess` (and its pipes) exists on Unix only so far.
+#[cfg(unix)]
 #[test]
 fn futures_io_read_of_an_idle_pipe_ends_at_the_deadline() {
     mock_run(async {

@@ -105,6 +105,13 @@ async fn tcp_pair() -> trio::Result<(TcpStream, TcpStream)> {
 
 #[test]
 fn reset_by_peer_is_broken() {
+    // Wine 8.0 closes a socket with SO_LINGER 0 gracefully (checked: the
+    // peer reads the data, then EOF, never a reset), so there is no reset
+    // to read; real Windows sends one.
+    if std::env::var_os("TRIO_UNDER_WINE").is_some() {
+        eprintln!("SKIPPED under Wine: its linger-0 close sends FIN, not RST");
+        return;
+    }
     mock_run(async {
         let (client, server) = tcp_pair().await?;
         server.with_socket(|s| s.set_linger(Some(std::time::Duration::ZERO)))?;
@@ -451,7 +458,9 @@ fn stream_works_when_peer_already_sent_and_closed() {
 fn socket_options() {
     mock_run(async {
         let listener = TcpListener::bind(loopback())?;
-        assert!(listener.with_socket(|s| s.reuse_address())?, "listeners reuse addresses");
+        // On Windows SO_REUSEADDR lets another socket take the port over:
+        // listeners claim it exclusively there instead (as Trio's).
+        assert_eq!(listener.with_socket(|s| s.reuse_address())?, cfg!(not(windows)), "listeners reuse addresses");
         let client = TcpStream::connect(listener.local_addr()?).await?;
         let server = listener.accept().await?;
         assert!(client.with_socket(|s| s.tcp_nodelay())?, "nodelay on connected streams");

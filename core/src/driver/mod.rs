@@ -110,6 +110,9 @@ pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
     native::ready_now(source, interest)
 }
 
+#[cfg(windows)]
+pub(crate) use native::exclusive_address_use;
+
 /// Whether `source` is ready right now: WASI has no non-blocking question,
 /// so the readiness bit is trusted (a spurious wakeup at worst).
 #[cfg(target_os = "wasi")]

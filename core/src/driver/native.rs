@@ -145,6 +145,31 @@ pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
     n != 0
 }
 
+/// `SO_EXCLUSIVEADDRUSE`: on Windows, where `SO_REUSEADDR` would let
+/// another socket steal the port, listeners claim it for themselves (as
+/// Trio's).
+#[cfg(windows)]
+pub(crate) fn exclusive_address_use(source: RawSource) -> io::Result<()> {
+    use windows_sys::Win32::Networking::WinSock::{SO_EXCLUSIVEADDRUSE, SOL_SOCKET, WSAGetLastError, setsockopt};
+    let on: i32 = 1;
+    // SAFETY: an open socket and a pointer to an int of the given length.
+    let rc = unsafe {
+        setsockopt(
+            source as usize,
+            SOL_SOCKET,
+            SO_EXCLUSIVEADDRUSE,
+            (&on as *const i32).cast(),
+            size_of::<i32>() as i32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: no arguments; reads this thread's last socket error.
+        Err(io::Error::from_raw_os_error(unsafe { WSAGetLastError() }))
+    }
+}
+
 impl Driver for NativeDriver {
     fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
         assert_ne!(token, WAKE_TOKEN.0, "token reserved for the wake handle");

@@ -129,8 +129,9 @@ pub(crate) fn sockaddr(a: SockAddr) -> Result<SocketAddr> {
 pub struct ListenOptions {
     /// The listen backlog (default: the system's maximum, `SOMAXCONN`).
     pub backlog: i32,
-    /// `SO_REUSEADDR` (default on, except on Windows where it means
-    /// something unsafe).
+    /// `SO_REUSEADDR` (default on, except on Windows where it would let
+    /// another socket take the port over: there the default is off, and off
+    /// sets `SO_EXCLUSIVEADDRUSE` instead, as Trio does).
     pub reuse_address: bool,
     /// `SO_REUSEPORT` (default off; Unix only, ignored elsewhere).
     pub reuse_port: bool,
@@ -168,6 +169,10 @@ impl TcpListener {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         if options.reuse_address {
             sock.set_reuse_address(true)?;
+        }
+        #[cfg(windows)]
+        if !options.reuse_address {
+            crate::driver::exclusive_address_use(super::socket::raw(&sock))?;
         }
         #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
         if options.reuse_port {

@@ -73,16 +73,19 @@ impl UdpSocket {
     /// Receives one datagram (truncated to `buf`'s length) and its sender.
     ///
     /// # Errors
-    /// `Closed`; `Io` from the OS.
+    /// `Closed`; `Io` from the OS. On Windows a datagram longer than `buf`
+    /// fills it and fails with `WSAEMSGSIZE` (OS error 10040), as Windows'
+    /// `recvfrom` does; elsewhere the rest is dropped silently.
     pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
         let (n, a) = self.core.io(Dir::Read, |s| recv_from(s, buf).map(|r| (r, false))).await?;
         Ok((n, sockaddr(a)?))
     }
 
-    /// Receives one datagram from the connected peer.
+    /// Receives one datagram from the connected peer (truncated to `buf`'s
+    /// length).
     ///
     /// # Errors
-    /// `Closed`; `Io` from the OS.
+    /// As [`recv_from`](Self::recv_from).
     pub async fn recv(&self, buf: &mut [u8]) -> Result<usize> {
         self.core.io(Dir::Read, |s| recv(s, buf).map(|n| (n, false))).await
     }
