@@ -1,26 +1,72 @@
 //! The I/O driver boundary: the only place that names an OS facility.
 //!
-//! The engine owns tasks, scopes, timers and wakeups. A driver only turns
-//! "wait for these sources, or until this much time passed" into readiness
-//! events. Every backend provides:
+//! The engine (`runtime/`) owns tasks, scopes, timers, wakeups and the
+//! table of I/O sources with their waiters. A driver turns "wait for these
+//! sources, or until this much time passed" into readiness events, and
+//! never reads the engine's tables: the engine tells it what to watch.
 //!
-//! - `register`/`deregister` of a [`RawSource`] under a `token`
-//!   with an [`Interest`];
-//! - `poll(events, timeout)`: block until an event, a [`WakeHandle`] wake, or
-//!   the timeout (`None` = forever; `Some(ZERO)` = just look);
-//! - `wake_handle()`: a thread-safe handle that interrupts `poll`, where the
-//!   platform has threads.
+//! # The contract
 //!
-//! Backends: `native` (mio: epoll, kqueue, IOCP) on every OS mio supports;
-//! `wasi_p1` (`poll_oneoff`) on `wasm32-wasip1`; `wasi_p2` (`wasi:io/poll`)
-//! on `wasm32-wasip2`.
+//! Every backend implements [`Driver`]:
+//!
+//! - **Sources and tokens.** `register(source, token, interest)` once per
+//!   source (a socket, a descriptor, a WASI source number), with the token
+//!   the engine chose (its record key, small and dense; `usize::MAX` is
+//!   reserved); `deregister(source)` before the source is closed, after
+//!   which no event for it is reported. Registering a source twice is an
+//!   error.
+//! - **Arming, one-shot per direction.** Before a task parks waiting on a
+//!   direction of a source, the engine calls `arm(source, token, interest)`
+//!   with every direction now waited on. After `arm`, the backend reports
+//!   an event for each armed direction that is ready or becomes ready; a
+//!   direction it reported may stay quiet until it is armed again. When a
+//!   waiter leaves without an event (cancelled, dropped), the engine calls
+//!   `disarm`. Edge-triggered backends (epoll, kqueue) may report more
+//!   than asked and ignore both calls; mio's IOCP/AFD emulation on Windows
+//!   re-arms in `arm`; the stateless WASI backends subscribe exactly the
+//!   armed directions (`driver/armed.rs`).
+//! - **Readiness, not completion.** An event means "the operation may
+//!   succeed now": the engine then tries the non-blocking call, and on
+//!   `WouldBlock` marks the direction not ready and parks again. Spurious
+//!   events are allowed and cost one retry. An event carries `error` (wake
+//!   both directions; the call reports the error) and the sticky
+//!   `read_closed`/`write_closed` hang-ups (no edge follows a hang-up, so
+//!   the direction stays ready for good). A completion backend (io_uring,
+//!   IOCP proper) fits behind the same engine by reporting a direction
+//!   ready when its submitted operation completed.
+//! - **Waiting.** `poll(events, timeout)` blocks until an event, a
+//!   [`WakeHandle`] wake or the timeout (`None` = forever, `Some(ZERO)` =
+//!   just look; deadlines are the engine's, which passes the nearest one as
+//!   the timeout), then appends what happened. An interrupted wait
+//!   (`EINTR`) returns with no events. A backend that can never be woken
+//!   (WASI: no threads, no signals) returns `Deadlock` for a wait with
+//!   nothing armed and no timeout instead of hanging.
+//! - **Wake handle.** `wake_handle()` gives a thread-safe handle that ends
+//!   a blocking `poll` from any thread (`None` where there are no
+//!   threads); a wake is not reported as an event.
+//! - **Close.** The engine wakes every waiter of a released source itself
+//!   (with `Closed`, Trio's `notify_closing`), then deregisters it.
+//! - **Level questions.** [`ready_now`] asks the OS whether a source is
+//!   ready right now, without waiting, for Trio's level-triggered
+//!   `wait_readable`/`wait_writable`.
+//!
+//! The conformance suite `core/tests/driver_conformance.rs` holds every
+//! backend to this: it runs natively (epoll), on Windows under Wine (AFD),
+//! and on WASI preview 1 and 2 in the project's host.
+//!
+//! Backends: `native` (mio: epoll, kqueue, IOCP/AFD) on every OS mio
+//! supports; `wasi_p1` (`poll_oneoff`) on `wasm32-wasip1`; `wasi_p2`
+//! (`wasi:io/poll`) on `wasm32-wasip2`. Socket operations themselves are
+//! still made by `net/` on each platform's socket API; moving them behind
+//! the backends (so that a completion backend can own them) is the next
+//! step.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::io::IoTable;
-
+#[cfg(any(target_os = "wasi", test))]
+mod armed;
 #[cfg(not(target_os = "wasi"))]
 mod native;
 #[cfg(unix)]
@@ -94,10 +140,14 @@ pub(crate) trait Driver {
     /// one-shot backend (mio's IOCP/AFD emulation on Windows, which stops
     /// watching a direction once it reported it) watches again.
     fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
-    /// `io` is the runtime's table of sources and their waiters: drivers
-    /// over a level-triggered, stateless poll (WASI) subscribe only the
-    /// directions somebody waits on; the native driver ignores it.
-    fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
+    /// Nobody waits on the directions in `interest` of `source` any more
+    /// (the waiter was cancelled or dropped before an event came). A
+    /// backend that subscribes only armed directions stops subscribing
+    /// them; others do nothing (one spurious event at worst).
+    fn disarm(&mut self, source: RawSource, token: usize, interest: Interest);
+    /// Waits for events of armed sources, a wake, or `timeout`, and appends
+    /// what happened to `events` (see the module docs).
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
     fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>>;
 }
 

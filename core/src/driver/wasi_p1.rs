@@ -1,10 +1,11 @@
 //! The WASI preview 1 driver: `poll_oneoff`.
 //!
 //! `poll_oneoff` is level-triggered and keeps no state between calls, so
-//! this driver has no registrations of its own: each `poll` builds one
-//! `fd_read`/`fd_write` subscription per source and direction that a task is
-//! waiting on *now* (the runtime's I/O table says which), plus one clock
-//! subscription for the nearest deadline. A subscription's userdata is
+//! each `poll` builds one `fd_read`/`fd_write` subscription per source and
+//! direction that is armed (a task is waiting on it: the runtime's `arm`
+//! and `disarm` calls, kept in [`Armed`]; a direction reported once is
+//! disarmed until the next `arm`), plus one clock subscription for the
+//! nearest deadline. A subscription's userdata is
 //! `record key * 2 + direction`, so each event maps straight back to its
 //! waiter. An event that carries an error wakes its direction with `error`
 //! set; the woken operation retries its call and reports what the OS says.
@@ -25,21 +26,22 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::armed::Armed;
 use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
-use crate::runtime::io::{IoTable, IoWaiter};
 
 /// Userdata of the clock subscription (record keys are `< usize::MAX / 2`).
 const CLOCK_USERDATA: u64 = u64::MAX;
 
 /// The preview 1 driver (see the module docs).
 pub(crate) struct WasiP1Driver {
+    armed: Armed,
     subs: Vec<wasi::Subscription>,
     out: Vec<wasi::Event>,
 }
 
 impl WasiP1Driver {
     pub(crate) fn new() -> io::Result<WasiP1Driver> {
-        Ok(WasiP1Driver { subs: Vec::new(), out: Vec::new() })
+        Ok(WasiP1Driver { armed: Armed::default(), subs: Vec::new(), out: Vec::new() })
     }
 }
 
@@ -155,27 +157,44 @@ impl WasiP1Driver {
 
 impl Driver for WasiP1Driver {
     fn register(&mut self, _source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
-        // Nothing to do: `poll` subscribes from the I/O table.
+        // Nothing to do: `poll` subscribes what is armed.
         Ok(())
     }
 
-    fn deregister(&mut self, _source: RawSource) -> io::Result<()> {
+    fn deregister(&mut self, source: RawSource) -> io::Result<()> {
+        self.armed.forget(source);
         Ok(())
     }
 
-    fn arm(&mut self, _source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
-        // Level-triggered: `poll` subscribes every direction somebody waits on.
+    fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        self.armed.arm(source, token, interest);
         Ok(())
     }
 
-    fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    fn disarm(&mut self, _source: RawSource, token: usize, interest: Interest) {
+        self.armed.disarm(token, interest);
+    }
+
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let first = events.len();
+        let r = self.poll_armed(events, timeout);
+        // One-shot: a reported direction waits for the next `arm`.
+        for ev in &events[first..] {
+            self.armed.take(ev.token, ev.writable);
+        }
+        r
+    }
+
+    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
+        None
+    }
+}
+
+impl WasiP1Driver {
+    fn poll_armed(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.subs.clear();
-        for (key, rec) in io.recs.iter() {
-            for (dir, waiter) in rec.waiters.iter().enumerate() {
-                if !matches!(waiter, IoWaiter::None) {
-                    self.subs.push(fd_subscription((key * 2 + dir) as u64, rec.fd, dir == 1));
-                }
-            }
+        for (token, fd, write) in self.armed.iter() {
+            self.subs.push(fd_subscription((token * 2 + usize::from(write)) as u64, fd, write));
         }
         match timeout {
             Some(t) if t.is_zero() && self.subs.is_empty() => return Ok(()),
@@ -201,9 +220,5 @@ impl Driver for WasiP1Driver {
             push_event(events, ev);
         }
         Ok(())
-    }
-
-    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
-        None
     }
 }

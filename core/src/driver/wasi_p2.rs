@@ -9,8 +9,9 @@
 //! descriptor natively.
 //!
 //! `wasi:io/poll.poll` is level-triggered and stateless, like preview 1's
-//! `poll_oneoff`: each `poll` passes the pollables of the directions a task
-//! is waiting on now, plus a `wasi:clocks` pollable for the nearest
+//! `poll_oneoff`: each `poll` passes the pollables of the armed directions
+//! (a task waits on them: the runtime's `arm`/`disarm` calls, kept in
+//! [`Armed`]; one-shot, as the contract says), plus a `wasi:clocks` pollable for the nearest
 //! deadline, and maps the ready indices back to `(record, direction)`.
 //! There are no threads, hence no wake handle; a poll with nothing to wait
 //! for and no deadline is an error instead of a hang (`poll` traps on an
@@ -23,8 +24,8 @@ use std::time::Duration;
 
 use wasip2::io::poll::{Pollable, poll};
 
+use super::armed::Armed;
 use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
-use crate::runtime::io::{IoTable, IoWaiter};
 
 /// The pollables of one source, per direction.
 #[derive(Debug, Default)]
@@ -37,13 +38,14 @@ struct Pollables {
 pub(crate) struct WasiP2Driver {
     sources: HashMap<RawSource, Pollables>,
     next_source: RawSource,
+    armed: Armed,
     /// `(record key, direction)` of each pollable passed to `poll`.
     order: Vec<(usize, bool)>,
 }
 
 impl WasiP2Driver {
     pub(crate) fn new() -> io::Result<WasiP2Driver> {
-        Ok(WasiP2Driver { sources: HashMap::new(), next_source: 1, order: Vec::new() })
+        Ok(WasiP2Driver { sources: HashMap::new(), next_source: 1, armed: Armed::default(), order: Vec::new() })
     }
 
     /// Stores the pollables of a new source and returns its number, to be
@@ -82,41 +84,57 @@ impl Driver for WasiP2Driver {
     }
 
     fn deregister(&mut self, source: RawSource) -> io::Result<()> {
+        self.armed.forget(source);
         self.sources.remove(&source);
         Ok(())
     }
 
-    fn arm(&mut self, _source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
-        // Level-triggered: `poll` subscribes every direction somebody waits on.
+    fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        self.armed.arm(source, token, interest);
         Ok(())
     }
 
-    fn poll(&mut self, io: &IoTable, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    fn disarm(&mut self, _source: RawSource, token: usize, interest: Interest) {
+        self.armed.disarm(token, interest);
+    }
+
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let first = events.len();
+        let r = self.poll_armed(events, timeout);
+        // One-shot: a reported direction waits for the next `arm`.
+        for ev in &events[first..] {
+            self.armed.take(ev.token, ev.writable);
+        }
+        r
+    }
+
+    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
+        None
+    }
+}
+
+impl WasiP2Driver {
+    fn poll_armed(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.order.clear();
         let mut list: Vec<&Pollable> = Vec::new();
-        for (key, rec) in io.recs.iter() {
-            let Some(p) = self.sources.get(&rec.fd) else { continue };
-            for (dir, waiter) in rec.waiters.iter().enumerate() {
-                if matches!(waiter, IoWaiter::None) {
-                    continue;
+        for (key, source, write) in self.armed.iter() {
+            let Some(p) = self.sources.get(&source) else { continue };
+            let pollable = if write { p.write.as_ref() } else { p.read.as_ref() };
+            match pollable {
+                Some(pollable) => {
+                    list.push(pollable);
+                    self.order.push((key, write));
                 }
-                let pollable = if dir == 0 { p.read.as_ref() } else { p.write.as_ref() };
-                match pollable {
-                    Some(pollable) => {
-                        list.push(pollable);
-                        self.order.push((key, dir == 1));
-                    }
-                    // Nothing to wait for in this direction: report it
-                    // ready, the operation will say why it cannot proceed.
-                    None => events.push(Event {
-                        token: key,
-                        readable: dir == 0,
-                        writable: dir == 1,
-                        error: false,
-                        read_closed: false,
-                        write_closed: false,
-                    }),
-                }
+                // Nothing to wait for in this direction: report it ready,
+                // the operation will say why it cannot proceed.
+                None => events.push(Event {
+                    token: key,
+                    readable: !write,
+                    writable: write,
+                    error: false,
+                    read_closed: false,
+                    write_closed: false,
+                }),
             }
         }
         if !events.is_empty() {
@@ -153,9 +171,5 @@ impl Driver for WasiP2Driver {
             }
         }
         Ok(())
-    }
-
-    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
-        None
     }
 }

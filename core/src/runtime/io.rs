@@ -34,6 +34,16 @@ pub(crate) enum Dir {
     Write = 1,
 }
 
+impl Dir {
+    /// This direction alone, as an [`Interest`].
+    pub(crate) fn interest(self) -> Interest {
+        match self {
+            Dir::Read => Interest::READABLE,
+            Dir::Write => Interest::WRITABLE,
+        }
+    }
+}
+
 /// Who waits on one direction of a source.
 #[derive(Debug, Default)]
 pub(crate) enum IoWaiter {
@@ -220,6 +230,8 @@ impl Runtime {
         let Some(rec) = self.io_rec(key, generation) else { return };
         if let IoWaiter::Poll(park) = rec.waiters[dir as usize] {
             rec.waiters[dir as usize] = IoWaiter::None;
+            let fd = rec.fd;
+            self.driver.disarm(fd, key, dir.interest());
             if self.parks.contains(park) {
                 self.remove_park(park);
             }
@@ -277,6 +289,8 @@ impl Runtime {
             && matches!(rec.waiters[dir as usize], IoWaiter::Park(k) if k == park)
         {
             rec.waiters[dir as usize] = IoWaiter::None;
+            let fd = rec.fd;
+            self.driver.disarm(fd, key, dir.interest());
         }
     }
 

@@ -531,7 +531,7 @@ impl RunOptions {
                 let mut rt = cell.borrow_mut();
                 let rt = &mut *rt;
                 rt.polls_since_io = 0;
-                rt.driver.poll(&rt.io, &mut events, timeout)?;
+                rt.driver.poll(&mut events, timeout)?;
                 if !events.is_empty() {
                     rt.io_dispatch(&events);
                 } else if !ready && !shared.has_pending() {
