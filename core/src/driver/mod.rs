@@ -69,6 +69,7 @@ use std::time::Duration;
 mod armed;
 #[cfg(not(target_os = "wasi"))]
 mod native;
+pub(crate) mod os;
 #[cfg(unix)]
 pub(crate) mod signals;
 #[cfg(windows)]

@@ -315,7 +315,7 @@ async fn connect_from(local: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
 async fn connect_from(local: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
     crate::lowlevel::checkpoint_if_cancelled().await?;
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    bind_address_no_port(&sock);
+    crate::driver::os::bind_address_no_port(&sock);
     sock.bind(&SocketAddr::new(local, 0).into()).map_err(|e| {
         io::Error::new(e.kind(), format!("local address {local} is incompatible with remote address {addr}: {e}"))
     })?;
@@ -335,25 +335,3 @@ async fn connect_from(local: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
         None => Ok(stream),
     }
 }
-
-/// Linux's `IP_BIND_ADDRESS_NO_PORT`: `bind` takes the IP only, and
-/// `connect` picks the port knowing the destination, so connections from
-/// one local address do not each need a port of their own. Best effort.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn bind_address_no_port(sock: &Socket) {
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket descriptor, and a pointer to a `c_int` with its
-    // size, as the option expects.
-    let _ = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(sock),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const one).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "wasi")))]
-fn bind_address_no_port(_sock: &Socket) {}

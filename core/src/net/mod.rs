@@ -153,9 +153,4 @@ pub async fn open_tcp_listeners(port: u16, host: Option<&str>) -> Result<Vec<Tcp
     Ok(listeners)
 }
 
-fn address_family_not_supported() -> Option<i32> {
-    #[cfg(any(unix, target_os = "wasi"))]
-    return Some(libc::EAFNOSUPPORT);
-    #[cfg(not(any(unix, target_os = "wasi")))]
-    None
-}
+use crate::driver::os::address_family_not_supported;

@@ -259,16 +259,7 @@ where
     }
 }
 
-/// The OS error codes that say "out of resources, try again later".
-fn capacity_errnos() -> &'static [(i32, &'static str)] {
-    #[cfg(any(unix, target_os = "wasi"))]
-    return &[(libc::EMFILE, "EMFILE"), (libc::ENFILE, "ENFILE"), (libc::ENOMEM, "ENOMEM"), (libc::ENOBUFS, "ENOBUFS")];
-    // WSAEMFILE, WSAENOBUFS.
-    #[cfg(windows)]
-    return &[(10024, "WSAEMFILE"), (10055, "WSAENOBUFS")];
-    #[cfg(not(any(unix, windows, target_os = "wasi")))]
-    return &[];
-}
+use crate::driver::os::capacity_errors as capacity_errnos;
 
 fn is_capacity_error(e: &io::Error) -> bool {
     e.raw_os_error().is_some_and(|code| capacity_errnos().iter().any(|&(c, _)| c == code))

@@ -75,22 +75,7 @@ impl SocketCore {
     }
 }
 
-/// `O_NONBLOCK` in one system call (`ioctl(FIONBIO)`) where there is one;
-/// socket2's `set_nonblocking` reads and writes the flags (two).
-fn set_nonblocking(sock: &Socket) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        let on: libc::c_int = 1;
-        // SAFETY: a valid descriptor and a pointer to an int, as FIONBIO
-        // expects.
-        if unsafe { libc::ioctl(raw(sock), libc::FIONBIO, &on) } == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    sock.set_nonblocking(true)
-}
+use crate::driver::os::set_nonblocking;
 
 #[cfg(unix)]
 pub(crate) fn raw(sock: &Socket) -> crate::driver::RawSource {
@@ -180,23 +165,7 @@ impl StreamSocket {
 
 /// `send` that never raises SIGPIPE (the error comes back as `EPIPE`).
 pub(crate) fn send(s: &Socket, buf: &[u8]) -> io::Result<usize> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd"
-    ))]
-    const FLAGS: std::ffi::c_int = libc::MSG_NOSIGNAL;
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd"
-    )))]
-    const FLAGS: std::ffi::c_int = 0; // Apple: socket2 sets SO_NOSIGPIPE
-    s.send_with_flags(buf, FLAGS)
+    s.send_with_flags(buf, crate::driver::os::SEND_FLAGS)
 }
 
 /// `accept`, skipping connections that died in the queue (Trio ignores
@@ -212,16 +181,7 @@ pub(crate) fn accept(s: &Socket) -> io::Result<Socket> {
     }
 }
 
-fn accept_error_is_transient(e: &io::Error) -> bool {
-    if e.kind() == io::ErrorKind::ConnectionAborted {
-        return true;
-    }
-    #[cfg(unix)]
-    if matches!(e.raw_os_error(), Some(libc::EPROTO) | Some(libc::EPERM)) {
-        return true;
-    }
-    false
-}
+use crate::driver::os::accept_error_is_transient;
 
 /// `recv` into an initialized buffer.
 pub(crate) fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {

@@ -111,14 +111,7 @@ impl std::os::fd::AsRawFd for TcpStream {
     }
 }
 
-/// `connect` on a non-blocking socket started and will finish later.
-pub(crate) fn in_progress(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    if e.raw_os_error() == Some(libc::EINPROGRESS) {
-        return true;
-    }
-    e.kind() == io::ErrorKind::WouldBlock
-}
+pub(crate) use crate::driver::os::connect_in_progress as in_progress;
 
 pub(crate) fn sockaddr(a: SockAddr) -> Result<SocketAddr> {
     a.as_socket().ok_or_else(|| Error::Io(io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address")))

@@ -198,7 +198,7 @@ fn describe(code: ErrorCode, what: &dyn fmt::Display) -> std::result::Result<(io
         ErrorCode::WouldBlock => (K::WouldBlock, "would block"),
         ErrorCode::InvalidState => (K::Other, "not valid in the socket's current state"),
         // `EMFILE`, so that `serve_listeners` can treat it as natively.
-        ErrorCode::NewSocketLimit => return Err(io::Error::from_raw_os_error(libc::EMFILE)),
+        ErrorCode::NewSocketLimit => return Err(crate::driver::os::too_many_open_files()),
         ErrorCode::AddressNotBindable => (K::AddrNotAvailable, "not an address the host's network can bind"),
         ErrorCode::AddressInUse => (K::AddrInUse, "address in use"),
         ErrorCode::RemoteUnreachable => (K::HostUnreachable, "remote address unreachable"),
