@@ -1010,7 +1010,10 @@ impl<S: Stream + 'static> futures_io::AsyncWrite for TlsStream<S> {
 
 /// A [`Listener`] that wraps every accepted stream in a server-side
 /// [`TlsStream`]. The handshake happens on the stream's first operation (so
-/// a slow client cannot stall `accept`).
+/// a slow client cannot stall `accept`), or, served by
+/// [`serve_listeners_with`](crate::net::serve_listeners_with) with a
+/// [`handshake_timeout`](crate::net::ServeOptions::handshake_timeout), in
+/// the connection's task before the handler, within the timeout.
 #[derive(Debug)]
 pub struct TlsListener<L> {
     /// The transport listener.
@@ -1141,6 +1144,7 @@ where
 /// Without a timeout (`ServeOptions::new()`) it is exactly [`serve_tls`].
 ///
 /// ```
+/// # use std::io::Write;
 /// # use std::sync::Arc;
 /// # use std::time::Duration;
 /// # use trio::abc::SendStream;
@@ -1153,7 +1157,7 @@ where
 ///         let options = ServeOptions::new()
 ///             .handshake_timeout(Duration::from_secs(10))
 ///             .on_handshake_error(|s: &TlsStream<TcpStream>, e| {
-///                 eprintln!("{:?}: handshake failed: {e}", s.transport().peer_addr())
+///                 let _ = writeln!(std::io::stderr(), "{:?}: handshake failed: {e}", s.transport().peer_addr());
 ///             });
 ///         let addrs = n
 ///             .start(async move |status| {
@@ -1164,7 +1168,8 @@ where
 ///         n.cancel_scope().cancel();
 ///         Ok(())
 ///     })
-///     .await
+///     .await?;
+///     Ok(())
 /// })
 /// # }
 /// ```

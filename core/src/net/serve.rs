@@ -20,13 +20,13 @@ pub const ACCEPT_CAPACITY_ERROR_SLEEP: Duration = Duration::from_millis(100);
 
 /// What a stream must show, in its connection's task, before
 /// [`serve_listeners_with`] (and [`serve_tcp_with`],
-/// [`serve_tls_with`](crate::tls::serve_tls_with)) hands it to the handler,
+/// `trio::tls::serve_tls_with` (feature `tls`)) hands it to the handler,
 /// when [`ServeOptions::handshake_timeout`] is set.
 ///
-/// - [`TlsStream`](crate::tls::TlsStream): the whole TLS handshake
-///   ([`do_handshake`](crate::tls::TlsStream::do_handshake)).
-/// - [`TcpStream`] and [`UnixStream`](super::UnixStream) (plain streams):
-///   the client's first byte, with a readiness wait (level-triggered, as
+/// - `trio::tls::TlsStream` (feature `tls`): the whole TLS handshake
+///   (`TlsStream::do_handshake`).
+/// - [`TcpStream`] and, on Unix, `UnixStream` (plain streams): the
+///   client's first byte, with a readiness wait (level-triggered, as
 ///   Trio's `wait_readable`): nothing is read, so the handler receives
 ///   everything the client sent. The end of stream or a socket error also
 ///   ends the wait (the handler then sees them), and where the platform
@@ -39,7 +39,7 @@ pub const ACCEPT_CAPACITY_ERROR_SLEEP: Duration = Duration::from_millis(100);
 /// Implementations are checkpoints (they wait for the peer).
 /// # Cancellation
 /// Returns `Err(Cancelled)`; for the plain streams nothing happened, for a
-/// `TlsStream` see [`do_handshake`](crate::tls::TlsStream::do_handshake)
+/// `TlsStream` see `TlsStream::do_handshake`
 /// (the serve functions drop the stream anyway).
 #[allow(async_fn_in_trait)] // single-threaded runtime: futures need not be `Send`
 pub trait ServeHandshake {
@@ -56,7 +56,7 @@ pub trait ServeHandshake {
 type HandshakeReport<'a, S> = Rc<dyn Fn(&S, &Error) + 'a>;
 
 /// Options for [`serve_listeners_with`], [`serve_tcp_with`] and
-/// [`serve_tls_with`](crate::tls::serve_tls_with): a builder,
+/// `trio::tls::serve_tls_with` (feature `tls`): a builder,
 /// `ServeOptions::new().handshake_timeout(Duration::from_secs(10))`.
 /// `ServeOptions::new()` (also `Default`) serves exactly as
 /// [`serve_listeners`]: no timeout.
@@ -65,16 +65,20 @@ type HandshakeReport<'a, S> = Rc<dyn Fn(&S, &Error) + 'a>;
 /// is passed to); `'a` is how long the error report may borrow from.
 ///
 /// ```
+/// # use std::io::Write;
 /// # use std::time::Duration;
 /// # use trio::abc::SendStream;
 /// # use trio::net::{ServeOptions, TcpStream, serve_tcp_with};
 /// trio::run(async {
 ///     trio::open_nursery(async |n| {
 ///         let hello = async |stream: TcpStream| stream.send_all(b"hello\n").await;
-///         // A client that has sent nothing within 10 s is dropped.
+///         // A client that has sent nothing within 10 s is dropped (and
+///         // logged; not with `eprintln!`, which panics if stderr fails).
 ///         let options = ServeOptions::new()
 ///             .handshake_timeout(Duration::from_secs(10))
-///             .on_handshake_error(|s: &TcpStream, e| eprintln!("{:?}: dropped: {e}", s.peer_addr()));
+///             .on_handshake_error(|s: &TcpStream, e| {
+///                 let _ = writeln!(std::io::stderr(), "{:?}: dropped: {e}", s.peer_addr());
+///             });
 ///         let addrs = n
 ///             .start(async move |status| {
 ///                 match serve_tcp_with(hello, 0, Some("127.0.0.1"), options, Some(status)).await? {}
@@ -312,7 +316,7 @@ where
 /// [`serve_listeners`] with [`ServeOptions`]: with a
 /// [`handshake_timeout`](ServeOptions::handshake_timeout), each
 /// connection's task first waits for its handshake ([`ServeHandshake`]:
-/// the TLS handshake for a [`TlsListener`](crate::tls::TlsListener)'s
+/// the TLS handshake for a `trio::tls::TlsListener`'s
 /// streams, the first byte for plain TCP or Unix streams), within the
 /// timeout, and calls `handler` only if it succeeded; a connection that
 /// fails it or runs out of time is reported to
@@ -323,23 +327,27 @@ where
 /// `ServeOptions::new()` it is exactly [`serve_listeners`].
 ///
 /// ```no_run
-/// use std::sync::Arc;
 /// use std::time::Duration;
 /// use trio::abc::{ReceiveStream, SendStream};
 /// use trio::net::{ServeOptions, TcpStream, open_tcp_listeners, serve_listeners_with};
-/// use trio::tls::{TlsListener, TlsStream};
 ///
-/// # fn config() -> Arc<rustls::ServerConfig> { unimplemented!() }
 /// trio::run(async {
-///     let listeners: Vec<_> = open_tcp_listeners(8443, None)
-///         .await?
-///         .into_iter()
-///         .map(|l| TlsListener::new(l, config()))
-///         .collect();
-///     // The handshake is done when the handler starts.
-///     let hello = async |stream: TlsStream<TcpStream>| stream.send_all(b"hello\n").await;
+///     let listeners = open_tcp_listeners(8080, None).await?;
+///     // An echo server; a client that sends nothing within 10 s is dropped
+///     // without reaching it (a `TlsListener`'s clients: that finish no TLS
+///     // handshake within 10 s).
+///     let echo = async |stream: TcpStream| {
+///         let mut buf = [0u8; 4096];
+///         loop {
+///             let n = stream.receive_some(&mut buf).await?;
+///             if n == 0 {
+///                 return Ok(());
+///             }
+///             stream.send_all(&buf[..n]).await?;
+///         }
+///     };
 ///     let options = ServeOptions::new().handshake_timeout(Duration::from_secs(10));
-///     match serve_listeners_with(hello, listeners, None, options, None).await? {}
+///     match serve_listeners_with(echo, listeners, None, options, None).await? {}
 /// })
 /// .unwrap_or_else(|e| eprintln!("server stopped: {e}"));
 /// ```
