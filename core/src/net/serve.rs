@@ -29,9 +29,9 @@ pub const ACCEPT_CAPACITY_ERROR_SLEEP: Duration = Duration::from_millis(100);
 ///   client's first byte, with a readiness wait (level-triggered, as
 ///   Trio's `wait_readable`): nothing is read, so the handler receives
 ///   everything the client sent. The end of stream or a socket error also
-///   ends the wait (the handler then sees them), and where the platform
-///   has no `poll(2)` (Windows) a spurious readiness event may end it early:
-///   the handler is then called sooner, never later.
+///   ends the wait (the handler then sees them). On WASI, where the driver
+///   cannot ask whether a socket is ready now, a stale readiness event may
+///   end it early: the handler is then called sooner, never later.
 ///
 /// Implement it for a stream type of your own to serve it with a timeout.
 ///
