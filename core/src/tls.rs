@@ -960,6 +960,15 @@ impl<S: Stream> HalfCloseableStream for TlsStream<S> {
     }
 }
 
+impl<S: Stream> crate::net::ServeHandshake for TlsStream<S> {
+    /// [`do_handshake`](TlsStream::do_handshake): a server with a
+    /// [`handshake_timeout`](crate::net::ServeOptions::handshake_timeout)
+    /// hands its handler only streams whose TLS handshake is done.
+    async fn serve_handshake(&self) -> Result<()> {
+        self.do_handshake().await
+    }
+}
+
 #[cfg(feature = "futures-io")]
 impl<S: Stream + 'static> futures_io::AsyncRead for TlsStream<S> {
     fn poll_read(
@@ -1001,7 +1010,10 @@ impl<S: Stream + 'static> futures_io::AsyncWrite for TlsStream<S> {
 
 /// A [`Listener`] that wraps every accepted stream in a server-side
 /// [`TlsStream`]. The handshake happens on the stream's first operation (so
-/// a slow client cannot stall `accept`).
+/// a slow client cannot stall `accept`), or, served by
+/// [`serve_listeners_with`](crate::net::serve_listeners_with) with a
+/// [`handshake_timeout`](crate::net::ServeOptions::handshake_timeout), in
+/// the connection's task before the handler, within the timeout.
 #[derive(Debug)]
 pub struct TlsListener<L> {
     /// The transport listener.
@@ -1090,6 +1102,18 @@ pub async fn open_tls_over_tcp_listeners(
 /// catches (and logs) errors such as a client's failed handshake instead of
 /// returning them.
 ///
+/// There is no handshake timeout: a client that connects and sends nothing
+/// holds its connection (and a descriptor) until the handler gives up on
+/// it, and enough of them lock every other client out. A server facing the
+/// internet uses [`serve_tls_with`] and a
+/// [`handshake_timeout`](crate::net::ServeOptions::handshake_timeout)
+/// instead (or bounds the handler's operations).
+///
+/// # Checkpoint
+/// Always.
+/// # Cancellation
+/// As [`serve_listeners`](crate::net::serve_listeners): the listeners are
+/// closed, the connection tasks cancelled; returns `Err(Cancelled)`.
 /// # Errors
 /// As [`serve_listeners`](crate::net::serve_listeners).
 pub async fn serve_tls<H>(
@@ -1097,6 +1121,75 @@ pub async fn serve_tls<H>(
     port: u16,
     config: Arc<ServerConfig>,
     host: Option<&str>,
+    task_status: Option<crate::TaskStatus<Vec<std::net::SocketAddr>>>,
+) -> Result<std::convert::Infallible>
+where
+    H: AsyncFn(TlsStream<crate::net::TcpStream>) -> Result<()>,
+{
+    serve_tls_with(handler, port, config, host, crate::net::ServeOptions::new(), task_status).await
+}
+
+/// [`serve_tls`] with [`ServeOptions`](crate::net::ServeOptions), above all
+/// a [`handshake_timeout`](crate::net::ServeOptions::handshake_timeout):
+/// then each connection's task runs the TLS handshake first, under
+/// [`fail_after`](crate::fail_after) of the timeout, and calls `handler`
+/// only with a stream whose handshake is done. A connection whose handshake
+/// fails (an untrusted certificate, plain text, a scanner) or times out (a
+/// client that connects and sends nothing, or too slowly) is reported to
+/// [`on_handshake_error`](crate::net::ServeOptions::on_handshake_error)
+/// (with [`Error::TooSlow`] for the timeout), closed and dropped; the
+/// server goes on, and the handler never sees it. So idle clients cannot
+/// hold the server's descriptors longer than the timeout (10 s is a
+/// reasonable choice; a client on a slow link needs a few round trips).
+/// Without a timeout (`ServeOptions::new()`) it is exactly [`serve_tls`].
+///
+/// ```
+/// # use std::io::Write;
+/// # use std::sync::Arc;
+/// # use std::time::Duration;
+/// # use trio::abc::SendStream;
+/// # use trio::net::{ServeOptions, TcpStream};
+/// # use trio::tls::{TlsStream, serve_tls_with};
+/// # fn run(config: Arc<rustls::ServerConfig>) -> trio::Result<()> {
+/// trio::run(async {
+///     trio::open_nursery(async |n| {
+///         let hello = async |stream: TlsStream<TcpStream>| stream.send_all(b"hello\n").await;
+///         let options = ServeOptions::new()
+///             .handshake_timeout(Duration::from_secs(10))
+///             .on_handshake_error(|s: &TlsStream<TcpStream>, e| {
+///                 let _ = writeln!(std::io::stderr(), "{:?}: handshake failed: {e}", s.transport().peer_addr());
+///             });
+///         let addrs = n
+///             .start(async move |status| {
+///                 match serve_tls_with(hello, 0, config, Some("127.0.0.1"), options, Some(status)).await? {}
+///             })
+///             .await?;
+///         # let _ = addrs;
+///         n.cancel_scope().cancel();
+///         Ok(())
+///     })
+///     .await?;
+///     Ok(())
+/// })
+/// # }
+/// ```
+///
+/// # Checkpoint
+/// Always.
+/// # Cancellation
+/// As [`serve_tls`]; a connection cancelled during its handshake is
+/// dropped without a report.
+/// # Errors
+/// As [`serve_listeners`](crate::net::serve_listeners) (those of
+/// [`open_tcp_listeners`](crate::net::open_tcp_listeners) before
+/// `started`, a handler's error); a failed or timed-out handshake is never
+/// an error of this call.
+pub async fn serve_tls_with<H>(
+    handler: H,
+    port: u16,
+    config: Arc<ServerConfig>,
+    host: Option<&str>,
+    options: crate::net::ServeOptions<'_, TlsStream<crate::net::TcpStream>>,
     task_status: Option<crate::TaskStatus<Vec<std::net::SocketAddr>>>,
 ) -> Result<std::convert::Infallible>
 where
@@ -1110,5 +1203,5 @@ where
     if let Some(status) = task_status {
         status.started(addrs);
     }
-    crate::net::serve_listeners(handler, listeners, None, None).await
+    crate::net::serve_listeners_with(handler, listeners, None, options, None).await
 }

@@ -13,7 +13,14 @@
 //!   about 900 connections.)
 //!
 //! The same for `tls_echo_server` (its generated certificate is trusted
-//! through the PEM file it names; 1,000 connections, of three lines each).
+//! through the PEM file it names; 1,000 connections, of two lines each).
+//!
+//! And (issue 18 item 5) `tls_echo_server` with 64 descriptors
+//! (`RLIMIT_NOFILE`) and `--handshake-timeout 1s` is not locked out by 60
+//! clients that connect and send nothing: a real client is served once
+//! their handshake timeout drops them, and each of them sees its
+//! connection closed. (Before the timeout the server held them forever
+//! and served no one else.)
 
 #![cfg(unix)]
 
@@ -87,8 +94,30 @@ impl Drop for Server {
 
 impl Server {
     fn start(example: &str, args: &[&str]) -> (Self, ChildStdout) {
+        Self::start_limited(example, args, None)
+    }
+
+    /// As `start`, with the soft descriptor limit (`RLIMIT_NOFILE`) set to
+    /// `nofile` in the child.
+    fn start_limited(example: &str, args: &[&str], nofile: Option<u64>) -> (Self, ChildStdout) {
+        use std::os::unix::process::CommandExt;
         let path = build_example(example);
-        let mut child = Command::new(&path)
+        let mut command = Command::new(&path);
+        if let Some(n) = nofile {
+            let limit = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+            // SAFETY: `setrlimit` is async-signal-safe and touches only the
+            // child's limit (between fork and exec).
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -197,12 +226,20 @@ mod tls {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
 
-    use super::{Server, connect, read_address};
+    use super::{IO_TIMEOUT, Server, connect, read_address};
 
     /// The `tls_echo_server` example with a generated certificate: the server,
     /// its stdout, its address and a client configuration that trusts it.
     fn start_tls() -> (Server, ChildStdout, SocketAddr, Arc<rustls::ClientConfig>) {
-        let (server, stdout) = Server::start("tls_echo_server", &["127.0.0.1:0"]);
+        start_tls_with(&["127.0.0.1:0"], None)
+    }
+
+    /// As `start_tls`, with `args` and a descriptor limit.
+    fn start_tls_with(
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> (Server, ChildStdout, SocketAddr, Arc<rustls::ClientConfig>) {
+        let (server, stdout) = Server::start_limited("tls_echo_server", args, nofile);
         let (addr, seen) = read_address(&stdout, "listening on ");
         let pem = seen
             .lines()
@@ -257,6 +294,35 @@ mod tls {
         for i in 0..1000 {
             tls_echo_once(addr, &config, b"x").unwrap_or_else(|e| panic!("connection {i} with stdout unread: {e}"));
         }
+        assert!(server.is_running(), "the server ended");
+        drop(stdout);
+    }
+
+    /// The review's case: 60 clients connect and send nothing to a server
+    /// with 64 descriptors, which runs out of them (the last idle clients
+    /// and the real one wait in the listen queue). With a 1 s handshake
+    /// timeout the idle ones are dropped (each sees its connection closed,
+    /// within its read timeout) and the real client is served.
+    #[test]
+    fn tls_echo_server_drops_idle_clients_and_serves_with_64_descriptors() {
+        let (mut server, stdout, addr, config) =
+            start_tls_with(&["--handshake-timeout", "1s", "127.0.0.1:0"], Some(64));
+        let idle: Vec<_> = (0..60).map(|_| connect(addr)).collect();
+        // Each read below has its own timeout (10 s): a server that never
+        // drops the idle clients fails the first of them.
+        tls_echo_once(addr, &config, b"let me in")
+            .unwrap_or_else(|e| panic!("a real client behind 60 idle ones (1 s handshake timeout): {e}"));
+        for (i, mut c) in idle.into_iter().enumerate() {
+            let mut buf = [0u8; 16];
+            match c.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => {
+                    panic!("idle client {i}: expected the server to close it within {IO_TIMEOUT:?}, got {other:?}")
+                }
+            }
+        }
+        tls_echo_once(addr, &config, b"and again").unwrap_or_else(|e| panic!("a real client afterwards: {e}"));
         assert!(server.is_running(), "the server ended");
         drop(stdout);
     }

@@ -135,6 +135,14 @@ impl StreamSocket {
         self.core.wait_ready(Dir::Write).await
     }
 
+    /// Waits until a `receive_some` would not block (data, end of stream
+    /// or an error is pending; level-triggered); reads nothing. Claims the
+    /// receive side meanwhile (`Busy` if a receive is running).
+    pub(crate) async fn wait_readable(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.receiving)?;
+        self.core.wait_ready(Dir::Read).await
+    }
+
     pub(crate) async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
         let _busy = BusyGuard::claim(&self.receiving)?;
         self.core.sock()?;

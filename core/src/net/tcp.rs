@@ -22,6 +22,14 @@ pub struct TcpStream {
 
 stream_traits!(TcpStream);
 
+impl super::ServeHandshake for TcpStream {
+    /// Waits until the first byte (or the end of stream, or an error) is
+    /// there to receive, with a readiness wait: nothing is read.
+    async fn serve_handshake(&self) -> Result<()> {
+        self.sock.wait_readable().await
+    }
+}
+
 impl TcpStream {
     /// Connects to `addr`.
     ///

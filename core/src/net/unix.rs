@@ -19,6 +19,14 @@ pub struct UnixStream {
 
 stream_traits!(UnixStream);
 
+impl super::ServeHandshake for UnixStream {
+    /// Waits until the first byte (or the end of stream, or an error) is
+    /// there to receive, with a readiness wait: nothing is read.
+    async fn serve_handshake(&self) -> Result<()> {
+        self.sock.wait_readable().await
+    }
+}
+
 impl UnixStream {
     /// Connects to the socket at `path`.
     ///

@@ -419,6 +419,16 @@ impl crate::abc::SendStream for TcpStream {
     }
 }
 
+impl super::ServeHandshake for TcpStream {
+    /// Waits until the first byte (or the end of stream, or an error) is
+    /// there to receive, with a readiness wait: nothing is read.
+    async fn serve_handshake(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.receiving)?;
+        self.core.raw()?;
+        self.core.io.wait_ready(Dir::Read).await
+    }
+}
+
 impl crate::abc::ReceiveStream for TcpStream {
     async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
         let _busy = BusyGuard::claim(&self.receiving)?;

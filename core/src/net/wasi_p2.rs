@@ -568,6 +568,17 @@ impl crate::abc::SendStream for TcpStream {
     }
 }
 
+impl super::ServeHandshake for TcpStream {
+    /// Waits until the first byte (or the end of stream, or an error) is
+    /// there to receive, with a readiness wait on the input stream's
+    /// pollable: nothing is read.
+    async fn serve_handshake(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.receiving)?;
+        self.with_conn(|_| Ok(()))?;
+        self.reg.io.wait_ready(Dir::Read).await
+    }
+}
+
 impl crate::abc::ReceiveStream for TcpStream {
     async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
         self.receive_some_impl(buf).await
