@@ -93,12 +93,14 @@ mod sockets {
         Ok((client, server))
     }
 
-    /// Reads exactly `n` bytes (bounded by `n` reads of at least one byte).
+    /// Reads exactly `n` bytes, never more (bounded by `n` reads of at
+    /// least one byte).
     async fn read_exactly(s: &TcpStream, n: usize) -> trio::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(n);
         let mut buf = vec![0u8; 64 * 1024];
         while out.len() < n {
-            let k = s.receive_some(&mut buf).await?;
+            let want = (n - out.len()).min(buf.len());
+            let k = s.receive_some(&mut buf[..want]).await?;
             assert!(k > 0, "EOF after {} of {n} bytes", out.len());
             out.extend_from_slice(&buf[..k]);
         }
@@ -192,6 +194,71 @@ mod sockets {
             assert_eq!(read_exactly(&a, 5).await?, b"reply");
             drop(a);
             assert_eq!(b.receive_some(&mut buf).await?, 0);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// An EOF that arrived (and was polled) while nobody waited is still
+    /// seen by a read that starts afterwards: the backend's readiness for a
+    /// direction nobody was waiting on is not lost.
+    #[test]
+    fn eof_that_arrived_while_nobody_waited() {
+        trio::run(async {
+            let (a, b) = pair().await?;
+            a.send_all(b"bye").await?;
+            drop(a);
+            // Real time, so that the driver polls (and sees the FIN) while
+            // no task waits on `b`.
+            for _ in 0..5 {
+                trio::sleep(Duration::from_millis(5)).await?;
+            }
+            let got = trio::fail_after(Duration::from_secs(60), read_exactly(&b, 3)).await?;
+            assert_eq!(got, b"bye");
+            let mut buf = [0u8; 8];
+            assert_eq!(trio::fail_after(Duration::from_secs(60), b.receive_some(&mut buf)).await?, 0);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// A peer that closes without sending: the FIN alone, seen by a poll
+    /// while nobody waited, then a read (under the mock clock as well as the
+    /// system clock).
+    #[test]
+    fn bare_eof_that_arrived_while_nobody_waited() {
+        let body = async || {
+            // Both sides: the connecting one waited for writability (its
+            // connect) before, the accepted one never waited.
+            for connecting_side_reads in [false, true] {
+                let (a, b) = pair().await?;
+                let (closing, reading) = if connecting_side_reads { (b, a) } else { (a, b) };
+                drop(closing);
+                for _ in 0..5 {
+                    trio::sleep(Duration::from_millis(1)).await?;
+                }
+                let mut buf = [0u8; 8];
+                let n = trio::fail_after(Duration::from_secs(60), reading.receive_some(&mut buf)).await?;
+                assert_eq!(n, 0);
+            }
+            Ok(())
+        };
+        trio::run(body()).unwrap();
+        mock_run(body()).unwrap();
+    }
+
+    /// The same for data: bytes that arrived while nobody waited are read
+    /// by a later read, in a run that polled meanwhile.
+    #[test]
+    fn data_that_arrived_while_nobody_waited() {
+        trio::run(async {
+            let (a, b) = pair().await?;
+            a.send_all(b"early").await?;
+            for _ in 0..5 {
+                trio::sleep(Duration::from_millis(5)).await?;
+            }
+            let got = trio::fail_after(Duration::from_secs(60), read_exactly(&b, 5)).await?;
+            assert_eq!(got, b"early");
             Ok(())
         })
         .unwrap();

@@ -24,6 +24,10 @@ pub(crate) struct NativeDriver {
     /// The registered sockets' mio views, by handle.
     #[cfg(windows)]
     sources: std::collections::HashMap<RawSource, WinSource>,
+    /// Directions found ready when they were armed, reported by the next
+    /// `poll` (see `do_arm`).
+    #[cfg(windows)]
+    ready_at_arm: Vec<Event>,
 }
 
 struct MioWake(Waker);
@@ -46,6 +50,8 @@ impl NativeDriver {
             waker,
             #[cfg(windows)]
             sources: std::collections::HashMap::new(),
+            #[cfg(windows)]
+            ready_at_arm: Vec::new(),
         })
     }
 }
@@ -102,12 +108,22 @@ impl NativeDriver {
     }
 
     fn do_arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
-        let interest = mio_interest(interest)?;
+        let mio_int = mio_interest(interest)?;
         match self.sources.get_mut(&source) {
             // AFD reports each direction once; asking again re-arms it.
-            Some(view) => self.poll.registry().reregister(&mut **view, Token(token), interest),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "this socket is not registered")),
+            Some(view) => self.poll.registry().reregister(&mut **view, Token(token), mio_int)?,
+            None => return Err(io::Error::new(io::ErrorKind::NotFound, "this socket is not registered")),
         }
+        // The re-armed AFD poll is submitted by the next `poll` and answered
+        // through the completion port later, even for a condition that holds
+        // already (an EOF that came while nobody watched): a `poll` that only
+        // looks (timeout zero, as the mock clock's autojump does before
+        // jumping) would miss it. So what is true now is asked at once and
+        // reported by the next `poll`, level-triggered as epoll would.
+        if let Some(ev) = ready_event(source, token, interest) {
+            self.ready_at_arm.push(ev);
+        }
+        Ok(())
     }
 }
 
@@ -125,6 +141,38 @@ pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
     // SAFETY: one valid pollfd, count 1, no timeout.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n != 0
+}
+
+/// The directions of `interest` that `source` is ready for now, as an
+/// event (one `WSAPoll` without waiting), or `None`.
+#[cfg(windows)]
+fn ready_event(source: RawSource, token: usize, interest: Interest) -> Option<Event> {
+    use windows_sys::Win32::Networking::WinSock::{POLLERR, POLLHUP, POLLRDNORM, POLLWRNORM, WSAPOLLFD, WSAPoll};
+    let mut events = 0;
+    if interest.readable {
+        events |= POLLRDNORM;
+    }
+    if interest.writable {
+        events |= POLLWRNORM;
+    }
+    let mut p = WSAPOLLFD { fd: source as usize, events, revents: 0 };
+    // SAFETY: one valid WSAPOLLFD, count 1, no timeout.
+    if unsafe { WSAPoll(&mut p, 1, 0) } <= 0 {
+        return None;
+    }
+    let r = p.revents;
+    let error = r & POLLERR != 0;
+    let hup = r & POLLHUP != 0;
+    let readable = interest.readable && (r & POLLRDNORM != 0 || hup || error);
+    let writable = interest.writable && (r & POLLWRNORM != 0 || error);
+    (readable || writable).then_some(Event {
+        token,
+        readable,
+        writable,
+        error,
+        read_closed: hup && interest.readable,
+        write_closed: false,
+    })
 }
 
 /// See [`super::ready_now`].
@@ -199,6 +247,13 @@ impl Driver for NativeDriver {
     }
 
     fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        #[cfg(windows)]
+        let timeout = if self.ready_at_arm.is_empty() {
+            timeout
+        } else {
+            events.append(&mut self.ready_at_arm);
+            Some(Duration::ZERO)
+        };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
