@@ -4,7 +4,82 @@
 //! backend never reads the runtime's tables; one-shot per direction, as the
 //! contract says (`take` after reporting an event).
 
-use super::{Interest, RawSource};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Driver, Events, Interest, RawSource, WakeHandle};
+
+/// A stateless, level-triggered backend (WASI), driven by [`Level`].
+pub(crate) trait LevelPoll {
+    /// Whether `source` may be registered.
+    fn check_source(&self, source: RawSource) -> io::Result<()>;
+    /// `source` was deregistered: forget what the backend keeps for it.
+    fn source_gone(&mut self, source: RawSource);
+    /// Waits (at most `timeout`) for the `armed` directions, appending an
+    /// event per ready one.
+    fn poll_armed(&mut self, armed: &Armed, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+/// The [`Driver`] of a [`LevelPoll`] backend: keeps what the runtime armed
+/// and disarms each direction it reported (one-shot, as the contract says).
+/// No threads on WASI, hence no wake handle.
+pub(crate) struct Level<B> {
+    armed: Armed,
+    /// The backend, for its own calls (preview 2's sources).
+    pub(crate) backend: B,
+}
+
+impl<B> Level<B> {
+    pub(crate) fn new(backend: B) -> Level<B> {
+        Level { armed: Armed::default(), backend }
+    }
+}
+
+impl<B: LevelPoll> Driver for Level<B> {
+    fn register(&mut self, source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
+        // Nothing is watched until it is armed.
+        self.backend.check_source(source)
+    }
+
+    fn deregister(&mut self, source: RawSource) -> io::Result<()> {
+        self.armed.forget(source);
+        self.backend.source_gone(source);
+        Ok(())
+    }
+
+    fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        self.armed.arm(source, token, interest);
+        Ok(())
+    }
+
+    fn disarm(&mut self, _source: RawSource, token: usize, interest: Interest) {
+        self.armed.disarm(token, interest);
+    }
+
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let first = events.len();
+        let r = self.backend.poll_armed(&self.armed, events, timeout);
+        for ev in &events[first..] {
+            self.armed.take(ev.token, ev.writable);
+        }
+        r
+    }
+
+    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
+        None
+    }
+}
+
+/// The error of a wait that could never end: nothing armed, no deadline,
+/// and no other thread or signal to wake it (WASI).
+pub(crate) fn nothing_to_wait_for() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Deadlock,
+        "every task is blocked with no I/O to wait for and no deadline; \
+         nothing can wake them on WASI (there are no threads or signals)",
+    )
+}
 
 /// Armed directions by token (tokens are small, dense record keys).
 #[derive(Debug, Default)]
@@ -19,7 +94,6 @@ struct Slot {
     dirs: [bool; 2],
 }
 
-#[allow(dead_code)] // each WASI backend uses its part; tested natively
 impl Armed {
     /// Watches exactly the directions in `interest` for `token` from now on.
     pub(crate) fn arm(&mut self, source: RawSource, token: usize, interest: Interest) {
@@ -71,6 +145,7 @@ impl Armed {
     }
 
     /// Whether no direction is armed.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }

@@ -65,7 +65,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+// Natively only its unit tests use it.
 #[cfg(any(target_os = "wasi", test))]
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
 mod armed;
 #[cfg(not(target_os = "wasi"))]
 mod native;
@@ -188,7 +190,7 @@ pub(crate) type PlatformDriver = wasi_p1::WasiP1Driver;
 /// The driver for this platform.
 #[cfg(all(target_os = "wasi", target_env = "p1"))]
 pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
-    wasi_p1::WasiP1Driver::new()
+    wasi_p1::new_driver()
 }
 
 /// The driver of this platform.
@@ -198,5 +200,5 @@ pub(crate) type PlatformDriver = wasi_p2::WasiP2Driver;
 /// The driver for this platform.
 #[cfg(all(target_os = "wasi", not(target_env = "p1")))]
 pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
-    wasi_p2::WasiP2Driver::new()
+    wasi_p2::new_driver()
 }

@@ -143,11 +143,11 @@ pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
     n != 0
 }
 
-/// The directions of `interest` that `source` is ready for now, as an
-/// event (one `WSAPoll` without waiting), or `None`.
+/// One `WSAPoll` of `source` for `interest` without waiting: the
+/// `revents`, or `None` if the call failed.
 #[cfg(windows)]
-fn ready_event(source: RawSource, token: usize, interest: Interest) -> Option<Event> {
-    use windows_sys::Win32::Networking::WinSock::{POLLERR, POLLHUP, POLLRDNORM, POLLWRNORM, WSAPOLLFD, WSAPoll};
+fn wsa_poll(source: RawSource, interest: Interest) -> Option<i16> {
+    use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, POLLWRNORM, WSAPOLLFD, WSAPoll};
     let mut events = 0;
     if interest.readable {
         events |= POLLRDNORM;
@@ -157,10 +157,16 @@ fn ready_event(source: RawSource, token: usize, interest: Interest) -> Option<Ev
     }
     let mut p = WSAPOLLFD { fd: source as usize, events, revents: 0 };
     // SAFETY: one valid WSAPOLLFD, count 1, no timeout.
-    if unsafe { WSAPoll(&mut p, 1, 0) } <= 0 {
-        return None;
-    }
-    let r = p.revents;
+    let n = unsafe { WSAPoll(&mut p, 1, 0) };
+    (n >= 0).then_some(p.revents)
+}
+
+/// The directions of `interest` that `source` is ready for now, as an
+/// event, or `None`.
+#[cfg(windows)]
+fn ready_event(source: RawSource, token: usize, interest: Interest) -> Option<Event> {
+    use windows_sys::Win32::Networking::WinSock::{POLLERR, POLLHUP, POLLRDNORM, POLLWRNORM};
+    let r = wsa_poll(source, interest)?;
     let error = r & POLLERR != 0;
     let hup = r & POLLHUP != 0;
     let readable = interest.readable && (r & POLLRDNORM != 0 || hup || error);
@@ -178,18 +184,7 @@ fn ready_event(source: RawSource, token: usize, interest: Interest) -> Option<Ev
 /// See [`super::ready_now`].
 #[cfg(windows)]
 pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
-    use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, POLLWRNORM, WSAPOLLFD, WSAPoll};
-    let mut events = 0;
-    if interest.readable {
-        events |= POLLRDNORM;
-    }
-    if interest.writable {
-        events |= POLLWRNORM;
-    }
-    let mut p = WSAPOLLFD { fd: source as usize, events, revents: 0 };
-    // SAFETY: one valid WSAPOLLFD, count 1, no timeout.
-    let n = unsafe { WSAPoll(&mut p, 1, 0) };
-    n != 0
+    wsa_poll(source, interest).is_none_or(|revents| revents != 0)
 }
 
 /// `SO_EXCLUSIVEADDRUSE`: on Windows, where `SO_REUSEADDR` would let

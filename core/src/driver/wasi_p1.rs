@@ -23,26 +23,26 @@
 //! error instead of hanging (WASI also rejects an empty subscription list).
 
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::armed::Armed;
-use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
+use super::armed::{Armed, Level, LevelPoll, nothing_to_wait_for};
+use super::{Event, Events, RawSource};
 
 /// Userdata of the clock subscription (record keys are `< usize::MAX / 2`).
 const CLOCK_USERDATA: u64 = u64::MAX;
 
 /// The preview 1 driver (see the module docs).
-pub(crate) struct WasiP1Driver {
-    armed: Armed,
+pub(crate) type WasiP1Driver = Level<WasiP1Poll>;
+
+/// `poll_oneoff`'s buffers, reused across polls.
+pub(crate) struct WasiP1Poll {
     subs: Vec<wasi::Subscription>,
     out: Vec<wasi::Event>,
 }
 
-impl WasiP1Driver {
-    pub(crate) fn new() -> io::Result<WasiP1Driver> {
-        Ok(WasiP1Driver { armed: Armed::default(), subs: Vec::new(), out: Vec::new() })
-    }
+/// The preview 1 driver.
+pub(crate) fn new_driver() -> io::Result<WasiP1Driver> {
+    Ok(Level::new(WasiP1Poll { subs: Vec::new(), out: Vec::new() }))
 }
 
 /// `Errno` as `io::Error` (WASI's errno values are the guest's OS errors).
@@ -107,7 +107,7 @@ fn push_event(events: &mut Events, ev: &wasi::Event) {
     });
 }
 
-impl WasiP1Driver {
+impl WasiP1Poll {
     /// `poll_oneoff` failed as a whole with `err`: a host may fail the call
     /// when one subscription fails instead of reporting the error in its
     /// event (both of wasmtime 46's preview 1 implementations answer `EBADF`
@@ -155,57 +155,23 @@ impl WasiP1Driver {
     }
 }
 
-impl Driver for WasiP1Driver {
-    fn register(&mut self, _source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
-        // Nothing to do: `poll` subscribes what is armed.
+impl LevelPoll for WasiP1Poll {
+    fn check_source(&self, _source: RawSource) -> io::Result<()> {
+        // Any descriptor: `poll_oneoff` reports a bad one in its event.
         Ok(())
     }
 
-    fn deregister(&mut self, source: RawSource) -> io::Result<()> {
-        self.armed.forget(source);
-        Ok(())
-    }
+    fn source_gone(&mut self, _source: RawSource) {}
 
-    fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
-        self.armed.arm(source, token, interest);
-        Ok(())
-    }
-
-    fn disarm(&mut self, _source: RawSource, token: usize, interest: Interest) {
-        self.armed.disarm(token, interest);
-    }
-
-    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        let first = events.len();
-        let r = self.poll_armed(events, timeout);
-        // One-shot: a reported direction waits for the next `arm`.
-        for ev in &events[first..] {
-            self.armed.take(ev.token, ev.writable);
-        }
-        r
-    }
-
-    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
-        None
-    }
-}
-
-impl WasiP1Driver {
-    fn poll_armed(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    fn poll_armed(&mut self, armed: &Armed, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.subs.clear();
-        for (token, fd, write) in self.armed.iter() {
+        for (token, fd, write) in armed.iter() {
             self.subs.push(fd_subscription((token * 2 + usize::from(write)) as u64, fd, write));
         }
         match timeout {
             Some(t) if t.is_zero() && self.subs.is_empty() => return Ok(()),
             Some(t) => self.subs.push(clock_subscription(t)),
-            None if self.subs.is_empty() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Deadlock,
-                    "every task is blocked with no I/O to wait for and no deadline; \
-                     nothing can wake them on WASI (there are no threads or signals)",
-                ));
-            }
+            None if self.subs.is_empty() => return Err(nothing_to_wait_for()),
             None => {}
         }
         self.out.clear();

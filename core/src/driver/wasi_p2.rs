@@ -19,13 +19,12 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use wasip2::io::poll::{Pollable, poll};
 
-use super::armed::Armed;
-use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
+use super::armed::{Armed, Level, LevelPoll, nothing_to_wait_for};
+use super::{Event, Events, RawSource};
 
 /// The pollables of one source, per direction.
 #[derive(Debug, Default)]
@@ -35,22 +34,25 @@ struct Pollables {
 }
 
 /// The preview 2 driver (see the module docs).
-pub(crate) struct WasiP2Driver {
+pub(crate) type WasiP2Driver = Level<WasiP2Poll>;
+
+/// The preview 2 driver.
+pub(crate) fn new_driver() -> io::Result<WasiP2Driver> {
+    Ok(Level::new(WasiP2Poll { sources: HashMap::new(), next_source: 1, order: Vec::new() }))
+}
+
+/// The sources' pollables, and what a poll passed.
+pub(crate) struct WasiP2Poll {
     sources: HashMap<RawSource, Pollables>,
     next_source: RawSource,
-    armed: Armed,
     /// `(record key, direction)` of each pollable passed to `poll`.
     order: Vec<(usize, bool)>,
 }
 
-impl WasiP2Driver {
-    pub(crate) fn new() -> io::Result<WasiP2Driver> {
-        Ok(WasiP2Driver { sources: HashMap::new(), next_source: 1, armed: Armed::default(), order: Vec::new() })
-    }
-
+impl WasiP2Poll {
     /// Stores the pollables of a new source and returns its number, to be
     /// registered with the runtime's I/O table. The driver owns the
-    /// pollables until [`Driver::deregister`] drops them, which must happen
+    /// pollables until the driver's `deregister` drops them, which must happen
     /// before the resources they came from are dropped.
     pub(crate) fn add_source(&mut self, read: Option<Pollable>, write: Option<Pollable>) -> RawSource {
         let mut id = self.next_source;
@@ -74,8 +76,8 @@ impl WasiP2Driver {
     }
 }
 
-impl Driver for WasiP2Driver {
-    fn register(&mut self, source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
+impl LevelPoll for WasiP2Poll {
+    fn check_source(&self, source: RawSource) -> io::Result<()> {
         if self.sources.contains_key(&source) {
             Ok(())
         } else {
@@ -83,41 +85,14 @@ impl Driver for WasiP2Driver {
         }
     }
 
-    fn deregister(&mut self, source: RawSource) -> io::Result<()> {
-        self.armed.forget(source);
+    fn source_gone(&mut self, source: RawSource) {
         self.sources.remove(&source);
-        Ok(())
     }
 
-    fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
-        self.armed.arm(source, token, interest);
-        Ok(())
-    }
-
-    fn disarm(&mut self, _source: RawSource, token: usize, interest: Interest) {
-        self.armed.disarm(token, interest);
-    }
-
-    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        let first = events.len();
-        let r = self.poll_armed(events, timeout);
-        // One-shot: a reported direction waits for the next `arm`.
-        for ev in &events[first..] {
-            self.armed.take(ev.token, ev.writable);
-        }
-        r
-    }
-
-    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
-        None
-    }
-}
-
-impl WasiP2Driver {
-    fn poll_armed(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    fn poll_armed(&mut self, armed: &Armed, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         self.order.clear();
         let mut list: Vec<&Pollable> = Vec::new();
-        for (key, source, write) in self.armed.iter() {
+        for (key, source, write) in armed.iter() {
             let Some(p) = self.sources.get(&source) else { continue };
             let pollable = if write { p.write.as_ref() } else { p.read.as_ref() };
             match pollable {
@@ -149,13 +124,7 @@ impl WasiP2Driver {
                 );
                 list.push(&clock);
             }
-            None if list.is_empty() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Deadlock,
-                    "every task is blocked with no I/O to wait for and no deadline; \
-                     nothing can wake them on WASI (there are no threads or signals)",
-                ));
-            }
+            None if list.is_empty() => return Err(nothing_to_wait_for()),
             None => {}
         }
         for i in poll(&list) {

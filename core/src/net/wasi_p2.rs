@@ -88,7 +88,7 @@ impl Reg {
     /// Registers the pollables `read()` and `write()` (made inside the
     /// runtime borrow, so nothing is created outside a run).
     fn new(read: impl FnOnce() -> Option<Pollable>, write: impl FnOnce() -> Option<Pollable>) -> Result<Reg> {
-        let src = runtime::with(|rt| rt.driver.add_source(read(), write()))?;
+        let src = runtime::with(|rt| rt.driver.backend.add_source(read(), write()))?;
         match IoHandle::new(src) {
             Ok(io) => Ok(Reg { io, src }),
             Err(e) => {
@@ -104,7 +104,7 @@ impl Reg {
         read: impl FnOnce() -> Option<Pollable>,
         write: impl FnOnce() -> Option<Pollable>,
     ) -> Result<()> {
-        runtime::with(|rt| rt.driver.set_pollables(self.src, read(), write()))
+        runtime::with(|rt| rt.driver.backend.set_pollables(self.src, read(), write()))
     }
 }
 
