@@ -53,14 +53,13 @@ pub fn detect_kind(bytes: &[u8]) -> Option<WasmKind> {
 /// Returns `Ok(status)` when the guest exits on its own: 0 when `_start` or
 /// `wasi:cli/run` returns successfully, 1 when `wasi:cli/run` returns an
 /// error, the exit code when it calls `proc_exit` or `wasi:cli/exit`,
-/// except that a status the host uses itself ([`HOST_STATUSES`]: 2, 124,
-/// 125, 134) becomes [`EXIT_GUEST_RESERVED`] (125), with one line on stderr
-/// giving the guest's own status.
-///
-/// [`HOST_STATUSES`]: crate::HOST_STATUSES
-/// [`EXIT_GUEST_RESERVED`]: crate::EXIT_GUEST_RESERVED Returns a [`HostError`] when the guest cannot be
-/// loaded or linked, or stops abnormally (trap, fuel, memory); see
-/// [`HostError::exit_status`] for the status to exit with.
+/// except that a status the host uses itself
+/// ([`HOST_STATUSES`](crate::HOST_STATUSES): 2, 124, 125, 134) becomes
+/// [`EXIT_GUEST_RESERVED`](crate::EXIT_GUEST_RESERVED) (125), with one
+/// line on stderr giving the guest's own status. Returns a [`HostError`]
+/// when the guest cannot be loaded or linked, or stops abnormally (trap,
+/// fuel, memory); see [`HostError::exit_status`] for the status to exit
+/// with.
 ///
 /// With [`HostConfig::timeout`], a thread watches the wall clock: if the
 /// guest has not stopped by then, whatever it is doing (running, sleeping,
