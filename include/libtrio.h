@@ -571,8 +571,9 @@ int trio_accept(trio_handle_t listener, trio_handle_t *out);
  *
  * Returns 0; `TRIO_EIO` (no such file, connection refused, path too long,
  * ...); `TRIO_EINVAL` if `path` or `out` is NULL or `path` is empty;
- * `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task. `*out` is written
- * only on success.
+ * `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task; `TRIO_EUNSUPPORTED`
+ * on Windows (no Unix-domain sockets there). `*out` is written only on
+ * success.
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
@@ -590,7 +591,8 @@ int trio_unix_connect(const char *path, trio_handle_t *out);
  * Suspends the calling C task briefly (a checkpoint).
  *
  * Returns 0; `TRIO_EIO`; `TRIO_EINVAL` if `path` or `out` is NULL or
- * `path` is empty; `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
+ * `path` is empty; `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task;
+ * `TRIO_EUNSUPPORTED` on Windows (no Unix-domain sockets there).
  * `*out` is written only on success.
  *
  * # Safety
@@ -1356,8 +1358,9 @@ int trio_last_error(char *buf, size_t len);
 
 /**
  * The OS error number (`errno`) behind this thread's last failure if it
- * was an operating-system error (`TRIO_EIO`), else 0. Does not block; any
- * thread.
+ * was an operating-system error (`TRIO_EIO`), else 0. On Windows it is the
+ * Winsock or Win32 error code (`WSAECONNREFUSED`, ...), not an `errno`
+ * value. Does not block; any thread.
  */
 int trio_last_os_error(void);
 

@@ -172,6 +172,15 @@ impl Sock {
     }
 }
 
+/// Where there are no Unix-domain sockets: the call's checkpoint (so
+/// `TRIO_ENORUN` and `TRIO_ECANCELED` come first, as on Unix), then
+/// `TRIO_EUNSUPPORTED`.
+#[cfg(not(unix))]
+fn unix_unsupported() -> Result<c_int, c_int> {
+    wait_net(trio::checkpoint())?;
+    Err(set_error(error::TRIO_EUNSUPPORTED, "Unix-domain sockets are not supported on this platform"))
+}
+
 fn no_peer() -> Error {
     Error::Io(io::Error::new(io::ErrorKind::InvalidInput, "a listener has no peer"))
 }
@@ -471,8 +480,9 @@ pub unsafe extern "C" fn trio_accept(listener: trio_handle_t, out: *mut trio_han
 ///
 /// Returns 0; `TRIO_EIO` (no such file, connection refused, path too long,
 /// ...); `TRIO_EINVAL` if `path` or `out` is NULL or `path` is empty;
-/// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task. `*out` is written
-/// only on success.
+/// `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task; `TRIO_EUNSUPPORTED`
+/// on Windows (no Unix-domain sockets there). `*out` is written only on
+/// success.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `out` is NULL or points to a
@@ -493,7 +503,7 @@ pub unsafe extern "C" fn trio_unix_connect(path: *const c_char, out: *mut trio_h
             #[cfg(not(unix))]
             {
                 let _ = path;
-                Err(set_error(error::TRIO_EUNSUPPORTED, "Unix-domain sockets are not supported on this platform"))
+                unix_unsupported()
             }
         })())
     })
@@ -508,7 +518,8 @@ pub unsafe extern "C" fn trio_unix_connect(path: *const c_char, out: *mut trio_h
 /// Suspends the calling C task briefly (a checkpoint).
 ///
 /// Returns 0; `TRIO_EIO`; `TRIO_EINVAL` if `path` or `out` is NULL or
-/// `path` is empty; `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task.
+/// `path` is empty; `TRIO_ECANCELED`; `TRIO_ENORUN` outside a C task;
+/// `TRIO_EUNSUPPORTED` on Windows (no Unix-domain sockets there).
 /// `*out` is written only on success.
 ///
 /// # Safety
@@ -530,7 +541,7 @@ pub unsafe extern "C" fn trio_unix_listen(path: *const c_char, out: *mut trio_ha
             #[cfg(not(unix))]
             {
                 let _ = path;
-                Err(set_error(error::TRIO_EUNSUPPORTED, "Unix-domain sockets are not supported on this platform"))
+                unix_unsupported()
             }
         })())
     })

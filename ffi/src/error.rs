@@ -288,8 +288,9 @@ pub unsafe extern "C" fn trio_last_error(buf: *mut c_char, len: usize) -> c_int 
 }
 
 /// The OS error number (`errno`) behind this thread's last failure if it
-/// was an operating-system error (`TRIO_EIO`), else 0. Does not block; any
-/// thread.
+/// was an operating-system error (`TRIO_EIO`), else 0. On Windows it is the
+/// Winsock or Win32 error code (`WSAECONNREFUSED`, ...), not an `errno`
+/// value. Does not block; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_last_os_error() -> c_int {
     guard(|| LAST.try_with(|l| l.borrow().os_error).unwrap_or(0))
