@@ -5,13 +5,22 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
-#include <dirent.h>
 #include <stdint.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+/* Windows (mingw, run under Wine in CI): no Unix-domain sockets in libtrio,
+ * Winsock's error codes, and handles instead of descriptors. */
+#ifdef _WIN32
+#include <winsock2.h>
+#include <windows.h>
+#define OS_ECONNREFUSED WSAECONNREFUSED
+#else
+#include <dirent.h>
+#define OS_ECONNREFUSED ECONNREFUSED
+#endif
 
 #include "libtrio.h"
 
@@ -24,7 +33,17 @@ static int detail_has(const char *s) {
     return strstr(d, s) != NULL;
 }
 
-/* Open descriptors of this process. */
+/* Open descriptors of this process (on Windows: its handles), or
+ * FDS_UNKNOWN where the system cannot say (Wine 8.0's GetProcessHandleCount
+ * reports 0): then the leak check is left out. */
+#define FDS_UNKNOWN (-2)
+#ifdef _WIN32
+static int count_fds(void) {
+    DWORD n = 0;
+    if (!GetProcessHandleCount(GetCurrentProcess(), &n) || n == 0) return FDS_UNKNOWN;
+    return (int)n;
+}
+#else
 static int count_fds(void) {
     int n = 0;
     struct dirent *e;
@@ -35,6 +54,7 @@ static int count_fds(void) {
     closedir(d);
     return n;
 }
+#endif
 
 /* Receives until EOF into buf (at most cap bytes); the count, or an error. */
 static long receive_to_eof(trio_handle_t s, char *buf, size_t cap) {
@@ -189,6 +209,7 @@ static void half_close(void) {
 }
 
 /* --- 4. Unix sockets in a temporary directory --- */
+#ifndef _WIN32
 static void unix_sockets(void) {
     char dir[] = "/tmp/trio-test-net-XXXXXX";
     char path[128], missing[160], addr[160];
@@ -220,6 +241,7 @@ static void unix_sockets(void) {
     CHECK(detail_has("No such file"), "unix: with the OS message");
     CHECK(unlink(path) == 0 && rmdir(dir) == 0, "unix: clean up the directory");
 }
+#endif
 
 /* --- 5. serve_tcp with a C handler --- */
 struct serve_ctx {
@@ -368,6 +390,7 @@ static int userve_server(void *arg) {
     return c->serve_rc == TRIO_ECANCELED ? TRIO_ECANCELED : 0;
 }
 
+#ifndef _WIN32
 static void serve_a_unix_listener(void) {
     char dir[] = "/tmp/trio-test-net-XXXXXX";
     char path[128], reply[32];
@@ -393,6 +416,7 @@ static void serve_a_unix_listener(void) {
     snprintf(path, sizeof path, "%s/sock", dir);
     CHECK(unlink(path) == 0 && rmdir(dir) == 0, "serve unix: clean up");
 }
+#endif
 
 /* A second server on a listener that one task serves already is refused
  * with TRIO_EBUSY, and the first goes on serving (found by the fuzzer: the
@@ -532,7 +556,7 @@ static void connect_refused(void) {
     CHECK(trio_tcp_connect("127.0.0.1", port, &s) == TRIO_EIO, "refused: connecting is TRIO_EIO");
     CHECK(s == 12345, "refused: out is left alone");
     CHECK(detail_has("refused") && detail_has("127.0.0.1"), "refused: the detail has the OS message and address");
-    CHECK(trio_last_os_error() == ECONNREFUSED, "refused: trio_last_os_error is ECONNREFUSED");
+    CHECK(trio_last_os_error() == OS_ECONNREFUSED, "refused: trio_last_os_error is ECONNREFUSED");
 }
 
 /* --- 10. bad input inside a run --- */
@@ -613,9 +637,13 @@ static int main_task(void *arg) {
     echo_between_two_tasks("127.0.0.1");
     one_mebibyte();
     half_close();
+#ifndef _WIN32
     unix_sockets();
+#endif
     serve_tcp_with_a_handler();
+#ifndef _WIN32
     serve_a_unix_listener();
+#endif
     second_server_is_busy();
     server_beside_an_accepting_task();
     cancel_a_receive();
@@ -649,7 +677,7 @@ int main(void) {
     int fds_before = count_fds();
     trio_handle_t h = 555;
     char buf[64];
-    CHECK(fds_before > 0, "count descriptors");
+    CHECK(fds_before > 0 || fds_before == FDS_UNKNOWN, "count descriptors");
 
     /* outside trio_run */
     CHECK(trio_tcp_connect("127.0.0.1", 1, &h) == TRIO_ENORUN && h == 555, "outside: connect");
@@ -675,7 +703,7 @@ int main(void) {
     CHECK(trio_local_address(left_a, buf, sizeof buf) == TRIO_EBADHANDLE, "after: local_address");
     CHECK(trio_close(left_a) == TRIO_EBADHANDLE && trio_close(left_listener) == TRIO_EBADHANDLE,
           "after: closing them again is TRIO_EBADHANDLE");
-    CHECK(count_fds() == fds_before, "no descriptor leaked");
+    if (fds_before != FDS_UNKNOWN) CHECK(count_fds() == fds_before, "no descriptor leaked");
     printf("1..%d\n", test_no);
     return 0;
 }
