@@ -1,0 +1,312 @@
+//! What every socket stream and listener shares, whatever backs it (socket2
+//! natively, descriptors on WASI preview 1, `wasi:sockets` on preview 2):
+//! Trio's `SocketStream` rules written once.
+//!
+//! - [`Stream`]: the conflict detectors (`Busy` for a second concurrent
+//!   sender or receiver), the send state (a cancelled or failed partial
+//!   `send_all` breaks the stream; `send_all` after `send_eof` is `Closed`)
+//!   and the operations, each a checkpoint, over a backend's
+//!   [`StreamCore`];
+//! - [`accept`]: a listener's `accept` (`Busy` for a second acceptor,
+//!   `Cancelled` before `Closed`);
+//! - [`stream_traits!`]: the stream traits (and `futures-io`'s) for a type
+//!   with a `sock: Stream<_>` field.
+
+use std::cell::Cell;
+
+use crate::error::Result;
+use crate::io::{BusyGuard, check_send, note_broken, to_broken};
+use crate::lowlevel;
+use crate::runtime::io::Dir;
+
+/// A backend's connected byte-stream socket: the system calls, tried first
+/// and waited for on "would block", with `Closed` once it is closed.
+pub(crate) trait StreamCore {
+    /// `Closed` once closed.
+    fn check_open(&self) -> Result<()>;
+
+    /// Sends all of `data[*sent..]`, adding to `*sent` what went out (so
+    /// that a failure or a cancellation midway can tell).
+    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()>;
+
+    /// One receive into `buf` (not empty); `Ok(0)` at the end of stream.
+    async fn read(&self, buf: &mut [u8]) -> Result<usize>;
+
+    /// Waits until the socket is ready in `dir` (level-triggered); `Closed`
+    /// once closed.
+    async fn ready(&self, dir: Dir) -> Result<()>;
+
+    /// Shuts the sending side down (a connection that is gone already
+    /// needs none); `Closed` once closed.
+    fn shutdown_write(&self) -> Result<()>;
+
+    /// Closes now: waiters wake with `Closed`, the resources are freed.
+    fn close(&self);
+
+    #[cfg(feature = "futures-io")]
+    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<std::io::Result<usize>>;
+
+    /// One write of part of `buf` (the stream is neither broken nor shut).
+    #[cfg(feature = "futures-io")]
+    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>>;
+
+    #[cfg(feature = "futures-io")]
+    fn poll_flush(&self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    /// `AsyncWrite::poll_close`; `eof_sent` is the stream's `send_eof` flag.
+    #[cfg(feature = "futures-io")]
+    fn poll_close(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        eof_sent: &Cell<bool>,
+    ) -> std::task::Poll<std::io::Result<()>>;
+}
+
+/// A connected byte-stream socket: Trio's `SocketStream` over a backend's
+/// [`StreamCore`].
+#[derive(Debug)]
+pub(crate) struct Stream<C> {
+    pub(crate) core: C,
+    sending: Cell<bool>,
+    receiving: Cell<bool>,
+    /// A `send_all` was cancelled midway, or the peer is gone.
+    broken: Cell<bool>,
+    /// `send_eof` was called: sending is over (`Closed`, as Trio).
+    eof_sent: Cell<bool>,
+}
+
+impl<C: StreamCore> Stream<C> {
+    pub(crate) fn new(core: C) -> Stream<C> {
+        Stream {
+            core,
+            sending: Cell::new(false),
+            receiving: Cell::new(false),
+            broken: Cell::new(false),
+            eof_sent: Cell::new(false),
+        }
+    }
+
+    pub(crate) async fn send_all(&self, data: &[u8]) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.core.check_open()?;
+        check_send(self.eof_sent.get(), &self.broken)?;
+        if data.is_empty() {
+            return lowlevel::checkpoint().await;
+        }
+        let mut sent = 0;
+        self.core.write_all(data, &mut sent).await.map_err(|e| note_broken(e, sent, &self.broken))
+    }
+
+    pub(crate) async fn wait_send_all_might_not_block(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.core.ready(Dir::Write).await
+    }
+
+    /// Waits until a `receive_some` would not block (data, end of stream
+    /// or an error is pending; level-triggered); reads nothing. Claims the
+    /// receive side meanwhile (`Busy` if a receive is running).
+    pub(crate) async fn wait_readable(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.receiving)?;
+        self.core.ready(Dir::Read).await
+    }
+
+    pub(crate) async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
+        let _busy = BusyGuard::claim(&self.receiving)?;
+        self.core.check_open()?;
+        if buf.is_empty() {
+            return Err(crate::abc::empty_buffer_error());
+        }
+        self.core.read(buf).await.map_err(to_broken)
+    }
+
+    pub(crate) async fn send_eof(&self) -> Result<()> {
+        let _busy = BusyGuard::claim(&self.sending)?;
+        self.core.shutdown_write()?;
+        self.eof_sent.set(true);
+        lowlevel::checkpoint().await
+    }
+
+    /// `aclose`: close, then a checkpoint (it reports `Cancelled` but the
+    /// stream is closed either way).
+    pub(crate) async fn aclose(&self) -> Result<()> {
+        self.core.close();
+        lowlevel::checkpoint().await
+    }
+}
+
+#[cfg(feature = "futures-io")]
+impl<C: StreamCore> Stream<C> {
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.core.poll_read(cx, buf)
+    }
+
+    pub(crate) fn poll_write(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io;
+        if self.eof_sent.get() {
+            return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "sent EOF already")));
+        }
+        if self.broken.get() {
+            return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the stream is broken")));
+        }
+        self.core.poll_write(cx, buf)
+    }
+
+    /// Nothing to flush once the sending side is shut.
+    pub(crate) fn poll_flush(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        if self.eof_sent.get() {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        self.core.poll_flush(cx)
+    }
+
+    pub(crate) fn poll_close(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.core.poll_close(cx, &self.eof_sent)
+    }
+}
+
+/// A listener's `accept`: `Busy` if another task is accepting; a cancelled
+/// caller sees `Cancelled` before `Closed` (as Trio's accept, which checks
+/// cancellation before the system call); then `check_open`, then `accept`
+/// (the backend's wait for a connection).
+pub(crate) async fn accept<T>(
+    accepting: &Cell<bool>,
+    check_open: impl FnOnce() -> Result<()>,
+    accept: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let _busy = BusyGuard::claim(accepting)?;
+    lowlevel::checkpoint_if_cancelled().await?;
+    check_open()?;
+    accept.await
+}
+
+/// Implements the stream traits (and `ServeHandshake`, and `futures-io`'s
+/// `AsyncRead`/`AsyncWrite` on the type and on references to it) for a type
+/// with a `sock: Stream<_>` field.
+macro_rules! stream_traits {
+    ($ty:ty) => {
+        impl $crate::abc::AsyncResource for $ty {
+            async fn aclose(&self) -> $crate::Result<()> {
+                self.sock.aclose().await
+            }
+        }
+        impl $crate::abc::SendStream for $ty {
+            async fn send_all(&self, data: &[u8]) -> $crate::Result<()> {
+                self.sock.send_all(data).await
+            }
+            async fn wait_send_all_might_not_block(&self) -> $crate::Result<()> {
+                self.sock.wait_send_all_might_not_block().await
+            }
+            async fn send_eof_if_supported(&self) -> Option<$crate::Result<()>> {
+                Some(self.sock.send_eof().await)
+            }
+        }
+        impl $crate::abc::ReceiveStream for $ty {
+            async fn receive_some(&self, buf: &mut [u8]) -> $crate::Result<usize> {
+                self.sock.receive_some(buf).await
+            }
+        }
+        impl $crate::abc::HalfCloseableStream for $ty {
+            async fn send_eof(&self) -> $crate::Result<()> {
+                self.sock.send_eof().await
+            }
+        }
+        impl $crate::net::ServeHandshake for $ty {
+            /// Waits until the first byte (or the end of stream, or an error) is
+            /// there to receive, with a readiness wait: nothing is read.
+            async fn serve_handshake(&self) -> $crate::Result<()> {
+                self.sock.wait_readable().await
+            }
+        }
+        /// Cancellation: a poll parked here wakes when its cancel scope is cancelled
+        /// and fails with an `io::Error` wrapping
+        /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+        /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
+        #[cfg(feature = "futures-io")]
+        impl futures_io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                futures_io::AsyncRead::poll_read(std::pin::Pin::new(&mut &*self), cx, buf)
+            }
+        }
+        /// Cancellation: a poll parked here wakes when its cancel scope is cancelled
+        /// and fails with an `io::Error` wrapping
+        /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+        /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
+        #[cfg(feature = "futures-io")]
+        impl futures_io::AsyncRead for &$ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.sock.poll_read(cx, buf)
+            }
+        }
+        /// Cancellation: a poll parked here wakes when its cancel scope is cancelled
+        /// and fails with an `io::Error` wrapping
+        /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+        /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
+        #[cfg(feature = "futures-io")]
+        impl futures_io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                futures_io::AsyncWrite::poll_write(std::pin::Pin::new(&mut &*self), cx, buf)
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                futures_io::AsyncWrite::poll_flush(std::pin::Pin::new(&mut &*self), cx)
+            }
+            fn poll_close(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                futures_io::AsyncWrite::poll_close(std::pin::Pin::new(&mut &*self), cx)
+            }
+        }
+        /// Cancellation: a poll parked here wakes when its cancel scope is cancelled
+        /// and fails with an `io::Error` wrapping
+        /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
+        /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
+        #[cfg(feature = "futures-io")]
+        impl futures_io::AsyncWrite for &$ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.sock.poll_write(cx, buf)
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.sock.poll_flush(cx)
+            }
+            fn poll_close(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.sock.poll_close(cx)
+            }
+        }
+    };
+}
+pub(crate) use stream_traits;
