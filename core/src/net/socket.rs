@@ -1,17 +1,15 @@
 //! What every native socket type shares: a non-blocking socket2 socket
-//! registered once with the run's driver, and its system calls as the
-//! [`StreamCore`] of the shared [`Stream`] (Trio's `SocketStream`; see
+//! registered once with the run's driver, and its system calls
+//! ([`SocketCalls`]) under the shared [`Stream`] (Trio's `SocketStream`; see
 //! `stream.rs` for its conflict detectors and send state).
 
-#[cfg(feature = "futures-io")]
-use std::cell::Cell;
 use std::cell::{Ref, RefCell};
 use std::io;
 
 use socket2::Socket;
 
 pub(crate) use super::stream::stream_traits;
-use super::stream::{Stream, StreamCore};
+use super::stream::{SocketCalls, SocketIo, Stream};
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
 use crate::lowlevel;
@@ -94,69 +92,54 @@ pub(crate) fn stream(sock: Socket) -> Result<StreamSocket> {
     Ok(Stream::new(SocketCore::new(sock)?))
 }
 
-impl StreamCore for SocketCore {
-    fn check_open(&self) -> Result<()> {
-        self.sock().map(drop)
+impl SocketIo for SocketCore {
+    type Handle<'a> = &'a Socket;
+
+    fn with_handle<R>(&self, f: impl FnOnce(&Socket) -> R) -> Result<R> {
+        Ok(f(&*self.sock()?))
     }
 
-    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
-        while *sent < data.len() {
-            let rest = &data[*sent..];
-            *sent += self.io(Dir::Write, |s| send(s, rest).map(|n| (n, n < rest.len()))).await?;
-        }
-        Ok(())
+    async fn io_on<T>(&self, dir: Dir, op: impl FnMut(&Socket) -> io::Result<(T, bool)>) -> Result<T> {
+        self.io(dir, op).await
     }
 
-    async fn read(&self, buf: &mut [u8]) -> Result<usize> {
-        let len = buf.len();
-        // A short read drained the socket: the next one waits for an event
-        // instead of trying (and failing) first. End of stream (0) stays
-        // "ready": no further event would come.
-        self.io(Dir::Read, |s| recv(s, buf).map(|n| (n, n > 0 && n < len))).await
+    #[cfg(feature = "futures-io")]
+    fn poll_io_on<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        dir: Dir,
+        mut op: impl FnMut(&Socket) -> io::Result<(T, bool)>,
+    ) -> std::task::Poll<io::Result<T>> {
+        self.io.poll_io(cx, dir, || match self.sock() {
+            Ok(s) => op(&s),
+            Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
+        })
     }
+}
 
-    async fn ready(&self, dir: Dir) -> Result<()> {
+impl SocketCalls for SocketCore {
+    async fn wait_ready_on(&self, dir: Dir) -> Result<()> {
         self.wait_ready(dir).await
     }
 
-    fn shutdown_write(&self) -> Result<()> {
-        match self.sock()?.shutdown(std::net::Shutdown::Write) {
+    fn close_now(&self) {
+        self.close();
+    }
+
+    fn send(s: &Socket, buf: &[u8]) -> io::Result<usize> {
+        send(s, buf)
+    }
+
+    fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+        recv(s, buf)
+    }
+
+    fn shutdown_write(s: &Socket) -> io::Result<()> {
+        match s.shutdown(std::net::Shutdown::Write) {
             // Already shut down, or the peer is gone: nothing to send anyway.
-            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(Error::Io(e)),
-            _ => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            r => r,
         }
-    }
-
-    fn close(&self) {
-        SocketCore::close(self);
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
-        let len = buf.len();
-        self.io.poll_io(cx, Dir::Read, || match self.sock() {
-            Ok(s) => recv(&s, buf).map(|n| (n, n > 0 && n < len)),
-            Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
-        })
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
-        self.io.poll_io(cx, Dir::Write, || match self.sock() {
-            Ok(s) => send(&s, buf).map(|n| (n, n < buf.len())),
-            Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
-        })
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_close(&self, _cx: &mut std::task::Context<'_>, _eof_sent: &Cell<bool>) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(match self.sock() {
-            Ok(s) => match s.shutdown(std::net::Shutdown::Write) {
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-                r => r,
-            },
-            Err(_) => Ok(()),
-        })
     }
 }
 

@@ -7,12 +7,18 @@
 //!   `send_all` breaks the stream; `send_all` after `send_eof` is `Closed`)
 //!   and the operations, each a checkpoint, over a backend's
 //!   [`StreamCore`];
-//! - [`accept`]: a listener's `accept` (`Busy` for a second acceptor,
-//!   `Cancelled` before `Closed`);
+//! - [`SocketIo`]: a registered socket and its non-blocking calls;
+//!   [`SocketCalls`]: one that is a socket handle with
+//!   `send`/`recv`/`shutdown` calls (natively and on WASI preview 1) has
+//!   its `StreamCore` written once, from these;
+//! - [`accept`] (and `SocketIo::accept_on`): a
+//!   listener's `accept` (`Busy` for a second acceptor, `Cancelled` before
+//!   `Closed`);
 //! - [`stream_traits!`]: the stream traits (and `futures-io`'s) for a type
 //!   with a `sock: Stream<_>` field.
 
 use std::cell::Cell;
+use std::io;
 
 use crate::error::Result;
 use crate::io::{BusyGuard, check_send, note_broken, to_broken};
@@ -44,24 +50,127 @@ pub(crate) trait StreamCore {
     fn close(&self);
 
     #[cfg(feature = "futures-io")]
-    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<std::io::Result<usize>>;
+    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>>;
 
     /// One write of part of `buf` (the stream is neither broken nor shut).
     #[cfg(feature = "futures-io")]
-    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>>;
+    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>>;
 
     #[cfg(feature = "futures-io")]
-    fn poll_flush(&self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(&self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
     /// `AsyncWrite::poll_close`; `eof_sent` is the stream's `send_eof` flag.
     #[cfg(feature = "futures-io")]
-    fn poll_close(
+    fn poll_close(&self, cx: &mut std::task::Context<'_>, eof_sent: &Cell<bool>) -> std::task::Poll<io::Result<()>>;
+}
+
+/// A registered socket (or another registered resource) and the
+/// non-blocking calls on it: what a listener's `accept` needs.
+pub(crate) trait SocketIo {
+    /// What the calls take: the socket, its descriptor, or the resource.
+    type Handle<'a>
+    where
+        Self: 'a;
+
+    /// `f` on the handle, or `Closed`.
+    fn with_handle<R>(&self, f: impl FnOnce(Self::Handle<'_>) -> R) -> Result<R>;
+
+    /// Runs a non-blocking call on the handle until it does not block
+    /// (see `IoHandle::io`); `Closed` if the socket is closed meanwhile.
+    async fn io_on<T>(&self, dir: Dir, op: impl FnMut(Self::Handle<'_>) -> io::Result<(T, bool)>) -> Result<T>;
+
+    /// As [`io_on`](Self::io_on), for a `poll_*` method.
+    #[cfg(feature = "futures-io")]
+    fn poll_io_on<T>(
         &self,
         cx: &mut std::task::Context<'_>,
-        eof_sent: &Cell<bool>,
-    ) -> std::task::Poll<std::io::Result<()>>;
+        dir: Dir,
+        op: impl FnMut(Self::Handle<'_>) -> io::Result<(T, bool)>,
+    ) -> std::task::Poll<io::Result<T>>;
+
+    /// A listener's [`accept`] on this socket: `call` (the `accept` call,
+    /// skipping connections that died in the queue) once it is readable.
+    async fn accept_on<T>(
+        &self,
+        accepting: &Cell<bool>,
+        mut call: impl FnMut(Self::Handle<'_>) -> io::Result<T>,
+    ) -> Result<T> {
+        accept(accepting, || self.with_handle(|_| ()), self.io_on(Dir::Read, |h| call(h).map(|c| (c, false)))).await
+    }
+}
+
+/// A [`SocketIo`] whose socket is one handle with `send`/`recv`/`shutdown`
+/// calls (socket2 natively, a descriptor on WASI preview 1): its
+/// [`StreamCore`] is written once, below, from these.
+pub(crate) trait SocketCalls: SocketIo {
+    /// Waits until the socket is ready in `dir`; `Closed` once closed.
+    async fn wait_ready_on(&self, dir: Dir) -> Result<()>;
+
+    /// Closes now: waiters wake with `Closed`, the socket is freed.
+    fn close_now(&self);
+
+    /// `send` (never raising SIGPIPE).
+    fn send(h: Self::Handle<'_>, buf: &[u8]) -> io::Result<usize>;
+
+    /// `recv` into `buf`.
+    fn recv(h: Self::Handle<'_>, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Shuts the sending side down; a connection that is gone already
+    /// needs none (`Ok`).
+    fn shutdown_write(h: Self::Handle<'_>) -> io::Result<()>;
+}
+
+impl<D: SocketCalls> StreamCore for D {
+    fn check_open(&self) -> Result<()> {
+        self.with_handle(|_| ())
+    }
+
+    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
+        while *sent < data.len() {
+            let rest = &data[*sent..];
+            *sent += self.io_on(Dir::Write, |h| D::send(h, rest).map(|n| (n, n < rest.len()))).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        let len = buf.len();
+        // A short read drained the socket: the next one waits for an event
+        // instead of trying (and failing) first. End of stream (0) stays
+        // "ready": no further event would come.
+        self.io_on(Dir::Read, |h| D::recv(h, buf).map(|n| (n, n > 0 && n < len))).await
+    }
+
+    async fn ready(&self, dir: Dir) -> Result<()> {
+        self.wait_ready_on(dir).await
+    }
+
+    fn shutdown_write(&self) -> Result<()> {
+        Ok(self.with_handle(|h| D::shutdown_write(h))??)
+    }
+
+    fn close(&self) {
+        self.close_now();
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
+        let len = buf.len();
+        self.poll_io_on(cx, Dir::Read, |h| D::recv(h, buf).map(|n| (n, n > 0 && n < len)))
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
+        self.poll_io_on(cx, Dir::Write, |h| D::send(h, buf).map(|n| (n, n < buf.len())))
+    }
+
+    /// Shuts the sending side down (a closed stream has nothing to shut).
+    #[cfg(feature = "futures-io")]
+    fn poll_close(&self, _cx: &mut std::task::Context<'_>, _eof_sent: &Cell<bool>) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(self.with_handle(|h| D::shutdown_write(h)).unwrap_or(Ok(())))
+    }
 }
 
 /// A connected byte-stream socket: Trio's `SocketStream` over a backend's
@@ -142,16 +251,11 @@ impl<C: StreamCore> Stream<C> {
         &self,
         cx: &mut std::task::Context<'_>,
         buf: &mut [u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
+    ) -> std::task::Poll<io::Result<usize>> {
         self.core.poll_read(cx, buf)
     }
 
-    pub(crate) fn poll_write(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::io;
+    pub(crate) fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
         if self.eof_sent.get() {
             return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "sent EOF already")));
         }
@@ -162,14 +266,14 @@ impl<C: StreamCore> Stream<C> {
     }
 
     /// Nothing to flush once the sending side is shut.
-    pub(crate) fn poll_flush(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    pub(crate) fn poll_flush(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
         if self.eof_sent.get() {
             return std::task::Poll::Ready(Ok(()));
         }
         self.core.poll_flush(cx)
     }
 
-    pub(crate) fn poll_close(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    pub(crate) fn poll_close(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
         self.core.poll_close(cx, &self.eof_sent)
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use super::socket::{SocketCore, StreamSocket, stream, stream_traits};
+use super::stream::SocketIo;
 use crate::error::{Error, Result};
 use crate::runtime::io::Dir;
 
@@ -215,12 +216,7 @@ impl crate::abc::Listener for TcpListener {
     type Stream = TcpStream;
 
     async fn accept(&self) -> Result<TcpStream> {
-        let sock = super::stream::accept(
-            &self.accepting,
-            || self.core.sock().map(drop),
-            self.core.io(Dir::Read, |s| super::socket::accept(s).map(|c| (c, false))),
-        )
-        .await?;
+        let sock = self.core.accept_on(&self.accepting, super::socket::accept).await?;
         TcpStream::wrap(sock)
     }
 }

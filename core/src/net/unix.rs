@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::socket::{SocketCore, StreamSocket, recv, recv_from, send, stream, stream_traits};
+use super::stream::SocketIo;
 use crate::error::{Error, Result};
 use crate::runtime::io::Dir;
 
@@ -129,12 +130,7 @@ impl crate::abc::Listener for UnixListener {
     type Stream = UnixStream;
 
     async fn accept(&self) -> Result<UnixStream> {
-        let sock = super::stream::accept(
-            &self.accepting,
-            || self.core.sock().map(drop),
-            self.core.io(Dir::Read, |s| super::socket::accept(s).map(|c| (c, false))),
-        )
-        .await?;
+        let sock = self.core.accept_on(&self.accepting, super::socket::accept).await?;
         Ok(UnixStream { sock: stream(sock)? })
     }
 }

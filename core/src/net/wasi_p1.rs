@@ -33,7 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::stream::{Stream, StreamCore};
+use super::stream::{SocketCalls, SocketIo, Stream};
 use crate::driver::wasi_p1::errno;
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
@@ -153,55 +153,48 @@ impl Drop for Core {
     }
 }
 
-impl StreamCore for Core {
-    fn check_open(&self) -> Result<()> {
-        self.raw().map(drop)
+impl SocketIo for Core {
+    type Handle<'a> = u32;
+
+    fn with_handle<R>(&self, f: impl FnOnce(u32) -> R) -> Result<R> {
+        Ok(f(self.raw()?))
     }
 
-    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
-        while *sent < data.len() {
-            let rest = &data[*sent..];
-            *sent += self.io(Dir::Write, |fd| send(fd, rest).map(|n| (n, n < rest.len()))).await?;
-        }
-        Ok(())
+    async fn io_on<T>(&self, dir: Dir, op: impl FnMut(u32) -> io::Result<(T, bool)>) -> Result<T> {
+        self.io(dir, op).await
     }
 
-    async fn read(&self, buf: &mut [u8]) -> Result<usize> {
-        let len = buf.len();
-        // A short read drained the socket; end of stream (0) stays ready.
-        self.io(Dir::Read, |fd| recv(fd, buf).map(|n| (n, n > 0 && n < len))).await
+    #[cfg(feature = "futures-io")]
+    fn poll_io_on<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        dir: Dir,
+        op: impl FnMut(u32) -> io::Result<(T, bool)>,
+    ) -> std::task::Poll<io::Result<T>> {
+        self.poll_io(cx, dir, op)
     }
+}
 
-    async fn ready(&self, dir: Dir) -> Result<()> {
+impl SocketCalls for Core {
+    async fn wait_ready_on(&self, dir: Dir) -> Result<()> {
         self.raw()?;
         self.io.wait_ready(dir).await
     }
 
-    fn shutdown_write(&self) -> Result<()> {
-        Ok(shutdown_write(self.raw()?)?)
+    fn close_now(&self) {
+        self.close();
     }
 
-    fn close(&self) {
-        Core::close(self);
+    fn send(fd: u32, buf: &[u8]) -> io::Result<usize> {
+        send(fd, buf)
     }
 
-    #[cfg(feature = "futures-io")]
-    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
-        let len = buf.len();
-        self.poll_io(cx, Dir::Read, |fd| recv(fd, buf).map(|n| (n, n > 0 && n < len)))
+    fn recv(fd: u32, buf: &mut [u8]) -> io::Result<usize> {
+        recv(fd, buf)
     }
 
-    #[cfg(feature = "futures-io")]
-    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
-        self.poll_io(cx, Dir::Write, |fd| send(fd, buf).map(|n| (n, n < buf.len())))
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_close(&self, _cx: &mut std::task::Context<'_>, _eof_sent: &Cell<bool>) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(match self.raw() {
-            Ok(fd) => shutdown_write(fd),
-            Err(_) => Ok(()),
-        })
+    fn shutdown_write(fd: u32) -> io::Result<()> {
+        shutdown_write(fd)
     }
 }
 
@@ -310,12 +303,7 @@ impl crate::abc::Listener for TcpListener {
     type Stream = TcpStream;
 
     async fn accept(&self) -> Result<TcpStream> {
-        let fd = super::stream::accept(
-            &self.accepting,
-            || self.core.raw().map(drop),
-            self.core.io(Dir::Read, |fd| accept(fd).map(|c| (c, false))),
-        )
-        .await?;
+        let fd = self.core.accept_on(&self.accepting, accept).await?;
         match Core::new(fd) {
             Ok(core) => Ok(TcpStream::new(core)),
             Err(e) => {

@@ -63,7 +63,7 @@ use wasip2::sockets::network::{
 use wasip2::sockets::tcp::{ShutdownType, TcpSocket};
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 
-use super::stream::{Stream, StreamCore};
+use super::stream::{SocketIo, Stream, StreamCore};
 use crate::driver::{Driver, RawSource};
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
@@ -320,7 +320,7 @@ struct Registered<T> {
     res: RefCell<Option<T>>,
 }
 
-impl<T> fmt::Debug for Registered<T> {
+impl<T: 'static> fmt::Debug for Registered<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registered")
             .field("source", &self.reg.src)
@@ -329,26 +329,41 @@ impl<T> fmt::Debug for Registered<T> {
     }
 }
 
-impl<T> Registered<T> {
+impl<T: 'static> Registered<T> {
     fn new(reg: Reg, res: T) -> Registered<T> {
         Registered { reg, res: RefCell::new(Some(res)) }
     }
 
     /// Runs `f` on the resource, or `Closed`.
     fn with<R>(&self, f: impl FnOnce(&T) -> Result<R>) -> Result<R> {
-        match self.res.borrow().as_ref() {
-            Some(r) => f(r),
-            None => Err(Error::Closed),
-        }
+        self.with_handle(f)?
     }
 
     fn is_closed(&self) -> bool {
         self.res.borrow().is_none()
     }
 
+    /// Closes now: waiters wake with `Closed`; the pollables, then the
+    /// resource are dropped.
+    fn close(&self) {
+        self.reg.io.release();
+        drop(self.res.borrow_mut().take());
+    }
+}
+
+impl<T: 'static> SocketIo for Registered<T> {
+    type Handle<'a> = &'a T;
+
+    fn with_handle<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
+        match self.res.borrow().as_ref() {
+            Some(r) => Ok(f(r)),
+            None => Err(Error::Closed),
+        }
+    }
+
     /// Runs a non-blocking operation on the resource until it does not
     /// block (see `IoHandle::io`); `Closed` if it was closed.
-    async fn io<R>(&self, dir: Dir, mut op: impl FnMut(&T) -> io::Result<(R, bool)>) -> Result<R> {
+    async fn io_on<R>(&self, dir: Dir, mut op: impl FnMut(&T) -> io::Result<(R, bool)>) -> Result<R> {
         self.reg
             .io
             .io(dir, || match self.res.borrow().as_ref() {
@@ -360,7 +375,7 @@ impl<T> Registered<T> {
     }
 
     #[cfg(feature = "futures-io")]
-    fn poll_io<R>(
+    fn poll_io_on<R>(
         &self,
         cx: &mut std::task::Context<'_>,
         dir: Dir,
@@ -370,13 +385,6 @@ impl<T> Registered<T> {
             Some(r) => op(r),
             None => Err(closed_io()),
         })
-    }
-
-    /// Closes now: waiters wake with `Closed`; the pollables, then the
-    /// resource are dropped.
-    fn close(&self) {
-        self.reg.io.release();
-        drop(self.res.borrow_mut().take());
     }
 }
 
@@ -496,7 +504,7 @@ impl StreamCore for Registered<Conn> {
 
     async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
         let mut flushed = false;
-        self.io(Dir::Write, |c| {
+        self.io_on(Dir::Write, |c| {
             // Write what the stream permits, then flush and wait until it
             // permits more: the host has taken everything by then.
             loop {
@@ -521,7 +529,7 @@ impl StreamCore for Registered<Conn> {
     }
 
     async fn read(&self, buf: &mut [u8]) -> Result<usize> {
-        self.io(Dir::Read, |c| read(c, buf)).await
+        self.io_on(Dir::Read, |c| read(c, buf)).await
     }
 
     async fn ready(&self, dir: Dir) -> Result<()> {
@@ -542,7 +550,7 @@ impl StreamCore for Registered<Conn> {
         if buf.is_empty() {
             return std::task::Poll::Ready(Ok(0));
         }
-        self.poll_io(cx, Dir::Read, |c| read(c, buf))
+        self.poll_io_on(cx, Dir::Read, |c| read(c, buf))
     }
 
     #[cfg(feature = "futures-io")]
@@ -550,7 +558,7 @@ impl StreamCore for Registered<Conn> {
         if buf.is_empty() {
             return std::task::Poll::Ready(Ok(0));
         }
-        self.poll_io(cx, Dir::Write, |c| {
+        self.poll_io_on(cx, Dir::Write, |c| {
             let permit = c.output.check_write().map_err(write_error)?;
             if permit == 0 {
                 return Err(would_block());
@@ -565,7 +573,7 @@ impl StreamCore for Registered<Conn> {
     /// handed over).
     #[cfg(feature = "futures-io")]
     fn poll_flush(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        self.poll_io(cx, Dir::Write, |c| {
+        self.poll_io_on(cx, Dir::Write, |c| {
             c.output.flush().map_err(write_error)?;
             match c.output.check_write().map_err(write_error)? {
                 0 => Err(would_block()),
@@ -678,23 +686,21 @@ impl crate::abc::Listener for TcpListener {
     type Stream = TcpStream;
 
     async fn accept(&self) -> Result<TcpStream> {
-        let conn = super::stream::accept(
-            &self.accepting,
-            || self.sock.with(|_| Ok(())),
-            self.sock.io(Dir::Read, |socket| {
-                // A connection that died in the queue is skipped (as
-                // natively); each retry consumes one.
+        // A connection that died in the queue is skipped (as natively);
+        // each retry consumes one.
+        let conn = self
+            .sock
+            .accept_on(&self.accepting, |socket| {
                 loop {
                     match socket.accept() {
-                        Ok((socket, input, output)) => return Ok((Conn { input, output, socket }, false)),
+                        Ok((socket, input, output)) => return Ok(Conn { input, output, socket }),
                         Err(ErrorCode::ConnectionAborted) => continue,
                         Err(ErrorCode::WouldBlock) => return Err(would_block()),
                         Err(e) => return Err(code_error(e, &"accepting a connection")),
                     }
                 }
-            }),
-        )
-        .await?;
+            })
+            .await?;
         TcpStream::accepted(conn)
     }
 }
