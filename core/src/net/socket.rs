@@ -8,8 +8,10 @@ use std::io;
 
 use socket2::Socket;
 
+#[cfg(feature = "futures-io")]
+use super::stream::poll_io_while_open;
 pub(crate) use super::stream::stream_traits;
-use super::stream::{SocketCalls, SocketIo, Stream};
+use super::stream::{SocketCalls, SocketIo, Stream, io_while_open};
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
 use crate::lowlevel;
@@ -36,20 +38,10 @@ impl SocketCore {
         Ref::filter_map(self.sock.borrow(), Option::as_ref).map_err(|_| Error::Closed)
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        self.sock.borrow().is_none()
-    }
-
     /// Runs a non-blocking operation on the socket until it does not block
     /// (see `IoHandle::io`).
-    pub(crate) async fn io<T>(&self, dir: Dir, mut op: impl FnMut(&Socket) -> io::Result<(T, bool)>) -> Result<T> {
-        self.io
-            .io(dir, || match self.sock.borrow().as_ref() {
-                Some(s) => op(s),
-                None => Err(io::Error::new(io::ErrorKind::NotConnected, "closed")),
-            })
-            .await
-            .map_err(|e| if self.is_closed() { Error::Closed } else { e })
+    pub(crate) async fn io<T>(&self, dir: Dir, op: impl FnMut(&Socket) -> io::Result<(T, bool)>) -> Result<T> {
+        io_while_open(&self.io, &self.sock, dir, op).await
     }
 
     /// Waits until the socket is ready in `dir` (level-triggered).
@@ -108,12 +100,9 @@ impl SocketIo for SocketCore {
         &self,
         cx: &mut std::task::Context<'_>,
         dir: Dir,
-        mut op: impl FnMut(&Socket) -> io::Result<(T, bool)>,
+        op: impl FnMut(&Socket) -> io::Result<(T, bool)>,
     ) -> std::task::Poll<io::Result<T>> {
-        self.io.poll_io(cx, dir, || match self.sock() {
-            Ok(s) => op(&s),
-            Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
-        })
+        poll_io_while_open(&self.io, &self.sock, cx, dir, op)
     }
 }
 

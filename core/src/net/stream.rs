@@ -17,11 +17,11 @@
 //! - [`stream_traits!`]: the stream traits (and `futures-io`'s) for a type
 //!   with a `sock: Stream<_>` field.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 
-use crate::error::Result;
-use crate::io::{BusyGuard, check_send, note_broken, to_broken};
+use crate::error::{Error, Result};
+use crate::io::{BusyGuard, IoHandle, check_send, note_broken, to_broken};
 use crate::lowlevel;
 use crate::runtime::io::Dir;
 
@@ -291,6 +291,43 @@ pub(crate) async fn accept<T>(
     lowlevel::checkpoint_if_cancelled().await?;
     check_open()?;
     accept.await
+}
+
+/// Runs a non-blocking call on the resource in `slot` (a socket, a
+/// descriptor; empty once closed) until it does not block (see
+/// `IoHandle::io`); `Closed` if it is closed, also meanwhile.
+pub(crate) async fn io_while_open<S, T>(
+    io: &IoHandle,
+    slot: &RefCell<Option<S>>,
+    dir: Dir,
+    mut op: impl FnMut(&S) -> io::Result<(T, bool)>,
+) -> Result<T> {
+    io.io(dir, || match slot.borrow().as_ref() {
+        Some(s) => op(s),
+        None => Err(closed_io()),
+    })
+    .await
+    .map_err(|e| if slot.borrow().is_none() { Error::Closed } else { e })
+}
+
+/// As [`io_while_open`], for a `poll_*` method (an `io::Error`
+/// `NotConnected` once closed).
+#[cfg(feature = "futures-io")]
+pub(crate) fn poll_io_while_open<S, T>(
+    io: &IoHandle,
+    slot: &RefCell<Option<S>>,
+    cx: &mut std::task::Context<'_>,
+    dir: Dir,
+    mut op: impl FnMut(&S) -> io::Result<(T, bool)>,
+) -> std::task::Poll<io::Result<T>> {
+    io.poll_io(cx, dir, || match slot.borrow().as_ref() {
+        Some(s) => op(s),
+        None => Err(closed_io()),
+    })
+}
+
+fn closed_io() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")
 }
 
 /// Implements the stream traits (and `ServeHandshake`, and `futures-io`'s

@@ -33,7 +33,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::stream::{SocketCalls, SocketIo, Stream};
+#[cfg(feature = "futures-io")]
+use super::stream::poll_io_while_open;
+use super::stream::{SocketCalls, SocketIo, Stream, io_while_open};
 use crate::driver::wasi_p1::errno;
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
@@ -93,33 +95,10 @@ impl Core {
         self.fd.borrow().as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
-    fn is_closed(&self) -> bool {
-        self.fd.borrow().is_none()
-    }
-
     /// Runs a non-blocking call on the descriptor until it does not block
     /// (see `IoHandle::io`).
     async fn io<T>(&self, dir: Dir, mut op: impl FnMut(u32) -> io::Result<(T, bool)>) -> Result<T> {
-        self.io
-            .io(dir, || match self.raw() {
-                Ok(fd) => op(fd),
-                Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "closed")),
-            })
-            .await
-            .map_err(|e| if self.is_closed() { Error::Closed } else { e })
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_io<T>(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        dir: Dir,
-        mut op: impl FnMut(u32) -> io::Result<(T, bool)>,
-    ) -> std::task::Poll<io::Result<T>> {
-        self.io.poll_io(cx, dir, || match self.raw() {
-            Ok(fd) => op(fd),
-            Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
-        })
+        io_while_open(&self.io, &self.fd, dir, |fd| op(fd.as_raw_fd() as u32)).await
     }
 
     /// Closes now: waiters wake with `Closed`, the descriptor is freed.
@@ -169,9 +148,9 @@ impl SocketIo for Core {
         &self,
         cx: &mut std::task::Context<'_>,
         dir: Dir,
-        op: impl FnMut(u32) -> io::Result<(T, bool)>,
+        mut op: impl FnMut(u32) -> io::Result<(T, bool)>,
     ) -> std::task::Poll<io::Result<T>> {
-        self.poll_io(cx, dir, op)
+        poll_io_while_open(&self.io, &self.fd, cx, dir, |fd| op(fd.as_raw_fd() as u32))
     }
 }
 

@@ -63,7 +63,9 @@ use wasip2::sockets::network::{
 use wasip2::sockets::tcp::{ShutdownType, TcpSocket};
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 
-use super::stream::{SocketIo, Stream, StreamCore};
+#[cfg(feature = "futures-io")]
+use super::stream::poll_io_while_open;
+use super::stream::{SocketIo, Stream, StreamCore, io_while_open};
 use crate::driver::{Driver, RawSource};
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
@@ -248,10 +250,6 @@ fn write_error(e: StreamError) -> io::Error {
     }
 }
 
-fn closed_io() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")
-}
-
 fn would_block() -> io::Error {
     io::ErrorKind::WouldBlock.into()
 }
@@ -363,15 +361,8 @@ impl<T: 'static> SocketIo for Registered<T> {
 
     /// Runs a non-blocking operation on the resource until it does not
     /// block (see `IoHandle::io`); `Closed` if it was closed.
-    async fn io_on<R>(&self, dir: Dir, mut op: impl FnMut(&T) -> io::Result<(R, bool)>) -> Result<R> {
-        self.reg
-            .io
-            .io(dir, || match self.res.borrow().as_ref() {
-                Some(r) => op(r),
-                None => Err(closed_io()),
-            })
-            .await
-            .map_err(|e| if self.is_closed() { Error::Closed } else { e })
+    async fn io_on<R>(&self, dir: Dir, op: impl FnMut(&T) -> io::Result<(R, bool)>) -> Result<R> {
+        io_while_open(&self.reg.io, &self.res, dir, op).await
     }
 
     #[cfg(feature = "futures-io")]
@@ -379,12 +370,9 @@ impl<T: 'static> SocketIo for Registered<T> {
         &self,
         cx: &mut std::task::Context<'_>,
         dir: Dir,
-        mut op: impl FnMut(&T) -> io::Result<(R, bool)>,
+        op: impl FnMut(&T) -> io::Result<(R, bool)>,
     ) -> std::task::Poll<io::Result<R>> {
-        self.reg.io.poll_io(cx, dir, || match self.res.borrow().as_ref() {
-            Some(r) => op(r),
-            None => Err(closed_io()),
-        })
+        poll_io_while_open(&self.reg.io, &self.res, cx, dir, op)
     }
 }
 
