@@ -40,8 +40,12 @@ impl SocketCore {
 
     /// Runs a non-blocking operation on the socket until it does not block
     /// (see `IoHandle::io`).
-    pub(crate) async fn io<T>(&self, dir: Dir, op: impl FnMut(&Socket) -> io::Result<(T, bool)>) -> Result<T> {
-        io_while_open(&self.io, &self.sock, dir, op).await
+    pub(crate) fn io<T>(
+        &self,
+        dir: Dir,
+        op: impl FnMut(&Socket) -> io::Result<(T, bool)>,
+    ) -> impl Future<Output = Result<T>> {
+        io_while_open(&self.io, &self.sock, dir, op)
     }
 
     /// Waits until the socket is ready in `dir` (level-triggered).
@@ -91,8 +95,8 @@ impl SocketIo for SocketCore {
         Ok(f(&*self.sock()?))
     }
 
-    async fn io_on<T>(&self, dir: Dir, op: impl FnMut(&Socket) -> io::Result<(T, bool)>) -> Result<T> {
-        self.io(dir, op).await
+    fn io_on<T>(&self, dir: Dir, op: impl FnMut(&Socket) -> io::Result<(T, bool)>) -> impl Future<Output = Result<T>> {
+        self.io(dir, op)
     }
 
     #[cfg(feature = "futures-io")]
@@ -107,8 +111,8 @@ impl SocketIo for SocketCore {
 }
 
 impl SocketCalls for SocketCore {
-    async fn wait_ready_on(&self, dir: Dir) -> Result<()> {
-        self.wait_ready(dir).await
+    fn wait_ready_on(&self, dir: Dir) -> impl Future<Output = Result<()>> {
+        self.wait_ready(dir)
     }
 
     fn close_now(&self) {

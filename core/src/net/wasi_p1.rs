@@ -97,8 +97,8 @@ impl Core {
 
     /// Runs a non-blocking call on the descriptor until it does not block
     /// (see `IoHandle::io`).
-    async fn io<T>(&self, dir: Dir, mut op: impl FnMut(u32) -> io::Result<(T, bool)>) -> Result<T> {
-        io_while_open(&self.io, &self.fd, dir, |fd| op(fd.as_raw_fd() as u32)).await
+    fn io<T>(&self, dir: Dir, mut op: impl FnMut(u32) -> io::Result<(T, bool)>) -> impl Future<Output = Result<T>> {
+        io_while_open(&self.io, &self.fd, dir, move |fd| op(fd.as_raw_fd() as u32))
     }
 
     /// Closes now: waiters wake with `Closed`, the descriptor is freed.
@@ -139,8 +139,8 @@ impl SocketIo for Core {
         Ok(f(self.raw()?))
     }
 
-    async fn io_on<T>(&self, dir: Dir, op: impl FnMut(u32) -> io::Result<(T, bool)>) -> Result<T> {
-        self.io(dir, op).await
+    fn io_on<T>(&self, dir: Dir, op: impl FnMut(u32) -> io::Result<(T, bool)>) -> impl Future<Output = Result<T>> {
+        self.io(dir, op)
     }
 
     #[cfg(feature = "futures-io")]

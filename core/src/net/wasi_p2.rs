@@ -361,8 +361,8 @@ impl<T: 'static> SocketIo for Registered<T> {
 
     /// Runs a non-blocking operation on the resource until it does not
     /// block (see `IoHandle::io`); `Closed` if it was closed.
-    async fn io_on<R>(&self, dir: Dir, op: impl FnMut(&T) -> io::Result<(R, bool)>) -> Result<R> {
-        io_while_open(&self.reg.io, &self.res, dir, op).await
+    fn io_on<R>(&self, dir: Dir, op: impl FnMut(&T) -> io::Result<(R, bool)>) -> impl Future<Output = Result<R>> {
+        io_while_open(&self.reg.io, &self.res, dir, op)
     }
 
     #[cfg(feature = "futures-io")]
@@ -516,8 +516,8 @@ impl StreamCore for Registered<Conn> {
         .await
     }
 
-    async fn read(&self, buf: &mut [u8]) -> Result<usize> {
-        self.io_on(Dir::Read, |c| read(c, buf)).await
+    fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
+        self.io_on(Dir::Read, move |c| read(c, buf))
     }
 
     async fn ready(&self, dir: Dir) -> Result<()> {
