@@ -18,6 +18,7 @@ mod happy_eyeballs;
 mod serve;
 #[cfg(not(target_os = "wasi"))]
 pub(crate) mod socket;
+mod stream;
 #[cfg(not(target_os = "wasi"))]
 mod tcp;
 #[cfg(not(target_os = "wasi"))]

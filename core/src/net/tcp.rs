@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
-use super::socket::{BusyGuard, SocketCore, StreamSocket, stream_traits};
+use super::socket::{SocketCore, StreamSocket, stream, stream_traits};
+use super::stream::SocketIo;
 use crate::error::{Error, Result};
 use crate::runtime::io::Dir;
 
@@ -21,14 +22,6 @@ pub struct TcpStream {
 }
 
 stream_traits!(TcpStream);
-
-impl super::ServeHandshake for TcpStream {
-    /// Waits until the first byte (or the end of stream, or an error) is
-    /// there to receive, with a readiness wait: nothing is read.
-    async fn serve_handshake(&self) -> Result<()> {
-        self.sock.wait_readable().await
-    }
-}
 
 impl TcpStream {
     /// Connects to `addr`.
@@ -49,7 +42,7 @@ impl TcpStream {
     /// Wraps a socket (made non-blocking and registered; `TCP_NODELAY` set).
     fn wrap(sock: Socket) -> Result<TcpStream> {
         sock.set_tcp_nodelay(true)?;
-        Ok(TcpStream { sock: StreamSocket::new(sock)? })
+        Ok(TcpStream { sock: stream(sock)? })
     }
 
     async fn finish_connect(&self, addr: &SockAddr) -> Result<()> {
@@ -223,12 +216,7 @@ impl crate::abc::Listener for TcpListener {
     type Stream = TcpStream;
 
     async fn accept(&self) -> Result<TcpStream> {
-        let _busy = BusyGuard::claim(&self.accepting)?;
-        // A cancelled caller sees `Cancelled` before `Closed` (as Trio's
-        // accept, which checks cancellation before the system call).
-        crate::lowlevel::checkpoint_if_cancelled().await?;
-        self.core.sock()?;
-        let sock = self.core.io(Dir::Read, |s| super::socket::accept(s).map(|c| (c, false))).await?;
+        let sock = self.core.accept_on(&self.accepting, super::socket::accept).await?;
         TcpStream::wrap(sock)
     }
 }

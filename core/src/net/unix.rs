@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::socket::{BusyGuard, SocketCore, StreamSocket, recv, recv_from, send, stream_traits};
+use super::socket::{SocketCore, StreamSocket, recv, recv_from, send, stream, stream_traits};
+use super::stream::SocketIo;
 use crate::error::{Error, Result};
 use crate::runtime::io::Dir;
 
@@ -19,14 +20,6 @@ pub struct UnixStream {
 
 stream_traits!(UnixStream);
 
-impl super::ServeHandshake for UnixStream {
-    /// Waits until the first byte (or the end of stream, or an error) is
-    /// there to receive, with a readiness wait: nothing is read.
-    async fn serve_handshake(&self) -> Result<()> {
-        self.sock.wait_readable().await
-    }
-}
-
 impl UnixStream {
     /// Connects to the socket at `path`.
     ///
@@ -38,7 +31,7 @@ impl UnixStream {
     /// `Io` (`NotFound`, `ConnectionRefused`, a path too long, ...).
     pub async fn connect(path: impl AsRef<Path>) -> Result<UnixStream> {
         let addr = SockAddr::unix(path)?;
-        let s = UnixStream { sock: StreamSocket::new(Socket::new(Domain::UNIX, Type::STREAM, None)?)? };
+        let s = UnixStream { sock: stream(Socket::new(Domain::UNIX, Type::STREAM, None)?)? };
         crate::lowlevel::checkpoint_if_cancelled().await?;
         let started = s.sock.core.sock()?.connect(&addr);
         match started {
@@ -60,15 +53,15 @@ impl UnixStream {
     /// `Runtime` outside `trio::run`; `Io` from the OS.
     pub fn pair() -> Result<(UnixStream, UnixStream)> {
         let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
-        Ok((UnixStream { sock: StreamSocket::new(a)? }, UnixStream { sock: StreamSocket::new(b)? }))
+        Ok((UnixStream { sock: stream(a)? }, UnixStream { sock: stream(b)? }))
     }
 
     /// Takes over a connected std Unix stream.
     ///
     /// # Errors
     /// As [`pair`](Self::pair).
-    pub fn from_std(stream: std::os::unix::net::UnixStream) -> Result<UnixStream> {
-        Ok(UnixStream { sock: StreamSocket::new(Socket::from(stream))? })
+    pub fn from_std(std_stream: std::os::unix::net::UnixStream) -> Result<UnixStream> {
+        Ok(UnixStream { sock: stream(Socket::from(std_stream))? })
     }
 
     /// Runs `f` with the socket, for options this type has no method for.
@@ -137,12 +130,8 @@ impl crate::abc::Listener for UnixListener {
     type Stream = UnixStream;
 
     async fn accept(&self) -> Result<UnixStream> {
-        let _busy = BusyGuard::claim(&self.accepting)?;
-        // A cancelled caller sees `Cancelled` before `Closed` (as Trio's).
-        crate::lowlevel::checkpoint_if_cancelled().await?;
-        self.core.sock()?;
-        let sock = self.core.io(Dir::Read, |s| super::socket::accept(s).map(|c| (c, false))).await?;
-        Ok(UnixStream { sock: StreamSocket::new(sock)? })
+        let sock = self.core.accept_on(&self.accepting, super::socket::accept).await?;
+        Ok(UnixStream { sock: stream(sock)? })
     }
 }
 

@@ -33,9 +33,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+#[cfg(feature = "futures-io")]
+use super::stream::poll_io_while_open;
+use super::stream::{SocketCalls, SocketIo, Stream, io_while_open};
 use crate::driver::wasi_p1::errno;
 use crate::error::{Error, Result};
-use crate::io::{BusyGuard, IoHandle, check_send, note_broken, to_broken};
+use crate::io::IoHandle;
 use crate::lowlevel;
 use crate::runtime::{self, io::Dir};
 
@@ -92,33 +95,10 @@ impl Core {
         self.fd.borrow().as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
-    fn is_closed(&self) -> bool {
-        self.fd.borrow().is_none()
-    }
-
     /// Runs a non-blocking call on the descriptor until it does not block
     /// (see `IoHandle::io`).
-    async fn io<T>(&self, dir: Dir, mut op: impl FnMut(u32) -> io::Result<(T, bool)>) -> Result<T> {
-        self.io
-            .io(dir, || match self.raw() {
-                Ok(fd) => op(fd),
-                Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "closed")),
-            })
-            .await
-            .map_err(|e| if self.is_closed() { Error::Closed } else { e })
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_io<T>(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        dir: Dir,
-        mut op: impl FnMut(u32) -> io::Result<(T, bool)>,
-    ) -> std::task::Poll<io::Result<T>> {
-        self.io.poll_io(cx, dir, || match self.raw() {
-            Ok(fd) => op(fd),
-            Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
-        })
+    fn io<T>(&self, dir: Dir, mut op: impl FnMut(u32) -> io::Result<(T, bool)>) -> impl Future<Output = Result<T>> {
+        io_while_open(&self.io, &self.fd, dir, move |fd| op(fd.as_raw_fd() as u32))
     }
 
     /// Closes now: waiters wake with `Closed`, the descriptor is freed.
@@ -149,6 +129,51 @@ impl Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl SocketIo for Core {
+    type Handle<'a> = u32;
+
+    fn with_handle<R>(&self, f: impl FnOnce(u32) -> R) -> Result<R> {
+        Ok(f(self.raw()?))
+    }
+
+    fn io_on<T>(&self, dir: Dir, op: impl FnMut(u32) -> io::Result<(T, bool)>) -> impl Future<Output = Result<T>> {
+        self.io(dir, op)
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_io_on<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        dir: Dir,
+        mut op: impl FnMut(u32) -> io::Result<(T, bool)>,
+    ) -> std::task::Poll<io::Result<T>> {
+        poll_io_while_open(&self.io, &self.fd, cx, dir, |fd| op(fd.as_raw_fd() as u32))
+    }
+}
+
+impl SocketCalls for Core {
+    async fn wait_ready_on(&self, dir: Dir) -> Result<()> {
+        self.raw()?;
+        self.io.wait_ready(dir).await
+    }
+
+    fn close_now(&self) {
+        self.close();
+    }
+
+    fn send(fd: u32, buf: &[u8]) -> io::Result<usize> {
+        send(fd, buf)
+    }
+
+    fn recv(fd: u32, buf: &mut [u8]) -> io::Result<usize> {
+        recv(fd, buf)
+    }
+
+    fn shutdown_write(fd: u32) -> io::Result<()> {
+        shutdown_write(fd)
     }
 }
 
@@ -257,11 +282,7 @@ impl crate::abc::Listener for TcpListener {
     type Stream = TcpStream;
 
     async fn accept(&self) -> Result<TcpStream> {
-        let _busy = BusyGuard::claim(&self.accepting)?;
-        // A cancelled caller sees `Cancelled` before `Closed` (as Trio's).
-        crate::lowlevel::checkpoint_if_cancelled().await?;
-        self.core.raw()?;
-        let fd = self.core.io(Dir::Read, |fd| accept(fd).map(|c| (c, false))).await?;
+        let fd = self.core.accept_on(&self.accepting, accept).await?;
         match Core::new(fd) {
             Ok(core) => Ok(TcpStream::new(core)),
             Err(e) => {
@@ -323,24 +344,14 @@ fn shutdown_write(fd: u32) -> io::Result<()> {
 /// `TcpStream` and on `&TcpStream`.
 #[derive(Debug)]
 pub struct TcpStream {
-    core: Core,
-    sending: Cell<bool>,
-    receiving: Cell<bool>,
-    /// A `send_all` was cancelled midway, or the peer is gone.
-    broken: Cell<bool>,
-    /// `send_eof` was called: sending is over (`Closed`, as Trio).
-    eof_sent: Cell<bool>,
+    sock: Stream<Core>,
 }
+
+super::stream::stream_traits!(TcpStream);
 
 impl TcpStream {
     fn new(core: Core) -> TcpStream {
-        TcpStream {
-            core,
-            sending: Cell::new(false),
-            receiving: Cell::new(false),
-            broken: Cell::new(false),
-            eof_sent: Cell::new(false),
-        }
+        TcpStream { sock: Stream::new(core) }
     }
 
     /// Native code connects here; WASI preview 1 cannot open sockets, so
@@ -358,7 +369,7 @@ impl TcpStream {
     /// # Errors
     /// `Closed` after `aclose`; otherwise always `Io(Unsupported)`.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.core.raw()?;
+        self.sock.core.raw()?;
         Err(unsupported("WASI preview 1 cannot tell a socket's address (no getsockname)"))
     }
 
@@ -367,7 +378,7 @@ impl TcpStream {
     /// # Errors
     /// `Closed` after `aclose`; otherwise always `Io(Unsupported)`.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
-        self.core.raw()?;
+        self.sock.core.raw()?;
         Err(unsupported("WASI preview 1 cannot tell a peer's address (no getpeername)"))
     }
 
@@ -378,183 +389,14 @@ impl TcpStream {
     /// `Closed` after `aclose`; otherwise always `Io(Unsupported)`.
     pub fn set_nodelay(&self, on: bool) -> Result<()> {
         let _ = on;
-        self.core.raw()?;
+        self.sock.core.raw()?;
         Err(unsupported("WASI preview 1 has no socket options (TCP_NODELAY)"))
-    }
-}
-
-impl crate::abc::AsyncResource for TcpStream {
-    async fn aclose(&self) -> Result<()> {
-        self.core.aclose().await
-    }
-}
-
-impl crate::abc::SendStream for TcpStream {
-    async fn send_all(&self, data: &[u8]) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.sending)?;
-        self.core.raw()?;
-        check_send(self.eof_sent.get(), &self.broken)?;
-        if data.is_empty() {
-            return lowlevel::checkpoint().await;
-        }
-        let mut sent = 0;
-        while sent < data.len() {
-            let rest = &data[sent..];
-            match self.core.io(Dir::Write, |fd| send(fd, rest).map(|n| (n, n < rest.len()))).await {
-                Ok(n) => sent += n,
-                Err(e) => return Err(note_broken(e, sent, &self.broken)),
-            }
-        }
-        Ok(())
-    }
-
-    async fn wait_send_all_might_not_block(&self) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.sending)?;
-        self.core.raw()?;
-        self.core.io.wait_ready(Dir::Write).await
-    }
-
-    async fn send_eof_if_supported(&self) -> Option<Result<()>> {
-        Some(crate::abc::HalfCloseableStream::send_eof(self).await)
-    }
-}
-
-impl super::ServeHandshake for TcpStream {
-    /// Waits until the first byte (or the end of stream, or an error) is
-    /// there to receive, with a readiness wait: nothing is read.
-    async fn serve_handshake(&self) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.receiving)?;
-        self.core.raw()?;
-        self.core.io.wait_ready(Dir::Read).await
-    }
-}
-
-impl crate::abc::ReceiveStream for TcpStream {
-    async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
-        let _busy = BusyGuard::claim(&self.receiving)?;
-        self.core.raw()?;
-        if buf.is_empty() {
-            return Err(crate::abc::empty_buffer_error());
-        }
-        let len = buf.len();
-        // A short read drained the socket; end of stream (0) stays ready.
-        self.core.io(Dir::Read, |fd| recv(fd, buf).map(|n| (n, n > 0 && n < len))).await.map_err(to_broken)
-    }
-}
-
-impl crate::abc::HalfCloseableStream for TcpStream {
-    async fn send_eof(&self) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.sending)?;
-        shutdown_write(self.core.raw()?)?;
-        self.eof_sent.set(true);
-        lowlevel::checkpoint().await
     }
 }
 
 impl AsRawFd for TcpStream {
     /// The descriptor (-1 after `aclose`).
     fn as_raw_fd(&self) -> RawFd {
-        self.core.raw_fd()
-    }
-}
-
-#[cfg(feature = "futures-io")]
-impl TcpStream {
-    fn poll_read_impl(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
-        let len = buf.len();
-        self.core.poll_io(cx, Dir::Read, |fd| recv(fd, buf).map(|n| (n, n > 0 && n < len)))
-    }
-
-    fn poll_write_impl(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
-        if self.eof_sent.get() {
-            return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "sent EOF already")));
-        }
-        if self.broken.get() {
-            return std::task::Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the stream is broken")));
-        }
-        self.core.poll_io(cx, Dir::Write, |fd| send(fd, buf).map(|n| (n, n < buf.len())))
-    }
-
-    fn poll_close_impl(&self) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(match self.core.raw() {
-            Ok(fd) => shutdown_write(fd),
-            Err(_) => Ok(()),
-        })
-    }
-}
-
-/// Cancellation: a poll parked here wakes when its cancel scope is cancelled and fails
-/// with an `io::Error` wrapping [`Error::Cancelled`](crate::Error::Cancelled), which
-/// the scope catches (see
-/// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
-#[cfg(feature = "futures-io")]
-impl futures_io::AsyncRead for TcpStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        self.poll_read_impl(cx, buf)
-    }
-}
-
-/// Cancellation: a poll parked here wakes when its cancel scope is cancelled and fails
-/// with an `io::Error` wrapping [`Error::Cancelled`](crate::Error::Cancelled), which
-/// the scope catches (see
-/// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
-#[cfg(feature = "futures-io")]
-impl futures_io::AsyncRead for &TcpStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        self.poll_read_impl(cx, buf)
-    }
-}
-
-/// Cancellation: a poll parked here wakes when its cancel scope is cancelled and fails
-/// with an `io::Error` wrapping [`Error::Cancelled`](crate::Error::Cancelled), which
-/// the scope catches (see
-/// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
-#[cfg(feature = "futures-io")]
-impl futures_io::AsyncWrite for TcpStream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        self.poll_write_impl(cx, buf)
-    }
-
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        self.poll_close_impl()
-    }
-}
-
-/// Cancellation: a poll parked here wakes when its cancel scope is cancelled and fails
-/// with an `io::Error` wrapping [`Error::Cancelled`](crate::Error::Cancelled), which
-/// the scope catches (see
-/// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
-#[cfg(feature = "futures-io")]
-impl futures_io::AsyncWrite for &TcpStream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        self.poll_write_impl(cx, buf)
-    }
-
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        self.poll_close_impl()
+        self.sock.core.raw_fd()
     }
 }

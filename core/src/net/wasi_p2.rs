@@ -63,9 +63,12 @@ use wasip2::sockets::network::{
 use wasip2::sockets::tcp::{ShutdownType, TcpSocket};
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 
+#[cfg(feature = "futures-io")]
+use super::stream::poll_io_while_open;
+use super::stream::{SocketIo, Stream, StreamCore, io_while_open};
 use crate::driver::{Driver, RawSource};
 use crate::error::{Error, Result};
-use crate::io::{BusyGuard, IoHandle, check_send, note_broken, to_broken};
+use crate::io::IoHandle;
 use crate::lowlevel;
 use crate::runtime::{self, io::Dir};
 
@@ -247,10 +250,6 @@ fn write_error(e: StreamError) -> io::Error {
     }
 }
 
-fn closed_io() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")
-}
-
 fn would_block() -> io::Error {
     io::ErrorKind::WouldBlock.into()
 }
@@ -308,6 +307,76 @@ pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
 }
 
 // ---------------------------------------------------------------------------
+// Registered resources
+// ---------------------------------------------------------------------------
+
+/// A resource (a connection, a listening socket) and its registration, or
+/// nothing once closed. Fields drop in order: the registration (and with it
+/// the pollables) before the resource they came from.
+struct Registered<T> {
+    reg: Reg,
+    res: RefCell<Option<T>>,
+}
+
+impl<T: 'static> fmt::Debug for Registered<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registered")
+            .field("source", &self.reg.src)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: 'static> Registered<T> {
+    fn new(reg: Reg, res: T) -> Registered<T> {
+        Registered { reg, res: RefCell::new(Some(res)) }
+    }
+
+    /// Runs `f` on the resource, or `Closed`.
+    fn with<R>(&self, f: impl FnOnce(&T) -> Result<R>) -> Result<R> {
+        self.with_handle(f)?
+    }
+
+    fn is_closed(&self) -> bool {
+        self.res.borrow().is_none()
+    }
+
+    /// Closes now: waiters wake with `Closed`; the pollables, then the
+    /// resource are dropped.
+    fn close(&self) {
+        self.reg.io.release();
+        drop(self.res.borrow_mut().take());
+    }
+}
+
+impl<T: 'static> SocketIo for Registered<T> {
+    type Handle<'a> = &'a T;
+
+    fn with_handle<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
+        match self.res.borrow().as_ref() {
+            Some(r) => Ok(f(r)),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Runs a non-blocking operation on the resource until it does not
+    /// block (see `IoHandle::io`); `Closed` if it was closed.
+    fn io_on<R>(&self, dir: Dir, op: impl FnMut(&T) -> io::Result<(R, bool)>) -> impl Future<Output = Result<R>> {
+        io_while_open(&self.reg.io, &self.res, dir, op)
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_io_on<R>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        dir: Dir,
+        op: impl FnMut(&T) -> io::Result<(R, bool)>,
+    ) -> std::task::Poll<io::Result<R>> {
+        poll_io_while_open(&self.reg.io, &self.res, cx, dir, op)
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Streams
 // ---------------------------------------------------------------------------
 
@@ -326,28 +395,14 @@ struct Conn {
 ///
 /// Also `futures-io`'s `AsyncRead`/`AsyncWrite` (feature `futures-io`), on
 /// `TcpStream` and on `&TcpStream`.
+#[derive(Debug)]
 pub struct TcpStream {
-    /// First: deregistering drops the pollables before the streams.
-    reg: Reg,
-    conn: RefCell<Option<Conn>>,
-    sending: Cell<bool>,
-    receiving: Cell<bool>,
-    /// A `send_all` was cancelled midway, or the peer is gone.
-    broken: Cell<bool>,
-    /// `send_eof` was called: sending is over (`Closed`, as Trio).
-    eof_sent: Cell<bool>,
+    /// Registered with the input stream's pollable for reading and the
+    /// output stream's for writing.
+    sock: Stream<Registered<Conn>>,
 }
 
-impl fmt::Debug for TcpStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpStream")
-            .field("source", &self.reg.src)
-            .field("closed", &self.conn.borrow().is_none())
-            .field("broken", &self.broken.get())
-            .field("eof_sent", &self.eof_sent.get())
-            .finish_non_exhaustive()
-    }
-}
+super::stream::stream_traits!(TcpStream);
 
 impl TcpStream {
     /// Connects to `addr` (`start-connect`, then waits on the socket's
@@ -390,14 +445,7 @@ impl TcpStream {
     }
 
     fn new(reg: Reg, conn: Conn) -> TcpStream {
-        TcpStream {
-            reg,
-            conn: RefCell::new(Some(conn)),
-            sending: Cell::new(false),
-            receiving: Cell::new(false),
-            broken: Cell::new(false),
-            eof_sent: Cell::new(false),
-        }
+        TcpStream { sock: Stream::new(Registered::new(reg, conn)) }
     }
 
     /// Wraps an accepted connection.
@@ -406,26 +454,14 @@ impl TcpStream {
         Ok(TcpStream::new(reg, conn))
     }
 
-    /// Runs `f` on the connection, or `Closed`.
-    fn with_conn<R>(&self, f: impl FnOnce(&Conn) -> Result<R>) -> Result<R> {
-        match self.conn.borrow().as_ref() {
-            Some(c) => f(c),
-            None => Err(Error::Closed),
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        self.conn.borrow().is_none()
-    }
-
     /// The local address.
     ///
     /// # Errors
     /// `Closed` after `aclose`; `Io` from the host.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.with_conn(|c| {
-            c.socket.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address"))
-        })
+        self.sock
+            .core
+            .with(|c| c.socket.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
     }
 
     /// The peer's address.
@@ -433,9 +469,9 @@ impl TcpStream {
     /// # Errors
     /// As [`local_addr`](Self::local_addr).
     pub fn peer_addr(&self) -> Result<SocketAddr> {
-        self.with_conn(|c| {
-            c.socket.remote_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the peer address"))
-        })
+        self.sock
+            .core
+            .with(|c| c.socket.remote_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the peer address")))
     }
 
     /// Would set `TCP_NODELAY`: `wasi:sockets` has no such option, so this
@@ -445,78 +481,107 @@ impl TcpStream {
     /// `Closed` after `aclose`.
     pub fn set_nodelay(&self, on: bool) -> Result<()> {
         let _ = on;
-        self.with_conn(|_| Ok(()))
+        self.sock.core.check_open()
+    }
+}
+
+impl StreamCore for Registered<Conn> {
+    fn check_open(&self) -> Result<()> {
+        self.with(|_| Ok(()))
     }
 
-    /// Runs a non-blocking operation on the connection until it does not
-    /// block (see `IoHandle::io`); `Closed` if the stream was closed.
-    async fn io<T>(&self, dir: Dir, mut op: impl FnMut(&Conn) -> io::Result<(T, bool)>) -> Result<T> {
-        self.reg
-            .io
-            .io(dir, || match self.conn.borrow().as_ref() {
-                Some(c) => op(c),
-                None => Err(closed_io()),
-            })
-            .await
-            .map_err(|e| if self.is_closed() { Error::Closed } else { e })
-    }
-
-    async fn send_all_impl(&self, data: &[u8]) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.sending)?;
-        self.with_conn(|_| Ok(()))?;
-        check_send(self.eof_sent.get(), &self.broken)?;
-        if data.is_empty() {
-            return lowlevel::checkpoint().await;
-        }
-        let mut sent = 0;
+    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
         let mut flushed = false;
-        let r = self
-            .io(Dir::Write, |c| {
-                // Write what the stream permits, then flush and wait until it
-                // permits more: the host has taken everything by then.
-                loop {
-                    if sent == data.len() && !flushed {
-                        c.output.flush().map_err(write_error)?;
-                        flushed = true;
-                    }
-                    let permit = c.output.check_write().map_err(write_error)?;
-                    if permit == 0 {
-                        return Err(would_block());
-                    }
-                    if sent == data.len() {
-                        return Ok(((), false));
-                    }
-                    let rest = (data.len() - sent) as u64;
-                    let n = permit.min(MAX_WRITE).min(rest) as usize;
-                    c.output.write(&data[sent..sent + n]).map_err(write_error)?;
-                    sent += n;
+        self.io_on(Dir::Write, |c| {
+            // Write what the stream permits, then flush and wait until it
+            // permits more: the host has taken everything by then.
+            loop {
+                if *sent == data.len() && !flushed {
+                    c.output.flush().map_err(write_error)?;
+                    flushed = true;
                 }
-            })
-            .await;
-        r.map_err(|e| note_broken(e, sent, &self.broken))
+                let permit = c.output.check_write().map_err(write_error)?;
+                if permit == 0 {
+                    return Err(would_block());
+                }
+                if *sent == data.len() {
+                    return Ok(((), false));
+                }
+                let rest = (data.len() - *sent) as u64;
+                let n = permit.min(MAX_WRITE).min(rest) as usize;
+                c.output.write(&data[*sent..*sent + n]).map_err(write_error)?;
+                *sent += n;
+            }
+        })
+        .await
     }
 
-    async fn receive_some_impl(&self, buf: &mut [u8]) -> Result<usize> {
-        let _busy = BusyGuard::claim(&self.receiving)?;
-        self.with_conn(|_| Ok(()))?;
-        if buf.is_empty() {
-            return Err(crate::abc::empty_buffer_error());
-        }
-        self.io(Dir::Read, |c| read(c, buf)).await.map_err(to_broken)
+    fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
+        self.io_on(Dir::Read, move |c| read(c, buf))
     }
 
-    async fn send_eof_impl(&self) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.sending)?;
-        self.with_conn(|c| shutdown_send(c).map_err(Error::Io))?;
-        self.eof_sent.set(true);
-        lowlevel::checkpoint().await
+    async fn ready(&self, dir: Dir) -> Result<()> {
+        self.check_open()?;
+        self.reg.io.wait_ready(dir).await
     }
 
-    /// Closes now: waiters wake with `Closed`; the pollables, the streams
-    /// and the socket are dropped, in that order.
+    fn shutdown_write(&self) -> Result<()> {
+        self.with(|c| shutdown_send(c).map_err(Error::Io))
+    }
+
     fn close(&self) {
-        self.reg.io.release();
-        drop(self.conn.borrow_mut().take());
+        Registered::close(self);
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return std::task::Poll::Ready(Ok(0));
+        }
+        self.poll_io_on(cx, Dir::Read, |c| read(c, buf))
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return std::task::Poll::Ready(Ok(0));
+        }
+        self.poll_io_on(cx, Dir::Write, |c| {
+            let permit = c.output.check_write().map_err(write_error)?;
+            if permit == 0 {
+                return Err(would_block());
+            }
+            let n = permit.min(MAX_WRITE).min(buf.len() as u64) as usize;
+            c.output.write(&buf[..n]).map_err(write_error)?;
+            Ok((n, false))
+        })
+    }
+
+    /// Flushes and waits until the stream takes data again (every write
+    /// handed over).
+    #[cfg(feature = "futures-io")]
+    fn poll_flush(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        self.poll_io_on(cx, Dir::Write, |c| {
+            c.output.flush().map_err(write_error)?;
+            match c.output.check_write().map_err(write_error)? {
+                0 => Err(would_block()),
+                _ => Ok(((), false)),
+            }
+        })
+    }
+
+    /// Flushes, then shuts the sending side down (as `send_eof`).
+    #[cfg(feature = "futures-io")]
+    fn poll_close(&self, cx: &mut std::task::Context<'_>, eof_sent: &Cell<bool>) -> std::task::Poll<io::Result<()>> {
+        if eof_sent.get() || self.is_closed() {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::task::ready!(self.poll_flush(cx))?;
+        if let Some(c) = self.res.borrow().as_ref() {
+            shutdown_send(c)?;
+        }
+        eof_sent.set(true);
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -545,204 +610,17 @@ fn shutdown_send(c: &Conn) -> io::Result<()> {
     }
 }
 
-impl crate::abc::AsyncResource for TcpStream {
-    async fn aclose(&self) -> Result<()> {
-        self.close();
-        lowlevel::checkpoint().await
-    }
-}
-
-impl crate::abc::SendStream for TcpStream {
-    async fn send_all(&self, data: &[u8]) -> Result<()> {
-        self.send_all_impl(data).await
-    }
-
-    async fn wait_send_all_might_not_block(&self) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.sending)?;
-        self.with_conn(|_| Ok(()))?;
-        self.reg.io.wait_ready(Dir::Write).await
-    }
-
-    async fn send_eof_if_supported(&self) -> Option<Result<()>> {
-        Some(self.send_eof_impl().await)
-    }
-}
-
-impl super::ServeHandshake for TcpStream {
-    /// Waits until the first byte (or the end of stream, or an error) is
-    /// there to receive, with a readiness wait on the input stream's
-    /// pollable: nothing is read.
-    async fn serve_handshake(&self) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.receiving)?;
-        self.with_conn(|_| Ok(()))?;
-        self.reg.io.wait_ready(Dir::Read).await
-    }
-}
-
-impl crate::abc::ReceiveStream for TcpStream {
-    async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
-        self.receive_some_impl(buf).await
-    }
-}
-
-impl crate::abc::HalfCloseableStream for TcpStream {
-    async fn send_eof(&self) -> Result<()> {
-        self.send_eof_impl().await
-    }
-}
-
-#[cfg(feature = "futures-io")]
-mod futures_impls {
-    use std::io;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use super::{Conn, TcpStream, closed_io, read, shutdown_send, would_block, write_error};
-    use crate::runtime::io::Dir;
-
-    impl TcpStream {
-        fn poll_conn<T>(
-            &self,
-            cx: &mut Context<'_>,
-            dir: Dir,
-            mut op: impl FnMut(&Conn) -> io::Result<(T, bool)>,
-        ) -> Poll<io::Result<T>> {
-            self.reg.io.poll_io(cx, dir, || match self.conn.borrow().as_ref() {
-                Some(c) => op(c),
-                None => Err(closed_io()),
-            })
-        }
-
-        fn poll_read_impl(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-            if buf.is_empty() {
-                return Poll::Ready(Ok(0));
-            }
-            self.poll_conn(cx, Dir::Read, |c| read(c, buf))
-        }
-
-        fn poll_write_impl(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            if self.eof_sent.get() {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "sent EOF already")));
-            }
-            if self.broken.get() {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the stream is broken")));
-            }
-            if buf.is_empty() {
-                return Poll::Ready(Ok(0));
-            }
-            self.poll_conn(cx, Dir::Write, |c| {
-                let permit = c.output.check_write().map_err(write_error)?;
-                if permit == 0 {
-                    return Err(would_block());
-                }
-                let n = permit.min(super::MAX_WRITE).min(buf.len() as u64) as usize;
-                c.output.write(&buf[..n]).map_err(write_error)?;
-                Ok((n, false))
-            })
-        }
-
-        /// Flushes and waits until the stream takes data again (every
-        /// write handed over).
-        fn poll_flush_impl(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            if self.eof_sent.get() {
-                return Poll::Ready(Ok(()));
-            }
-            self.poll_conn(cx, Dir::Write, |c| {
-                c.output.flush().map_err(write_error)?;
-                match c.output.check_write().map_err(write_error)? {
-                    0 => Err(would_block()),
-                    _ => Ok(((), false)),
-                }
-            })
-        }
-
-        /// Flushes, then shuts the sending side down (as `send_eof`).
-        fn poll_close_impl(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            if self.eof_sent.get() || self.is_closed() {
-                return Poll::Ready(Ok(()));
-            }
-            std::task::ready!(self.poll_flush_impl(cx))?;
-            if let Some(c) = self.conn.borrow().as_ref() {
-                shutdown_send(c)?;
-            }
-            self.eof_sent.set(true);
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
-    /// fails with an `io::Error` wrapping
-    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
-    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
-    impl futures_io::AsyncRead for TcpStream {
-        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-            self.poll_read_impl(cx, buf)
-        }
-    }
-
-    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
-    /// fails with an `io::Error` wrapping
-    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
-    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
-    impl futures_io::AsyncRead for &TcpStream {
-        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-            self.poll_read_impl(cx, buf)
-        }
-    }
-
-    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
-    /// fails with an `io::Error` wrapping
-    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
-    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
-    impl futures_io::AsyncWrite for TcpStream {
-        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            self.poll_write_impl(cx, buf)
-        }
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.poll_flush_impl(cx)
-        }
-        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.poll_close_impl(cx)
-        }
-    }
-
-    /// Cancellation: a poll parked here wakes when its cancel scope is cancelled and
-    /// fails with an `io::Error` wrapping
-    /// [`Error::Cancelled`](crate::Error::Cancelled), which the scope catches (see
-    /// [`CancelScope`](crate::CancelScope#foreign-io-and-dropped-futures)).
-    impl futures_io::AsyncWrite for &TcpStream {
-        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            self.poll_write_impl(cx, buf)
-        }
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.poll_flush_impl(cx)
-        }
-        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.poll_close_impl(cx)
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Listeners
 // ---------------------------------------------------------------------------
 
 /// A TCP listener over `wasi:sockets`: a [`Listener`](crate::abc::Listener)
 /// of [`TcpStream`]s.
+#[derive(Debug)]
 pub struct TcpListener {
-    /// First: deregistering drops the socket's pollable before the socket.
-    reg: Reg,
-    socket: RefCell<Option<TcpSocket>>,
+    /// Registered with the socket's pollable for reading.
+    sock: Registered<TcpSocket>,
     accepting: Cell<bool>,
-}
-
-impl fmt::Debug for TcpListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpListener")
-            .field("source", &self.reg.src)
-            .field("closed", &self.socket.borrow().is_none())
-            .finish_non_exhaustive()
-    }
 }
 
 impl TcpListener {
@@ -773,7 +651,7 @@ impl TcpListener {
         socket.start_listen().map_err(|e| sock_err(e, &what))?;
         finish_blocking(&socket, TcpSocket::finish_listen).map_err(|e| sock_err(e, &what))?;
         let reg = Reg::new(|| Some(socket.subscribe()), || None)?;
-        Ok(TcpListener { reg, socket: RefCell::new(Some(socket)), accepting: Cell::new(false) })
+        Ok(TcpListener { sock: Registered::new(reg, socket), accepting: Cell::new(false) })
     }
 
     /// The bound address (with the port the host chose for port 0).
@@ -781,23 +659,13 @@ impl TcpListener {
     /// # Errors
     /// `Closed` after `aclose`; `Io` from the host.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        match self.socket.borrow().as_ref() {
-            Some(s) => s.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")),
-            None => Err(Error::Closed),
-        }
-    }
-
-    /// Closes now: waiters wake with `Closed`; the pollable, then the socket
-    /// are dropped.
-    fn close(&self) {
-        self.reg.io.release();
-        drop(self.socket.borrow_mut().take());
+        self.sock.with(|s| s.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
     }
 }
 
 impl crate::abc::AsyncResource for TcpListener {
     async fn aclose(&self) -> Result<()> {
-        self.close();
+        self.sock.close();
         lowlevel::checkpoint().await
     }
 }
@@ -806,31 +674,21 @@ impl crate::abc::Listener for TcpListener {
     type Stream = TcpStream;
 
     async fn accept(&self) -> Result<TcpStream> {
-        let _busy = BusyGuard::claim(&self.accepting)?;
-        // A cancelled caller sees `Cancelled` before `Closed` (as Trio's).
-        crate::lowlevel::checkpoint_if_cancelled().await?;
-        if self.socket.borrow().is_none() {
-            return Err(Error::Closed);
-        }
+        // A connection that died in the queue is skipped (as natively);
+        // each retry consumes one.
         let conn = self
-            .reg
-            .io
-            .io(Dir::Read, || {
-                let socket = self.socket.borrow();
-                let Some(socket) = socket.as_ref() else { return Err(closed_io()) };
-                // A connection that died in the queue is skipped (as
-                // natively); each retry consumes one.
+            .sock
+            .accept_on(&self.accepting, |socket| {
                 loop {
                     match socket.accept() {
-                        Ok((socket, input, output)) => return Ok((Conn { input, output, socket }, false)),
+                        Ok((socket, input, output)) => return Ok(Conn { input, output, socket }),
                         Err(ErrorCode::ConnectionAborted) => continue,
                         Err(ErrorCode::WouldBlock) => return Err(would_block()),
                         Err(e) => return Err(code_error(e, &"accepting a connection")),
                     }
                 }
             })
-            .await
-            .map_err(|e| if self.socket.borrow().is_none() { Error::Closed } else { e })?;
+            .await?;
         TcpStream::accepted(conn)
     }
 }
