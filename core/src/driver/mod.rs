@@ -123,6 +123,14 @@ pub(crate) struct Event {
     pub(crate) write_closed: bool,
 }
 
+impl Event {
+    /// One direction ready (`write`: writable, else readable), nothing else.
+    #[cfg(all(target_os = "wasi", not(target_env = "p1")))]
+    pub(crate) fn ready(token: usize, write: bool) -> Event {
+        Event { token, readable: !write, writable: write, error: false, read_closed: false, write_closed: false }
+    }
+}
+
 /// The buffer `poll` fills.
 pub(crate) type Events = Vec<Event>;
 

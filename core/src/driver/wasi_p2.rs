@@ -102,14 +102,7 @@ impl LevelPoll for WasiP2Poll {
                 }
                 // Nothing to wait for in this direction: report it ready,
                 // the operation will say why it cannot proceed.
-                None => events.push(Event {
-                    token: key,
-                    readable: !write,
-                    writable: write,
-                    error: false,
-                    read_closed: false,
-                    write_closed: false,
-                }),
+                None => events.push(Event::ready(key, write)),
             }
         }
         if !events.is_empty() {
@@ -129,14 +122,7 @@ impl LevelPoll for WasiP2Poll {
         }
         for i in poll(&list) {
             if let Some(&(key, write)) = self.order.get(i as usize) {
-                events.push(Event {
-                    token: key,
-                    readable: !write,
-                    writable: write,
-                    error: false,
-                    read_closed: false,
-                    write_closed: false,
-                });
+                events.push(Event::ready(key, write));
             }
         }
         Ok(())
