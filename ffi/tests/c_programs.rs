@@ -29,11 +29,13 @@ const CXX_FLAGS: &[&str] = &["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g"];
 
 /// The workspace root. The manifest directory is read when the test runs
 /// (cargo and nextest set it): the compile-time value goes stale when a
-/// cached target directory is reused by a clone in another folder.
+/// cached target directory is reused by a clone in another folder. Its
+/// parent, not `ffi/..`: paths built on it are compared with what `ldd`
+/// prints, which has no `..` in it.
 fn workspace() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("..")
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().map_or_else(|| manifest.join(".."), Path::to_path_buf)
 }
 
 fn target_dir() -> PathBuf {

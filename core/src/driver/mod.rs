@@ -54,12 +54,17 @@
 //! backend to this: it runs natively (epoll), on Windows under Wine (AFD),
 //! and on WASI preview 1 and 2 in the project's host.
 //!
-//! Backends: `native` (mio: epoll, kqueue, IOCP/AFD) on every OS mio
-//! supports; `wasi_p1` (`poll_oneoff`) on `wasm32-wasip1`; `wasi_p2`
-//! (`wasi:io/poll`) on `wasm32-wasip2`. Socket operations themselves are
-//! still made by `net/` on each platform's socket API; moving them behind
-//! the backends (so that a completion backend can own them) is the next
-//! step.
+//! - **Sockets.** Each backend owns its sockets' operations (create,
+//!   bind, listen, accept, connect, read, write, shutdown, close) behind
+//!   the traits of `socket.rs`, which `net/` is written once over; the
+//!   readiness backends share their "try the call, wait for readiness"
+//!   loop (`readiness.rs`), a completion backend would submit and wait for
+//!   the completion instead.
+//!
+//! Backends, one directory each: `native/` (mio: epoll, kqueue, IOCP/AFD)
+//! on every OS mio supports; `wasi_p1/` (`poll_oneoff`) on `wasm32-wasip1`;
+//! `wasi_p2/` (`wasi:io/poll`, `wasi:sockets`) on `wasm32-wasip2`. Each
+//! has its poller in `mod.rs` and its sockets in `socket.rs`.
 
 use std::io;
 use std::sync::Arc;
@@ -72,11 +77,13 @@ mod armed;
 #[cfg(not(target_os = "wasi"))]
 mod native;
 pub(crate) mod os;
+pub(crate) mod readiness;
 #[cfg(unix)]
 pub(crate) mod signals;
 #[cfg(windows)]
 #[path = "signals_windows.rs"]
 pub(crate) mod signals;
+pub(crate) mod socket;
 #[cfg(all(target_os = "wasi", target_env = "p1"))]
 pub(crate) mod wasi_p1;
 #[cfg(all(target_os = "wasi", not(target_env = "p1")))]
@@ -170,9 +177,6 @@ pub(crate) trait Driver {
 pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
     native::ready_now(source, interest)
 }
-
-#[cfg(windows)]
-pub(crate) use native::exclusive_address_use;
 
 /// Whether `source` is ready right now: WASI has no non-blocking question,
 /// so the readiness bit is trusted (a spurious wakeup at worst).

@@ -20,15 +20,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-#[cfg(not(target_os = "wasi"))]
-use socket2::{Domain, Protocol, Socket, Type};
-
 use super::TcpStream;
-#[cfg(not(target_os = "wasi"))]
-use super::tcp::in_progress;
 use crate::abc::AsyncResource;
-#[cfg(not(target_os = "wasi"))]
-use crate::abc::SendStream;
 use crate::error::{Error, Result};
 use crate::sync::Event;
 
@@ -145,7 +138,7 @@ impl OpenTcpStream {
         open_stream_happy_eyeballs(&targets, self.happy_eyeballs_delay, async |addr| {
             let r = match local {
                 None => TcpStream::connect(addr).await,
-                Some(local) => connect_from(local, addr).await,
+                Some(local) => TcpStream::connect_from(local, addr).await,
             };
             r.map_err(|e| annotate(e, addr))
         })
@@ -295,43 +288,5 @@ fn annotate(e: Error, addr: SocketAddr) -> Error {
     match e {
         Error::Io(source) => Error::Io(io::Error::new(source.kind(), ConnectError { addr, source })),
         other => other,
-    }
-}
-
-/// Connects to `addr` from the local IP address `local`: not available on
-/// WASI, whose sockets bind and connect only through the host's policy.
-#[cfg(target_os = "wasi")]
-async fn connect_from(local: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
-    crate::lowlevel::checkpoint_if_cancelled().await?;
-    Err(Error::Io(io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("connecting to {addr} from local address {local} is not supported on WASI"),
-    )))
-}
-
-/// Connects to `addr` from the local IP address `local` (port chosen by the
-/// OS).
-#[cfg(not(target_os = "wasi"))]
-async fn connect_from(local: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
-    crate::lowlevel::checkpoint_if_cancelled().await?;
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    crate::driver::os::bind_address_no_port(&sock);
-    sock.bind(&SocketAddr::new(local, 0).into()).map_err(|e| {
-        io::Error::new(e.kind(), format!("local address {local} is incompatible with remote address {addr}: {e}"))
-    })?;
-    sock.set_nonblocking(true)?;
-    match sock.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if in_progress(&e) => {}
-        Err(e) => return Err(Error::Io(e)),
-    }
-    // Registered with the run while the connect is under way; writable means
-    // it finished, one way or the other. Dropping the stream (cancellation)
-    // closes the socket.
-    let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
-    stream.wait_send_all_might_not_block().await?;
-    match stream.with_socket(|s| s.take_error())? {
-        Some(e) => Err(Error::Io(e)),
-        None => Ok(stream),
     }
 }

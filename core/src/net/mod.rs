@@ -16,34 +16,24 @@
 
 mod happy_eyeballs;
 mod serve;
-#[cfg(not(target_os = "wasi"))]
-pub(crate) mod socket;
 mod stream;
-#[cfg(not(target_os = "wasi"))]
 mod tcp;
 #[cfg(not(target_os = "wasi"))]
 mod udp;
 #[cfg(unix)]
 mod unix;
-#[cfg(all(target_os = "wasi", target_env = "p1"))]
-mod wasi_p1;
-#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
-mod wasi_p2;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub use happy_eyeballs::*;
 pub use serve::*;
-#[cfg(not(target_os = "wasi"))]
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+pub use tcp::preopened_listeners;
 pub use tcp::{ListenOptions, TcpListener, TcpStream};
 #[cfg(not(target_os = "wasi"))]
 pub use udp::UdpSocket;
 #[cfg(unix)]
 pub use unix::{UnixDatagram, UnixListener, UnixStream, open_unix_listener, open_unix_socket};
-#[cfg(all(target_os = "wasi", target_env = "p1"))]
-pub use wasi_p1::{TcpListener, TcpStream, preopened_listeners};
-#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
-pub use wasi_p2::{TcpListener, TcpStream};
 
 use crate::error::{Error, Result};
 
@@ -70,44 +60,7 @@ pub async fn getaddrinfo(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     if host.is_empty() {
         return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty host name")));
     }
-    resolve(host, port).await
-}
-
-/// Name resolution proper (`host` is not an IP literal).
-#[cfg(not(target_os = "wasi"))]
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
-    let name = host.to_owned();
-    let addrs = crate::to_thread::Options::new()
-        .abandon_on_cancel(true)
-        .run_sync(move || {
-            use std::net::ToSocketAddrs;
-            (name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>).map_err(|e| (e, name))
-        })
-        .await?;
-    match addrs {
-        Ok(v) if v.is_empty() => Err(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("no addresses found for {host:?}"),
-        ))),
-        Ok(v) => Ok(v),
-        Err((e, name)) => Err(Error::Io(std::io::Error::new(e.kind(), format!("resolving {name:?}: {e}")))),
-    }
-}
-
-/// Name resolution proper: preview 1 has none.
-#[cfg(all(target_os = "wasi", target_env = "p1"))]
-async fn resolve(host: &str, _port: u16) -> Result<Vec<SocketAddr>> {
-    crate::checkpoint().await?;
-    Err(Error::Io(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        format!("cannot resolve {host:?}: WASI preview 1 has no name resolution (use an IP address)"),
-    )))
-}
-
-/// Name resolution proper: `wasi:sockets/ip-name-lookup`.
-#[cfg(all(target_os = "wasi", not(target_env = "p1")))]
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
-    wasi_p2::resolve(host, port).await
+    crate::driver::socket::resolve(host, port).await
 }
 
 /// Opens TCP listeners on `port` (0: the OS picks, separately for each

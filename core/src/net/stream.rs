@@ -1,189 +1,29 @@
-//! What every socket stream and listener shares, whatever backs it (socket2
-//! natively, descriptors on WASI preview 1, `wasi:sockets` on preview 2):
-//! Trio's `SocketStream` rules written once.
+//! Trio's `SocketStream` rules, written once over whatever backs a socket
+//! (`driver/socket.rs`: socket2 natively, descriptors on WASI preview 1,
+//! `wasi:sockets` on preview 2):
 //!
 //! - [`Stream`]: the conflict detectors (`Busy` for a second concurrent
 //!   sender or receiver), the send state (a cancelled or failed partial
 //!   `send_all` breaks the stream; `send_all` after `send_eof` is `Closed`)
 //!   and the operations, each a checkpoint, over a backend's
-//!   [`StreamCore`];
-//! - [`SocketIo`]: a registered socket and its non-blocking calls;
-//!   [`SocketCalls`]: one that is a socket handle with
-//!   `send`/`recv`/`shutdown` calls (natively and on WASI preview 1) has
-//!   its `StreamCore` written once, from these;
-//! - [`accept`] (and `SocketIo::accept_on`): a
-//!   listener's `accept` (`Busy` for a second acceptor, `Cancelled` before
-//!   `Closed`);
+//!   [`StreamOps`];
+//! - [`accept`]: a listener's `accept` (`Busy` for a second acceptor,
+//!   `Cancelled` before `Closed`);
 //! - [`stream_traits!`]: the stream traits (and `futures-io`'s) for a type
 //!   with a `sock: Stream<_>` field.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+#[cfg(feature = "futures-io")]
 use std::io;
 
-use crate::error::{Error, Result};
-use crate::io::{BusyGuard, IoHandle, check_send, note_broken, to_broken};
+use crate::driver::socket::StreamOps;
+use crate::error::Result;
+use crate::io::{BusyGuard, check_send, note_broken, to_broken};
 use crate::lowlevel;
 use crate::runtime::io::Dir;
 
-/// A backend's connected byte-stream socket: the system calls, tried first
-/// and waited for on "would block", with `Closed` once it is closed.
-///
-/// The calls on the echo hot path return the inner future itself rather
-/// than being `async fn`s: each `async` layer would copy the future below
-/// it into its own state (callgrind counted some 200 instructions per echo
-/// round trip more).
-pub(crate) trait StreamCore {
-    /// `Closed` once closed.
-    fn check_open(&self) -> Result<()>;
-
-    /// Sends all of `data[*sent..]`, adding to `*sent` what went out (so
-    /// that a failure or a cancellation midway can tell).
-    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()>;
-
-    /// One receive into `buf` (not empty); `Ok(0)` at the end of stream.
-    fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>>;
-
-    /// Waits until the socket is ready in `dir` (level-triggered); `Closed`
-    /// once closed.
-    fn ready(&self, dir: Dir) -> impl Future<Output = Result<()>>;
-
-    /// Shuts the sending side down (a connection that is gone already
-    /// needs none); `Closed` once closed.
-    fn shutdown_write(&self) -> Result<()>;
-
-    /// Closes now: waiters wake with `Closed`, the resources are freed.
-    fn close(&self);
-
-    #[cfg(feature = "futures-io")]
-    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>>;
-
-    /// One write of part of `buf` (the stream is neither broken nor shut).
-    #[cfg(feature = "futures-io")]
-    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>>;
-
-    #[cfg(feature = "futures-io")]
-    fn poll_flush(&self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    /// `AsyncWrite::poll_close`; `eof_sent` is the stream's `send_eof` flag.
-    #[cfg(feature = "futures-io")]
-    fn poll_close(&self, cx: &mut std::task::Context<'_>, eof_sent: &Cell<bool>) -> std::task::Poll<io::Result<()>>;
-}
-
-/// A registered socket (or another registered resource) and the
-/// non-blocking calls on it: what a listener's `accept` needs.
-pub(crate) trait SocketIo {
-    /// What the calls take: the socket, its descriptor, or the resource.
-    type Handle<'a>
-    where
-        Self: 'a;
-
-    /// `f` on the handle, or `Closed`.
-    fn with_handle<R>(&self, f: impl FnOnce(Self::Handle<'_>) -> R) -> Result<R>;
-
-    /// Runs a non-blocking call on the handle until it does not block
-    /// (see `IoHandle::io`); `Closed` if the socket is closed meanwhile.
-    fn io_on<T>(
-        &self,
-        dir: Dir,
-        op: impl FnMut(Self::Handle<'_>) -> io::Result<(T, bool)>,
-    ) -> impl Future<Output = Result<T>>;
-
-    /// As [`io_on`](Self::io_on), for a `poll_*` method.
-    #[cfg(feature = "futures-io")]
-    fn poll_io_on<T>(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        dir: Dir,
-        op: impl FnMut(Self::Handle<'_>) -> io::Result<(T, bool)>,
-    ) -> std::task::Poll<io::Result<T>>;
-
-    /// A listener's [`accept`] on this socket: `call` (the `accept` call,
-    /// skipping connections that died in the queue) once it is readable.
-    async fn accept_on<T>(
-        &self,
-        accepting: &Cell<bool>,
-        mut call: impl FnMut(Self::Handle<'_>) -> io::Result<T>,
-    ) -> Result<T> {
-        accept(accepting, || self.with_handle(|_| ()), self.io_on(Dir::Read, |h| call(h).map(|c| (c, false)))).await
-    }
-}
-
-/// A [`SocketIo`] whose socket is one handle with `send`/`recv`/`shutdown`
-/// calls (socket2 natively, a descriptor on WASI preview 1): its
-/// [`StreamCore`] is written once, below, from these.
-pub(crate) trait SocketCalls: SocketIo {
-    /// Waits until the socket is ready in `dir`; `Closed` once closed.
-    fn wait_ready_on(&self, dir: Dir) -> impl Future<Output = Result<()>>;
-
-    /// Closes now: waiters wake with `Closed`, the socket is freed.
-    fn close_now(&self);
-
-    /// `send` (never raising SIGPIPE).
-    fn send(h: Self::Handle<'_>, buf: &[u8]) -> io::Result<usize>;
-
-    /// `recv` into `buf`.
-    fn recv(h: Self::Handle<'_>, buf: &mut [u8]) -> io::Result<usize>;
-
-    /// Shuts the sending side down; a connection that is gone already
-    /// needs none (`Ok`).
-    fn shutdown_write(h: Self::Handle<'_>) -> io::Result<()>;
-}
-
-impl<D: SocketCalls> StreamCore for D {
-    fn check_open(&self) -> Result<()> {
-        self.with_handle(|_| ())
-    }
-
-    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
-        while *sent < data.len() {
-            let rest = &data[*sent..];
-            *sent += self.io_on(Dir::Write, |h| D::send(h, rest).map(|n| (n, n < rest.len()))).await?;
-        }
-        Ok(())
-    }
-
-    fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
-        let len = buf.len();
-        // A short read drained the socket: the next one waits for an event
-        // instead of trying (and failing) first. End of stream (0) stays
-        // "ready": no further event would come.
-        self.io_on(Dir::Read, move |h| D::recv(h, buf).map(|n| (n, n > 0 && n < len)))
-    }
-
-    fn ready(&self, dir: Dir) -> impl Future<Output = Result<()>> {
-        self.wait_ready_on(dir)
-    }
-
-    fn shutdown_write(&self) -> Result<()> {
-        Ok(self.with_handle(|h| D::shutdown_write(h))??)
-    }
-
-    fn close(&self) {
-        self.close_now();
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
-        let len = buf.len();
-        self.poll_io_on(cx, Dir::Read, |h| D::recv(h, buf).map(|n| (n, n > 0 && n < len)))
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
-        self.poll_io_on(cx, Dir::Write, |h| D::send(h, buf).map(|n| (n, n < buf.len())))
-    }
-
-    /// Shuts the sending side down (a closed stream has nothing to shut).
-    #[cfg(feature = "futures-io")]
-    fn poll_close(&self, _cx: &mut std::task::Context<'_>, _eof_sent: &Cell<bool>) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(self.with_handle(|h| D::shutdown_write(h)).unwrap_or(Ok(())))
-    }
-}
-
 /// A connected byte-stream socket: Trio's `SocketStream` over a backend's
-/// [`StreamCore`].
+/// [`StreamOps`].
 #[derive(Debug)]
 pub(crate) struct Stream<C> {
     pub(crate) core: C,
@@ -195,7 +35,7 @@ pub(crate) struct Stream<C> {
     eof_sent: Cell<bool>,
 }
 
-impl<C: StreamCore> Stream<C> {
+impl<C: StreamOps> Stream<C> {
     pub(crate) fn new(core: C) -> Stream<C> {
         Stream {
             core,
@@ -255,7 +95,7 @@ impl<C: StreamCore> Stream<C> {
 }
 
 #[cfg(feature = "futures-io")]
-impl<C: StreamCore> Stream<C> {
+impl<C: StreamOps> Stream<C> {
     pub(crate) fn poll_read(
         &self,
         cx: &mut std::task::Context<'_>,
@@ -300,43 +140,6 @@ pub(crate) async fn accept<T>(
     lowlevel::checkpoint_if_cancelled().await?;
     check_open()?;
     accept.await
-}
-
-/// Runs a non-blocking call on the resource in `slot` (a socket, a
-/// descriptor; empty once closed) until it does not block (see
-/// `IoHandle::io`); `Closed` if it is closed, also meanwhile.
-pub(crate) async fn io_while_open<S, T>(
-    io: &IoHandle,
-    slot: &RefCell<Option<S>>,
-    dir: Dir,
-    mut op: impl FnMut(&S) -> io::Result<(T, bool)>,
-) -> Result<T> {
-    io.io(dir, || match slot.borrow().as_ref() {
-        Some(s) => op(s),
-        None => Err(closed_io()),
-    })
-    .await
-    .map_err(|e| if slot.borrow().is_none() { Error::Closed } else { e })
-}
-
-/// As [`io_while_open`], for a `poll_*` method (an `io::Error`
-/// `NotConnected` once closed).
-#[cfg(feature = "futures-io")]
-pub(crate) fn poll_io_while_open<S, T>(
-    io: &IoHandle,
-    slot: &RefCell<Option<S>>,
-    cx: &mut std::task::Context<'_>,
-    dir: Dir,
-    mut op: impl FnMut(&S) -> io::Result<(T, bool)>,
-) -> std::task::Poll<io::Result<T>> {
-    io.poll_io(cx, dir, || match slot.borrow().as_ref() {
-        Some(s) => op(s),
-        None => Err(closed_io()),
-    })
-}
-
-fn closed_io() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")
 }
 
 /// Implements the stream traits (and `ServeHandshake`, and `futures-io`'s

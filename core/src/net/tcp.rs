@@ -1,24 +1,29 @@
-//! TCP streams and listeners.
+//! TCP streams and listeners, written once over the backend's sockets
+//! (`driver/socket.rs`): natively, on WASI preview 1 (preopened listeners
+//! only) and on preview 2 (`wasi:sockets`).
 
 use std::cell::Cell;
-use std::io;
 use std::net::SocketAddr;
 
-use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
-
-use super::socket::{SocketCore, StreamSocket, stream, stream_traits};
-use super::stream::SocketIo;
-use crate::error::{Error, Result};
-use crate::runtime::io::Dir;
+use super::stream::{Stream, stream_traits};
+use crate::driver::socket::{ListenerOps, SocketOps, TcpListenerOps, TcpListenerSocket, TcpStreamOps, TcpStreamSocket};
+use crate::error::Result;
+use crate::lowlevel;
 
 /// A connected TCP stream: a [`HalfCloseableStream`](crate::abc::HalfCloseableStream)
-/// over a non-blocking socket (Trio's `SocketStream`). `TCP_NODELAY` is on.
+/// over a non-blocking socket (Trio's `SocketStream`). `TCP_NODELAY` is on
+/// where the platform has it.
 ///
 /// Also `futures-io`'s `AsyncRead`/`AsyncWrite` (feature `futures-io`, on by
 /// default), on `TcpStream` and on `&TcpStream`.
+///
+/// On WASI preview 1 the only streams are those a preopened
+/// [`TcpListener`] accepts (see
+/// [`preopened_listeners`](super::preopened_listeners)); on preview 2 they
+/// connect and accept through `wasi:sockets`, as the host's policy allows.
 #[derive(Debug)]
 pub struct TcpStream {
-    pub(crate) sock: StreamSocket,
+    pub(crate) sock: Stream<TcpStreamSocket>,
 }
 
 stream_traits!(TcpStream);
@@ -31,51 +36,31 @@ impl TcpStream {
     /// # Cancellation
     /// The half-made socket is closed; returns `Err(Cancelled)`.
     /// # Errors
-    /// `Io` with the OS error (`ConnectionRefused`, ...).
+    /// `Runtime` outside `trio::run`; `Io` with the OS error
+    /// (`ConnectionRefused`, ...); on WASI preview 2 `PermissionDenied` if
+    /// the host's policy does not allow connecting to `addr`; on preview 1
+    /// always `Io(Unsupported)` (it cannot open sockets).
     pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        let s = TcpStream::wrap(sock)?;
-        s.finish_connect(&SockAddr::from(addr)).await?;
-        Ok(s)
+        Ok(TcpStream::new(TcpStreamSocket::connect(addr).await?))
     }
 
-    /// Wraps a socket (made non-blocking and registered; `TCP_NODELAY` set).
-    fn wrap(sock: Socket) -> Result<TcpStream> {
-        sock.set_tcp_nodelay(true)?;
-        Ok(TcpStream { sock: stream(sock)? })
+    fn new(sock: TcpStreamSocket) -> TcpStream {
+        TcpStream { sock: Stream::new(sock) }
     }
 
-    async fn finish_connect(&self, addr: &SockAddr) -> Result<()> {
-        crate::lowlevel::checkpoint_if_cancelled().await?;
-        let started = self.sock.core.sock()?.connect(addr);
-        match started {
-            Ok(()) => return crate::lowlevel::cancel_shielded_checkpoint().await,
-            Err(e) if in_progress(&e) => {}
-            Err(e) => return Err(Error::Io(e)),
-        }
-        self.sock.core.wait_ready(Dir::Write).await?;
-        let s = self.sock.core.sock()?;
-        match s.take_error()? {
-            Some(e) => Err(Error::Io(e)),
-            None => Ok(()),
-        }
-    }
-
-    /// Takes over a connected std stream (made non-blocking, registered with
-    /// the current run, `TCP_NODELAY` set).
-    ///
-    /// # Errors
-    /// `Runtime` outside `trio::run`; `Io` if the socket cannot be set up.
-    pub fn from_std(stream: std::net::TcpStream) -> Result<TcpStream> {
-        TcpStream::wrap(Socket::from(stream))
+    /// Connects to `addr` from the local IP address `local` (happy
+    /// eyeballs' `local_address`).
+    pub(crate) async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> Result<TcpStream> {
+        Ok(TcpStream::new(TcpStreamSocket::connect_from(local, addr).await?))
     }
 
     /// The local address.
     ///
     /// # Errors
-    /// `Closed` after `aclose`; `Io` from the OS.
+    /// `Closed` after `aclose`; `Io` from the OS; on WASI preview 1 always
+    /// `Io(Unsupported)` (no `getsockname`).
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        sockaddr(self.sock.core.sock()?.local_addr()?)
+        self.sock.core.local_addr()
     }
 
     /// The peer's address.
@@ -83,39 +68,47 @@ impl TcpStream {
     /// # Errors
     /// As [`local_addr`](Self::local_addr).
     pub fn peer_addr(&self) -> Result<SocketAddr> {
-        sockaddr(self.sock.core.sock()?.peer_addr()?)
+        self.sock.core.peer_addr()
     }
 
     /// Sets `TCP_NODELAY` (on by default).
     ///
     /// # Errors
-    /// As [`local_addr`](Self::local_addr).
+    /// `Closed` after `aclose`; `Io` from the OS. `wasi:sockets` (preview
+    /// 2) has no such option: there it does nothing. Preview 1 has no
+    /// socket options: always `Io(Unsupported)`.
     pub fn set_nodelay(&self, on: bool) -> Result<()> {
-        Ok(self.sock.core.sock()?.set_tcp_nodelay(on)?)
+        self.sock.core.set_nodelay(on)
+    }
+}
+
+#[cfg(not(target_os = "wasi"))]
+impl TcpStream {
+    /// Takes over a connected std stream (made non-blocking, registered with
+    /// the current run, `TCP_NODELAY` set).
+    ///
+    /// # Errors
+    /// `Runtime` outside `trio::run`; `Io` if the socket cannot be set up.
+    pub fn from_std(stream: std::net::TcpStream) -> Result<TcpStream> {
+        stream.set_nodelay(true)?;
+        Ok(TcpStream::new(TcpStreamSocket::wrap(stream.into(), true)?))
     }
 
     /// Runs `f` with the socket, for options this type has no method for.
     ///
     /// # Errors
     /// `Closed` after `aclose`; whatever `f` returns.
-    pub fn with_socket<R>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<R>) -> Result<R> {
-        let s = self.sock.core.sock()?;
-        Ok(f(SockRef::from(&*s))?)
+    pub fn with_socket<R>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> std::io::Result<R>) -> Result<R> {
+        self.sock.core.with_socket(f)
     }
 }
 
-#[cfg(unix)]
+#[cfg(any(unix, all(target_os = "wasi", target_env = "p1")))]
 impl std::os::fd::AsRawFd for TcpStream {
     /// The descriptor (-1 after `aclose`).
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.sock.core.sock().map(|s| super::socket::raw(&s)).unwrap_or(-1)
+        raw_fd(&self.sock.core)
     }
-}
-
-pub(crate) use crate::driver::os::connect_in_progress as in_progress;
-
-pub(crate) fn sockaddr(a: SockAddr) -> Result<SocketAddr> {
-    a.as_socket().ok_or_else(|| Error::Io(io::Error::new(io::ErrorKind::InvalidData, "not an IP socket address")))
 }
 
 /// How [`TcpListener::bind_with`] sets up a listener.
@@ -125,11 +118,13 @@ pub struct ListenOptions {
     pub backlog: i32,
     /// `SO_REUSEADDR` (default on, except on Windows where it would let
     /// another socket take the port over: there the default is off, and off
-    /// sets `SO_EXCLUSIVEADDRUSE` instead, as Trio does).
+    /// sets `SO_EXCLUSIVEADDRUSE` instead, as Trio does). On WASI preview 2
+    /// the host sets it itself.
     pub reuse_address: bool,
     /// `SO_REUSEPORT` (default off; Unix only, ignored elsewhere).
     pub reuse_port: bool,
-    /// For IPv6 addresses, `IPV6_V6ONLY` (default on, as Trio).
+    /// For IPv6 addresses, `IPV6_V6ONLY` (default on, as Trio; always on
+    /// WASI preview 2).
     pub v6_only: bool,
 }
 
@@ -140,75 +135,73 @@ impl Default for ListenOptions {
 }
 
 /// A TCP listener: a [`Listener`](crate::abc::Listener) of [`TcpStream`]s.
+/// On WASI preview 1 only the host can make one: see
+/// [`preopened_listeners`](super::preopened_listeners).
 #[derive(Debug)]
 pub struct TcpListener {
-    core: SocketCore,
+    core: TcpListenerSocket,
     accepting: Cell<bool>,
 }
 
 impl TcpListener {
-    /// Binds and listens on `addr` with the default [`ListenOptions`].
+    fn new(core: TcpListenerSocket) -> TcpListener {
+        TcpListener { core, accepting: Cell::new(false) }
+    }
+
+    /// Binds and listens on `addr` (port 0: the OS picks) with the default
+    /// [`ListenOptions`].
     ///
     /// # Errors
-    /// `Runtime` outside `trio::run`; `Io` (`AddrInUse`, ...).
+    /// `Runtime` outside `trio::run`; `Io` (`AddrInUse`, ...); on WASI
+    /// preview 2 `PermissionDenied` if the host's policy does not allow
+    /// binding to `addr`; on preview 1 always `Io(Unsupported)` (use
+    /// [`preopened_listeners`](super::preopened_listeners)).
     pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
         TcpListener::bind_with(addr, ListenOptions::default())
     }
 
-    /// Binds and listens on `addr` with `options`.
+    /// Binds and listens on `addr` with `options` (as far as the platform
+    /// has them).
     ///
     /// # Errors
     /// As [`bind`](Self::bind).
     pub fn bind_with(addr: SocketAddr, options: ListenOptions) -> Result<TcpListener> {
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        if options.reuse_address {
-            sock.set_reuse_address(true)?;
-        }
-        #[cfg(windows)]
-        if !options.reuse_address {
-            crate::driver::exclusive_address_use(super::socket::raw(&sock))?;
-        }
-        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
-        if options.reuse_port {
-            sock.set_reuse_port(true)?;
-        }
-        if addr.is_ipv6() {
-            sock.set_only_v6(options.v6_only)?;
-        }
-        sock.bind(&addr.into())?;
-        sock.listen(options.backlog)?;
-        Ok(TcpListener { core: SocketCore::new(sock)?, accepting: Cell::new(false) })
-    }
-
-    /// Takes over a listening std socket (made non-blocking and registered).
-    ///
-    /// # Errors
-    /// As [`bind`](Self::bind).
-    pub fn from_std(listener: std::net::TcpListener) -> Result<TcpListener> {
-        Ok(TcpListener { core: SocketCore::new(Socket::from(listener))?, accepting: Cell::new(false) })
+        Ok(TcpListener::new(TcpListenerSocket::listen(addr, &options)?))
     }
 
     /// The bound address (with the port the OS chose for port 0).
     ///
     /// # Errors
-    /// `Closed` after `aclose`; `Io` from the OS.
+    /// `Closed` after `aclose`; `Io` from the OS; on WASI preview 1 always
+    /// `Io(Unsupported)` (no `getsockname`).
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        sockaddr(self.core.sock()?.local_addr()?)
+        self.core.local_addr()
+    }
+}
+
+#[cfg(not(target_os = "wasi"))]
+impl TcpListener {
+    /// Takes over a listening std socket (made non-blocking and registered).
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind).
+    pub fn from_std(listener: std::net::TcpListener) -> Result<TcpListener> {
+        Ok(TcpListener::new(TcpListenerSocket::wrap(listener.into(), true)?))
     }
 
     /// Runs `f` with the socket, for options this type has no method for.
     ///
     /// # Errors
     /// `Closed` after `aclose`; whatever `f` returns.
-    pub fn with_socket<R>(&self, f: impl FnOnce(SockRef<'_>) -> io::Result<R>) -> Result<R> {
-        let s = self.core.sock()?;
-        Ok(f(SockRef::from(&*s))?)
+    pub fn with_socket<R>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> std::io::Result<R>) -> Result<R> {
+        self.core.with_socket(f)
     }
 }
 
 impl crate::abc::AsyncResource for TcpListener {
     async fn aclose(&self) -> Result<()> {
-        self.core.aclose().await
+        self.core.close();
+        lowlevel::checkpoint().await
     }
 }
 
@@ -216,15 +209,51 @@ impl crate::abc::Listener for TcpListener {
     type Stream = TcpStream;
 
     async fn accept(&self) -> Result<TcpStream> {
-        let sock = self.core.accept_on(&self.accepting, super::socket::accept).await?;
-        TcpStream::wrap(sock)
+        let conn = super::stream::accept(&self.accepting, || self.core.check_open(), self.core.accept()).await?;
+        Ok(TcpStream::new(conn))
     }
 }
 
-#[cfg(unix)]
+#[cfg(any(unix, all(target_os = "wasi", target_env = "p1")))]
 impl std::os::fd::AsRawFd for TcpListener {
     /// The descriptor (-1 after `aclose`).
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.core.sock().map(|s| super::socket::raw(&s)).unwrap_or(-1)
+        raw_fd(&self.core)
     }
+}
+
+/// The descriptor of a socket, -1 once closed.
+#[cfg(unix)]
+fn raw_fd(s: &TcpStreamSocket) -> std::os::fd::RawFd {
+    s.raw().unwrap_or(-1)
+}
+
+/// The descriptor of a socket, -1 once closed.
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+fn raw_fd(s: &TcpStreamSocket) -> std::os::fd::RawFd {
+    s.raw_fd()
+}
+
+/// The listening sockets the host preopened for this guest
+/// (`wasmtime run -Spreview2=n -Stcplisten=ADDR ...`; each `-Stcplisten`
+/// adds one, from descriptor 3 up), made non-blocking and registered with
+/// the current run, in descriptor order. Empty if there are none. WASI
+/// preview 1 only: it cannot open sockets itself.
+///
+/// It looks at descriptors from 3 up (at most 1024 of them, stopping after
+/// three in a row that do not exist) and takes the stream sockets among
+/// them. Preview 1 cannot tell a listening socket from a connected one, so
+/// call it once, at start-up: sockets that a `trio` object owns already
+/// (listeners from an earlier call, accepted connections) are skipped, so
+/// a second call returns only sockets nobody took (usually none), never a
+/// second owner of a descriptor.
+///
+/// # Errors
+/// `Runtime` outside `trio::run`; `Io` if a socket cannot be made
+/// non-blocking, or `Io(AlreadyExists)` if one is registered with the run
+/// already (by a `wait_readable` on its number, for example). The sockets
+/// taken before the error are given up again (deregistered, left open).
+#[cfg(all(target_os = "wasi", target_env = "p1"))]
+pub fn preopened_listeners() -> Result<Vec<TcpListener>> {
+    Ok(crate::driver::wasi_p1::socket::preopened()?.into_iter().map(TcpListener::new).collect())
 }

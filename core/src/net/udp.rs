@@ -2,17 +2,16 @@
 
 use std::net::SocketAddr;
 
-use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+use socket2::{Domain, SockAddr, SockRef, Type};
 
-use super::socket::{SocketCore, recv, recv_from, send};
-use super::tcp::sockaddr;
+use crate::driver::socket::SocketOps;
+use crate::driver::socket::{OsSocket as Socket, ip_addr};
 use crate::error::Result;
-use crate::runtime::io::Dir;
 
 /// A UDP socket. Every send and receive is a checkpoint.
 #[derive(Debug)]
 pub struct UdpSocket {
-    core: SocketCore,
+    core: Socket,
 }
 
 impl UdpSocket {
@@ -21,9 +20,7 @@ impl UdpSocket {
     /// # Errors
     /// `Runtime` outside `trio::run`; `Io` (`AddrInUse`, ...).
     pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
-        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        sock.bind(&addr.into())?;
-        Ok(UdpSocket { core: SocketCore::new(sock)? })
+        Ok(UdpSocket { core: Socket::bound(Domain::for_address(addr), Type::DGRAM, &addr.into(), None, |_| Ok(()))? })
     }
 
     /// Takes over a std UDP socket (made non-blocking and registered).
@@ -31,7 +28,7 @@ impl UdpSocket {
     /// # Errors
     /// As [`bind`](Self::bind).
     pub fn from_std(sock: std::net::UdpSocket) -> Result<UdpSocket> {
-        Ok(UdpSocket { core: SocketCore::new(Socket::from(sock))? })
+        Ok(UdpSocket { core: Socket::wrap(sock.into(), false)? })
     }
 
     /// The bound address.
@@ -39,7 +36,7 @@ impl UdpSocket {
     /// # Errors
     /// `Closed` after `aclose`; `Io` from the OS.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        sockaddr(self.core.sock()?.local_addr()?)
+        self.core.local_addr()
     }
 
     /// Sets the default peer for [`send`](Self::send) and filters what
@@ -49,7 +46,7 @@ impl UdpSocket {
     /// # Errors
     /// `Closed`; `Io` from the OS.
     pub fn connect(&self, addr: SocketAddr) -> Result<()> {
-        Ok(self.core.sock()?.connect(&addr.into())?)
+        self.core.connect_now(&addr.into())
     }
 
     /// Sends one datagram to `addr`.
@@ -58,7 +55,7 @@ impl UdpSocket {
     /// `Closed`; `Io` from the OS.
     pub async fn send_to(&self, data: &[u8], addr: SocketAddr) -> Result<usize> {
         let addr = SockAddr::from(addr);
-        self.core.io(Dir::Write, |s| s.send_to(data, &addr).map(|n| (n, false))).await
+        self.core.send_to(data, &addr).await
     }
 
     /// Sends one datagram to the connected peer.
@@ -67,7 +64,7 @@ impl UdpSocket {
     /// `Closed`; `Io` from the OS (for example `ConnectionRefused` after an
     /// ICMP port-unreachable).
     pub async fn send(&self, data: &[u8]) -> Result<usize> {
-        self.core.io(Dir::Write, |s| send(s, data).map(|n| (n, false))).await
+        self.core.send_datagram(data).await
     }
 
     /// Receives one datagram (truncated to `buf`'s length) and its sender.
@@ -77,8 +74,8 @@ impl UdpSocket {
     /// fills it and fails with `WSAEMSGSIZE` (OS error 10040), as Windows'
     /// `recvfrom` does; elsewhere the rest is dropped silently.
     pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
-        let (n, a) = self.core.io(Dir::Read, |s| recv_from(s, buf).map(|r| (r, false))).await?;
-        Ok((n, sockaddr(a)?))
+        let (n, a) = self.core.recv_from(buf).await?;
+        Ok((n, ip_addr(a)?))
     }
 
     /// Receives one datagram from the connected peer (truncated to `buf`'s
@@ -87,7 +84,7 @@ impl UdpSocket {
     /// # Errors
     /// As [`recv_from`](Self::recv_from).
     pub async fn recv(&self, buf: &mut [u8]) -> Result<usize> {
-        self.core.io(Dir::Read, |s| recv(s, buf).map(|n| (n, false))).await
+        self.core.recv_datagram(buf).await
     }
 
     /// Runs `f` with the socket, for options this type has no method for
@@ -96,8 +93,7 @@ impl UdpSocket {
     /// # Errors
     /// `Closed` after `aclose`; whatever `f` returns.
     pub fn with_socket<R>(&self, f: impl FnOnce(SockRef<'_>) -> std::io::Result<R>) -> Result<R> {
-        let s = self.core.sock()?;
-        Ok(f(SockRef::from(&*s))?)
+        self.core.with_socket(f)
     }
 
     /// Closes the socket.

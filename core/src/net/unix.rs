@@ -4,18 +4,18 @@ use std::cell::Cell;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, SockAddr, Type};
 
-use super::socket::{SocketCore, StreamSocket, recv, recv_from, send, stream, stream_traits};
-use super::stream::SocketIo;
-use crate::error::{Error, Result};
-use crate::runtime::io::Dir;
+use super::stream::{Stream, stream_traits};
+use crate::driver::socket::OsSocket as Socket;
+use crate::driver::socket::{ListenerOps, SocketOps};
+use crate::error::Result;
 
 /// A connected Unix-domain stream socket (a
 /// [`HalfCloseableStream`](crate::abc::HalfCloseableStream)).
 #[derive(Debug)]
 pub struct UnixStream {
-    pub(crate) sock: StreamSocket,
+    pub(crate) sock: Stream<Socket>,
 }
 
 stream_traits!(UnixStream);
@@ -31,20 +31,9 @@ impl UnixStream {
     /// `Io` (`NotFound`, `ConnectionRefused`, a path too long, ...).
     pub async fn connect(path: impl AsRef<Path>) -> Result<UnixStream> {
         let addr = SockAddr::unix(path)?;
-        let s = UnixStream { sock: stream(Socket::new(Domain::UNIX, Type::STREAM, None)?)? };
-        crate::lowlevel::checkpoint_if_cancelled().await?;
-        let started = s.sock.core.sock()?.connect(&addr);
-        match started {
-            Ok(()) => crate::lowlevel::cancel_shielded_checkpoint().await?,
-            Err(e) if super::tcp::in_progress(&e) => {
-                s.sock.core.wait_ready(Dir::Write).await?;
-                if let Some(e) = s.sock.core.sock()?.take_error()? {
-                    return Err(Error::Io(e));
-                }
-            }
-            Err(e) => return Err(Error::Io(e)),
-        }
-        Ok(s)
+        let s = Socket::open(Domain::UNIX, Type::STREAM)?;
+        s.connect_to(&addr).await?;
+        Ok(UnixStream { sock: Stream::new(s) })
     }
 
     /// A connected pair (`socketpair`).
@@ -52,8 +41,8 @@ impl UnixStream {
     /// # Errors
     /// `Runtime` outside `trio::run`; `Io` from the OS.
     pub fn pair() -> Result<(UnixStream, UnixStream)> {
-        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
-        Ok((UnixStream { sock: stream(a)? }, UnixStream { sock: stream(b)? }))
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM)?;
+        Ok((UnixStream { sock: Stream::new(a) }, UnixStream { sock: Stream::new(b) }))
     }
 
     /// Takes over a connected std Unix stream.
@@ -61,7 +50,7 @@ impl UnixStream {
     /// # Errors
     /// As [`pair`](Self::pair).
     pub fn from_std(std_stream: std::os::unix::net::UnixStream) -> Result<UnixStream> {
-        Ok(UnixStream { sock: stream(Socket::from(std_stream))? })
+        Ok(UnixStream { sock: Stream::new(Socket::wrap(std_stream.into(), false)?) })
     }
 
     /// Runs `f` with the socket, for options this type has no method for.
@@ -69,8 +58,7 @@ impl UnixStream {
     /// # Errors
     /// `Closed` after `aclose`; whatever `f` returns.
     pub fn with_socket<R>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<R>) -> Result<R> {
-        let s = self.sock.core.sock()?;
-        Ok(f(socket2::SockRef::from(&*s))?)
+        self.sock.core.with_socket(f)
     }
 
     /// The peer's address (its path, if it has one).
@@ -85,7 +73,7 @@ impl UnixStream {
 impl std::os::fd::AsRawFd for UnixStream {
     /// The descriptor (-1 after `aclose`).
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.sock.core.sock().map(|s| super::socket::raw(&s)).unwrap_or(-1)
+        self.sock.core.raw().unwrap_or(-1)
     }
 }
 
@@ -95,7 +83,7 @@ impl std::os::fd::AsRawFd for UnixStream {
 /// way in (removing a stale file).
 #[derive(Debug)]
 pub struct UnixListener {
-    core: SocketCore,
+    core: Socket,
     accepting: Cell<bool>,
 }
 
@@ -105,10 +93,8 @@ impl UnixListener {
     /// # Errors
     /// `Runtime` outside `trio::run`; `Io` (`AddrInUse` if the path exists).
     pub fn bind(path: impl AsRef<Path>) -> Result<UnixListener> {
-        let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        sock.bind(&SockAddr::unix(path)?)?;
-        sock.listen(1024)?;
-        Ok(UnixListener { core: SocketCore::new(sock)?, accepting: Cell::new(false) })
+        let core = Socket::bound(Domain::UNIX, Type::STREAM, &SockAddr::unix(path)?, Some(1024), |_| Ok(()))?;
+        Ok(UnixListener { core, accepting: Cell::new(false) })
     }
 
     /// The bound path.
@@ -130,15 +116,15 @@ impl crate::abc::Listener for UnixListener {
     type Stream = UnixStream;
 
     async fn accept(&self) -> Result<UnixStream> {
-        let sock = self.core.accept_on(&self.accepting, super::socket::accept).await?;
-        Ok(UnixStream { sock: stream(sock)? })
+        let conn = super::stream::accept(&self.accepting, || self.core.check_open(), self.core.accept()).await?;
+        Ok(UnixStream { sock: Stream::new(conn) })
     }
 }
 
 /// A Unix-domain datagram socket.
 #[derive(Debug)]
 pub struct UnixDatagram {
-    core: SocketCore,
+    core: Socket,
 }
 
 impl UnixDatagram {
@@ -147,9 +133,7 @@ impl UnixDatagram {
     /// # Errors
     /// `Runtime` outside `trio::run`; `Io` from the OS.
     pub fn bind(path: impl AsRef<Path>) -> Result<UnixDatagram> {
-        let sock = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
-        sock.bind(&SockAddr::unix(path)?)?;
-        Ok(UnixDatagram { core: SocketCore::new(sock)? })
+        Ok(UnixDatagram { core: Socket::bound(Domain::UNIX, Type::DGRAM, &SockAddr::unix(path)?, None, |_| Ok(()))? })
     }
 
     /// An unbound datagram socket.
@@ -157,7 +141,7 @@ impl UnixDatagram {
     /// # Errors
     /// As [`bind`](Self::bind).
     pub fn unbound() -> Result<UnixDatagram> {
-        Ok(UnixDatagram { core: SocketCore::new(Socket::new(Domain::UNIX, Type::DGRAM, None)?)? })
+        Ok(UnixDatagram { core: Socket::open(Domain::UNIX, Type::DGRAM)? })
     }
 
     /// A connected pair.
@@ -165,8 +149,8 @@ impl UnixDatagram {
     /// # Errors
     /// As [`bind`](Self::bind).
     pub fn pair() -> Result<(UnixDatagram, UnixDatagram)> {
-        let (a, b) = Socket::pair(Domain::UNIX, Type::DGRAM, None)?;
-        Ok((UnixDatagram { core: SocketCore::new(a)? }, UnixDatagram { core: SocketCore::new(b)? }))
+        let (a, b) = Socket::pair(Domain::UNIX, Type::DGRAM)?;
+        Ok((UnixDatagram { core: a }, UnixDatagram { core: b }))
     }
 
     /// Sets the default peer (for [`send`](Self::send)). Not a checkpoint.
@@ -174,7 +158,7 @@ impl UnixDatagram {
     /// # Errors
     /// `Closed` after `aclose`; `Io` from the OS.
     pub fn connect(&self, path: impl AsRef<Path>) -> Result<()> {
-        Ok(self.core.sock()?.connect(&SockAddr::unix(path)?)?)
+        self.core.connect_now(&SockAddr::unix(path)?)
     }
 
     /// Sends one datagram to `path`. A checkpoint.
@@ -183,7 +167,7 @@ impl UnixDatagram {
     /// `Closed`; `Io` from the OS.
     pub async fn send_to(&self, data: &[u8], path: impl AsRef<Path>) -> Result<usize> {
         let addr = SockAddr::unix(path)?;
-        self.core.io(Dir::Write, |s| s.send_to(data, &addr).map(|n| (n, false))).await
+        self.core.send_to(data, &addr).await
     }
 
     /// Sends one datagram to the connected peer. A checkpoint.
@@ -191,7 +175,7 @@ impl UnixDatagram {
     /// # Errors
     /// `Closed`; `Io` from the OS.
     pub async fn send(&self, data: &[u8]) -> Result<usize> {
-        self.core.io(Dir::Write, |s| send(s, data).map(|n| (n, false))).await
+        self.core.send_datagram(data).await
     }
 
     /// Receives one datagram (truncated to `buf`'s length). A checkpoint.
@@ -199,7 +183,7 @@ impl UnixDatagram {
     /// # Errors
     /// `Closed`; `Io` from the OS.
     pub async fn recv(&self, buf: &mut [u8]) -> Result<usize> {
-        self.core.io(Dir::Read, |s| recv(s, buf).map(|n| (n, false))).await
+        self.core.recv_datagram(buf).await
     }
 
     /// Receives one datagram and the sender's path (if it is bound). A
@@ -208,9 +192,8 @@ impl UnixDatagram {
     /// # Errors
     /// `Closed`; `Io` from the OS.
     pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, Option<PathBuf>)> {
-        self.core
-            .io(Dir::Read, |s| recv_from(s, buf).map(|(n, a)| ((n, a.as_pathname().map(Path::to_path_buf)), false)))
-            .await
+        let (n, a) = self.core.recv_from(buf).await?;
+        Ok((n, a.as_pathname().map(Path::to_path_buf)))
     }
 
     /// Closes the socket.

@@ -11,6 +11,7 @@ use mio::{Poll, Token, Waker};
 
 use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
 
+pub(crate) mod socket;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
@@ -18,7 +19,9 @@ pub(crate) use unix::ready_now;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub(crate) use windows::{exclusive_address_use, ready_now};
+use windows::exclusive_address_use;
+#[cfg(windows)]
+pub(crate) use windows::ready_now;
 
 /// Events taken per `epoll_wait`/`kevent` (the tasks they wake form one
 /// batch). 64 instead was tried for cache locality and made no measurable

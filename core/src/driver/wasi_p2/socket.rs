@@ -1,10 +1,10 @@
-//! TCP and name resolution on WASI preview 2 (`wasm32-wasip2`), through
-//! `wasi:sockets`.
+//! The preview 2 backend's sockets (`wasm32-wasip2`): TCP and name
+//! resolution through `wasi:sockets`.
 //!
 //! A preview 2 socket is a `tcp-socket` resource; a connected one comes with
 //! an `input-stream` and an `output-stream`. There are no descriptors:
 //! readiness comes as `pollable`s, which each type creates and hands to the
-//! run's driver (`driver/wasi_p2.rs`), registering the number it gets back
+//! run's driver (`driver/wasi_p2/mod.rs`), registering the number it gets back
 //! with the run's I/O table as natively:
 //!
 //! - a listener: the socket's pollable, for reading (ready when `accept`
@@ -13,10 +13,8 @@
 //!   `finish-connect` gives the streams; then the input stream's pollable
 //!   for reading and the output stream's for writing.
 //!
-//! Operations follow the native sockets' rules: try the call, wait for the
-//! driver's report on "would block", every operation a checkpoint, `Busy`
-//! for a second concurrent sender, receiver or acceptor, a cancelled partial
-//! `send_all` breaks the stream, `send_all` after `send_eof` is `Closed`.
+//! Operations are the readiness way, as natively: try the call, wait for
+//! the driver's report on "would block" (`readiness.rs`).
 //!
 //! # Resource order
 //!
@@ -48,7 +46,7 @@
 //!   closing cannot lose it. This is up to one socket buffer later than
 //!   natively (the socket must have room again).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -63,20 +61,17 @@ use wasip2::sockets::network::{
 use wasip2::sockets::tcp::{ShutdownType, TcpSocket};
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 
-#[cfg(feature = "futures-io")]
-use super::stream::poll_io_while_open;
-use super::stream::{SocketIo, Stream, StreamCore, io_while_open};
+use crate::driver::readiness::{Registered, SocketIo};
+use crate::driver::socket::{ListenerOps, SocketOps, StreamOps, TcpListenerOps, TcpStreamOps};
 use crate::driver::{Driver, RawSource};
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
 use crate::lowlevel;
+use crate::net::ListenOptions;
 use crate::runtime::{self, io::Dir};
 
 /// The most `send_all` hands to one `write` (the host copies it).
 const MAX_WRITE: u64 = 1 << 20;
-
-/// The backlog asked for (as natively; the host may clamp it).
-const BACKLOG: u64 = 65535;
 
 /// A source registered with the run: the driver holds its pollables, the
 /// I/O table its readiness. Dropping it deregisters, which drops the
@@ -306,74 +301,11 @@ pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-// ---------------------------------------------------------------------------
-// Registered resources
-// ---------------------------------------------------------------------------
-
-/// A resource (a connection, a listening socket) and its registration, or
-/// nothing once closed. Fields drop in order: the registration (and with it
-/// the pollables) before the resource they came from.
-struct Registered<T> {
-    reg: Reg,
-    res: RefCell<Option<T>>,
-}
-
-impl<T: 'static> fmt::Debug for Registered<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registered")
-            .field("source", &self.reg.src)
-            .field("closed", &self.is_closed())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T: 'static> Registered<T> {
-    fn new(reg: Reg, res: T) -> Registered<T> {
-        Registered { reg, res: RefCell::new(Some(res)) }
-    }
-
-    /// Runs `f` on the resource, or `Closed`.
-    fn with<R>(&self, f: impl FnOnce(&T) -> Result<R>) -> Result<R> {
-        self.with_handle(f)?
-    }
-
-    fn is_closed(&self) -> bool {
-        self.res.borrow().is_none()
-    }
-
-    /// Closes now: waiters wake with `Closed`; the pollables, then the
-    /// resource are dropped.
-    fn close(&self) {
-        self.reg.io.release();
-        drop(self.res.borrow_mut().take());
-    }
-}
-
-impl<T: 'static> SocketIo for Registered<T> {
-    type Handle<'a> = &'a T;
-
-    fn with_handle<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
-        match self.res.borrow().as_ref() {
-            Some(r) => Ok(f(r)),
-            None => Err(Error::Closed),
-        }
-    }
-
-    /// Runs a non-blocking operation on the resource until it does not
-    /// block (see `IoHandle::io`); `Closed` if it was closed.
-    fn io_on<R>(&self, dir: Dir, op: impl FnMut(&T) -> io::Result<(R, bool)>) -> impl Future<Output = Result<R>> {
-        io_while_open(&self.reg.io, &self.res, dir, op)
-    }
-
-    #[cfg(feature = "futures-io")]
-    fn poll_io_on<R>(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        dir: Dir,
-        op: impl FnMut(&T) -> io::Result<(R, bool)>,
-    ) -> std::task::Poll<io::Result<R>> {
-        poll_io_while_open(&self.reg.io, &self.res, cx, dir, op)
-    }
+/// A resource (a connection, a listening socket) and its registration.
+/// Fields drop in order: the registration (and with it the pollables)
+/// before the resource they came from.
+fn registered<T>(reg: Reg, res: T) -> Registered<T> {
+    Registered { io: reg.io, slot: RefCell::new(Some(res)) }
 }
 
 // ---------------------------------------------------------------------------
@@ -383,40 +315,28 @@ impl<T: 'static> SocketIo for Registered<T> {
 /// A connection's resources; fields drop in order, the streams before the
 /// socket they belong to.
 #[derive(Debug)]
-struct Conn {
+pub(crate) struct Conn {
     input: InputStream,
     output: OutputStream,
     socket: TcpSocket,
 }
 
-/// A connected TCP stream over `wasi:sockets`: a
-/// [`HalfCloseableStream`](crate::abc::HalfCloseableStream), as the native
-/// `TcpStream` (Trio's `SocketStream`).
-///
-/// Also `futures-io`'s `AsyncRead`/`AsyncWrite` (feature `futures-io`), on
-/// `TcpStream` and on `&TcpStream`.
-#[derive(Debug)]
-pub struct TcpStream {
-    /// Registered with the input stream's pollable for reading and the
-    /// output stream's for writing.
-    sock: Stream<Registered<Conn>>,
+/// A connected TCP stream over `wasi:sockets`, registered with the input
+/// stream's pollable for reading and the output stream's for writing.
+pub(crate) type Stream = Registered<Conn>;
+
+impl Stream {
+    /// Wraps a connection.
+    fn wrap(conn: Conn) -> Result<Stream> {
+        let reg = Reg::new(|| Some(conn.input.subscribe()), || Some(conn.output.subscribe()))?;
+        Ok(registered(reg, conn))
+    }
 }
 
-super::stream::stream_traits!(TcpStream);
-
-impl TcpStream {
-    /// Connects to `addr` (`start-connect`, then waits on the socket's
-    /// pollable for `finish-connect`).
-    ///
-    /// # Checkpoint
-    /// Always.
-    /// # Cancellation
-    /// The half-made socket is closed; returns `Err(Cancelled)`.
-    /// # Errors
-    /// `Runtime` outside `trio::run`; `Io` with the `wasi:sockets` error:
-    /// `PermissionDenied` if the host's policy does not allow connecting to
-    /// `addr`, `ConnectionRefused`, `TimedOut`, ...
-    pub async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+impl TcpStreamOps for Stream {
+    /// `start-connect`, then waits on the socket's pollable for
+    /// `finish-connect`. A denied address is `PermissionDenied`.
+    async fn connect(addr: SocketAddr) -> Result<Stream> {
         lowlevel::checkpoint_if_cancelled().await?;
         let socket = create_tcp_socket(family(&addr)).map_err(|e| Error::Io(connect_error(e, addr)))?;
         {
@@ -441,55 +361,46 @@ impl TcpStream {
             drop(conn);
             return Err(e);
         }
-        Ok(TcpStream::new(reg, conn))
+        Ok(registered(reg, conn))
     }
 
-    fn new(reg: Reg, conn: Conn) -> TcpStream {
-        TcpStream { sock: Stream::new(Registered::new(reg, conn)) }
+    /// Not available: a guest's sockets bind and connect only as the
+    /// host's policy allows.
+    async fn connect_from(local: IpAddr, addr: SocketAddr) -> Result<Stream> {
+        lowlevel::checkpoint_if_cancelled().await?;
+        Err(Error::Io(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("connecting to {addr} from local address {local} is not supported on WASI"),
+        )))
     }
 
-    /// Wraps an accepted connection.
-    fn accepted(conn: Conn) -> Result<TcpStream> {
-        let reg = Reg::new(|| Some(conn.input.subscribe()), || Some(conn.output.subscribe()))?;
-        Ok(TcpStream::new(reg, conn))
+    fn peer_addr(&self) -> Result<SocketAddr> {
+        self.with(|c| c.socket.remote_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the peer address")))
     }
 
-    /// The local address.
-    ///
-    /// # Errors
-    /// `Closed` after `aclose`; `Io` from the host.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.sock
-            .core
-            .with(|c| c.socket.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
-    }
-
-    /// The peer's address.
-    ///
-    /// # Errors
-    /// As [`local_addr`](Self::local_addr).
-    pub fn peer_addr(&self) -> Result<SocketAddr> {
-        self.sock
-            .core
-            .with(|c| c.socket.remote_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the peer address")))
-    }
-
-    /// Would set `TCP_NODELAY`: `wasi:sockets` has no such option, so this
-    /// does nothing (the host decides; wasmtime leaves the OS default).
-    ///
-    /// # Errors
-    /// `Closed` after `aclose`.
-    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+    /// `wasi:sockets` has no such option, so this does nothing (the host
+    /// decides; wasmtime leaves the OS default).
+    fn set_nodelay(&self, on: bool) -> Result<()> {
         let _ = on;
-        self.sock.core.check_open()
+        self.check_open()
     }
 }
 
-impl StreamCore for Registered<Conn> {
+impl SocketOps for Stream {
     fn check_open(&self) -> Result<()> {
         self.with(|_| Ok(()))
     }
 
+    fn close(&self) {
+        Registered::close(self);
+    }
+
+    fn local_addr(&self) -> Result<SocketAddr> {
+        self.with(|c| c.socket.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
+    }
+}
+
+impl StreamOps for Stream {
     async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
         let mut flushed = false;
         self.io_on(Dir::Write, |c| {
@@ -520,17 +431,12 @@ impl StreamCore for Registered<Conn> {
         self.io_on(Dir::Read, move |c| read(c, buf))
     }
 
-    async fn ready(&self, dir: Dir) -> Result<()> {
-        self.check_open()?;
-        self.reg.io.wait_ready(dir).await
+    fn ready(&self, dir: Dir) -> impl Future<Output = Result<()>> {
+        self.wait_ready(dir)
     }
 
     fn shutdown_write(&self) -> Result<()> {
         self.with(|c| shutdown_send(c).map_err(Error::Io))
-    }
-
-    fn close(&self) {
-        Registered::close(self);
     }
 
     #[cfg(feature = "futures-io")]
@@ -572,12 +478,16 @@ impl StreamCore for Registered<Conn> {
 
     /// Flushes, then shuts the sending side down (as `send_eof`).
     #[cfg(feature = "futures-io")]
-    fn poll_close(&self, cx: &mut std::task::Context<'_>, eof_sent: &Cell<bool>) -> std::task::Poll<io::Result<()>> {
-        if eof_sent.get() || self.is_closed() {
+    fn poll_close(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        eof_sent: &std::cell::Cell<bool>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if eof_sent.get() || self.check_open().is_err() {
             return std::task::Poll::Ready(Ok(()));
         }
         std::task::ready!(self.poll_flush(cx))?;
-        if let Some(c) = self.res.borrow().as_ref() {
+        if let Some(c) = self.slot.borrow().as_ref() {
             shutdown_send(c)?;
         }
         eof_sent.set(true);
@@ -614,28 +524,18 @@ fn shutdown_send(c: &Conn) -> io::Result<()> {
 // Listeners
 // ---------------------------------------------------------------------------
 
-/// A TCP listener over `wasi:sockets`: a [`Listener`](crate::abc::Listener)
-/// of [`TcpStream`]s.
-#[derive(Debug)]
-pub struct TcpListener {
-    /// Registered with the socket's pollable for reading.
-    sock: Registered<TcpSocket>,
-    accepting: Cell<bool>,
-}
+/// A TCP listener over `wasi:sockets`, registered with the socket's
+/// pollable for reading.
+pub(crate) type Listener = Registered<TcpSocket>;
 
-impl TcpListener {
-    /// Binds and listens on `addr` (port 0: the host picks one): a new
-    /// `tcp-socket`, `start-bind`/`finish-bind`, `start-listen`/
+impl TcpListenerOps for Listener {
+    /// A new `tcp-socket`, `start-bind`/`finish-bind`, `start-listen`/
     /// `finish-listen`. Synchronous as natively: should a host not finish
     /// binding or listening at once (wasmtime does), this blocks the thread
-    /// on the socket's pollable until it has. The host sets
-    /// `SO_REUSEADDR` itself.
-    ///
-    /// # Errors
-    /// `Runtime` outside `trio::run`; `Io`: `PermissionDenied` ("access
-    /// denied: the host's network policy does not allow binding to ADDR"),
-    /// `AddrInUse`, `AddrNotAvailable`, ...
-    pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    /// on the socket's pollable until it has. Of `options` only the backlog
+    /// counts (a hint); the host sets `SO_REUSEADDR` itself and IPv6
+    /// sockets are IPv6-only.
+    fn listen(addr: SocketAddr, options: &ListenOptions) -> Result<Listener> {
         // Outside a run, fail before making anything.
         runtime::with(|_| ())?;
         let what = format_args!("binding to {addr}");
@@ -646,39 +546,37 @@ impl TcpListener {
         }
         finish_blocking(&socket, TcpSocket::finish_bind).map_err(|e| sock_err(e, &what))?;
         // A hint; hosts may refuse to change it.
-        let _ = socket.set_listen_backlog_size(BACKLOG);
+        let _ = socket.set_listen_backlog_size(u64::try_from(options.backlog.max(1)).unwrap_or(1));
         let what = format_args!("listening on {addr}");
         socket.start_listen().map_err(|e| sock_err(e, &what))?;
         finish_blocking(&socket, TcpSocket::finish_listen).map_err(|e| sock_err(e, &what))?;
         let reg = Reg::new(|| Some(socket.subscribe()), || None)?;
-        Ok(TcpListener { sock: Registered::new(reg, socket), accepting: Cell::new(false) })
-    }
-
-    /// The bound address (with the port the host chose for port 0).
-    ///
-    /// # Errors
-    /// `Closed` after `aclose`; `Io` from the host.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.sock.with(|s| s.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
+        Ok(registered(reg, socket))
     }
 }
 
-impl crate::abc::AsyncResource for TcpListener {
-    async fn aclose(&self) -> Result<()> {
-        self.sock.close();
-        lowlevel::checkpoint().await
+impl SocketOps for Listener {
+    fn check_open(&self) -> Result<()> {
+        self.with(|_| Ok(()))
+    }
+
+    fn close(&self) {
+        Registered::close(self);
+    }
+
+    fn local_addr(&self) -> Result<SocketAddr> {
+        self.with(|s| s.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
     }
 }
 
-impl crate::abc::Listener for TcpListener {
-    type Stream = TcpStream;
+impl ListenerOps for Listener {
+    type Conn = Stream;
 
-    async fn accept(&self) -> Result<TcpStream> {
+    async fn accept(&self) -> Result<Stream> {
         // A connection that died in the queue is skipped (as natively);
         // each retry consumes one.
         let conn = self
-            .sock
-            .accept_on(&self.accepting, |socket| {
+            .accept_on(|socket| {
                 loop {
                     match socket.accept() {
                         Ok((socket, input, output)) => return Ok(Conn { input, output, socket }),
@@ -689,6 +587,6 @@ impl crate::abc::Listener for TcpListener {
                 }
             })
             .await?;
-        TcpStream::accepted(conn)
+        Stream::wrap(conn)
     }
 }

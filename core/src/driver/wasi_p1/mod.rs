@@ -22,6 +22,8 @@
 //! no subscription and no deadline could never end: it is reported as an
 //! error instead of hanging (WASI also rejects an empty subscription list).
 
+pub(crate) mod socket;
+
 use std::io;
 use std::time::Duration;
 

@@ -17,6 +17,8 @@
 //! for and no deadline is an error instead of a hang (`poll` traps on an
 //! empty list).
 
+pub(crate) mod socket;
+
 use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
