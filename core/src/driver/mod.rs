@@ -84,6 +84,7 @@ pub(crate) mod signals;
 #[path = "signals_windows.rs"]
 pub(crate) mod signals;
 pub(crate) mod socket;
+pub(crate) mod thread_name;
 #[cfg(all(target_os = "wasi", target_env = "p1"))]
 pub(crate) mod wasi_p1;
 #[cfg(all(target_os = "wasi", not(target_env = "p1")))]

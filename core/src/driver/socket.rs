@@ -16,11 +16,16 @@
 //!
 //! Either way the operations below have the same meaning:
 //!
-//! - every waiting operation returns `Closed` if the socket is closed while
-//!   it waits (Trio's `notify_closing`) and `Cancelled` if its task's scope
-//!   is cancelled; the engine's park is the only place either comes from;
-//! - an operation that completes at once does not yield by itself: the
-//!   checkpoint rule is `net/`'s (see `net/stream.rs`);
+//! - every operation that can wait (read, write, accept, connect, the
+//!   datagram calls) is a checkpoint, as Trio's socket methods: a
+//!   cancellation check first, then the wait, or one yield when the call
+//!   completes at once (`IoHandle::io` does both for the readiness
+//!   backends);
+//! - a waiting operation returns `Closed` if the socket is closed while it
+//!   waits (Trio's `notify_closing`) and `Cancelled` if its task's scope is
+//!   cancelled; the engine's park is the only place either comes from;
+//! - the conflict detectors (`Busy`) and the broken-stream rule of a
+//!   cancelled `send_all` are `net/`'s, not the backend's (`net/stream.rs`);
 //! - `close` is immediate and idempotent: waiters wake with `Closed`, the
 //!   OS resources go (for a completion backend, once nothing in flight
 //!   uses them).

@@ -107,7 +107,7 @@ impl TcpStream {
 impl std::os::fd::AsRawFd for TcpStream {
     /// The descriptor (-1 after `aclose`).
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        raw_fd(&self.sock.core)
+        self.sock.core.raw_fd()
     }
 }
 
@@ -218,20 +218,8 @@ impl crate::abc::Listener for TcpListener {
 impl std::os::fd::AsRawFd for TcpListener {
     /// The descriptor (-1 after `aclose`).
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        raw_fd(&self.core)
+        self.core.raw_fd()
     }
-}
-
-/// The descriptor of a socket, -1 once closed.
-#[cfg(unix)]
-fn raw_fd(s: &TcpStreamSocket) -> std::os::fd::RawFd {
-    s.raw().unwrap_or(-1)
-}
-
-/// The descriptor of a socket, -1 once closed.
-#[cfg(all(target_os = "wasi", target_env = "p1"))]
-fn raw_fd(s: &TcpStreamSocket) -> std::os::fd::RawFd {
-    s.raw_fd()
 }
 
 /// The listening sockets the host preopened for this guest

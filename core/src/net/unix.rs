@@ -73,7 +73,7 @@ impl UnixStream {
 impl std::os::fd::AsRawFd for UnixStream {
     /// The descriptor (-1 after `aclose`).
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.sock.core.raw().unwrap_or(-1)
+        self.sock.core.raw_fd()
     }
 }
 

@@ -10,7 +10,6 @@
 //! `TrioToken::run_sync_soon`, which unparks it on the run's thread.
 
 pub mod from_thread;
-mod os_name;
 pub(crate) mod pool;
 pub mod to_thread;
 mod token;

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::from_thread::{self, WorkerCtx};
-use super::{TrioToken, current_trio_token, os_name, pool};
+use super::{TrioToken, current_trio_token, pool};
+use crate::driver::thread_name as os_name;
 use crate::error::Result;
 use crate::lowlevel::{Abort, WakeToken, park, unpark};
 use crate::runtime::{self, CancelFlag};

@@ -86,10 +86,10 @@ impl Socket {
         Ok(f(SockRef::from(&*s))?)
     }
 
-    /// The OS handle, if open.
+    /// The descriptor, or -1 once closed.
     #[cfg(unix)]
-    pub(crate) fn raw(&self) -> Option<crate::driver::RawSource> {
-        self.sock().ok().map(|s| raw(&s))
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock().map_or(-1, |s| raw(&s))
     }
 
     /// Connects to `addr`: a cancellation check, then `connect`; one that

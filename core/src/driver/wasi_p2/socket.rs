@@ -386,7 +386,25 @@ impl TcpStreamOps for Stream {
     }
 }
 
-impl SocketOps for Stream {
+/// The `tcp-socket` of a registered resource (a connection's, or a
+/// listener itself): what [`SocketOps`] needs of either.
+trait HasTcpSocket {
+    fn tcp(&self) -> &TcpSocket;
+}
+
+impl HasTcpSocket for Conn {
+    fn tcp(&self) -> &TcpSocket {
+        &self.socket
+    }
+}
+
+impl HasTcpSocket for TcpSocket {
+    fn tcp(&self) -> &TcpSocket {
+        self
+    }
+}
+
+impl<T: HasTcpSocket> SocketOps for Registered<T> {
     fn check_open(&self) -> Result<()> {
         self.with(|_| Ok(()))
     }
@@ -396,7 +414,7 @@ impl SocketOps for Stream {
     }
 
     fn local_addr(&self) -> Result<SocketAddr> {
-        self.with(|c| c.socket.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
+        self.with(|s| s.tcp().local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
     }
 }
 
@@ -552,20 +570,6 @@ impl TcpListenerOps for Listener {
         finish_blocking(&socket, TcpSocket::finish_listen).map_err(|e| sock_err(e, &what))?;
         let reg = Reg::new(|| Some(socket.subscribe()), || None)?;
         Ok(registered(reg, socket))
-    }
-}
-
-impl SocketOps for Listener {
-    fn check_open(&self) -> Result<()> {
-        self.with(|_| Ok(()))
-    }
-
-    fn close(&self) {
-        Registered::close(self);
-    }
-
-    fn local_addr(&self) -> Result<SocketAddr> {
-        self.with(|s| s.local_address().map(from_wasi).map_err(|e| sock_err(e, &"getting the local address")))
     }
 }
 
