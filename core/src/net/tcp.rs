@@ -18,9 +18,9 @@ use crate::lowlevel;
 /// default), on `TcpStream` and on `&TcpStream`.
 ///
 /// On WASI preview 1 the only streams are those a preopened
-/// [`TcpListener`] accepts (see
-/// [`preopened_listeners`](super::preopened_listeners)); on preview 2 they
-/// connect and accept through `wasi:sockets`, as the host's policy allows.
+/// [`TcpListener`] accepts (see `net::preopened_listeners`, preview 1
+/// only); on preview 2 they connect and accept through `wasi:sockets`, as
+/// the host's policy allows.
 #[derive(Debug)]
 pub struct TcpStream {
     pub(crate) sock: Stream<TcpStreamSocket>,
@@ -136,7 +136,7 @@ impl Default for ListenOptions {
 
 /// A TCP listener: a [`Listener`](crate::abc::Listener) of [`TcpStream`]s.
 /// On WASI preview 1 only the host can make one: see
-/// [`preopened_listeners`](super::preopened_listeners).
+/// `net::preopened_listeners` (preview 1 only).
 #[derive(Debug)]
 pub struct TcpListener {
     core: TcpListenerSocket,
@@ -155,7 +155,7 @@ impl TcpListener {
     /// `Runtime` outside `trio::run`; `Io` (`AddrInUse`, ...); on WASI
     /// preview 2 `PermissionDenied` if the host's policy does not allow
     /// binding to `addr`; on preview 1 always `Io(Unsupported)` (use
-    /// [`preopened_listeners`](super::preopened_listeners)).
+    /// `net::preopened_listeners`).
     pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
         TcpListener::bind_with(addr, ListenOptions::default())
     }
