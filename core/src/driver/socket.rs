@@ -11,8 +11,12 @@
 //!   and, when it would block, waits for the engine's readiness report of
 //!   the registered source (`readiness.rs` holds that loop, shared);
 //! - a **completion** backend (io_uring, IOCP proper) submits the operation
-//!   and waits for its completion, keeping the buffer until the kernel lets
-//!   go of it.
+//!   and waits for its completion. The operations borrow the caller's
+//!   buffer only for as long as their future lives, and a dropped future
+//!   (a cancelled task) cannot take a buffer back from the kernel, so such
+//!   a backend submits its own buffers (registered or provided ones) and
+//!   copies in and out of the caller's; a cancelled operation is cancelled
+//!   in the kernel and its buffer reused only once the kernel lets go.
 //!
 //! Either way the operations below have the same meaning:
 //!
