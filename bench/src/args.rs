@@ -7,7 +7,7 @@ use crate::results::Size;
 /// The usage text (`--help`, and after a bad argument).
 pub(crate) const USAGE: &str = "\
 usage: trio-bench [--quick | --tiny] [--json PATH] [--report DIR] [--only PART]
-                  [--syscalls[=perf|strace]] [--no-python]
+                  [--syscalls[=perf|strace]] [--instructions] [--no-python]
        trio-bench --serve trio|tokio ADDR
        trio-bench --load ADDR CONNS SIZE SECONDS
 
@@ -23,7 +23,7 @@ is faster or leaner).
                    {name, trio, tokio, unit, ratio} objects
   --report DIR     also write DIR/README.md and PNG charts of the ratios
   --only PART      one part: micro, echo, connect, fairness, memory, tls,
-                   python, wasi; or one trio micro workload once, as a
+                   python, instructions, wasi; or one trio micro workload once, as a
                    profiling aid: spawn, checkpoint, pingpong, pingpong0,
                    lock, child, deadline
                    (fairness: an idle connection's round trip and a new
@@ -33,12 +33,17 @@ is faster or leaner).
   --syscalls[=T]   count the echo servers' system calls per round trip, and
                    the fairness servers' reads per epoll_wait
                    (T: perf or strace; default: perf if it works)
+  --instructions   also count user-space instructions per operation under
+                   callgrind (valgrind) for the micro workloads and the
+                   echo servers: figures that do not move with the
+                   machine's load (the part `instructions`)
   --no-python      skip the Python Trio comparison
   --serve K ADDR   run one echo server (how the echo benchmark starts them)
   --load ADDR ...  drive an echo server started by hand (a profiling aid)";
 
 /// The parts of the suite, in the order they run.
-pub(crate) const PARTS: &[&str] = &["micro", "python", "echo", "connect", "fairness", "memory", "tls", "wasi"];
+pub(crate) const PARTS: &[&str] =
+    &["micro", "python", "echo", "connect", "fairness", "memory", "tls", "instructions", "wasi"];
 
 /// The trio micro workloads `--only` can run once for profiling.
 pub(crate) const PROFILES: &[&str] = &["spawn", "checkpoint", "pingpong", "pingpong0", "lock", "child", "deadline"];
@@ -54,6 +59,9 @@ pub(crate) enum Mode {
     Serve { kind: String, addr: String },
     /// `--load ADDR CONNS SIZE SECONDS` (the arguments after `--load`).
     Load(Vec<String>),
+    /// `--count-one trio|tokio INDEX N`: one micro workload call, for
+    /// `--instructions` (which runs it under callgrind).
+    CountOne(Vec<String>),
     /// `--help`.
     Help,
 }
@@ -69,6 +77,8 @@ pub(crate) struct Options {
     /// `Some(None)`: `--syscalls`; `Some(Some(t))`: `--syscalls=t`.
     pub(crate) syscalls: Option<Option<String>>,
     pub(crate) python: bool,
+    /// `--instructions`: the `instructions` part runs too.
+    pub(crate) instructions: bool,
 }
 
 impl Options {
@@ -76,7 +86,12 @@ impl Options {
     pub(crate) fn runs(&self, part: &str) -> bool {
         match self.only {
             Some(only) => only == part,
-            None => part != "wasi" && (part != "python" || self.python),
+            None => match part {
+                "wasi" => false,
+                "python" => self.python,
+                "instructions" => self.instructions,
+                _ => true,
+            },
         }
     }
 }
@@ -86,7 +101,15 @@ impl Options {
 /// # Errors
 /// A one-line message naming the bad argument.
 pub(crate) fn parse(args: &[String]) -> Result<Mode, String> {
-    let mut opts = Options { size: Size::Full, json: None, report: None, only: None, syscalls: None, python: true };
+    let mut opts = Options {
+        size: Size::Full,
+        json: None,
+        report: None,
+        only: None,
+        syscalls: None,
+        python: true,
+        instructions: false,
+    };
     let mut sized = false;
     let mut i = 0;
     while i < args.len() {
@@ -106,6 +129,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Mode, String> {
                 return Ok(Mode::Serve { kind, addr });
             }
             "--load" => return Ok(Mode::Load(args[i + 1..].to_vec())),
+            "--count-one" => return Ok(Mode::CountOne(args[i + 1..].to_vec())),
+            "--instructions" => opts.instructions = true,
             "--quick" | "--tiny" => {
                 if sized {
                     return Err("give at most one of --quick and --tiny".to_owned());
@@ -163,8 +188,12 @@ mod tests {
         assert_eq!(o.size, Size::Full);
         assert!(o.json.is_none() && o.report.is_none() && o.syscalls.is_none() && o.python);
         for part in PARTS {
-            assert_eq!(o.runs(part), *part != "wasi", "{part}");
+            assert_eq!(o.runs(part), *part != "wasi" && *part != "instructions", "{part}");
         }
+        let o = suite("--instructions --quick");
+        assert!(o.runs("instructions") && o.runs("micro") && !o.runs("wasi"));
+        let o = suite("--only instructions");
+        assert!(o.runs("instructions") && !o.runs("micro"));
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! `cargo run -p trio-bench --release -- --help` lists the options:
 //! `--quick` (under 2 minutes), `--tiny` (a smoke test), `--json PATH`,
 //! `--report DIR` (Markdown and PNG charts, see `report.rs`), `--only
-//! PART`, `--syscalls`. `docs/PERFORMANCE.md` says what is measured and
+//! PART`, `--syscalls`, `--instructions` (callgrind counts per operation,
+//! `instructions.rs`). `docs/PERFORMANCE.md` says what is measured and
 //! why.
 
 mod affinity;
@@ -27,6 +28,7 @@ mod args;
 mod connect;
 mod echo;
 mod fairness;
+mod instructions;
 mod memory;
 mod micro;
 mod python;
@@ -57,6 +59,7 @@ fn main() {
         Mode::Help => println!("{}", args::USAGE),
         Mode::Serve { kind, addr } => echo::server::serve(&kind, &addr),
         Mode::Load(rest) => echo::load_only(&rest),
+        Mode::CountOne(rest) => instructions::count_one(&rest),
         Mode::Profile(name) => match micro::profile_one(&name) {
             Some(ns) => println!("{name}: {ns:.1} ns/op"),
             None => unreachable!("args::parse accepts only the names in args::PROFILES"),
@@ -107,6 +110,11 @@ fn suite(opts: &Options, argv: &[String]) {
         let t = Instant::now();
         records.extend(tls::run(&tls::Plan::new(opts.size)));
         timed("tls", t);
+    }
+    if opts.runs("instructions") {
+        let t = Instant::now();
+        records.extend(instructions::run(opts.size));
+        timed("instructions", t);
     }
     if opts.runs("wasi") {
         // WASI against native, not trio against tokio: printed only.

@@ -69,17 +69,21 @@ pub(crate) fn profile_one(name: &str) -> Option<f64> {
 
 /// One workload: its record name, its size (operations per measured call)
 /// and one measured call on each runtime, returning ns per operation.
-struct Workload {
+pub(crate) struct Workload {
     /// The record name (matched against the Python Trio results).
-    name: &'static str,
+    pub(crate) name: &'static str,
+    /// How many times a call with size `n` does its `n` operations (the
+    /// spawn workloads time a second pass after a warm-up pass in the same
+    /// run); `--instructions` divides by it.
+    pub(crate) passes: usize,
     /// Operations per measured call, for `Size::Full`.
-    n: usize,
+    pub(crate) n: usize,
     /// Operations per measured call, for `Size::Quick`.
     quick_n: usize,
     /// trio's side.
-    trio: fn(usize) -> f64,
+    pub(crate) trio: fn(usize) -> f64,
     /// tokio's side.
-    tokio: fn(usize) -> f64,
+    pub(crate) tokio: fn(usize) -> f64,
 }
 
 impl Workload {
@@ -95,9 +99,10 @@ impl Workload {
 }
 
 /// Every micro workload, in the order they run and are reported.
-const WORKLOADS: &[Workload] = &[
+pub(crate) const WORKLOADS: &[Workload] = &[
     Workload {
         name: "spawn+join 1k children",
+        passes: 2,
         n: 100_000,
         quick_n: 100_000,
         trio: trio_spawn_join_1k,
@@ -105,6 +110,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "spawn+join 100k children",
+        passes: 2,
         n: 100_000,
         quick_n: 100_000,
         trio: trio_spawn_join_100k,
@@ -112,6 +118,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "checkpoint: 1 task x 1M",
+        passes: 1,
         n: 1_000_000,
         quick_n: 1_000_000,
         trio: trio_checkpoints,
@@ -119,6 +126,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "checkpoint: 1000 tasks x 1k",
+        passes: 1,
         n: 1_000_000,
         quick_n: 1_000_000,
         trio: trio_checkpoints_many,
@@ -126,6 +134,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "deadline scope enter+exit, not firing",
+        passes: 1,
         n: 1_000_000,
         quick_n: 1_000_000,
         trio: trio_deadline_not_firing,
@@ -133,6 +142,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "100k deadlines firing",
+        passes: 1,
         n: 100_000,
         quick_n: 100_000,
         trio: trio_deadlines_firing,
@@ -140,6 +150,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "ping-pong capacity 0",
+        passes: 1,
         n: 200_000,
         quick_n: 200_000,
         trio: trio_ping_pong_0,
@@ -147,6 +158,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "ping-pong capacity 1",
+        passes: 1,
         n: 200_000,
         quick_n: 200_000,
         trio: trio_ping_pong_1,
@@ -154,6 +166,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "uncontended lock acquire+release",
+        passes: 1,
         n: 1_000_000,
         quick_n: 1_000_000,
         trio: trio_lock,
@@ -161,6 +174,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "uncontended lock try_acquire+release",
+        passes: 1,
         n: 1_000_000,
         quick_n: 1_000_000,
         trio: trio_lock_try,
@@ -168,6 +182,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "to_thread round trip",
+        passes: 1,
         n: 20_000,
         quick_n: 10_000,
         trio: trio_to_thread,
@@ -175,6 +190,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "run_sync_soon from another thread",
+        passes: 1,
         n: 20_000,
         quick_n: 10_000,
         trio: trio_run_sync_soon,
@@ -687,7 +703,7 @@ pub(crate) mod tests {
         let w = &WORKLOADS[0];
         assert_eq!(w.size(Size::Full), 100_000);
         assert_eq!(w.size(Size::Tiny), 100);
-        let small = Workload { name: "x", n: 5000, quick_n: 5000, trio: trio_lock, tokio: tokio_mutex };
+        let small = Workload { name: "x", passes: 1, n: 5000, quick_n: 5000, trio: trio_lock, tokio: tokio_mutex };
         assert_eq!(small.size(Size::Tiny), 10);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert!(median(Vec::new()).is_nan());
