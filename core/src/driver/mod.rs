@@ -172,6 +172,8 @@ pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
 }
 
 #[cfg(windows)]
+pub(crate) use native::WinPipe;
+#[cfg(windows)]
 pub(crate) use native::exclusive_address_use;
 
 /// Whether `source` is ready right now: WASI has no non-blocking question,

@@ -35,6 +35,12 @@
 
 mod pipe;
 mod process;
+#[cfg(unix)]
+#[path = "unix.rs"]
+mod sys;
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod sys;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -474,17 +480,26 @@ async fn stop_and_reap(proc: &Process, deliver: &DeliverCancel) -> Result<()> {
 
 /// The default `deliver_cancel` on Unix: `SIGTERM`, and `SIGKILL` if the
 /// child is still there after `grace`.
+#[cfg(unix)]
 async fn term_then_kill(proc: &Process, grace: Duration) -> Result<()> {
     proc.terminate()?;
     crate::sleep(grace).await?;
     proc.kill()
 }
 
-#[cfg(test)]
+/// The default `deliver_cancel` on Windows: `TerminateProcess` at once
+/// (there is no gentler request to make of another process, and Trio does
+/// the same); `grace` is not used.
+#[cfg(windows)]
+async fn term_then_kill(proc: &Process, _grace: Duration) -> Result<()> {
+    proc.terminate()
+}
+
+#[cfg(all(test, unix))]
 mod tests {
     use std::process::Command;
 
-    use super::process::FORCE_THREAD_WATCH;
+    use super::sys::FORCE_THREAD_WATCH;
     use super::*;
 
     /// Without a pidfd, `wait` falls back to a `waitid` thread.
