@@ -401,7 +401,171 @@ mod portable {
         });
     }
 
+    fn input_a_child_never_reads_is_not_an_error() {
+        run(async || {
+            // The child exits without reading: feeding stdin breaks, which
+            // run_process ignores, as Trio does.
+            let out =
+                run_process(&mut child_cmd("exit:0"), RunProcessOptions::new().input(vec![b'x'; 1 << 20])).await?;
+            assert!(out.status.success());
+            Ok(())
+        });
+    }
+
+    fn sending_to_a_child_that_exited_is_broken() {
+        run(async || {
+            let p = open_process(&mut child_cmd("exit:0"), StdioOptions::new().stdin(Redirect::Pipe))?;
+            assert!(p.wait().await?.success());
+            let stdin = p.stdin.as_ref().unwrap();
+            stdin.wait_send_all_might_not_block().await?;
+            // On Windows a write completes in the background and its failure
+            // is reported by the next one, so the first send may succeed.
+            let mut result = Ok(());
+            for _ in 0..3 {
+                result = stdin.send_all(b"nobody reads this").await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            assert!(matches!(result, Err(Error::Broken)), "{result:?}");
+            assert!(matches!(stdin.send_all(b"x").await, Err(Error::Broken)), "Broken stays");
+            Ok(())
+        });
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn pipes_implement_futures_io() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        run(async || {
+            let mut p =
+                open_process(&mut child_cmd("cat"), StdioOptions::new().stdin(Redirect::Pipe).stdout(Redirect::Pipe))?;
+            let mut stdin = p.stdin.take().unwrap();
+            let mut stdout = p.stdout.take().unwrap();
+            let data = pseudo_random(200_000);
+            let mut got = Vec::new();
+            open_nursery(async |n| {
+                n.spawn(async {
+                    stdin.write_all(&data).await?;
+                    stdin.close().await?;
+                    Ok(())
+                });
+                stdout.read_to_end(&mut got).await?;
+                Ok(())
+            })
+            .await?;
+            assert!(got == data);
+            assert!(p.wait().await?.success());
+            Ok(())
+        });
+    }
+
+    /// Handles (Windows) or descriptors (Linux) this process has open.
+    #[cfg(any(windows, target_os = "linux"))]
+    fn open_handles() -> usize {
+        #[cfg(windows)]
+        {
+            let mut n = 0u32;
+            // SAFETY: the pseudo-handle of this process and an out-parameter.
+            let ok = unsafe {
+                windows_sys::Win32::System::Threading::GetProcessHandleCount(
+                    windows_sys::Win32::System::Threading::GetCurrentProcess(),
+                    &mut n,
+                )
+            };
+            assert_ne!(ok, 0, "GetProcessHandleCount failed");
+            if n > 0 {
+                return n as usize;
+            }
+            // Wine answers 0: count the handle values (multiples of 4) that
+            // name an open handle instead.
+            (1..=1usize << 16)
+                .filter(|i| {
+                    let mut flags = 0u32;
+                    // SAFETY: asks about a handle value; fails for one that
+                    // is not open.
+                    unsafe { windows_sys::Win32::Foundation::GetHandleInformation((i * 4) as _, &mut flags) != 0 }
+                })
+                .count()
+        }
+        #[cfg(target_os = "linux")]
+        {
+            std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+        }
+    }
+
+    /// One run using every kind of pipe and ending every way: closed while
+    /// a read waits, closed with a write in flight, a child killed, one
+    /// dropped, `run_process` to the end and cancelled.
+    #[cfg(any(windows, target_os = "linux"))]
+    fn exercise_everything() {
+        run(async || {
+            let p = open_process(&mut child_cmd("sleep"), StdioOptions::piped())?;
+            open_nursery(async |n| {
+                n.spawn(async {
+                    let mut buf = [0u8; 8];
+                    let r = p.stdout.as_ref().unwrap().receive_some(&mut buf).await;
+                    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+                    Ok(())
+                });
+                wait_all_tasks_blocked(Duration::ZERO).await?;
+                // Nobody reads: on Unix this must fit in the pipe's buffer;
+                // on Windows the part beyond it stays in flight, and the
+                // send returns once it is handed over.
+                let n = if cfg!(windows) { 100_000 } else { 10_000 };
+                p.stdin.as_ref().unwrap().send_all(&vec![1u8; n]).await?;
+                p.stdout.as_ref().unwrap().aclose().await
+            })
+            .await?;
+            p.kill()?;
+            p.aclose().await?;
+            drop(open_process(&mut child_cmd("sleep"), StdioOptions::piped())?);
+            let out = run_process(
+                &mut child_cmd("cat-err:10"),
+                RunProcessOptions::new().input(&b"x"[..]).capture_stdout(true).capture_stderr(true),
+            )
+            .await?;
+            assert_eq!(out.stdout, b"x");
+            open_nursery(async |n| {
+                n.start(async |status: TaskStatus<Rc<Process>>| {
+                    run_process(&mut child_cmd("sleep"), RunProcessOptions::new().task_status(status)).await.map(drop)
+                })
+                .await?;
+                n.cancel_scope().cancel();
+                Ok(())
+            })
+            .await?;
+            let (tx, rx) = open_pipe()?;
+            tx.send_all(b"abc").await?;
+            drop((tx, rx));
+            // Last: pipes closed with their reads in flight.
+            drop(open_process(&mut child_cmd("sleep"), StdioOptions::piped())?);
+            Ok(())
+        });
+    }
+
+    #[cfg(any(windows, target_os = "linux"))]
+    fn no_handle_is_leaked() {
+        // The first rounds start what stays (the thread pool's threads...).
+        for _ in 0..2 {
+            exercise_everything();
+        }
+        let before = open_handles();
+        const ROUNDS: usize = 5;
+        for _ in 0..ROUNDS {
+            exercise_everything();
+        }
+        let after = open_handles();
+        // Leaking even one handle a round would show as ROUNDS more.
+        assert!(after < before + ROUNDS, "{before} handles open before, {after} after {ROUNDS} rounds");
+    }
+
     const TESTS: &[(&str, fn())] = &[
+        #[cfg(any(windows, target_os = "linux"))]
+        ("no_handle_is_leaked", no_handle_is_leaked),
+        ("input_a_child_never_reads_is_not_an_error", input_a_child_never_reads_is_not_an_error),
+        ("sending_to_a_child_that_exited_is_broken", sending_to_a_child_that_exited_is_broken),
+        #[cfg(feature = "futures-io")]
+        ("pipes_implement_futures_io", pipes_implement_futures_io),
         (
             "run_process_feeds_input_and_captures_stdout_and_stderr",
             run_process_feeds_input_and_captures_stdout_and_stderr,
