@@ -86,8 +86,8 @@ pub(crate) mod wasi_p2;
 /// Windows.
 #[cfg(unix)]
 pub type RawSource = std::os::fd::RawFd;
-/// The OS handle of an I/O source: a file descriptor on Unix, a socket on
-/// Windows.
+/// The OS handle of an I/O source: a file descriptor on Unix, a socket
+/// (or, for `subprocess`, a named pipe's handle) on Windows.
 #[cfg(windows)]
 pub type RawSource = std::os::windows::io::RawSocket;
 /// The OS handle of an I/O source.

@@ -329,8 +329,10 @@ impl Process {
     /// [`run_process`](super::run_process), which does).
     /// # Errors
     /// [`Error::Io`] if the child cannot be waited for (`ECHILD`: reaped by
-    /// someone else, for example because `SIGCHLD` is set to be ignored);
-    /// [`Error::Runtime`] outside the run that spawned it.
+    /// someone else, for example because `SIGCHLD` is set to be ignored;
+    /// on Windows: the thread pool refused to wait for it);
+    /// [`Error::Runtime`] outside the run that spawned it (on Windows:
+    /// outside any run).
     pub async fn wait(&self) -> Result<ExitStatus> {
         let _guard = self.wait_lock.lock().await?;
         // Bounded: a turn ends in a return, or in "look again" because the
