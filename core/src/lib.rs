@@ -52,7 +52,7 @@ mod runtime;
 pub mod signal;
 #[cfg(all(target_os = "wasi", target_env = "p1"))]
 pub mod stdio;
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub mod subprocess;
 pub mod sync;
 pub mod testing;

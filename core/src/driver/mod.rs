@@ -94,8 +94,8 @@ pub(crate) mod wasi_p2;
 /// Windows.
 #[cfg(unix)]
 pub type RawSource = std::os::fd::RawFd;
-/// The OS handle of an I/O source: a file descriptor on Unix, a socket on
-/// Windows.
+/// The OS handle of an I/O source: a file descriptor on Unix, a socket
+/// (or, for `subprocess`, a named pipe's handle) on Windows.
 #[cfg(windows)]
 pub type RawSource = std::os::windows::io::RawSocket;
 /// The OS handle of an I/O source.
@@ -178,6 +178,9 @@ pub(crate) trait Driver {
 pub(crate) fn ready_now(source: RawSource, interest: Interest) -> bool {
     native::ready_now(source, interest)
 }
+
+#[cfg(windows)]
+pub(crate) use native::WinPipe;
 
 /// Whether `source` is ready right now: WASI has no non-blocking question,
 /// so the readiness bit is trusted (a spurious wakeup at worst).

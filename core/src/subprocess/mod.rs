@@ -1,5 +1,5 @@
-//! Subprocesses: `run_process` and `open_process` (Unix), after Trio's
-//! `trio.run_process` and `trio.lowlevel.open_process`.
+//! Subprocesses: `run_process` and `open_process` (Unix and Windows),
+//! after Trio's `trio.run_process` and `trio.lowlevel.open_process`.
 //!
 //! Both take a [`std::process::Command`] for everything about the program
 //! (arguments, environment, working directory, `pre_exec`...) and options
@@ -15,6 +15,27 @@
 //! Writing to a pipe whose reader is gone reports
 //! [`Error::Broken`] only while `SIGPIPE` is ignored,
 //! which is how a Rust program starts (see [`PipeSendStream`]).
+//!
+//! # Windows
+//! The same API, as Trio has it on Windows, with these differences:
+//! - Pipes are named pipes with unique names (one instance, remote clients
+//!   refused); the parent's end is opened for overlapped I/O and read and
+//!   written through the run's I/O completion port (mio's named pipes), the
+//!   child gets a plain synchronous handle. A write completes in the
+//!   background, so a failed one is reported by the next write (see
+//!   [`PipeSendStream`]).
+//! - [`Process::wait`] has the system thread pool wait for the process
+//!   handle (`RegisterWaitForSingleObject`) and wake the task through the
+//!   run; there is no zombie to reap: the handle is closed with the
+//!   `Process`.
+//! - There are no signals: `Process::send_signal` is Unix-only,
+//!   [`Process::kill`] and [`Process::terminate`] are both
+//!   `TerminateProcess` (exit code 1), and a cancelled [`run_process`]
+//!   terminates the child at once (no grace period).
+//! - [`Redirect::Fd`] is `Redirect::Handle` (any handle, duplicated into
+//!   the child by `std`), and the streams have `raw_handle` instead of
+//!   `raw_fd`; there is no `from_fd` (an arbitrary handle may not be
+//!   opened for overlapped I/O, which the run's completion port needs).
 //!
 //! ```
 //! use std::process::Command;
@@ -35,6 +56,12 @@
 
 mod pipe;
 mod process;
+#[cfg(unix)]
+#[path = "unix.rs"]
+mod sys;
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod sys;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -128,7 +155,8 @@ enum Input {
 
 /// The options of [`run_process`]. The defaults are Trio's: empty stdin,
 /// output not captured (inherited), `check` on, and on cancellation
-/// `SIGTERM` then `SIGKILL` after 5 seconds.
+/// `SIGTERM` then `SIGKILL` after 5 seconds (on Windows `TerminateProcess`
+/// at once).
 pub struct RunProcessOptions {
     stdin: Input,
     stdout: Option<Redirect>,
@@ -242,7 +270,9 @@ impl RunProcessOptions {
 
     /// On cancellation, wait `grace` (on the run's clock) between `SIGTERM`
     /// and `SIGKILL` instead of [`DEFAULT_GRACE`]. Replaces a custom
-    /// [`deliver_cancel`](Self::deliver_cancel).
+    /// [`deliver_cancel`](Self::deliver_cancel). On Windows there is nothing
+    /// to wait between: the child is terminated at once and `grace` is not
+    /// used.
     pub fn kill_grace(mut self, grace: Duration) -> RunProcessOptions {
         self.deliver_cancel = DeliverCancel::TermThenKill(grace);
         self
@@ -315,7 +345,7 @@ impl RunProcessOptions {
 /// Always.
 /// # Cancellation
 /// The child is stopped (by default `SIGTERM`, then `SIGKILL` after
-/// [`DEFAULT_GRACE`] on the run's clock, see
+/// [`DEFAULT_GRACE`] on the run's clock, `TerminateProcess` on Windows, see
 /// [`kill_grace`](RunProcessOptions::kill_grace) and
 /// [`deliver_cancel`](RunProcessOptions::deliver_cancel)), and always
 /// waited for and reaped before `Err(Cancelled)` is returned: that cleanup
@@ -474,17 +504,26 @@ async fn stop_and_reap(proc: &Process, deliver: &DeliverCancel) -> Result<()> {
 
 /// The default `deliver_cancel` on Unix: `SIGTERM`, and `SIGKILL` if the
 /// child is still there after `grace`.
+#[cfg(unix)]
 async fn term_then_kill(proc: &Process, grace: Duration) -> Result<()> {
     proc.terminate()?;
     crate::sleep(grace).await?;
     proc.kill()
 }
 
-#[cfg(test)]
+/// The default `deliver_cancel` on Windows: `TerminateProcess` at once
+/// (there is no gentler request to make of another process, and Trio does
+/// the same); `grace` is not used.
+#[cfg(windows)]
+async fn term_then_kill(proc: &Process, _grace: Duration) -> Result<()> {
+    proc.terminate()
+}
+
+#[cfg(all(test, unix))]
 mod tests {
     use std::process::Command;
 
-    use super::process::FORCE_THREAD_WATCH;
+    use super::sys::FORCE_THREAD_WATCH;
     use super::*;
 
     /// Without a pidfd, `wait` falls back to a `waitid` thread.

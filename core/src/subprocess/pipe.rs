@@ -1,75 +1,62 @@
-//! Byte streams over non-blocking pipe descriptors (Trio's `FdStream`,
-//! split by direction): the parent's ends of a child's stdin, stdout and
-//! stderr, or any pipe, FIFO or TTY the user hands over.
+//! Byte streams over pipes (Trio's `FdStream` on Unix and its Windows pipe
+//! streams, split by direction): the parent's ends of a child's stdin,
+//! stdout and stderr, the ends of an [`open_pipe`], or (Unix) any pipe, FIFO
+//! or TTY the user hands over.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(unix)]
+use std::os::fd::{OwnedFd, RawFd};
+
+use super::sys::{PipeHandle, read, write};
 
 use crate::error::{Error, Result};
 use crate::io::{BusyGuard, IoHandle, check_send, note_broken, to_broken};
 use crate::lowlevel;
 use crate::runtime::io::Dir;
 
-/// A registered non-blocking descriptor. Field order matters: the
-/// registration is dropped (deregistered) before the descriptor is closed.
+/// The parent's end of a pipe registered with the run. Field order
+/// matters: the registration is dropped (deregistered) before the handle is
+/// closed.
 #[derive(Debug)]
-struct FdCore {
+struct PipeCore {
     io: IoHandle,
-    fd: RefCell<Option<OwnedFd>>,
-    /// The descriptor was blocking when it was handed to us: put it back
-    /// that way when closing (it may be shared with another process).
-    restore_blocking: bool,
+    h: RefCell<Option<PipeHandle>>,
 }
 
-impl FdCore {
-    /// Makes `fd` non-blocking and registers it with the current run.
-    fn new(fd: OwnedFd) -> Result<FdCore> {
-        let was_nonblocking = get_nonblocking(&fd)?;
-        if !was_nonblocking {
-            set_nonblocking(&fd, true)?;
-        }
-        let io = match IoHandle::new(fd.as_raw_fd()) {
-            Ok(io) => io,
-            Err(e) => {
-                if !was_nonblocking {
-                    let _ = set_nonblocking(&fd, false);
-                }
-                return Err(e);
-            }
-        };
-        Ok(FdCore { io, fd: RefCell::new(Some(fd)), restore_blocking: !was_nonblocking })
+impl PipeCore {
+    /// Registers `h` with the current run.
+    fn new(h: PipeHandle) -> Result<PipeCore> {
+        let io = h.register()?;
+        Ok(PipeCore { io, h: RefCell::new(Some(h)) })
     }
 
-    /// The descriptor, or `Closed`.
-    fn raw(&self) -> Result<RawFd> {
-        self.fd.borrow().as_ref().map(AsRawFd::as_raw_fd).ok_or(Error::Closed)
+    /// `Closed` once closed.
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() { Err(Error::Closed) } else { Ok(()) }
     }
 
     fn is_closed(&self) -> bool {
-        self.fd.borrow().is_none()
+        self.h.borrow().is_none()
     }
 
-    /// Runs a non-blocking system call on the descriptor until it does not
-    /// block (see `IoHandle::io`); `Closed` if the stream is closed meanwhile.
-    async fn io<T>(&self, dir: Dir, mut op: impl FnMut(RawFd) -> io::Result<(T, bool)>) -> Result<T> {
+    /// Runs a non-blocking operation on the pipe until it does not block
+    /// (see `IoHandle::io`); `Closed` if the stream is closed meanwhile.
+    async fn io<T>(&self, dir: Dir, mut op: impl FnMut(&PipeHandle) -> io::Result<(T, bool)>) -> Result<T> {
         self.io
-            .io(dir, || match self.raw() {
-                Ok(fd) => op(fd),
-                Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
+            .io(dir, || match self.h.borrow().as_ref() {
+                Some(h) => op(h),
+                None => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
             })
             .await
             .map_err(|e| if self.is_closed() { Error::Closed } else { e })
     }
 
-    /// Closes now: waiters wake with `Closed`, the descriptor is freed.
+    /// Closes now: waiters wake with `Closed`, the handle is freed.
     fn close(&self) {
         self.io.release();
-        if let Some(fd) = self.fd.borrow_mut().take()
-            && self.restore_blocking
-        {
-            let _ = set_nonblocking(&fd, false);
-        }
+        let h = self.h.borrow_mut().take();
+        drop(h);
     }
 
     async fn aclose(&self) -> Result<()> {
@@ -82,16 +69,16 @@ impl FdCore {
         &self,
         cx: &mut std::task::Context<'_>,
         dir: Dir,
-        mut op: impl FnMut(RawFd) -> io::Result<(T, bool)>,
+        mut op: impl FnMut(&PipeHandle) -> io::Result<(T, bool)>,
     ) -> std::task::Poll<io::Result<T>> {
-        self.io.poll_io(cx, dir, || match self.raw() {
-            Ok(fd) => op(fd),
-            Err(_) => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
+        self.io.poll_io(cx, dir, || match self.h.borrow().as_ref() {
+            Some(h) => op(h),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "the stream is closed")),
         })
     }
 }
 
-impl Drop for FdCore {
+impl Drop for PipeCore {
     fn drop(&mut self) {
         self.close();
     }
@@ -122,29 +109,43 @@ async fn send_all_loop(
 }
 
 /// The sending end of a pipe: what the parent writes to a child's stdin
-/// ([`Process::stdin`](super::Process::stdin)), or any writable pipe, FIFO
-/// or TTY wrapped with [`from_fd`](PipeSendStream::from_fd).
+/// ([`Process::stdin`](super::Process::stdin)), the sending end of an
+/// [`open_pipe`], or (Unix) any writable pipe, FIFO or TTY wrapped with
+/// `from_fd`.
 ///
 /// Implements [`SendStream`](crate::abc::SendStream) (and `futures-io`'s
 /// `AsyncWrite`, with the `futures-io` feature). Closing it
 /// ([`aclose`](crate::abc::AsyncResource::aclose), or dropping it) closes the
-/// descriptor, so the reader sees end of stream.
+/// pipe, so the reader sees end of stream.
 ///
 /// Writing to a pipe whose reading end is closed fails with
-/// [`Error::Broken`]. This relies on `SIGPIPE` being ignored, which is what
-/// a Rust program's `main` sets up by default; a program that restored the
-/// default action of `SIGPIPE` is killed by such a write instead.
+/// [`Error::Broken`]. On Unix this relies on `SIGPIPE` being ignored, which
+/// is what a Rust program's `main` sets up by default; a program that
+/// restored the default action of `SIGPIPE` is killed by such a write
+/// instead.
+///
+/// # Windows
+/// The parent's end is a named pipe opened for overlapped I/O and watched
+/// by the run's I/O completion port (through mio). A write hands up to
+/// 64 KiB to the OS at a time and completes in the background, so
+/// `send_all` returns once the last piece is handed over (not once the
+/// reader took it; the next write waits for it), and a reader that went
+/// away is reported by the write after the one it failed. Closing the
+/// stream while a write is in flight closes the handle when that write
+/// completes.
 #[derive(Debug)]
 pub struct PipeSendStream {
-    core: FdCore,
+    core: PipeCore,
     sending: Cell<bool>,
     /// A `send_all` was cancelled midway, or the reader is gone.
     broken: Cell<bool>,
 }
 
 /// The receiving end of a pipe: what the parent reads of a child's stdout or
-/// stderr ([`Process::stdout`](super::Process::stdout)), or any readable
-/// pipe, FIFO or TTY wrapped with [`from_fd`](PipeReceiveStream::from_fd).
+/// stderr ([`Process::stdout`](super::Process::stdout)), the receiving end
+/// of an [`open_pipe`], or (Unix) any readable pipe, FIFO or TTY wrapped
+/// with `from_fd`. On Windows it is a named pipe read through the run's
+/// I/O completion port (see [`PipeSendStream`]).
 ///
 /// Implements [`ReceiveStream`](crate::abc::ReceiveStream) (and
 /// `futures-io`'s `AsyncRead`, with the `futures-io` feature).
@@ -153,7 +154,7 @@ pub struct PipeSendStream {
 /// exited or closed it).
 #[derive(Debug)]
 pub struct PipeReceiveStream {
-    core: FdCore,
+    core: PipeCore,
     receiving: Cell<bool>,
 }
 
@@ -171,15 +172,29 @@ impl PipeSendStream {
     /// # Errors
     /// [`Error::Runtime`] outside `trio::run`; [`Error::Io`] if `fd` is not a
     /// descriptor the OS can watch (for example a regular file, `EPERM`).
+    #[cfg(unix)]
     pub fn from_fd(fd: OwnedFd) -> Result<PipeSendStream> {
-        Ok(PipeSendStream { core: FdCore::new(fd)?, sending: Cell::new(false), broken: Cell::new(false) })
+        PipeSendStream::from_handle(PipeHandle::new(fd)?)
+    }
+
+    pub(super) fn from_handle(h: PipeHandle) -> Result<PipeSendStream> {
+        Ok(PipeSendStream { core: PipeCore::new(h)?, sending: Cell::new(false), broken: Cell::new(false) })
     }
 
     /// The descriptor, or `None` once the stream is closed. It stays owned
     /// by the stream: do not close it, and do not read or write it behind
     /// the stream's back.
+    #[cfg(unix)]
     pub fn raw_fd(&self) -> Option<RawFd> {
-        self.core.raw().ok()
+        self.core.h.borrow().as_ref().map(PipeHandle::raw)
+    }
+
+    /// The pipe's handle, or `None` once the stream is closed. It stays
+    /// owned by the stream (and by the run's I/O completion port): do not
+    /// close it, and do not read or write it behind the stream's back.
+    #[cfg(windows)]
+    pub fn raw_handle(&self) -> Option<std::os::windows::io::RawHandle> {
+        self.core.h.borrow().as_ref().map(PipeHandle::raw)
     }
 
     /// Closes the descriptor now (for `Process::aclose`).
@@ -189,7 +204,7 @@ impl PipeSendStream {
 
     async fn send_all_impl(&self, data: &[u8]) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
-        self.core.raw()?;
+        self.core.check_open()?;
         send_all_loop(data, &self.broken, async |rest: &[u8]| {
             self.core.io(Dir::Write, |fd| write(fd, rest).map(|n| (n, n < rest.len()))).await
         })
@@ -198,7 +213,7 @@ impl PipeSendStream {
 
     async fn wait_send_all_might_not_block_impl(&self) -> Result<()> {
         let _busy = BusyGuard::claim(&self.sending)?;
-        self.core.raw()?;
+        self.core.check_open()?;
         self.core.io.wait_ready(Dir::Write).await.map_err(|e| if self.core.is_closed() { Error::Closed } else { e })
     }
 }
@@ -210,14 +225,27 @@ impl PipeReceiveStream {
     ///
     /// # Errors
     /// As [`PipeSendStream::from_fd`].
+    #[cfg(unix)]
     pub fn from_fd(fd: OwnedFd) -> Result<PipeReceiveStream> {
-        Ok(PipeReceiveStream { core: FdCore::new(fd)?, receiving: Cell::new(false) })
+        PipeReceiveStream::from_handle(PipeHandle::new(fd)?)
+    }
+
+    pub(super) fn from_handle(h: PipeHandle) -> Result<PipeReceiveStream> {
+        Ok(PipeReceiveStream { core: PipeCore::new(h)?, receiving: Cell::new(false) })
     }
 
     /// The descriptor, or `None` once the stream is closed (see
     /// [`PipeSendStream::raw_fd`]).
+    #[cfg(unix)]
     pub fn raw_fd(&self) -> Option<RawFd> {
-        self.core.raw().ok()
+        self.core.h.borrow().as_ref().map(PipeHandle::raw)
+    }
+
+    /// The pipe's handle, or `None` once the stream is closed (see
+    /// [`PipeSendStream::raw_handle`]).
+    #[cfg(windows)]
+    pub fn raw_handle(&self) -> Option<std::os::windows::io::RawHandle> {
+        self.core.h.borrow().as_ref().map(PipeHandle::raw)
     }
 
     /// Closes the descriptor now (for `Process::aclose`).
@@ -227,7 +255,7 @@ impl PipeReceiveStream {
 
     async fn receive_some_impl(&self, buf: &mut [u8]) -> Result<usize> {
         let _busy = BusyGuard::claim(&self.receiving)?;
-        self.core.raw()?;
+        self.core.check_open()?;
         if buf.is_empty() {
             return Err(crate::abc::empty_buffer_error());
         }
@@ -239,9 +267,13 @@ impl PipeReceiveStream {
     }
 }
 
-/// Opens an anonymous pipe for use inside this run: what is sent into the
-/// first stream comes out of the second. Both ends are non-blocking and
-/// close-on-exec. Not a checkpoint.
+/// Opens a pipe for use inside this run: what is sent into the first
+/// stream comes out of the second. Not a checkpoint.
+///
+/// On Unix an anonymous pipe, both ends non-blocking and close-on-exec; on
+/// Windows a named pipe with a unique name (`\\.\pipe\trio-...`, refusing
+/// remote clients), both ends opened for overlapped I/O, not inheritable,
+/// and watched by the run's I/O completion port.
 ///
 /// ```
 /// use trio::abc::{AsyncResource, ReceiveStream, SendStream};
@@ -261,9 +293,9 @@ impl PipeReceiveStream {
 /// [`Error::Runtime`] outside `trio::run`; [`Error::Io`] if the OS refuses
 /// (for example `EMFILE`, out of descriptors).
 pub fn open_pipe() -> Result<(PipeSendStream, PipeReceiveStream)> {
-    let (r, w) = pipe_cloexec()?;
-    let rx = PipeReceiveStream::from_fd(r)?;
-    let tx = PipeSendStream::from_fd(w)?;
+    let (r, w) = super::sys::anonymous_pipe()?;
+    let rx = PipeReceiveStream::from_handle(r)?;
+    let tx = PipeSendStream::from_handle(w)?;
     Ok((tx, rx))
 }
 
@@ -375,77 +407,5 @@ mod futures_impls {
             self.core.close();
             Poll::Ready(Ok(()))
         }
-    }
-}
-
-/// `read(2)` into `buf`.
-fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-}
-
-/// `write(2)` of `buf`.
-fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-}
-
-fn get_nonblocking(fd: &OwnedFd) -> io::Result<bool> {
-    // SAFETY: F_GETFL on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(flags & libc::O_NONBLOCK != 0)
-}
-
-/// Sets or clears `O_NONBLOCK` on `fd`'s open file description.
-pub(super) fn set_nonblocking(fd: &OwnedFd, on: bool) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let new = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
-        if new != flags && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// A pipe whose two ends are close-on-exec (and blocking): `(read, write)`.
-pub(super) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [-1 as libc::c_int; 2];
-    #[cfg(not(any(target_vendor = "apple", target_os = "aix", target_os = "haiku")))]
-    {
-        // SAFETY: `fds` has room for the two descriptors.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just created and are owned by nobody else.
-        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-    }
-    #[cfg(any(target_vendor = "apple", target_os = "aix", target_os = "haiku"))]
-    {
-        // No pipe2: a `fork` on another thread between `pipe` and `fcntl`
-        // could inherit the descriptors (std's own pipes have the same race
-        // on these systems).
-        // SAFETY: `fds` has room for the two descriptors.
-        if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just created and are owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        for fd in [&r, &w] {
-            // SAFETY: F_SETFD on a descriptor we own.
-            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok((r, w))
     }
 }

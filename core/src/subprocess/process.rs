@@ -1,17 +1,19 @@
 //! `open_process` and `Process`: spawning through `std::process::Command`,
-//! waiting for exit on the run's I/O driver, reaping exactly once.
+//! waiting for exit without blocking the run, reaping exactly once.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+#[cfg(unix)]
+use std::os::fd::OwnedFd;
+#[cfg(windows)]
+use std::os::windows::io::OwnedHandle;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::rc::Rc;
 
-use super::pipe::{PipeReceiveStream, PipeSendStream, pipe_cloexec, set_nonblocking};
+use super::pipe::{PipeReceiveStream, PipeSendStream};
+use super::sys::{self, ExitWaiter, OwnedStdio};
 use crate::error::{Error, Result};
-use crate::io::IoHandle;
-use crate::runtime::io::Dir;
+#[cfg(unix)]
 use crate::signal::Signal;
 use crate::sync::Lock;
 
@@ -22,28 +24,45 @@ pub enum Redirect {
     /// The parent's own stream (the default, as with `std` and Trio).
     #[default]
     Inherit,
-    /// `/dev/null`.
+    /// `/dev/null` (`NUL` on Windows).
     Null,
     /// A new pipe: the parent's end becomes [`Process::stdin`],
     /// [`Process::stdout`] or [`Process::stderr`].
     Pipe,
     /// This descriptor (a file, a pipe end, a socket...). It is handed to the
     /// child and closed in the parent once the child is spawned.
+    #[cfg(unix)]
     Fd(OwnedFd),
+    /// This handle (a file, a pipe end...). The child gets an inheritable
+    /// duplicate (made by `std`), and it is closed in the parent once the
+    /// child is spawned.
+    #[cfg(windows)]
+    Handle(OwnedHandle),
     /// For stderr only: the same place as stdout (Trio's
     /// `stderr=subprocess.STDOUT`), so both are interleaved in one stream.
     Stdout,
 }
 
+#[cfg(unix)]
 impl From<OwnedFd> for Redirect {
     fn from(fd: OwnedFd) -> Redirect {
         Redirect::Fd(fd)
     }
 }
 
+#[cfg(windows)]
+impl From<OwnedHandle> for Redirect {
+    fn from(h: OwnedHandle) -> Redirect {
+        Redirect::Handle(h)
+    }
+}
+
 impl From<std::fs::File> for Redirect {
     fn from(f: std::fs::File) -> Redirect {
-        Redirect::Fd(f.into())
+        #[cfg(unix)]
+        return Redirect::Fd(f.into());
+        #[cfg(windows)]
+        return Redirect::Handle(f.into());
     }
 }
 
@@ -91,25 +110,21 @@ impl StdioOptions {
 enum ChildSide {
     Inherit,
     Null,
-    Fd(OwnedFd),
+    Owned(OwnedStdio),
 }
 
 impl ChildSide {
-    /// The same destination again, for `stderr = Stdout` (`parent_fd`: the
-    /// parent's own descriptor for `Inherit`).
-    fn duplicate(&self, parent_fd: libc::c_int) -> io::Result<ChildSide> {
+    /// The same destination again, for `stderr = Stdout`.
+    fn duplicate(&self) -> io::Result<ChildSide> {
         Ok(match self {
             ChildSide::Null => ChildSide::Null,
-            ChildSide::Fd(fd) => ChildSide::Fd(fd.try_clone()?),
-            ChildSide::Inherit => {
-                // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor we then own.
-                let fd = unsafe { libc::fcntl(parent_fd, libc::F_DUPFD_CLOEXEC, 3) };
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // SAFETY: `fd` was just created and nobody else owns it.
-                ChildSide::Fd(unsafe { OwnedFd::from_raw_fd(fd) })
-            }
+            ChildSide::Owned(h) => ChildSide::Owned(h.try_clone()?),
+            ChildSide::Inherit => match sys::dup_parent_stdout()? {
+                Some(h) => ChildSide::Owned(h),
+                // No stdout to share (a Windows program without a
+                // console): the child inherits the same nothing.
+                None => ChildSide::Inherit,
+            },
         })
     }
 
@@ -117,7 +132,7 @@ impl ChildSide {
         match self {
             ChildSide::Inherit => Stdio::inherit(),
             ChildSide::Null => Stdio::null(),
-            ChildSide::Fd(fd) => Stdio::from(fd),
+            ChildSide::Owned(h) => Stdio::from(h),
         }
     }
 }
@@ -128,14 +143,17 @@ pub(super) fn invalid(msg: &str) -> Error {
 
 /// Resolves one `Redirect` into the child's side and, for a pipe, the
 /// parent's end (`parent_reads`: the parent reads from the pipe).
-fn resolve(r: Redirect, parent_reads: bool) -> Result<(ChildSide, Option<OwnedFd>)> {
+fn resolve(r: Redirect, parent_reads: bool) -> Result<(ChildSide, Option<sys::PipeHandle>)> {
     Ok(match r {
         Redirect::Inherit => (ChildSide::Inherit, None),
         Redirect::Null => (ChildSide::Null, None),
-        Redirect::Fd(fd) => (ChildSide::Fd(fd), None),
+        #[cfg(unix)]
+        Redirect::Fd(fd) => (ChildSide::Owned(fd), None),
+        #[cfg(windows)]
+        Redirect::Handle(h) => (ChildSide::Owned(h), None),
         Redirect::Pipe => {
-            let (r, w) = pipe_cloexec()?;
-            if parent_reads { (ChildSide::Fd(w), Some(r)) } else { (ChildSide::Fd(r), Some(w)) }
+            let (child, parent) = sys::pipe_for_child(parent_reads)?;
+            (ChildSide::Owned(child), Some(parent))
         }
         Redirect::Stdout => return Err(invalid("Redirect::Stdout is only valid for stderr")),
     })
@@ -158,6 +176,13 @@ fn resolve(r: Redirect, parent_reads: bool) -> Result<(ChildSide, Option<OwnedFd
 /// `posix_spawn` through `std`, which returns once the program was
 /// executed). Not a checkpoint.
 ///
+/// On Windows each pipe is a named pipe with a unique name
+/// (`\\.\pipe\trio-<pid>-<counter>-<random>`, one instance, remote clients
+/// refused): the parent's end is opened for overlapped I/O and watched by
+/// the run's I/O completion port, the child's end is a plain synchronous
+/// handle, not inheritable (`std` hands the child an inheritable duplicate
+/// of it while spawning, so no other child can inherit it).
+///
 /// # Errors
 /// [`Error::Io`] if the spawn fails (for example `NotFound` for a missing
 /// program) or pipes cannot be made, or with `InvalidInput` for
@@ -171,14 +196,14 @@ pub fn open_process(cmd: &mut Command, stdio: StdioOptions) -> Result<Process> {
     let (child_in, parent_in) = resolve(stdin, false)?;
     let (child_out, parent_out) = resolve(stdout, true)?;
     let (child_err, parent_err) = match stderr {
-        Redirect::Stdout => (child_out.duplicate(libc::STDOUT_FILENO)?, None),
+        Redirect::Stdout => (child_out.duplicate()?, None),
         other => resolve(other, true)?,
     };
     // Register the parent's ends before spawning, so a failure (for example
     // outside `trio::run`) leaves no child behind.
-    let stdin = parent_in.map(PipeSendStream::from_fd).transpose()?;
-    let stdout = parent_out.map(PipeReceiveStream::from_fd).transpose()?;
-    let stderr = parent_err.map(PipeReceiveStream::from_fd).transpose()?;
+    let stdin = parent_in.map(PipeSendStream::from_handle).transpose()?;
+    let stdout = parent_out.map(PipeReceiveStream::from_handle).transpose()?;
+    let stderr = parent_err.map(PipeReceiveStream::from_handle).transpose()?;
 
     cmd.stdin(child_in.into_stdio()).stdout(child_out.into_stdio()).stderr(child_err.into_stdio());
     let spawned = cmd.spawn();
@@ -190,9 +215,9 @@ pub fn open_process(cmd: &mut Command, stdio: StdioOptions) -> Result<Process> {
         stdout,
         stderr,
         pid: child.id(),
+        exit: ExitWaiter::new(&child),
         child: RefCell::new(Some(child)),
         status: Cell::new(None),
-        watch: RefCell::new(None),
         wait_lock: Lock::new(),
     })
 }
@@ -212,10 +237,17 @@ pub fn open_process(cmd: &mut Command, stdio: StdioOptions) -> Result<Process> {
 /// through `std`'s `Child`, and its status kept:
 /// [`returncode`](Process::returncode) and later `wait`s return it.
 ///
+/// On Windows `wait` has the system thread pool wait for the process
+/// handle (`RegisterWaitForSingleObject`), which wakes the waiting task
+/// through the run's cross-thread queue; a cancelled wait unregisters it.
+/// There is nothing to reap: the handle is closed when the `Process` is
+/// dropped.
+///
 /// # Dropping
 /// Dropping a `Process` whose child was not reaped yet kills the child
-/// (`SIGKILL`) and reaps it on a short-lived background thread, so no
-/// zombie is left behind. Wait for the child first to let it finish.
+/// (`SIGKILL`; `TerminateProcess` on Windows) and reaps it on a
+/// short-lived background thread (Unix), so no zombie is left behind. Wait
+/// for the child first to let it finish.
 ///
 /// `Process` also implements [`AsyncResource`](crate::abc::AsyncResource):
 /// `aclose` closes the pipes and waits for the child (killing it if the
@@ -232,8 +264,8 @@ pub struct Process {
     child: RefCell<Option<Child>>,
     /// Set once the child is reaped.
     status: Cell<Option<ExitStatus>>,
-    /// What `wait` waits on, made on first use, dropped once reaped.
-    watch: RefCell<Option<Rc<ExitWatch>>>,
+    /// What `wait` waits on.
+    exit: ExitWaiter,
     /// One waiter at a time waits on the watch; the others queue here.
     wait_lock: Lock,
 }
@@ -248,73 +280,6 @@ impl fmt::Debug for Process {
             .field("stderr", &self.stderr.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// A descriptor that becomes readable when the child exits: a pidfd, or the
-/// read end of a pipe whose writer (a `waitid` thread) closes it then.
-/// Field order: deregistered before closed.
-#[derive(Debug)]
-struct ExitWatch {
-    io: IoHandle,
-    _fd: OwnedFd,
-}
-
-impl ExitWatch {
-    fn new(fd: OwnedFd) -> Result<ExitWatch> {
-        let io = IoHandle::new(fd.as_raw_fd())?;
-        Ok(ExitWatch { io, _fd: fd })
-    }
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Tests: skip `pidfd_open` to exercise the thread fallback.
-    pub(super) static FORCE_THREAD_WATCH: Cell<bool> = const { Cell::new(false) };
-}
-
-/// `pidfd_open(pid)`, where it exists.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    #[cfg(test)]
-    if FORCE_THREAD_WATCH.get() {
-        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
-    }
-    // SAFETY: the syscall takes a pid and flags and returns a new descriptor
-    // (always close-on-exec) or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor that nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn pidfd_open(_pid: u32) -> io::Result<OwnedFd> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
-}
-
-/// The fallback watch: a thread blocks in `waitid(P_PID, pid, WEXITED |
-/// WNOWAIT)` (the child stays reapable) and then closes the write end of a
-/// pipe, which makes the read end readable (end of stream). The thread ends
-/// when the child exits, or at once if `waitid` fails.
-fn thread_watch(pid: u32) -> io::Result<OwnedFd> {
-    let (r, w) = pipe_cloexec()?;
-    set_nonblocking(&r, true)?;
-    std::thread::Builder::new().name(format!("trio-waitid-{pid}")).spawn(move || {
-        // Bounded by the child's lifetime; only EINTR retries.
-        loop {
-            // SAFETY: a zeroed siginfo_t is a valid out-parameter.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: waitid with a valid out-parameter.
-            let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
-            if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                break;
-            }
-        }
-        drop(w);
-    })?;
-    Ok(r)
 }
 
 impl Process {
@@ -350,24 +315,7 @@ impl Process {
     /// `Closed` and finds the status).
     fn reaped(&self, status: ExitStatus) {
         self.status.set(Some(status));
-        let watch = self.watch.borrow_mut().take();
-        if let Some(w) = watch {
-            w.io.release();
-        }
-    }
-
-    /// The watch, made on first use.
-    fn watch(&self) -> Result<Rc<ExitWatch>> {
-        if let Some(w) = self.watch.borrow().as_ref() {
-            return Ok(w.clone());
-        }
-        let fd = match pidfd_open(self.pid) {
-            Ok(fd) => fd,
-            Err(_) => thread_watch(self.pid)?,
-        };
-        let w = Rc::new(ExitWatch::new(fd)?);
-        *self.watch.borrow_mut() = Some(w.clone());
-        Ok(w)
+        self.exit.reaped();
     }
 
     /// Waits until the child exits, reaps it, and returns its exit status.
@@ -381,79 +329,83 @@ impl Process {
     /// [`run_process`](super::run_process), which does).
     /// # Errors
     /// [`Error::Io`] if the child cannot be waited for (`ECHILD`: reaped by
-    /// someone else, for example because `SIGCHLD` is set to be ignored);
-    /// [`Error::Runtime`] outside the run that spawned it.
+    /// someone else, for example because `SIGCHLD` is set to be ignored;
+    /// on Windows: the thread pool refused to wait for it);
+    /// [`Error::Runtime`] outside the run that spawned it (on Windows:
+    /// outside any run).
     pub async fn wait(&self) -> Result<ExitStatus> {
         let _guard = self.wait_lock.lock().await?;
-        // Bounded: a turn ends in a return, or in `Closed` because the watch
-        // was dropped (after a reap: the next turn returns) or deregistered
-        // behind our back (`notify_closing`: the next turn registers anew).
+        // Bounded: a turn ends in a return, or in "look again" because the
+        // watch was closed (after a reap: the next turn returns) or
+        // deregistered behind our back (`notify_closing`: the next turn
+        // registers anew).
         for _ in 0..3 {
             if let Some(s) = self.try_reap()? {
                 return Ok(s);
             }
-            let watch = self.watch()?;
-            match watch.io.wait_ready(Dir::Read).await {
-                Ok(()) => {
-                    // The child has exited: this reaps it without blocking
-                    // (its status is there by now).
-                    let status = match self.child.borrow_mut().as_mut() {
-                        Some(child) => child.wait()?,
-                        None => return Err(Error::Runtime("a Process was used while being dropped")),
-                    };
-                    self.reaped(status);
-                    return Ok(status);
-                }
-                Err(Error::Closed) => {
-                    let mut slot = self.watch.borrow_mut();
-                    if slot.as_ref().is_some_and(|w| Rc::ptr_eq(w, &watch)) {
-                        *slot = None;
-                    }
-                }
-                Err(e) => return Err(e),
+            if self.exit.wait_exit().await? {
+                // The child has exited: this reaps it without blocking
+                // (its status is there by now).
+                let status = match self.child.borrow_mut().as_mut() {
+                    Some(child) => child.wait()?,
+                    None => return Err(Error::Runtime("a Process was used while being dropped")),
+                };
+                self.reaped(status);
+                return Ok(status);
             }
         }
         Err(Error::Closed)
     }
 
     /// Sends `sig` to the child. Does nothing once the child was reaped (its
-    /// pid may belong to another process by then). Not a checkpoint.
+    /// pid may belong to another process by then). Not a checkpoint. Unix
+    /// only (Windows has no signals for other processes).
     ///
     /// # Errors
     /// [`Error::Io`] from `kill(2)` (for example `EINVAL` for a bad signal
     /// number).
+    #[cfg(unix)]
     pub fn send_signal(&self, sig: Signal) -> Result<()> {
         if self.status.get().is_some() {
             return Ok(());
         }
-        // SAFETY: plain syscall; the pid is our unreaped child, so it cannot
-        // have been reused.
-        if unsafe { libc::kill(self.pid as libc::pid_t, sig.as_raw()) } < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(Error::Io(e));
-            }
-        }
-        Ok(())
+        sys::send_signal(self.pid, sig.as_raw())
     }
 
-    /// Asks the child to exit: `SIGTERM` (it may catch or ignore it). Not a
+    /// Asks the child to exit: `SIGTERM` (it may catch or ignore it). On
+    /// Windows the same as [`kill`](Process::kill) (Trio's too). Not a
     /// checkpoint.
     ///
     /// # Errors
-    /// As [`send_signal`](Process::send_signal).
+    /// As [`kill`](Process::kill).
     pub fn terminate(&self) -> Result<()> {
-        self.send_signal(Signal::SIGTERM)
+        #[cfg(unix)]
+        return self.send_signal(Signal::SIGTERM);
+        #[cfg(windows)]
+        return self.kill();
     }
 
-    /// Kills the child: `SIGKILL`, which it cannot ignore. It dies soon
-    /// after, not necessarily before this returns: [`wait`](Process::wait)
-    /// for it. Not a checkpoint.
+    /// Kills the child: `SIGKILL`, which it cannot ignore
+    /// (`TerminateProcess` with exit code 1 on Windows). It dies soon after,
+    /// not necessarily before this returns: [`wait`](Process::wait) for it.
+    /// Does nothing once the child was reaped. Not a checkpoint.
     ///
     /// # Errors
-    /// As [`send_signal`](Process::send_signal).
+    /// [`Error::Io`] from `kill(2)` or `TerminateProcess`.
     pub fn kill(&self) -> Result<()> {
-        self.send_signal(Signal::from_raw(libc::SIGKILL))
+        #[cfg(unix)]
+        return self.send_signal(Signal::from_raw(libc::SIGKILL));
+        #[cfg(windows)]
+        {
+            if self.status.get().is_some() {
+                return Ok(());
+            }
+            match self.child.borrow_mut().as_mut() {
+                // `std` reports success for a child that has exited already.
+                Some(child) => Ok(child.kill()?),
+                None => Err(Error::Runtime("a Process was used while being dropped")),
+            }
+        }
     }
 }
 
@@ -494,24 +446,6 @@ impl Drop for Process {
             // Exited (and now reaped), or not ours to reap.
             Ok(Some(_)) | Err(_) => return,
         }
-        let _ = child.kill();
-        let pid = self.pid;
-        // `Child` owns nothing but the pid (its stdio handles are `None`),
-        // so reaping through the raw pid is all that is left to do.
-        drop(child);
-        if std::thread::Builder::new().name(format!("trio-reap-{pid}")).spawn(move || reap_blocking(pid)).is_err() {
-            // No thread: reap here. The child was just sent SIGKILL, so this
-            // blocks only until the kernel has torn it down.
-            reap_blocking(pid);
-        }
+        sys::kill_and_reap_in_background(child);
     }
-}
-
-/// `waitpid(pid, 0)`, retried on `EINTR`. Bounded by the child's death.
-fn reap_blocking(pid: u32) {
-    let mut st = 0;
-    // SAFETY: plain syscall on our own unreaped child.
-    while unsafe { libc::waitpid(pid as libc::pid_t, &mut st, 0) } < 0
-        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-    {}
 }

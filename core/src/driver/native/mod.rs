@@ -22,6 +22,10 @@ mod windows;
 use windows::exclusive_address_use;
 #[cfg(windows)]
 pub(crate) use windows::ready_now;
+#[cfg(windows)]
+mod windows_pipe;
+#[cfg(windows)]
+pub(crate) use windows_pipe::WinPipe;
 
 /// Events taken per `epoll_wait`/`kevent` (the tasks they wake form one
 /// batch). 64 instead was tried for cache locality and made no measurable
@@ -42,6 +46,9 @@ pub(crate) struct NativeDriver {
     /// `poll` (see `do_arm`).
     #[cfg(windows)]
     ready_at_arm: Vec<Event>,
+    /// Named pipes adopted or registered, by handle (`windows_pipe.rs`).
+    #[cfg(windows)]
+    pipes: std::collections::HashMap<RawSource, WinPipe>,
 }
 
 struct MioWake(Waker);
@@ -66,6 +73,8 @@ impl NativeDriver {
             sources: std::collections::HashMap::new(),
             #[cfg(windows)]
             ready_at_arm: Vec::new(),
+            #[cfg(windows)]
+            pipes: std::collections::HashMap::new(),
         })
     }
 }

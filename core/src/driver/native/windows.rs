@@ -21,6 +21,9 @@ impl NativeDriver {
     pub(super) fn do_register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
         use std::os::windows::io::FromRawSocket;
         let interest = mio_interest(interest)?;
+        if let Some(r) = self.pipe_register(source, token) {
+            return r;
+        }
         if self.sources.contains_key(&source) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "this socket is already registered"));
         }
@@ -33,6 +36,9 @@ impl NativeDriver {
     }
 
     pub(super) fn do_deregister(&mut self, source: RawSource) -> io::Result<()> {
+        if let Some(r) = self.pipe_deregister(source) {
+            return r;
+        }
         match self.sources.remove(&source) {
             Some(mut view) => self.poll.registry().deregister(&mut *view),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "this socket is not registered")),
@@ -41,6 +47,10 @@ impl NativeDriver {
 
     pub(super) fn do_arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
         let mio_int = mio_interest(interest)?;
+        if self.is_pipe(source) {
+            // A named pipe reports every completion by itself.
+            return Ok(());
+        }
         match self.sources.get_mut(&source) {
             // AFD reports each direction once; asking again re-arms it.
             Some(view) => self.poll.registry().reregister(&mut **view, Token(token), mio_int)?,
