@@ -16,7 +16,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 
 use crate::error::{CancelReason, CancelSource, Error, Result};
-use crate::runtime::{self, NONE};
+use crate::runtime::{self, NONE, ScopeStateRef};
 use crate::time::Instant;
 
 /// The state a scope handle shares with the runtime.
@@ -298,7 +298,7 @@ impl CancelScope {
     where
         F: Future<Output = Result<T>>,
     {
-        Scoped { scope: self.clone(), key: NONE, done: false, inner: Some(fut) }
+        Scoped { scope: ScopeSource::Handle(self.clone()), key: NONE, done: false, inner: Some(fut) }
     }
 
     /// Enters the scope under `parent` without a future around it (the
@@ -323,9 +323,55 @@ impl CancelScope {
             now = Some(t);
             self.state.deadline.set(t + rel);
         }
-        let key = rt.insert_scope(self.state.clone(), parent, lazy, now);
+        let key = rt.insert_scope(ScopeStateRef::Shared(self.state.clone()), parent, lazy, now);
         self.state.entered.set(key);
         Ok(key)
+    }
+}
+
+/// What a [`Scoped`] future enters.
+#[derive(Debug)]
+enum ScopeSource {
+    /// A handle's scope.
+    Handle(CancelScope),
+    /// A fresh scope that no handle can reach (the deadline helpers:
+    /// `move_on_after` and co.), with its deadline, absolute or relative to
+    /// the moment it is entered. Its state lives in the runtime's record
+    /// (`ScopeStateRef::Inline`): nothing is allocated.
+    Private { deadline: Instant, relative: Option<Duration> },
+}
+
+impl ScopeSource {
+    /// Enters the scope under `parent`, lazily (see `CancelScope::enter`).
+    fn enter(&self, rt: &mut runtime::Runtime, parent: usize) -> Result<usize> {
+        match self {
+            ScopeSource::Handle(scope) => scope.enter(rt, parent, true),
+            ScopeSource::Private { deadline, relative } => {
+                let state = ScopeState::new();
+                state.used.set(true);
+                let mut now = None;
+                let deadline = match relative {
+                    Some(rel) => {
+                        let t = rt.now();
+                        now = Some(t);
+                        t + *rel
+                    }
+                    None => *deadline,
+                };
+                state.deadline.set(deadline);
+                let key = rt.insert_scope(ScopeStateRef::Inline(state), parent, true, now);
+                rt.scopes[key].state.entered.set(key);
+                Ok(key)
+            }
+        }
+    }
+}
+
+impl<F> Scoped<F> {
+    /// A [`Scoped`] future for a fresh scope no handle can reach, with a
+    /// deadline (`relative`: from the moment it is entered).
+    pub(crate) fn private(deadline: Instant, relative: Option<Duration>, fut: F) -> Scoped<F> {
+        Scoped { scope: ScopeSource::Private { deadline, relative }, key: NONE, done: false, inner: Some(fut) }
     }
 }
 
@@ -336,7 +382,7 @@ pin_project! {
     /// scope, so its clean-up still sees the scope) and then leaves the scope.
     #[must_use = "futures do nothing unless awaited"]
     pub struct Scoped<F> {
-        scope: CancelScope,
+        scope: ScopeSource,
         key: usize,
         done: bool,
         #[pin]
@@ -375,7 +421,7 @@ where
         let entered = runtime::with(|rt| {
             if *this.key == NONE {
                 let parent = rt.current_scope;
-                *this.key = this.scope.enter(rt, parent, true)?;
+                *this.key = this.scope.enter(rt, parent)?;
             }
             Ok(std::mem::replace(&mut rt.current_scope, *this.key))
         });

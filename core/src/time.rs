@@ -12,7 +12,7 @@ use std::future::Future;
 use std::ops::{Add, Sub};
 use std::time::Duration;
 
-use crate::cancel::CancelScope;
+use crate::cancel::Scoped;
 use crate::error::{Error, Result};
 use crate::runtime;
 
@@ -210,7 +210,7 @@ pub async fn move_on_at<T, F>(deadline: Instant, fut: F) -> Result<Option<T>>
 where
     F: Future<Output = Result<T>>,
 {
-    CancelScope::with_deadline(deadline).run(fut).await
+    Scoped::private(deadline, None, fut).await
 }
 
 /// Like [`move_on_at`], with the deadline `duration` from now.
@@ -223,7 +223,7 @@ pub async fn move_on_after<T, F>(duration: Duration, fut: F) -> Result<Option<T>
 where
     F: Future<Output = Result<T>>,
 {
-    CancelScope::with_timeout(duration).run(fut).await
+    Scoped::private(Instant::MAX, Some(duration), fut).await
 }
 
 /// Runs `fut` with a deadline; if the deadline cancels it, fails with
@@ -239,7 +239,7 @@ pub async fn fail_at<T, F>(deadline: Instant, fut: F) -> Result<T>
 where
     F: Future<Output = Result<T>>,
 {
-    CancelScope::with_deadline(deadline).run(fut).await?.ok_or(Error::TooSlow)
+    Scoped::private(deadline, None, fut).await?.ok_or(Error::TooSlow)
 }
 
 /// Like [`fail_at`], with the deadline `duration` from now.
@@ -254,7 +254,7 @@ pub async fn fail_after<T, F>(duration: Duration, fut: F) -> Result<T>
 where
     F: Future<Output = Result<T>>,
 {
-    CancelScope::with_timeout(duration).run(fut).await?.ok_or(Error::TooSlow)
+    Scoped::private(Instant::MAX, Some(duration), fut).await?.ok_or(Error::TooSlow)
 }
 
 /// The deadline that applies at this point: the earliest deadline of the

@@ -119,3 +119,30 @@ fn park_unpark_ping_pong_does_not_allocate() {
     });
     assert_eq!(counted, Some(0));
 }
+
+/// The deadline helpers enter a scope no handle can reach: its state lives
+/// in the runtime's record, so entering and leaving allocates nothing
+/// (issue 20: a `CancelScope` handle is an `Rc`, one allocation per scope).
+/// Both a body that finishes at once and one that waits (its deadline goes
+/// into the timer map) are counted, after warm-up rounds have grown the
+/// run's tables.
+#[test]
+fn deadline_helpers_do_not_allocate() {
+    let counted = run(async {
+        let mut before = 0;
+        for round in 0..1_100 {
+            if round == 100 {
+                before = allocs();
+            }
+            let fast = trio::move_on_after(Duration::from_secs(5), async { Ok(round) }).await?;
+            assert_eq!(fast, Some(round));
+            let waited = trio::fail_after(Duration::from_secs(5), checkpoint()).await;
+            assert!(waited.is_ok());
+            let deadline = trio::current_time()? + Duration::from_secs(1);
+            let caught = trio::move_on_at(deadline, trio::sleep(Duration::from_secs(2))).await?;
+            assert!(caught.is_none(), "the deadline fires first (mock clock)");
+        }
+        Ok(allocs() - before)
+    });
+    assert_eq!(counted, 0);
+}

@@ -44,7 +44,7 @@ use crate::error::{CancelReason, CancelSource, Error, Result};
 use crate::time::{Clock, Instant, SystemClock};
 
 pub(crate) use park::{AbortFn, LotCore, ParkRec, ParkState, run_pending_aborts};
-pub(crate) use scopes::{CancelFlag, ScopeRec};
+pub(crate) use scopes::{CancelFlag, ScopeRec, ScopeStateRef};
 pub(crate) use tasks::{NodeKind, NurseryRec, TaskRec};
 use waker::{RunId, Shared};
 
@@ -407,7 +407,7 @@ impl RunOptions {
         };
         let root = rt.insert_root("<main>");
         rt.root = root;
-        rt.root_scope = rt.insert_scope(Rc::new(ScopeState::new()), NONE, false, None);
+        rt.root_scope = rt.insert_scope(ScopeStateRef::Inline(ScopeState::new()), NONE, false, None);
         let cell = RefCell::new(rt);
 
         CURRENT.with(|c| c.set(&cell));

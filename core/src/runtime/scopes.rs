@@ -28,10 +28,33 @@ pub(crate) struct ScopeRec {
     /// A future deadline not yet in the timer map (a lazily entered scope
     /// whose body has not waited yet; see `arm_timer`).
     pub(crate) unarmed: bool,
-    pub(crate) state: Rc<ScopeState>,
+    pub(crate) state: ScopeStateRef,
     /// Flags that mirror `effectively_cancelled` for other threads (a
     /// `to_thread` worker's `from_thread::check_cancelled`).
     pub(crate) observers: Vec<Arc<CancelFlag>>,
+}
+
+/// A scope record's state: shared with a [`CancelScope`] handle, or, for a
+/// scope no handle can reach (`move_on_after`, `fail_after` and the other
+/// deadline helpers), kept in the record itself, so entering and leaving
+/// such a scope allocates nothing.
+///
+/// [`CancelScope`]: crate::CancelScope
+pub(crate) enum ScopeStateRef {
+    Shared(Rc<ScopeState>),
+    Inline(ScopeState),
+}
+
+impl std::ops::Deref for ScopeStateRef {
+    type Target = ScopeState;
+
+    #[inline]
+    fn deref(&self) -> &ScopeState {
+        match self {
+            ScopeStateRef::Shared(s) => s,
+            ScopeStateRef::Inline(s) => s,
+        }
+    }
 }
 
 /// A scope's cancellation as another thread sees it: whether it is
@@ -69,7 +92,7 @@ impl Runtime {
     /// the clock if the caller just read it.
     pub(crate) fn insert_scope(
         &mut self,
-        state: Rc<ScopeState>,
+        state: ScopeStateRef,
         parent: usize,
         lazy: bool,
         now: Option<Instant>,
