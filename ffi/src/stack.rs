@@ -1,14 +1,14 @@
 //! The stacks of C tasks: sizes, the guard region below each stack, the
 //! budget of memory mappings they may hold, and the stack-overflow handler.
 //!
-//! A stack is one anonymous mapping: `guard` bytes of `PROT_NONE` at the
-//! bottom (address space only: no memory, no commit charge) and `size`
-//! bytes of read-write stack above it, so two kernel mappings (VMAs). The
-//! guard is 1 MiB by default, so that a frame with a large local array
-//! (which moves the stack pointer past the whole guard at once when the
-//! C code was built without `-fstack-clash-protection`) faults in the
-//! guard instead of writing into whatever lies below it, such as another
-//! task's stack.
+//! On Unix a stack is one anonymous mapping: `guard` bytes of `PROT_NONE`
+//! at the bottom (address space only: no memory, no commit charge) and
+//! `size` bytes of read-write stack above it, so two kernel mappings
+//! (VMAs). The guard is 1 MiB by default, so that a frame with a large
+//! local array (which moves the stack pointer past the whole guard at once
+//! when the C code was built without `-fstack-clash-protection`) faults in
+//! the guard instead of writing into whatever lies below it, such as
+//! another task's stack.
 //!
 //! The mappings held by stacks are counted: spawning refuses with
 //! `TRIO_ENOMEM` once they would leave fewer than a reserve of
@@ -20,6 +20,21 @@
 //! region (a stack overflow) from any other: it writes one line naming the
 //! task and its stack size and aborts; other faults go to the handler that
 //! was there before (or the default action).
+//!
+//! On Windows a stack is one `VirtualAlloc` reservation: the guard region
+//! (reserved, never committed) at the bottom, then the stack laid out as
+//! Windows lays out a thread's (hard guard page, guarantee, `PAGE_GUARD`
+//! pages, committed top; see [`TaskStack`]), so it grows as a thread's
+//! stack does and its end raises `EXCEPTION_STACK_OVERFLOW` with the
+//! guarantee left to the handlers. A vectored exception handler tells an
+//! overflow of the running C task's stack (or an access violation in its
+//! guard region) from any other exception: it writes the same line and
+//! ends the process with `STATUS_STACK_OVERFLOW` (0xC00000FD); other
+//! exceptions go on to the other handlers. The compilers for Windows probe
+//! every frame larger than a page, so large frames reach the guard pages;
+//! the guard region keeps frames built without probes from writing below
+//! the stack (the process then dies without the line: no handler can run
+//! on a stack pointer in uncommitted memory).
 
 use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
