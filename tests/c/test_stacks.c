@@ -264,8 +264,9 @@ static void func_hex(trio_task_fn f, char *buf, size_t len) {
 }
 
 /* A task with a 320 KiB local array on a 256 KiB stack, and a sibling
- * whose stack is made right after (so it lies just below, where the array
- * reaches past a one-page guard) with a canary on it. */
+ * whose stack is made right after (on Linux it lies just below, where the
+ * array reaches past a one-page guard) with a canary on it. On Windows the
+ * frame's probes reach the stack's end before the frame is used. */
 #define CANARY_SIZE (64 * 1024)
 static trio_handle_t big_go, big_done;
 
