@@ -108,8 +108,10 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
 /// thread (default 256 KiB; rounded up to whole pages). Below each stack
 /// lies its guard region (`trio_set_stack_guard_size`). A task that
 /// overflows its stack into the guard region ends the process: one line on
-/// stderr names the task and its stack size, then `abort()` (see "Stacks"
-/// in `ffi/README.md`).
+/// stderr names the task and its stack size, then `abort()` (on Windows,
+/// where the stack ends at the system's guard pages above the guard
+/// region, the process ends with status 0xC00000FD, `STATUS_STACK_OVERFLOW`;
+/// see "Stacks" in `ffi/README.md`).
 ///
 /// Does not block; any thread, inside or outside a run. Returns 0, or
 /// `TRIO_EINVAL` if `size` is below 16 KiB or above 1 GiB (64 MiB on
@@ -122,10 +124,11 @@ pub extern "C" fn trio_set_stack_size(size: usize) -> c_int {
 /// Sets the size, in bytes, of the guard region below the stack of each C
 /// task created from now on by this thread (default 1 MiB, 64 KiB on
 /// 32-bit systems; rounded up to whole pages). The guard region is address
-/// space only (`PROT_NONE`: no memory is used): a frame that moves the
-/// stack pointer by less than the guard region faults there instead of
-/// writing into memory below it, even in C code built without
-/// `-fstack-clash-protection`.
+/// space only (`PROT_NONE`; on Windows reserved, never committed: no memory
+/// is used): a frame that moves the stack pointer by less than the guard
+/// region faults there instead of writing into memory below it, even in C
+/// code built without `-fstack-clash-protection` (on Windows, whose
+/// compilers probe every frame larger than a page, without the probes).
 ///
 /// Does not block; any thread, inside or outside a run. Returns 0, or
 /// `TRIO_EINVAL` if `size` is below 4 KiB or above 1 GiB (64 MiB on 32-bit

@@ -1,14 +1,14 @@
 //! The stacks of C tasks: sizes, the guard region below each stack, the
 //! budget of memory mappings they may hold, and the stack-overflow handler.
 //!
-//! A stack is one anonymous mapping: `guard` bytes of `PROT_NONE` at the
-//! bottom (address space only: no memory, no commit charge) and `size`
-//! bytes of read-write stack above it, so two kernel mappings (VMAs). The
-//! guard is 1 MiB by default, so that a frame with a large local array
-//! (which moves the stack pointer past the whole guard at once when the
-//! C code was built without `-fstack-clash-protection`) faults in the
-//! guard instead of writing into whatever lies below it, such as another
-//! task's stack.
+//! On Unix a stack is one anonymous mapping: `guard` bytes of `PROT_NONE`
+//! at the bottom (address space only: no memory, no commit charge) and
+//! `size` bytes of read-write stack above it, so two kernel mappings
+//! (VMAs). The guard is 1 MiB by default, so that a frame with a large
+//! local array (which moves the stack pointer past the whole guard at once
+//! when the C code was built without `-fstack-clash-protection`) faults in
+//! the guard instead of writing into whatever lies below it, such as
+//! another task's stack.
 //!
 //! The mappings held by stacks are counted: spawning refuses with
 //! `TRIO_ENOMEM` once they would leave fewer than a reserve of
@@ -20,6 +20,21 @@
 //! region (a stack overflow) from any other: it writes one line naming the
 //! task and its stack size and aborts; other faults go to the handler that
 //! was there before (or the default action).
+//!
+//! On Windows a stack is one `VirtualAlloc` reservation: the guard region
+//! (reserved, never committed) at the bottom, then the stack laid out as
+//! Windows lays out a thread's (hard guard page, guarantee, `PAGE_GUARD`
+//! pages, committed top; see [`TaskStack`]), so it grows as a thread's
+//! stack does and its end raises `EXCEPTION_STACK_OVERFLOW` with the
+//! guarantee left to the handlers. A vectored exception handler tells an
+//! overflow of the running C task's stack (or an access violation in its
+//! guard region) from any other exception: it writes the same line and
+//! ends the process with `STATUS_STACK_OVERFLOW` (0xC00000FD); other
+//! exceptions go on to the other handlers. The compilers for Windows probe
+//! every frame larger than a page, so large frames reach the guard pages;
+//! the guard region keeps frames built without probes from writing below
+//! the stack (the process then dies without the line: no handler can run
+//! on a stack pointer in uncommitted memory).
 
 use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
@@ -193,7 +208,6 @@ fn page_size() -> usize {
 
 /// `n` rounded up to a multiple of `page` (a power of two); `None` on
 /// overflow.
-#[cfg(unix)]
 fn round_up(n: usize, page: usize) -> Option<usize> {
     Some(n.checked_add(page - 1)? & !(page - 1))
 }
@@ -293,54 +307,185 @@ unsafe impl corosensei::stack::Stack for TaskStack {
     }
 }
 
-/// Elsewhere (Windows): corosensei's stack, whose guard is the system's.
-#[cfg(not(unix))]
-pub(crate) struct TaskStack(corosensei::stack::DefaultStack);
+/// The bytes of stack a stack overflow leaves to the exception handlers on
+/// Windows (each task stack's `TEB.GuaranteedStackBytes`; more if the
+/// thread's `SetThreadStackGuarantee` asks more): room for the exception
+/// dispatch and libtrio's handler, which writes the overflow line.
+#[cfg(windows)]
+const GUARANTEE: usize = 16 * 1024;
 
-#[cfg(not(unix))]
+/// The page size.
+#[cfg(windows)]
+fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+        // SAFETY: GetSystemInfo fills the struct it is given.
+        let info = unsafe {
+            let mut info: SYSTEM_INFO = std::mem::zeroed();
+            GetSystemInfo(&mut info);
+            info
+        };
+        usize::try_from(info.dwPageSize).ok().filter(|p| p.is_power_of_two()).unwrap_or(4096)
+    })
+}
+
+/// A C task's stack on Windows: one `VirtualAlloc` reservation, laid out
+/// (low to high) as
+///
+/// - `guard` bytes of guard region: reserved, never committed (no memory,
+///   no commit charge; any access faults);
+/// - one reserved page, Windows' "hard guard page" (`TEB.DeallocationStack`
+///   points at it);
+/// - the guarantee ([`GUARANTEE`]) and two pages: committed as
+///   `PAGE_GUARD` when the stack is new;
+/// - `size` bytes of stack, of which the top page is committed.
+///
+/// The stack grows as Windows grows a thread's stack: touching the
+/// `PAGE_GUARD` page below the committed part commits it and moves the
+/// guard page down (the TEB fields are the task's while it runs; corosensei
+/// switches them). When the stack has grown down to the guarantee, the
+/// system raises `EXCEPTION_STACK_OVERFLOW` and commits the guarantee for
+/// the handlers: libtrio's writes the line (see [`prepare_thread`]). Frames
+/// larger than a page are probed page by page by the compilers
+/// (`__chkstk` / `___chkstk_ms`, always on for Windows targets), so a large
+/// frame reaches the guard page instead of jumping past it; code built
+/// without the probes (`-mno-stack-arg-probe`) that jumps past the guard
+/// page lands in reserved memory (the rest of the stack's reservation or
+/// the guard region) and faults instead of writing into another task's
+/// stack.
+#[cfg(windows)]
+pub(crate) struct TaskStack {
+    /// The reservation's lowest address (the guard region's bottom).
+    low: usize,
+    /// The whole reservation's length.
+    len: usize,
+    /// The guard region's length (page multiple).
+    guard: usize,
+    /// The usable stack's size (page multiple).
+    size: usize,
+    /// `TEB.StackLimit`: the lowest committed page (not counting the guard
+    /// pages) as the stack has grown; corosensei updates it.
+    stack_limit: usize,
+    /// `TEB.GuaranteedStackBytes`.
+    guarantee: usize,
+}
+
+#[cfg(windows)]
 impl TaskStack {
-    pub(crate) fn new(size: usize, _guard: usize) -> Result<TaskStack, i32> {
+    /// A new stack of at least `size` usable bytes over a guard region of at
+    /// least `guard` bytes. `Err(TRIO_ENOMEM)` (detail recorded) if the
+    /// mapping budget is spent or the system refuses.
+    pub(crate) fn new(size: usize, guard: usize) -> Result<TaskStack, i32> {
+        use windows_sys::Win32::System::Memory::{
+            MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_GUARD, PAGE_READWRITE, VirtualAlloc, VirtualFree,
+        };
+        let page = page_size();
+        let guarantee = round_up(thread_guarantee().max(GUARANTEE), page).unwrap_or(GUARANTEE);
+        // Windows' hard guard page, the guarantee and two guard pages.
+        let extra = page + guarantee + 2 * page;
+        let sizes = round_up(size.max(MIN_STACK_SIZE), page)
+            .zip(round_up(guard.max(page), page))
+            .and_then(|(s, g)| Some((s, g, s.checked_add(g)?.checked_add(extra)?)));
+        let Some((size, guard, len)) = sizes else {
+            return Err(error::set_error(
+                error::TRIO_ENOMEM,
+                format_args!("cannot make a task stack of {size} bytes with a {guard}-byte guard: too large"),
+            ));
+        };
         acquire_mappings()?;
-        corosensei::stack::DefaultStack::new(size).map(TaskStack).map_err(|e| {
+        let fail = |what: &str| {
+            let e = std::io::Error::last_os_error();
             release_mappings();
-            error::set_error(error::TRIO_ENOMEM, format_args!("cannot make a task stack: {e}"))
-        })
+            error::set_error(
+                error::TRIO_ENOMEM,
+                format_args!("cannot make a task stack of {size} bytes with a {guard}-byte guard ({what}: {e})"),
+            )
+        };
+        // SAFETY: a fresh reservation; only its own pages are committed.
+        unsafe {
+            // Reserved read-write, as Windows reserves a thread's stack:
+            // Wine commits the pages the stack grows into with the
+            // reservation's protection (`PAGE_NOACCESS` would make the
+            // grown pages fault). Reserved memory is not accessible
+            // either way until committed, and the guard region never is.
+            let mem = VirtualAlloc(std::ptr::null(), len, MEM_RESERVE, PAGE_READWRITE);
+            if mem.is_null() {
+                return Err(fail("VirtualAlloc"));
+            }
+            let top = mem as usize + len;
+            let stack_limit = top - page;
+            let soft = 2 * page + guarantee;
+            if VirtualAlloc(stack_limit as *const _, page, MEM_COMMIT, PAGE_READWRITE).is_null()
+                || VirtualAlloc((stack_limit - soft) as *const _, soft, MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD)
+                    .is_null()
+            {
+                let err = fail("VirtualAlloc (commit)");
+                VirtualFree(mem, 0, MEM_RELEASE);
+                return Err(err);
+            }
+            Ok(TaskStack { low: mem as usize, len, guard, size, stack_limit, guarantee })
+        }
     }
 
+    /// The guard region: `[start, end)` (Windows' hard guard page lies just
+    /// above it).
     pub(crate) fn guard_range(&self) -> (usize, usize) {
-        (0, 0)
+        (self.low, self.low + self.guard)
     }
 
+    /// The usable stack's size.
     pub(crate) fn usable(&self) -> usize {
-        use corosensei::stack::Stack;
-        self.0.base().get() - self.0.limit().get()
+        self.size
     }
 }
 
-#[cfg(not(unix))]
+/// The calling thread's stack guarantee (`SetThreadStackGuarantee`).
+#[cfg(windows)]
+fn thread_guarantee() -> usize {
+    let mut bytes: u32 = 0;
+    // SAFETY: with 0 it only reads the thread's value.
+    unsafe { windows_sys::Win32::System::Threading::SetThreadStackGuarantee(&mut bytes) };
+    bytes as usize
+}
+
+#[cfg(windows)]
 impl Drop for TaskStack {
     fn drop(&mut self) {
+        use windows_sys::Win32::System::Memory::{MEM_RELEASE, VirtualFree};
+        // SAFETY: the reservation is ours and no coroutine runs on it any
+        // more.
+        unsafe { VirtualFree(self.low as *mut _, 0, MEM_RELEASE) };
         release_mappings();
     }
 }
 
-// SAFETY: forwards to the stack it wraps.
-#[cfg(not(unix))]
+// SAFETY: `base` is the reservation's top (page aligned), `limit` its
+// bottom, guard included; the usable part is at least `MIN_STACK_SIZE`. The
+// TEB fields describe the stack above the guard region as Windows describes
+// a thread's stack.
+#[cfg(windows)]
 unsafe impl corosensei::stack::Stack for TaskStack {
     fn base(&self) -> corosensei::stack::StackPointer {
-        self.0.base()
+        corosensei::stack::StackPointer::new(self.low + self.len).expect("a reservation is not at address 0")
     }
 
     fn limit(&self) -> corosensei::stack::StackPointer {
-        self.0.limit()
+        corosensei::stack::StackPointer::new(self.low).expect("a reservation is not at address 0")
     }
 
     fn teb_fields(&self) -> corosensei::stack::StackTebFields {
-        self.0.teb_fields()
+        corosensei::stack::StackTebFields {
+            StackBase: self.low + self.len,
+            StackLimit: self.stack_limit,
+            DeallocationStack: self.low + self.guard,
+            GuaranteedStackBytes: self.guarantee,
+        }
     }
 
     fn update_teb_fields(&mut self, stack_limit: usize, guaranteed_stack_bytes: usize) {
-        self.0.update_teb_fields(stack_limit, guaranteed_stack_bytes)
+        self.stack_limit = stack_limit;
+        self.guarantee = guaranteed_stack_bytes;
     }
 }
 
@@ -349,12 +494,15 @@ unsafe impl corosensei::stack::Stack for TaskStack {
 
 /// What the fault handler knows of the C task running on this thread.
 #[derive(Clone, Copy, Default)]
-#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) struct Running {
     /// Its guard region, `[guard_start, guard_end)`; empty when no C task
     /// runs.
     pub(crate) guard_start: usize,
     pub(crate) guard_end: usize,
+    /// The top of its stack (Windows tells an overflow by the stack it
+    /// happened on).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub(crate) top: usize,
     /// Its usable stack size.
     pub(crate) size: usize,
     /// Its id and its function's address.
@@ -365,7 +513,7 @@ pub(crate) struct Running {
 thread_local! {
     /// The C task running on this thread (read by the fault handler).
     static RUNNING: Cell<Running> = const {
-        Cell::new(Running { guard_start: 0, guard_end: 0, size: 0, id: 0, func: 0 })
+        Cell::new(Running { guard_start: 0, guard_end: 0, top: 0, size: 0, id: 0, func: 0 })
     };
 }
 
@@ -383,29 +531,103 @@ pub(crate) fn leave(prev: Running) {
 /// Makes the calling thread ready to run C tasks: installs the process's
 /// fault handler (once) and, if the thread has none, an alternate signal
 /// stack (removed again when the returned value is dropped).
+///
+/// On Windows the handler is a vectored exception handler, added once per
+/// process (first in the list) by the first run; there is no alternate
+/// stack (the system leaves the stack's guarantee to handlers: see
+/// [`TaskStack`]).
 pub(crate) fn prepare_thread() -> AltStack {
     #[cfg(unix)]
     {
         handler::install();
         handler::alt_stack()
     }
-    #[cfg(not(unix))]
-    AltStack
+    #[cfg(windows)]
+    {
+        win_handler::install();
+        AltStack
+    }
 }
 
-/// The alternate signal stack this thread got from [`prepare_thread`].
-#[cfg(not(unix))]
+/// Windows has no alternate signal stack: nothing to undo.
+#[cfg(windows)]
 pub(crate) struct AltStack;
 
 #[cfg(unix)]
 pub(crate) use handler::AltStack;
+
+/// A line in a fixed buffer (no allocation: it is written from a signal or
+/// exception handler, on what is left of a stack).
+struct Line {
+    buf: [u8; 320],
+    len: usize,
+}
+
+impl Line {
+    fn byte(&mut self, b: u8) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+    }
+
+    fn text(&mut self, s: &str) {
+        for &b in s.as_bytes() {
+            self.byte(b);
+        }
+    }
+
+    fn num(&mut self, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[i..] {
+            self.byte(d);
+        }
+    }
+
+    fn hex(&mut self, n: usize) {
+        self.text("0x");
+        let mut started = false;
+        for shift in (0..usize::BITS).step_by(4).rev() {
+            let d = (n >> shift) & 0xf;
+            if d != 0 || started || shift == 0 {
+                started = true;
+                self.byte(b"0123456789abcdef"[d]);
+            }
+        }
+    }
+}
+
+/// The overflow line up to the fault's place: "trio: stack overflow in C
+/// task ID (function 0x...): its stack is N bytes (trio_set_stack_size),
+/// the fault at 0x... ".
+fn overflow_line(r: &Running, addr: usize) -> Line {
+    let mut line = Line { buf: [0; 320], len: 0 };
+    line.text("trio: stack overflow in C task ");
+    line.num(r.id);
+    line.text(" (function ");
+    line.hex(r.func);
+    line.text("): its stack is ");
+    line.num(r.size);
+    line.text(" bytes (trio_set_stack_size), the fault at ");
+    line.hex(addr);
+    line
+}
 
 #[cfg(unix)]
 mod handler {
     use std::ffi::{c_int, c_void};
     use std::sync::OnceLock;
 
-    use super::{HELD, RUNNING, Running};
+    use super::{HELD, RUNNING, Running, overflow_line};
 
     /// The handlers that were there before ours (for `SIGSEGV`, `SIGBUS`).
     static PREV: [OnceLock<libc::sigaction>; 2] = [OnceLock::new(), OnceLock::new()];
@@ -499,56 +721,6 @@ mod handler {
         }
     }
 
-    /// A line in a fixed buffer (no allocation: this runs in a signal
-    /// handler).
-    struct Line {
-        buf: [u8; 320],
-        len: usize,
-    }
-
-    impl Line {
-        fn byte(&mut self, b: u8) {
-            if self.len < self.buf.len() {
-                self.buf[self.len] = b;
-                self.len += 1;
-            }
-        }
-
-        fn text(&mut self, s: &str) {
-            for &b in s.as_bytes() {
-                self.byte(b);
-            }
-        }
-
-        fn num(&mut self, mut n: usize) {
-            let mut digits = [0u8; 20];
-            let mut i = digits.len();
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            for &d in &digits[i..] {
-                self.byte(d);
-            }
-        }
-
-        fn hex(&mut self, n: usize) {
-            self.text("0x");
-            let mut started = false;
-            for shift in (0..usize::BITS).step_by(4).rev() {
-                let d = (n >> shift) & 0xf;
-                if d != 0 || started || shift == 0 {
-                    started = true;
-                    self.byte(b"0123456789abcdef"[d]);
-                }
-            }
-        }
-    }
-
     /// The fault handler: a fault in the running C task's guard region is
     /// its stack overflowing (one line on stderr, then abort); any other
     /// goes to the previous handler.
@@ -560,15 +732,7 @@ mod handler {
         let running =
             if HELD.load(std::sync::atomic::Ordering::Relaxed) > 0 { RUNNING.try_with(|c| c.get()).ok() } else { None };
         if let Some(r) = running.filter(|r: &Running| (r.guard_start..r.guard_end).contains(&addr)) {
-            let mut line = Line { buf: [0; 320], len: 0 };
-            line.text("trio: stack overflow in C task ");
-            line.num(r.id);
-            line.text(" (function ");
-            line.hex(r.func);
-            line.text("): its stack is ");
-            line.num(r.size);
-            line.text(" bytes (trio_set_stack_size), the fault at ");
-            line.hex(addr);
+            let mut line = overflow_line(&r, addr);
             line.text(" is in the ");
             line.num(r.guard_end - r.guard_start);
             line.text("-byte guard region below it; aborting\n");
@@ -617,6 +781,99 @@ mod handler {
     }
 }
 
+#[cfg(windows)]
+mod win_handler {
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering;
+
+    use windows_sys::Win32::Foundation::{EXCEPTION_ACCESS_VIOLATION, EXCEPTION_STACK_OVERFLOW};
+    use windows_sys::Win32::Storage::FileSystem::WriteFile;
+    use windows_sys::Win32::System::Console::{GetStdHandle, STD_ERROR_HANDLE};
+    use windows_sys::Win32::System::Diagnostics::Debug::{
+        AddVectoredExceptionHandler, CONTEXT, EXCEPTION_CONTINUE_SEARCH, EXCEPTION_POINTERS,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, TerminateProcess};
+
+    use super::{HELD, RUNNING, Running, overflow_line, page_size};
+
+    /// The exit status of a process a C task's stack overflow ends:
+    /// `STATUS_STACK_OVERFLOW`, as for any unhandled stack overflow.
+    pub(super) const EXIT_STATUS: u32 = 0xC000_00FD;
+
+    /// Adds the handler, once per process, first in the list.
+    pub(super) fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // The page size is read now, not in the handler.
+            let _ = page_size();
+            // SAFETY: the handler has the PVECTORED_EXCEPTION_HANDLER
+            // signature and lives as long as the process; it is never
+            // removed.
+            unsafe { AddVectoredExceptionHandler(1, Some(on_exception)) };
+        });
+    }
+
+    /// The stack pointer when the exception happened.
+    fn stack_pointer(ctx: &CONTEXT) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        return ctx.Rsp as usize;
+        #[cfg(target_arch = "aarch64")]
+        return ctx.Sp as usize;
+        #[cfg(target_arch = "x86")]
+        return ctx.Esp as usize;
+    }
+
+    /// The handler: `EXCEPTION_STACK_OVERFLOW` on the running C task's
+    /// stack, or an access violation in its guard region (or the hard
+    /// guard page above it), is its stack overflowing: one line on stderr,
+    /// then the process ends with `STATUS_STACK_OVERFLOW`. Anything else
+    /// goes on to the other handlers.
+    unsafe extern "system" fn on_exception(info: *mut EXCEPTION_POINTERS) -> i32 {
+        // SAFETY: the system passes a valid record and context.
+        let (rec, ctx) = unsafe { (&*(*info).ExceptionRecord, &*(*info).ContextRecord) };
+        let code = rec.ExceptionCode;
+        if (code != EXCEPTION_STACK_OVERFLOW && code != EXCEPTION_ACCESS_VIOLATION) || HELD.load(Ordering::Relaxed) == 0
+        {
+            return EXCEPTION_CONTINUE_SEARCH;
+        }
+        let Some(r) = RUNNING.try_with(Cell::get).ok().filter(|r: &Running| r.func != 0) else {
+            return EXCEPTION_CONTINUE_SEARCH;
+        };
+        // The address accessed (both codes carry it).
+        let addr = if rec.NumberParameters >= 2 { rec.ExceptionInformation[1] } else { 0 };
+        let sp = stack_pointer(ctx);
+        let on_its_stack = |a: usize| (r.guard_start..r.top).contains(&a);
+        let in_guard = (r.guard_start..r.guard_end + page_size()).contains(&addr);
+        let mut line = if code == EXCEPTION_STACK_OVERFLOW && (on_its_stack(addr) || on_its_stack(sp)) {
+            let mut line = overflow_line(&r, if on_its_stack(addr) { addr } else { sp });
+            line.text(" is at its end, above its ");
+            line.num(r.guard_end - r.guard_start);
+            line.text("-byte guard region");
+            line
+        } else if code == EXCEPTION_ACCESS_VIOLATION && in_guard {
+            let mut line = overflow_line(&r, addr);
+            line.text(" is in the ");
+            line.num(r.guard_end - r.guard_start);
+            line.text("-byte guard region below it");
+            line
+        } else {
+            return EXCEPTION_CONTINUE_SEARCH;
+        };
+        line.text("; ending the process with status 0xc00000fd (STATUS_STACK_OVERFLOW)\n");
+        // SAFETY: plain calls on the process's own handles; the line is
+        // written whole or not at all, and the process ends here.
+        unsafe {
+            let err = GetStdHandle(STD_ERROR_HANDLE);
+            let mut written = 0u32;
+            if !err.is_null() {
+                WriteFile(err, line.buf.as_ptr(), line.len as u32, &mut written, std::ptr::null_mut());
+            }
+            TerminateProcess(GetCurrentProcess(), EXIT_STATUS);
+        }
+        EXCEPTION_CONTINUE_SEARCH
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,14 +892,38 @@ mod tests {
 
     #[test]
     fn a_stack_has_its_guard_below() {
+        use corosensei::stack::Stack;
         let s = TaskStack::new(MIN_STACK_SIZE, DEFAULT_GUARD_SIZE).expect("a stack");
         let (g0, g1) = s.guard_range();
-        if cfg!(unix) {
-            assert_eq!(g1 - g0, DEFAULT_GUARD_SIZE);
-            assert_eq!(s.usable(), MIN_STACK_SIZE);
-            use corosensei::stack::Stack;
-            assert_eq!(s.limit().get(), g0);
-            assert_eq!(s.base().get(), g1 + MIN_STACK_SIZE);
+        assert_eq!(g1 - g0, DEFAULT_GUARD_SIZE);
+        assert_eq!(s.usable(), MIN_STACK_SIZE);
+        assert_eq!(s.limit().get(), g0);
+        #[cfg(unix)]
+        assert_eq!(s.base().get(), g1 + MIN_STACK_SIZE);
+        #[cfg(windows)]
+        {
+            use windows_sys::Win32::System::Memory::{MEM_RESERVE, MEMORY_BASIC_INFORMATION, VirtualQuery};
+            let page = page_size();
+            let teb = s.teb_fields();
+            // Windows' hard guard page, the guarantee and two guard pages
+            // lie between the guard region and the usable stack.
+            assert_eq!(teb.DeallocationStack, g1);
+            assert_eq!(teb.StackBase, s.base().get());
+            assert!(teb.GuaranteedStackBytes >= GUARANTEE);
+            assert_eq!(teb.StackBase - g1 - page - teb.GuaranteedStackBytes - 2 * page, MIN_STACK_SIZE);
+            assert_eq!(teb.StackLimit, teb.StackBase - page);
+            // The guard region and the hard guard page are reserved, never
+            // committed: one reserved region from the bottom.
+            // SAFETY: VirtualQuery only writes the struct it is given.
+            let info = unsafe {
+                let mut info: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+                let n = VirtualQuery(g0 as *const _, &mut info, std::mem::size_of::<MEMORY_BASIC_INFORMATION>());
+                assert_ne!(n, 0);
+                info
+            };
+            assert_eq!(info.BaseAddress as usize, g0);
+            assert_eq!(info.State, MEM_RESERVE);
+            assert!(info.RegionSize >= DEFAULT_GUARD_SIZE + page, "{} bytes reserved", info.RegionSize);
         }
         drop(s);
     }

@@ -419,7 +419,14 @@ impl CTask {
         let stack_size = stack.base().get() - stack_bottom;
         let (guard_start, guard_end) = stack.guard_range();
         let id = next_id();
-        let running = stack::Running { guard_start, guard_end, size: stack.usable(), id, func: func as usize };
+        let running = stack::Running {
+            guard_start,
+            guard_end,
+            top: stack.base().get(),
+            size: stack.usable(),
+            id,
+            func: func as usize,
+        };
         let co = Coroutine::with_stack(stack, move |y: &Yielder<Resumed, Ask>, _first: Resumed| {
             asan::entered(std::ptr::null_mut());
             CURRENT.with(|c| c.set(y));

@@ -12,6 +12,11 @@
 //! `TRIO_C_TESTS=test_errors,cpp_include cargo test -p trio-ffi --test
 //! c_programs` runs only the programs named (a program made of
 //! `NAME_unit_*` files is named `NAME`).
+//!
+//! Unix only (gcc, the sanitizers, valgrind, libtrio.so): on Windows the C
+//! programs are built with mingw-w64 and run under Wine by
+//! `ffi/windows-c-tests.sh`.
+#![cfg(unix)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,19 +1,26 @@
 /* C task stacks: size and guard bounds, a large frame caught by the guard
  * region instead of corrupting a sibling's stack, the overflow handler's
  * line, other faults left alone, and the memory-mapping budget.
- * The crashing cases run in a forked child; the parent checks how it died
- * and what it printed. Prints "ok N - name" lines; exits 1 at the first
- * failure. */
+ * The crashing cases run in a child process: forked on Unix; on Windows the
+ * program itself run again as `test_stacks --child NAME`. The parent
+ * checks how it died (Unix: the signal; Windows: the exit status) and what
+ * it printed on stdout and stderr. Prints "ok N - name" lines; exits 1 at
+ * the first failure. */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <windows.h>
+#else
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 #include "libtrio.h"
 
@@ -25,7 +32,9 @@
 #define NOINLINE
 #endif
 /* The large frame must be built without stack-clash probes (the point is
- * that the guard region catches it without them). */
+ * that the guard region catches it without them). Compilers for Windows
+ * always probe a frame larger than a page (`___chkstk_ms`, `__chkstk`):
+ * there the probes walk it down into the guard page. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define NO_CLASH_PROBES __attribute__((optimize("no-stack-clash-protection")))
 #else
@@ -85,16 +94,93 @@ static void sizes_are_checked(void) {
 /* --- children that crash; the parent watches them --- */
 
 struct outcome {
-    int status;     /* from waitpid */
+#ifdef _WIN32
+    DWORD status; /* the exit status */
+#else
+    int status; /* from waitpid */
+#endif
     char out[4096]; /* the child's stdout and stderr */
 };
 
+#ifdef _WIN32
+/* How a process a stack overflow ends (STATUS_STACK_OVERFLOW) and one an
+ * unhandled access violation ends (STATUS_ACCESS_VIOLATION). */
+#define EXIT_OVERFLOW 0xC00000FDul
+#define EXIT_FAULT 0xC0000005ul
+
+static char self_path[MAX_PATH];
+
+/* Runs this program as `test_stacks --child NAME` with stdout and stderr
+ * in a pipe. */
+static void in_child(const char *name, void (*fn)(void), struct outcome *o) {
+    SECURITY_ATTRIBUTES sa;
+    STARTUPINFOA si;
+    PROCESS_INFORMATION pi;
+    HANDLE rd, wr;
+    char cmd[MAX_PATH + 64];
+    size_t len = 0;
+    DWORD got;
+    (void)fn;
+    fflush(stdout);
+    fflush(stderr);
+    memset(&sa, 0, sizeof sa);
+    sa.nLength = sizeof sa;
+    sa.bInheritHandle = TRUE;
+    if (!CreatePipe(&rd, &wr, &sa, 0) || !SetHandleInformation(rd, HANDLE_FLAG_INHERIT, 0)) {
+        printf("CreatePipe: error %lu\n", (unsigned long)GetLastError());
+        exit(1);
+    }
+    memset(&si, 0, sizeof si);
+    si.cb = sizeof si;
+    si.dwFlags = STARTF_USESTDHANDLES;
+    si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
+    si.hStdOutput = wr;
+    si.hStdError = wr;
+    snprintf(cmd, sizeof cmd, "\"%s\" --child %s", self_path, name);
+    if (!CreateProcessA(NULL, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
+        printf("CreateProcess %s: error %lu\n", cmd, (unsigned long)GetLastError());
+        exit(1);
+    }
+    CloseHandle(wr);
+    while (ReadFile(rd, o->out + len, (DWORD)(sizeof o->out - 1 - len), &got, NULL) && got > 0) {
+        len += got;
+        if (len == sizeof o->out - 1) {
+            char sink[256];
+            while (ReadFile(rd, sink, sizeof sink, &got, NULL) && got > 0) {
+            }
+            break;
+        }
+    }
+    o->out[len] = '\0';
+    CloseHandle(rd);
+    WaitForSingleObject(pi.hProcess, INFINITE);
+    if (!GetExitCodeProcess(pi.hProcess, &o->status)) o->status = 0;
+    CloseHandle(pi.hProcess);
+    CloseHandle(pi.hThread);
+}
+
+static int died_of_overflow(const struct outcome *o) {
+    return o->status == EXIT_OVERFLOW;
+}
+
+static int died_of_fault(const struct outcome *o) {
+    return o->status == EXIT_FAULT;
+}
+
+static void show_status(const struct outcome *o) {
+    printf("status 0x%lx", (unsigned long)o->status);
+}
+
+#define OVERFLOW_EXIT_NAME "status 0xC00000FD (STATUS_STACK_OVERFLOW)"
+#define FAULT_EXIT_NAME "status 0xC0000005 (STATUS_ACCESS_VIOLATION)"
+#else
 /* Runs `fn` in a forked child with stdout and stderr in a pipe. */
-static void in_child(void (*fn)(void), struct outcome *o) {
+static void in_child(const char *name, void (*fn)(void), struct outcome *o) {
     int fds[2];
     pid_t pid;
     size_t len = 0;
     ssize_t got;
+    (void)name;
     fflush(stdout);
     fflush(stderr);
     if (pipe(fds) != 0) {
@@ -136,10 +222,29 @@ static int died_of(const struct outcome *o, int sig) {
     return WIFSIGNALED(o->status) && WTERMSIG(o->status) == sig;
 }
 
-static void show(const char *what, const struct outcome *o) {
-    printf("# %s: status %d (signal %d, exit %d); output:\n", what, o->status,
-           WIFSIGNALED(o->status) ? WTERMSIG(o->status) : 0,
+static int died_of_overflow(const struct outcome *o) {
+    return died_of(o, SIGABRT);
+}
+
+#if !defined(__SANITIZE_ADDRESS__) /* ASan reports the fault itself */
+static int died_of_fault(const struct outcome *o) {
+    return died_of(o, SIGSEGV);
+}
+#endif
+
+static void show_status(const struct outcome *o) {
+    printf("status %d (signal %d, exit %d)", o->status, WIFSIGNALED(o->status) ? WTERMSIG(o->status) : 0,
            WIFEXITED(o->status) ? WEXITSTATUS(o->status) : -1);
+}
+
+#define OVERFLOW_EXIT_NAME "SIGABRT"
+#define FAULT_EXIT_NAME "SIGSEGV"
+#endif
+
+static void show(const char *what, const struct outcome *o) {
+    printf("# %s: ", what);
+    show_status(o);
+    printf("; output:\n");
     {
         const char *p = o->out;
         while (*p) {
@@ -155,12 +260,13 @@ static void show(const char *what, const struct outcome *o) {
 static void func_hex(trio_task_fn f, char *buf, size_t len) {
     uintptr_t v = 0;
     memcpy(&v, &f, sizeof f < sizeof v ? sizeof f : sizeof v);
-    snprintf(buf, len, "function 0x%lx", (unsigned long)v);
+    snprintf(buf, len, "function 0x%" PRIxPTR, v);
 }
 
 /* A task with a 320 KiB local array on a 256 KiB stack, and a sibling
- * whose stack is made right after (so it lies just below, where the array
- * reaches past a one-page guard) with a canary on it. */
+ * whose stack is made right after (on Linux it lies just below, where the
+ * array reaches past a one-page guard) with a canary on it. On Windows the
+ * frame's probes reach the stack's end before the frame is used. */
 #define CANARY_SIZE (64 * 1024)
 static trio_handle_t big_go, big_done;
 
@@ -208,17 +314,17 @@ static void child_big_frame(void) {
     int r = trio_run_mock_clock(big_main, NULL);
     printf("run returned %d\n", r);
     fflush(stdout);
-    _exit(r == 3 ? 3 : 0);
+    _Exit(r == 3 ? 3 : 0);
 }
 
 static void big_frame_is_caught(void) {
     struct outcome o;
     char fn[64];
-    in_child(child_big_frame, &o);
+    in_child("big", child_big_frame, &o);
     func_hex(big_task, fn, sizeof fn);
-    if (!died_of(&o, SIGABRT) || !strstr(o.out, "stack overflow in C task")) show("large frame", &o);
+    if (!died_of_overflow(&o) || !strstr(o.out, "stack overflow in C task")) show("large frame", &o);
     CHECK(!strstr(o.out, "CORRUPTED"), "a 320 KiB frame does not write into a sibling's stack");
-    CHECK(died_of(&o, SIGABRT), "it ends the process with SIGABRT");
+    CHECK(died_of_overflow(&o), "it ends the process with " OVERFLOW_EXIT_NAME);
     CHECK(strstr(o.out, "stack overflow in C task") && strstr(o.out, "262144 bytes") && strstr(o.out, fn) &&
               strstr(o.out, "1048576-byte guard region"),
           "one line names the task's function, its stack size and the guard region");
@@ -255,10 +361,10 @@ static void overflow_is_reported(void) {
     struct outcome o;
     char fn[64];
     const char *line;
-    in_child(child_recursion, &o);
+    in_child("overflow", child_recursion, &o);
     func_hex(recursing_task, fn, sizeof fn);
-    if (!died_of(&o, SIGABRT)) show("recursion", &o);
-    CHECK(died_of(&o, SIGABRT), "a task overflowing its stack ends the process with SIGABRT");
+    if (!died_of_overflow(&o)) show("recursion", &o);
+    CHECK(died_of_overflow(&o), "a task overflowing its stack ends the process with " OVERFLOW_EXIT_NAME);
     line = strstr(o.out, "trio: stack overflow in C task");
     CHECK(line && strstr(line, fn) && strstr(line, "its stack is 65536 bytes") && strchr(line, '\n'),
           "after one line on stderr naming the task and its stack size");
@@ -285,7 +391,7 @@ static void child_wild(void) {
 
 static void other_faults_pass_through(void) {
     struct outcome o;
-    in_child(child_wild, &o);
+    in_child("wild", child_wild, &o);
 #if defined(__SANITIZE_ADDRESS__)
     /* ASan's own handler (installed before ours) reports it and exits 1. */
     if (!(WIFEXITED(o.status) && WEXITSTATUS(o.status) != 0 && strstr(o.out, "AddressSanitizer")))
@@ -293,8 +399,8 @@ static void other_faults_pass_through(void) {
     CHECK(WIFEXITED(o.status) && WEXITSTATUS(o.status) != 0 && strstr(o.out, "AddressSanitizer"),
           "a wild write in a task reaches ASan's handler");
 #else
-    if (!died_of(&o, SIGSEGV)) show("wild write", &o);
-    CHECK(died_of(&o, SIGSEGV), "a wild write in a task still dies of SIGSEGV");
+    if (!died_of_fault(&o)) show("wild write", &o);
+    CHECK(died_of_fault(&o), "a wild write in a task still dies of " FAULT_EXIT_NAME);
 #endif
     CHECK(!strstr(o.out, "stack overflow"), "without a stack-overflow line");
 }
@@ -350,12 +456,34 @@ static void mapping_budget(void) {
     CHECK(trio_run(respawn_main, NULL) == 0, "and the next one too");
 }
 
-/* `test_stacks [sizes|big|overflow|wild|maps]` runs one part. */
+/* `test_stacks [sizes|big|overflow|wild|maps]` runs one part;
+ * `test_stacks --child big|overflow|wild` is the crashing process of a
+ * part (Windows runs it as a child; it works on Unix too). */
 int main(int argc, char **argv) {
     const char *only = argc > 1 ? argv[1] : NULL;
     /* Read by libtrio when it makes its first stack: lowers the mapping
      * limit it assumes (test-only; documented in ffi/README.md). */
+#ifdef _WIN32
+    _putenv("TRIO_MAX_MAP_COUNT=3000");
+    {
+        DWORD n = GetModuleFileNameA(NULL, self_path, sizeof self_path);
+        if (n == 0 || n >= sizeof self_path) {
+            printf("GetModuleFileName: error %lu\n", (unsigned long)GetLastError());
+            return 1;
+        }
+    }
+#else
     setenv("TRIO_MAX_MAP_COUNT", "3000", 1);
+#endif
+    if (only && !strcmp(only, "--child") && argc > 2) {
+        const char *name = argv[2];
+        if (!strcmp(name, "big")) child_big_frame();
+        else if (!strcmp(name, "overflow")) child_recursion();
+        else if (!strcmp(name, "wild")) child_wild();
+        else return 2;
+        fflush(stdout);
+        return 0;
+    }
     if (!only || !strcmp(only, "sizes")) sizes_are_checked();
     if (!only || !strcmp(only, "big")) big_frame_is_caught();
     if (!only || !strcmp(only, "overflow")) overflow_is_reported();
