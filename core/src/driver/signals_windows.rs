@@ -95,3 +95,44 @@ impl Drop for Registration {
 /// Re-raising is not possible for console events; an unread Ctrl-C is
 /// dropped when its receiver closes.
 pub(crate) fn raise(_sig: i32) {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Ctrl-Break reaches the listeners as Ctrl-C does (as `SIGINT`), and
+    /// other console events (closing the console, logging off) are left to
+    /// the next handler. The handler is called directly: Wine cannot send
+    /// a console Ctrl-Break to a process without a console
+    /// (`GenerateConsoleCtrlEvent` fails there), and `.ci/windows-ctrl-c`
+    /// covers a real Ctrl-C end to end.
+    #[test]
+    fn ctrl_break_is_delivered_as_sigint_and_other_events_are_not() {
+        use windows_sys::Win32::System::Console::CTRL_CLOSE_EVENT;
+        let got = Arc::new(AtomicUsize::new(0));
+        let seen = got.clone();
+        let registration = listen(
+            &[numbers::SIGINT],
+            Arc::new(move |sig| {
+                assert_eq!(sig, numbers::SIGINT);
+                seen.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .expect("adding the console handler");
+        // SAFETY: the handler is an ordinary function; Windows would call
+        // it the same way on its own thread.
+        unsafe {
+            assert_eq!(on_console_event(CTRL_BREAK_EVENT), TRUE);
+            assert_eq!(on_console_event(CTRL_C_EVENT), TRUE);
+            assert_eq!(on_console_event(CTRL_CLOSE_EVENT), FALSE);
+        }
+        assert_eq!(got.load(Ordering::SeqCst), 2);
+        drop(registration);
+        // SAFETY: as above. (Other tests' runs may listen meanwhile, so
+        // only this listener's count is checked.)
+        unsafe { on_console_event(CTRL_BREAK_EVENT) };
+        assert_eq!(got.load(Ordering::SeqCst), 2, "a dropped registration hears nothing");
+    }
+}
