@@ -8,7 +8,7 @@
 //! mock clock), gives the reader what it waits for: without the fix the
 //! read would return data late instead of hanging, and the test fails on
 //! the time or the result rather than blocking forever.
-#![cfg(not(target_os = "wasi"))]
+#![cfg(all(not(target_os = "wasi"), feature = "futures-io"))]
 
 mod util;
 
@@ -363,6 +363,7 @@ fn is_cancellation_looks_through_source_chains_and_io_errors() {
     assert!(!deep.is_cancellation());
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn futures_io_on_tls_reads_writes_and_ends_at_the_deadline() {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -653,37 +653,6 @@ fn pipe_to_a_child_that_closed_its_stdin_is_broken() {
     .unwrap();
 }
 
-#[cfg(feature = "futures-io")]
-#[test]
-fn pipes_implement_futures_io() {
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    let _g = shared();
-    trio::run(async {
-        let mut p = open_process(
-            &mut Command::new("/bin/cat"),
-            StdioOptions::new().stdin(Redirect::Pipe).stdout(Redirect::Pipe),
-        )?;
-        let mut stdin = p.stdin.take().unwrap();
-        let mut stdout = p.stdout.take().unwrap();
-        let data = pseudo_random(200_000);
-        let mut got = Vec::new();
-        open_nursery(async |n| {
-            n.spawn(async {
-                stdin.write_all(&data).await?;
-                stdin.close().await?;
-                Ok(())
-            });
-            stdout.read_to_end(&mut got).await?;
-            Ok(())
-        })
-        .await?;
-        assert!(got == data);
-        assert!(p.wait().await?.success());
-        Ok(())
-    })
-    .unwrap();
-}
-
 // ---- resources ----
 
 /// Descriptors open in this process.
