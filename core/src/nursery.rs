@@ -323,19 +323,18 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
             }) else {
                 break;
             };
+            let (batch, start) = batch;
             if aborts {
                 runtime::run_pending_aborts();
             }
-            if batch.is_empty() {
+            if batch.len() <= start {
                 let _ = runtime::with(|rt| rt.give_back_batch(batch));
                 break;
             }
-            let stopped = self.run_batch(&batch, host, body.as_mut(), out);
-            let _ = runtime::with(|rt| {
-                if let Some(i) = stopped {
-                    rt.requeue_front(self.key, &batch[i..]);
-                }
-                rt.give_back_batch(batch);
+            let stopped = self.run_batch(&batch[start..], host, body.as_mut(), out);
+            let _ = runtime::with(|rt| match stopped {
+                Some(i) => rt.carry_over(self.key, batch, start + i),
+                None => rt.give_back_batch(batch),
             });
             if stopped.is_some() || (out.done && self.slots.borrow().is_empty()) {
                 break;
@@ -346,7 +345,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
             rt.current_scope = prev_scope;
             let n = &mut rt.nurseries[self.key];
             n.running = false;
-            !n.ready.is_empty()
+            !n.ready.is_empty() || !n.carry.is_empty()
         });
         if matches!(more, Ok(true)) {
             cx.waker().wake_by_ref();
