@@ -347,8 +347,9 @@ impl ScopeSource {
         match self {
             ScopeSource::Handle(scope) => scope.enter(rt, parent, true),
             ScopeSource::Private { deadline, relative } => {
+                // No handle reads `used` or `entered` of this state: only
+                // its deadline is set.
                 let state = ScopeState::new();
-                state.used.set(true);
                 let mut now = None;
                 let deadline = match relative {
                     Some(rel) => {
@@ -359,9 +360,7 @@ impl ScopeSource {
                     None => *deadline,
                 };
                 state.deadline.set(deadline);
-                let key = rt.insert_scope(ScopeStateRef::Inline(state), parent, true, now);
-                rt.scopes[key].state.entered.set(key);
-                Ok(key)
+                Ok(rt.insert_scope(ScopeStateRef::Inline(state), parent, true, now))
             }
         }
     }

@@ -21,7 +21,7 @@ use trio::subprocess::{
 };
 use trio::testing::wait_all_tasks_blocked;
 use trio::{CancelScope, Error, StapledStream, TaskStatus, current_time, move_on_after, open_nursery};
-use util::{mock_run, secs};
+use util::{mock_run, pseudo_random, secs};
 
 /// Every test holds this shared; the descriptor-counting test holds it
 /// exclusively, so no other test opens or closes descriptors meanwhile.
@@ -76,18 +76,6 @@ fn called_process_error(e: &Error) -> &CalledProcessError {
         }
         other => panic!("not a CalledProcessError: {other}"),
     }
-}
-
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 // ---- run_process ----

@@ -9,6 +9,9 @@
 //! fails if any fails.
 
 #[cfg(any(unix, windows))]
+mod util;
+
+#[cfg(any(unix, windows))]
 mod portable {
     use std::cell::Cell;
     use std::io::{Read, Write};
@@ -23,6 +26,8 @@ mod portable {
     };
     use trio::testing::wait_all_tasks_blocked;
     use trio::{CancelScope, Error, TaskStatus, fail_after, open_nursery};
+
+    use super::util::pseudo_random;
 
     /// The environment variable that turns this program into a child.
     const CHILD: &str = "TRIO_TEST_CHILD";
@@ -94,18 +99,6 @@ mod portable {
         c
     }
 
-    fn pseudo_random(len: usize) -> Vec<u8> {
-        let mut x: u32 = 0x9e37_79b9;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
-    }
-
     /// Reads `s` to its end (bounded: each turn reads at least a byte, and
     /// there are at most `limit` bytes).
     async fn read_to_end(s: &PipeReceiveStream, limit: usize) -> trio::Result<Vec<u8>> {
@@ -118,6 +111,26 @@ mod portable {
             }
         }
         panic!("more than {limit} bytes");
+    }
+
+    /// Sends `data` and closes `tx` in one task while reading `rx` to its
+    /// end in another; what was read.
+    async fn send_and_read_back(
+        tx: &trio::subprocess::PipeSendStream,
+        rx: &PipeReceiveStream,
+        data: &[u8],
+    ) -> trio::Result<Vec<u8>> {
+        let got = Cell::new(Vec::new());
+        open_nursery(async |n| {
+            n.spawn(async {
+                tx.send_all(data).await?;
+                tx.aclose().await
+            });
+            got.set(read_to_end(rx, data.len()).await?);
+            Ok(())
+        })
+        .await?;
+        Ok(got.take())
     }
 
     fn killed(s: ExitStatus) -> bool {
@@ -223,17 +236,7 @@ mod portable {
             let stdin = p.stdin.take().unwrap();
             let stdout = p.stdout.take().unwrap();
             let data = pseudo_random(1 << 20);
-            let got = Cell::new(Vec::new());
-            open_nursery(async |n| {
-                n.spawn(async {
-                    stdin.send_all(&data).await?;
-                    stdin.aclose().await
-                });
-                got.set(read_to_end(&stdout, data.len()).await?);
-                Ok(())
-            })
-            .await?;
-            let got = got.take();
+            let got = send_and_read_back(&stdin, &stdout, &data).await?;
             assert_eq!(got.len(), data.len());
             assert!(got == data, "the data came back changed");
             // End of stream stays.
@@ -309,15 +312,8 @@ mod portable {
             #[cfg(target_os = "linux")]
             {
                 // Reaped by a background thread soon after.
-                let mut reaped = false;
-                for _ in 0..1000 {
-                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                        reaped = true;
-                        break;
-                    }
-                    trio::to_thread::run_sync(|| std::thread::sleep(Duration::from_millis(10))).await?;
-                }
-                assert!(reaped, "child {pid} was not reaped");
+                let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
+                super::util::until_within(Duration::from_secs(10), gone).await?;
             }
             #[cfg(not(target_os = "linux"))]
             let _ = pid;
@@ -385,17 +381,7 @@ mod portable {
         run(async || {
             let (tx, rx) = open_pipe()?;
             let data = pseudo_random(300_000);
-            let got = Cell::new(Vec::new());
-            open_nursery(async |n| {
-                n.spawn(async {
-                    tx.send_all(&data).await?;
-                    tx.aclose().await
-                });
-                got.set(read_to_end(&rx, data.len()).await?);
-                Ok(())
-            })
-            .await?;
-            assert!(got.take() == data);
+            assert!(send_and_read_back(&tx, &rx, &data).await? == data);
             assert!(matches!(tx.send_all(b"x").await, Err(Error::Closed)));
             rx.aclose().await
         });

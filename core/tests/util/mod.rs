@@ -103,14 +103,33 @@ pub fn booms(e: &trio::Error) -> Vec<u32> {
 /// (a worker thread finishing, a signal being dispatched). The pause runs on
 /// a worker thread, so the run keeps serving other tasks. Bounded: panics
 /// after about two seconds.
-pub async fn until(mut cond: impl FnMut() -> bool) -> Result<()> {
-    for _ in 0..2000 {
+pub async fn until(cond: impl FnMut() -> bool) -> Result<()> {
+    until_within(Duration::from_secs(2), cond).await
+}
+
+/// As [`until`], bounded by about `limit` (in 1 ms pauses).
+pub async fn until_within(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    for _ in 0..limit.as_millis() {
         if cond() {
             return Ok(());
         }
         trio::to_thread::run_sync(|| std::thread::sleep(Duration::from_millis(1))).await?;
     }
     panic!("condition not met within the bound");
+}
+
+/// `len` bytes of a fixed pseudo-random sequence (xorshift32), for data
+/// that a transfer must bring back unchanged.
+pub fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
 }
 
 /// A connected TCP pair over IPv4 loopback: (client side, server side).

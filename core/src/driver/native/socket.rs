@@ -38,11 +38,14 @@ impl Socket {
 
     /// A new socket of `domain` and `ty`, registered.
     pub(crate) fn open(domain: Domain, ty: Type) -> Result<Socket> {
-        let tcp = domain != Domain::UNIX && ty == Type::STREAM;
-        let protocol = match (tcp, ty == Type::DGRAM && domain != Domain::UNIX) {
-            (true, _) => Some(Protocol::TCP),
-            (false, true) => Some(Protocol::UDP),
-            _ => None,
+        let ip = domain != Domain::UNIX;
+        let tcp = ip && ty == Type::STREAM;
+        let protocol = if tcp {
+            Some(Protocol::TCP)
+        } else if ip && ty == Type::DGRAM {
+            Some(Protocol::UDP)
+        } else {
+            None
         };
         Socket::wrap(socket2::Socket::new(domain, ty, protocol)?, tcp)
     }
