@@ -393,11 +393,11 @@ pin_project! {
             let mut this = this.project();
             if *this.key != NONE && !*this.done {
                 let key = *this.key;
-                let prev = runtime::with(|rt| std::mem::replace(&mut rt.current_scope, key));
+                let prev = runtime::with(|rt| rt.enter_scope(key));
                 this.inner.set(None);
                 let _ = runtime::with(|rt| {
                     if let Ok(prev) = prev {
-                        rt.current_scope = prev;
+                        rt.enter_scope(prev);
                     }
                     rt.remove_scope(key);
                 });
@@ -419,10 +419,10 @@ where
         }
         let entered = runtime::with(|rt| {
             if *this.key == NONE {
-                let parent = rt.current_scope;
+                let parent = rt.current_scope();
                 *this.key = this.scope.enter(rt, parent)?;
             }
-            Ok(std::mem::replace(&mut rt.current_scope, *this.key))
+            Ok(rt.enter_scope(*this.key))
         });
         let prev = match entered {
             Ok(Ok(prev)) => prev,
@@ -446,10 +446,10 @@ where
         };
         *this.done = true;
         // Drop the inner future inside the scope before leaving it.
-        let _ = runtime::with(|rt| rt.current_scope = key);
+        let _ = runtime::with(|rt| rt.enter_scope(key));
         this.inner.set(None);
         let result = runtime::with(|rt| {
-            rt.current_scope = prev;
+            rt.enter_scope(prev);
             let r = match out {
                 Ok(v) => Ok(Some(v)),
                 Err(e) => match rt.filter_exit_error(key, e) {
@@ -470,7 +470,7 @@ struct RestoreScope(usize);
 impl Drop for RestoreScope {
     fn drop(&mut self) {
         let prev = self.0;
-        let _ = runtime::with(|rt| rt.current_scope = prev);
+        let _ = runtime::with(|rt| rt.enter_scope(prev));
     }
 }
 

@@ -169,8 +169,8 @@ where
                 rt.count_schedule_point();
                 rt.count_cancel_point();
                 let (key, generation) = rt.insert_park(cx.waker().clone());
-                let id = rt.tasks[rt.current_node].identity as usize;
-                let task = Task { key: id, generation: rt.tasks[id].generation };
+                let (id, id_generation) = rt.current_task();
+                let task = Task { key: id, generation: id_generation };
                 (key, generation, task, rt.current_cancelled())
             });
             let (key, generation, task, cancelled) = match entered {
@@ -409,10 +409,10 @@ pub struct NurseryRef {
 /// # Errors
 /// [`Error::Runtime`] outside `trio::run`.
 pub fn current_task() -> Result<Task> {
-    runtime::with(|rt| {
-        let id = rt.tasks[rt.current_node].identity as usize;
-        Task { key: id, generation: rt.tasks[id].generation }
-    })
+    match runtime::current_task() {
+        Some((key, generation)) => Ok(Task { key, generation }),
+        None => Err(Error::Runtime("called outside trio::run")),
+    }
 }
 
 /// The root task (the future given to `trio::run`). Not a checkpoint.

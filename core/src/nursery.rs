@@ -27,7 +27,7 @@ use slab::Slab;
 use crate::cancel::CancelScope;
 use crate::error::{CancelReason, CancelSource, Error, Result};
 use crate::lowlevel::type_name_of;
-use crate::runtime::{self, NONE, NodeKind};
+use crate::runtime::{self, Here, NONE, NodeKind};
 
 type Child<'scope> = Pin<Box<dyn Future<Output = Result<()>> + 'scope>>;
 type Panic = Box<dyn Any + Send + 'static>;
@@ -140,11 +140,9 @@ impl Drop for ChildrenGuard<'_, '_, '_> {
         }
         // Dropped before finishing: drop every child inside the nursery's
         // scope, then forget the nursery, and put the context back.
-        let saved = runtime::with(|rt| (rt.current_node, rt.current_scope));
+        let saved = runtime::with(|rt| rt.here());
         for (_, slot) in slots {
-            let _ = runtime::with(|rt| {
-                rt.current_scope = n.scope_key;
-            });
+            let _ = runtime::with(|rt| rt.enter_scope(n.scope_key));
             drop(slot.fut);
             let _ = runtime::with(|rt| {
                 if slot.task != NONE && rt.tasks.contains(slot.task) {
@@ -155,9 +153,8 @@ impl Drop for ChildrenGuard<'_, '_, '_> {
         let _ = runtime::with(|rt| {
             rt.remove_scope(n.scope_key);
             rt.close_nursery(n.key);
-            if let Ok((node, scope)) = saved {
-                rt.current_node = node;
-                rt.current_scope = scope;
+            if let Ok(here) = saved {
+                rt.go_back(here);
             }
         });
     }
@@ -167,7 +164,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
     fn new() -> Result<Nursery<'scope, 'env>> {
         let scope = CancelScope::new();
         let (key, scope_key, body_key) = runtime::with(|rt| -> Result<_> {
-            let parent = rt.current_scope;
+            let parent = rt.current_scope();
             let scope_key = scope.enter_raw(rt, parent)?;
             let (key, _) = rt.open_nursery();
             Ok((key, scope_key, rt.nurseries[key].body))
@@ -262,7 +259,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
     {
         let child_scope = CancelScope::new();
         let child_key = runtime::with(|rt| {
-            let parent = rt.current_scope;
+            let parent = rt.current_scope();
             child_scope.enter_raw(rt, parent)
         })??;
         let shared = Rc::new(StartShared {
@@ -292,14 +289,15 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
     where
         B: Future<Output = Result<T>>,
     {
-        let Ok((host, prev_scope)) = runtime::with(|rt| {
-            let host = rt.current_node;
+        let Ok(host) = runtime::with(|rt| {
+            let host = rt.here();
             let n = &mut rt.nurseries[self.key];
             if !n.host_waker.will_wake(cx.waker()) {
                 n.host_waker = cx.waker().clone();
             }
             n.running = true;
-            (host, std::mem::replace(&mut rt.current_scope, self.scope_key))
+            rt.enter_scope(self.scope_key);
+            host
         }) else {
             return Poll::Ready(Err(Error::Runtime("nursery polled outside trio::run")));
         };
@@ -318,7 +316,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                     return None;
                 }
                 rt.fire_timers();
-                rt.current_scope = self.scope_key;
+                rt.enter_scope(self.scope_key);
                 Some((rt.take_batch(self.key), !rt.pending_aborts.is_empty()))
             }) else {
                 break;
@@ -341,8 +339,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
             }
         }
         let more = runtime::with(|rt| {
-            rt.current_node = host;
-            rt.current_scope = prev_scope;
+            rt.go_back(host);
             let n = &mut rt.nurseries[self.key];
             n.running = false;
             !n.ready.is_empty() || !n.carry.is_empty()
@@ -365,13 +362,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
     /// Polls each node of one batch once. Returns where it stopped if the
     /// run's poll budget ran out first (the nodes from there on were not
     /// polled and are still scheduled).
-    fn run_batch<B, T>(
-        &self,
-        batch: &[usize],
-        host: usize,
-        mut body: Pin<&mut B>,
-        out: &mut BodyOut<T>,
-    ) -> Option<usize>
+    fn run_batch<B, T>(&self, batch: &[usize], host: Here, mut body: Pin<&mut B>, out: &mut BodyOut<T>) -> Option<usize>
     where
         B: Future<Output = Result<T>>,
     {
@@ -383,8 +374,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                     }
                     rt.count_poll();
                     rt.tasks[node].scheduled = false;
-                    rt.current_node = node;
-                    rt.current_scope = self.scope_key;
+                    rt.enter_node(node, self.scope_key);
                     Some(rt.node_waker(node))
                 });
                 if matches!(waker, Ok(None)) {
@@ -419,16 +409,16 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
         None
     }
 
-    fn restore(&self, host: usize) {
+    fn restore(&self, host: Here) {
         let _ = runtime::with(|rt| {
-            rt.current_node = host;
-            rt.current_scope = self.scope_key;
+            rt.go_back(host);
+            rt.enter_scope(self.scope_key);
         });
     }
 
     /// Polls child `node` once. False (and nothing done) if `check_budget`
     /// and the run's poll budget is spent.
-    fn poll_child(&self, node: usize, host: usize, check_budget: bool) -> bool {
+    fn poll_child(&self, node: usize, host: Here, check_budget: bool) -> bool {
         let found = runtime::with(|rt| {
             if check_budget && rt.budget_spent() {
                 return Err(false);
@@ -437,8 +427,7 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
             t.scheduled = false;
             let NodeKind::Child { slot, .. } = t.kind else { return Err(true) };
             rt.count_poll();
-            rt.current_node = node;
-            rt.current_scope = self.scope_key;
+            rt.enter_node(node, self.scope_key);
             Ok((slot as usize, rt.node_waker(node)))
         });
         // `Err(false)`: the budget is spent; `Err(true)`: nothing to poll.
@@ -467,8 +456,8 @@ impl<'scope, 'env> Nursery<'scope, 'env> {
                 self.slots.borrow_mut().remove(slot);
                 let _ = runtime::with(|rt| {
                     rt.remove_child(node);
-                    rt.current_node = host;
-                    rt.current_scope = self.scope_key;
+                    rt.go_back(host);
+                    rt.enter_scope(self.scope_key);
                 });
                 if let Err(e) = result {
                     self.fail(e);
@@ -656,10 +645,10 @@ where
             return Poll::Ready(Ok(()));
         }
         let key = this.shared.child_key;
-        let prev = runtime::with(|rt| std::mem::replace(&mut rt.current_scope, key))?;
+        let prev = runtime::with(|rt| rt.enter_scope(key))?;
         let inner = this.inner;
         let r = catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
-        let _ = runtime::with(|rt| rt.current_scope = prev);
+        let _ = runtime::with(|rt| rt.enter_scope(prev));
         let out = match r {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(out)) => out,

@@ -535,6 +535,41 @@ fn an_acquire_dropped_after_the_hand_off_passes_the_lock_on() {
     .unwrap();
 }
 
+#[test]
+fn an_acquire_dropped_after_it_took_a_free_lock_gives_it_back() {
+    mock_run(async {
+        let l = Lock::new();
+        // Took the free lock on its first poll (and yielded, as every
+        // acquire does), then dropped before it returned.
+        let mut acquire = Box::pin(l.acquire());
+        std::future::poll_fn(|cx| {
+            assert!(acquire.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        assert!(l.locked(), "taken on the first poll");
+        drop(acquire);
+        assert!(!l.locked(), "given back by the dropped future");
+        l.acquire().await?;
+        l.release()
+    })
+    .unwrap();
+}
+
+#[test]
+fn an_acquire_cancelled_on_entry_yields_and_leaves_the_lock_free() {
+    mock_run(async {
+        let l = Lock::new();
+        let scope = CancelScope::new();
+        scope.cancel();
+        let r = assert_checkpoints(scope.run(async { l.acquire().await })).await?;
+        assert_eq!(r, None, "the scope caught its own cancellation");
+        assert!(!l.locked());
+        Ok(())
+    })
+    .unwrap();
+}
+
 // ---- Semaphore ----
 
 #[test]

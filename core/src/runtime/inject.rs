@@ -48,14 +48,21 @@ impl<S> Inject<S> {
 
     /// Consumer side: runs `f` on the state if anything was pushed since the
     /// last drain.
+    #[inline]
     pub(crate) fn drain(&self, f: impl FnOnce(&mut S)) {
         // A plain load first: the common case needs no read-modify-write.
         if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::Acquire) {
-            f(&mut self.lock());
+            self.drain_locked(f);
         }
     }
 
+    #[cold]
+    fn drain_locked(&self, f: impl FnOnce(&mut S)) {
+        f(&mut self.lock());
+    }
+
     /// Was anything pushed that has not been drained?
+    #[inline]
     pub(crate) fn has_pending(&self) -> bool {
         self.pending.load(Ordering::Acquire)
     }

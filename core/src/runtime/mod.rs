@@ -80,10 +80,12 @@ pub(crate) struct Runtime {
     pub(crate) root: usize,
     pub(crate) root_scope: usize,
     pub(crate) root_ready: bool,
-    /// The node being polled (a child, a body or the root).
-    pub(crate) current_node: usize,
+    /// The node being polled (a child, a body or the root). Private to
+    /// `runtime/`, like the two below: other modules switch it with
+    /// [`enter_node`](Runtime::enter_node) and read it through accessors.
+    current_node: usize,
     /// The innermost cancel scope of the code being polled.
-    pub(crate) current_scope: usize,
+    current_scope: usize,
     pub(crate) next_gen: u32,
     pub(crate) seq: u64,
     pub(crate) clock: Rc<dyn Clock>,
@@ -111,6 +113,19 @@ thread_local! {
     static CURRENT: Cell<*const RefCell<Runtime>> = const { Cell::new(std::ptr::null()) };
     /// The run id on this thread (`usize::MAX` when none), for local wakes.
     static CURRENT_ID: Cell<RunId> = const { Cell::new(usize::MAX) };
+    /// The task the node being polled acts as (key, generation; `NONE`
+    /// outside a run): kept by `Runtime::enter_node` beside `current_node`
+    /// so that asking for the current task costs neither a borrow nor a
+    /// lookup.
+    static CURRENT_TASK: Cell<(usize, u32)> = const { Cell::new((NONE, 0)) };
+}
+
+/// The current task (key, generation), if a run is polling one on this
+/// thread. No borrow of the runtime.
+#[inline]
+pub(crate) fn current_task() -> Option<(usize, u32)> {
+    let task = CURRENT_TASK.with(Cell::get);
+    (task.0 != NONE).then_some(task)
 }
 
 const OUTSIDE: &str = "called outside trio::run";
@@ -201,7 +216,69 @@ pub(crate) fn wake_local(run: RunId, word: usize) -> bool {
     }
 }
 
+/// Where the code being polled runs: its node, its innermost cancel scope
+/// and the task it acts as. Saved with [`Runtime::here`] and put back with
+/// [`Runtime::go_back`] around code that runs something else in between.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Here {
+    node: usize,
+    scope: usize,
+    task: (usize, u32),
+}
+
 impl Runtime {
+    /// The node being polled.
+    #[inline]
+    pub(crate) fn current_node(&self) -> usize {
+        self.current_node
+    }
+
+    /// The innermost cancel scope of the code being polled.
+    #[inline]
+    pub(crate) fn current_scope(&self) -> usize {
+        self.current_scope
+    }
+
+    /// The task the code being polled belongs to: (key, generation).
+    #[inline]
+    pub(crate) fn current_task(&self) -> (usize, u32) {
+        CURRENT_TASK.with(Cell::get)
+    }
+
+    /// The one way the current node changes: polling `node` (a child, a
+    /// body or the root) starts, inside cancel scope `scope`.
+    #[inline]
+    pub(crate) fn enter_node(&mut self, node: usize, scope: usize) {
+        self.current_node = node;
+        self.current_scope = scope;
+        let task = match self.tasks.get(node) {
+            Some(t) => (t.identity as usize, t.identity_generation),
+            None => (NONE, 0),
+        };
+        CURRENT_TASK.with(|c| c.set(task));
+    }
+
+    /// Enters cancel scope `scope` in the current node; returns the scope
+    /// it replaces (to give back to `enter_scope` when leaving).
+    #[inline]
+    pub(crate) fn enter_scope(&mut self, scope: usize) -> usize {
+        std::mem::replace(&mut self.current_scope, scope)
+    }
+
+    /// Where the code being polled runs now.
+    #[inline]
+    pub(crate) fn here(&self) -> Here {
+        Here { node: self.current_node, scope: self.current_scope, task: self.current_task() }
+    }
+
+    /// Goes back to what [`here`](Runtime::here) saved.
+    #[inline]
+    pub(crate) fn go_back(&mut self, here: Here) {
+        self.current_node = here.node;
+        self.current_scope = here.scope;
+        CURRENT_TASK.with(|c| c.set(here.task));
+    }
+
     pub(crate) fn now(&self) -> Instant {
         self.clock.current_time()
     }
@@ -212,6 +289,7 @@ impl Runtime {
     }
 
     /// Wakes a waker while the runtime is borrowed.
+    #[inline]
     pub(crate) fn wake_waker(&mut self, w: &Waker) {
         match waker::word_of(w) {
             Some(word) => self.wake_word(word),
@@ -219,6 +297,7 @@ impl Runtime {
         }
     }
 
+    #[inline]
     pub(crate) fn wake_word(&mut self, word: usize) {
         let (run, key, generation) = waker::unpack(word);
         if run != self.run_id {
@@ -276,10 +355,14 @@ impl Runtime {
     /// every pass and by nurseries before every batch, so that a runnable
     /// task sees a passed deadline at its next checkpoint (as in Trio,
     /// which checks deadlines between batches).
+    #[inline]
     pub(crate) fn fire_timers(&mut self) {
-        if self.timers.is_empty() {
-            return;
+        if !self.timers.is_empty() {
+            self.fire_passed_timers();
         }
+    }
+
+    fn fire_passed_timers(&mut self) {
         let now = self.now();
         while let Some((&(deadline, key), _)) = self.timers.first_key_value() {
             if deadline > now {
@@ -415,6 +498,7 @@ impl RunOptions {
         let _clear = Defer(Some(|| {
             CURRENT.with(|c| c.set(std::ptr::null()));
             CURRENT_ID.with(|c| c.set(usize::MAX));
+            CURRENT_TASK.with(|c| c.set((NONE, 0)));
         }));
 
         #[cfg(any(unix, windows))]
@@ -437,8 +521,8 @@ impl RunOptions {
                 if rt.root_ready {
                     rt.root_ready = false;
                     rt.tasks[root].scheduled = false;
-                    rt.current_node = root;
-                    rt.current_scope = rt.root_scope;
+                    let scope = rt.root_scope;
+                    rt.enter_node(root, scope);
                     rt.count_poll();
                     true
                 } else {
@@ -455,8 +539,8 @@ impl RunOptions {
                     if !late.is_empty() {
                         {
                             let mut rt = cell.borrow_mut();
-                            rt.current_node = root;
-                            rt.current_scope = rt.root_scope;
+                            let scope = rt.root_scope;
+                            rt.enter_node(root, scope);
                         }
                         for (_, f) in late {
                             f();
@@ -486,8 +570,8 @@ impl RunOptions {
             if !entries.is_empty() {
                 {
                     let mut rt = cell.borrow_mut();
-                    rt.current_node = root;
-                    rt.current_scope = rt.root_scope;
+                    let scope = rt.root_scope;
+                    rt.enter_node(root, scope);
                 }
                 while let Some((_, f)) = entries.pop_front() {
                     f();
@@ -565,8 +649,8 @@ pub(crate) fn spawn_system_task(task: SystemTask) -> Result<()> {
 fn poll_system_tasks(cell: &RefCell<Runtime>, cx: &mut Context<'_>, system: &mut Vec<SystemTask>) {
     {
         let mut rt = cell.borrow_mut();
-        rt.current_node = rt.root;
-        rt.current_scope = rt.root_scope;
+        let (root, scope) = (rt.root, rt.root_scope);
+        rt.enter_node(root, scope);
     }
     system.retain_mut(|t| t.as_mut().poll(cx).is_pending());
 }

@@ -30,6 +30,8 @@ pub(crate) struct TaskRec {
     pub(crate) kind: NodeKind,
     /// The task this node acts as (itself, except for bodies).
     pub(crate) identity: u32,
+    /// The generation of the `identity` task.
+    pub(crate) identity_generation: u32,
     pub(crate) name: Cow<'static, str>,
     /// Yields and cancellation checks made by this node (wrapping counters,
     /// compared for change by `testing::assert_checkpoints`).
@@ -64,6 +66,7 @@ pub(crate) struct NurseryRec {
 impl Runtime {
     fn new_task(&mut self, kind: NodeKind, identity: usize, name: Cow<'static, str>) -> usize {
         let generation = self.next_generation();
+        let identity_generation = if identity == NONE { generation } else { self.tasks[identity].generation };
         let entry = self.tasks.vacant_entry();
         let key = entry.key();
         entry.insert(TaskRec {
@@ -71,6 +74,7 @@ impl Runtime {
             scheduled: false,
             kind,
             identity: (if identity == NONE { key } else { identity }) as u32,
+            identity_generation,
             name,
             schedule_points: 0,
             cancel_points: 0,
@@ -84,41 +88,45 @@ impl Runtime {
         key
     }
 
-    /// Marks `key` ready and propagates up to the root.
-    pub(crate) fn wake_node(&mut self, mut key: usize) {
-        loop {
-            let Some(t) = self.tasks.get_mut(key) else { return };
-            if t.scheduled {
-                return;
-            }
-            t.scheduled = true;
-            match t.kind {
-                NodeKind::Root => {
-                    self.root_ready = true;
-                    return;
-                }
-                NodeKind::Child { nursery, .. } | NodeKind::Body { nursery } => {
-                    let n = &mut self.nurseries[nursery as usize];
-                    n.ready.push(key);
-                    if n.running {
-                        return;
-                    }
-                    let Some(word) = waker::word_of(&n.host_waker) else {
-                        let w = n.host_waker.clone();
-                        self.deferred.push(w);
-                        return;
-                    };
-                    let (run, next, generation) = waker::unpack(word);
-                    if run != self.run_id {
-                        self.deferred.push(waker::make_waker(word));
-                        return;
-                    }
-                    match self.tasks.get(next) {
-                        Some(t) if waker::gen_bits(t.generation) == generation => key = next,
-                        _ => return,
-                    }
+    /// Marks `key` ready and propagates up to the root. The common cases
+    /// (the root, a child of a nursery that is running its batches) are
+    /// done here; telling a nursery's host is [`wake_host`](Runtime::wake_host).
+    #[inline]
+    pub(crate) fn wake_node(&mut self, key: usize) {
+        let Some(t) = self.tasks.get_mut(key) else { return };
+        if t.scheduled {
+            return;
+        }
+        t.scheduled = true;
+        match t.kind {
+            NodeKind::Root => self.root_ready = true,
+            NodeKind::Child { nursery, .. } | NodeKind::Body { nursery } => {
+                let n = &mut self.nurseries[nursery as usize];
+                n.ready.push(key);
+                if !n.running {
+                    self.wake_host(nursery as usize);
                 }
             }
+        }
+    }
+
+    /// A node of `nursery` became ready while the nursery was not running:
+    /// wake the node that hosts it (through its waker, which a combinator
+    /// may have replaced with its own).
+    fn wake_host(&mut self, nursery: usize) {
+        let n = &self.nurseries[nursery];
+        let Some(word) = waker::word_of(&n.host_waker) else {
+            let w = n.host_waker.clone();
+            self.deferred.push(w);
+            return;
+        };
+        let (run, next, generation) = waker::unpack(word);
+        if run != self.run_id {
+            self.deferred.push(waker::make_waker(word));
+            return;
+        }
+        if self.tasks.get(next).is_some_and(|t| waker::gen_bits(t.generation) == generation) {
+            self.wake_node(next);
         }
     }
 

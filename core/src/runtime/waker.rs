@@ -137,6 +137,7 @@ impl Shared {
     }
 
     /// Was anything queued that the loop has not taken yet?
+    #[inline]
     pub(crate) fn has_pending(&self) -> bool {
         self.injected.has_pending() || self.entries.has_pending()
     }
@@ -144,6 +145,7 @@ impl Shared {
     /// Moves queued wake words into `words` and queued callbacks into
     /// `entries` (both reused by the caller). Keys of taken callbacks are
     /// forgotten, so an idempotent call made while they run is queued again.
+    #[inline]
     pub(crate) fn drain_into(&self, words: &mut Vec<usize>, entries: &mut VecDeque<(Option<EntryKey>, Entry)>) {
         self.injected.drain(|v| words.append(v));
         self.entries.drain(|q| {

@@ -4,9 +4,14 @@ use std::cell::Cell;
 
 use super::ParkingLot;
 use crate::error::{Error, Result};
-use std::ops::ControlFlow;
 
-use crate::lowlevel::{Task, add_parking_lot_breaker, checkpointed, current_task, remove_parking_lot_breaker};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::parking_lot::LotPark;
+use crate::lowlevel::{Task, add_parking_lot_breaker, current_task, remove_parking_lot_breaker};
+use crate::runtime;
 
 /// A snapshot of a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,24 +46,8 @@ impl LockImpl {
         }
     }
 
-    pub(crate) async fn acquire(&self) -> Result<()> {
-        let me = current_task()?;
-        let now = checkpointed(|| match self.try_acquire(me) {
-            Err(Error::WouldBlock) => ControlFlow::Continue(()),
-            r => ControlFlow::Break(r),
-        })
-        .await?;
-        if let ControlFlow::Break(r) = now {
-            return r;
-        }
-        // We will wait for the owner: make sure its exit would break the
-        // lot (or break it now if it has exited already).
-        if let Some(owner) = self.owner.get() {
-            self.register_owner(owner);
-        }
-        // `release` hands the lock to us when it unparks us; if we are
-        // dropped after that but before running, pass it on.
-        self.lot.park_handoff(0, || self.release_from(me)).await
+    pub(crate) fn acquire(&self) -> LockAcquire<'_> {
+        LockAcquire { lock: self, me: None, state: AcquireState::Start }
     }
 
     fn release(&self) -> Result<()> {
@@ -76,7 +65,17 @@ impl LockImpl {
         }
     }
 
+    #[inline]
     fn hand_off(&self) {
+        if self.lot.is_empty() && !self.registered.get() {
+            // The uncontended release: nobody to wake, nothing to unregister.
+            self.owner.set(None);
+            return;
+        }
+        self.hand_off_to_waiter();
+    }
+
+    fn hand_off_to_waiter(&self) {
         let next = self.lot.unpark_one().and_then(|u| u.task);
         if next.is_none() && !self.registered.get() {
             // The uncontended release.
@@ -169,8 +168,8 @@ macro_rules! lock_type {
             /// at the next checkpoint.
             /// # Errors
             /// [`Error::Runtime`] if this task already holds it.
-            pub async fn acquire(&self) -> Result<()> {
-                self.inner.acquire().await
+            pub fn acquire(&self) -> LockAcquire<'_> {
+                self.inner.acquire()
             }
 
             /// Releases the lock, handing it to the first waiter if any.
@@ -260,5 +259,160 @@ impl LockImpl {
 impl Lock {
     pub(crate) fn inner(&self) -> &LockImpl {
         &self.inner
+    }
+}
+
+/// The future of [`Lock::acquire`] and [`StrictFifoLock::acquire`].
+///
+/// One hand-written state machine: a lock that is free is taken in the same
+/// runtime borrow that checks cancellation and reschedules the task (the
+/// checkpoint every acquire is), and the second poll returns without
+/// touching the runtime. Dropped after it took the lock but before it
+/// returned, it releases the lock again; dropped while queued, it leaves
+/// the queue (and passes on a lock handed to it meanwhile).
+#[must_use = "futures do nothing unless awaited"]
+pub struct LockAcquire<'a> {
+    lock: &'a LockImpl,
+    /// The acquiring task, known from the first poll on.
+    me: Option<Task>,
+    state: AcquireState<'a>,
+}
+
+enum AcquireState<'a> {
+    Start,
+    /// Took the lock and yielded: returns `Ok` next.
+    Held,
+    /// Cancelled on entry and yielded: reports it next.
+    Cancelled,
+    /// Waiting in the lock's queue for a hand-off.
+    Parked(LotPark<'a, fn()>),
+    Done,
+}
+
+/// What the first poll found.
+enum Entry {
+    /// Yield, then return: `true` when cancelled on entry.
+    Yield(bool),
+    Wait,
+    Fail(Error),
+}
+
+impl std::fmt::Debug for LockAcquire<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            AcquireState::Start => "start",
+            AcquireState::Held => "held",
+            AcquireState::Cancelled => "cancelled",
+            AcquireState::Parked(_) => "parked",
+            AcquireState::Done => "done",
+        };
+        f.debug_struct("LockAcquire").field("state", &state).finish_non_exhaustive()
+    }
+}
+
+impl Future for LockAcquire<'_> {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        match this.state {
+            AcquireState::Start => {
+                let lock = this.lock;
+                // As Trio's: a cancel point first, then the attempt, and a
+                // yield when it succeeded (or was cancelled on entry).
+                let entry = runtime::with(|rt| {
+                    rt.count_cancel_point();
+                    let (key, generation) = rt.current_task();
+                    let me = Task::from_parts(key, generation);
+                    let entry = if rt.current_cancelled() {
+                        Entry::Yield(true)
+                    } else {
+                        match lock.try_acquire(me) {
+                            Ok(()) => Entry::Yield(false),
+                            Err(Error::WouldBlock) => Entry::Wait,
+                            Err(e) => Entry::Fail(e),
+                        }
+                    };
+                    if let Entry::Yield(_) = entry {
+                        rt.count_schedule_point();
+                        rt.wake_waker(cx.waker());
+                    }
+                    (me, entry)
+                });
+                let (me, entry) = match entry {
+                    Ok(x) => x,
+                    Err(e) => {
+                        this.state = AcquireState::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                };
+                this.me = Some(me);
+                match entry {
+                    Entry::Yield(false) => {
+                        this.state = AcquireState::Held;
+                        Poll::Pending
+                    }
+                    Entry::Yield(true) => {
+                        this.state = AcquireState::Cancelled;
+                        Poll::Pending
+                    }
+                    Entry::Fail(e) => {
+                        this.state = AcquireState::Done;
+                        Poll::Ready(Err(e))
+                    }
+                    Entry::Wait => {
+                        // We will wait for the owner: make sure its exit
+                        // would break the lot (or break it now if it has
+                        // exited already).
+                        if let Some(owner) = lock.owner.get() {
+                            lock.register_owner(owner);
+                        }
+                        this.state = AcquireState::Parked(lock.lot.park());
+                        this.poll_parked(cx)
+                    }
+                }
+            }
+            AcquireState::Held => {
+                this.state = AcquireState::Done;
+                Poll::Ready(Ok(()))
+            }
+            AcquireState::Cancelled => {
+                this.state = AcquireState::Done;
+                Poll::Ready(Err(crate::runtime::cancelled_error()))
+            }
+            AcquireState::Parked(_) => this.poll_parked(cx),
+            AcquireState::Done => Poll::Ready(Err(Error::Runtime("lock acquire polled after completion"))),
+        }
+    }
+}
+
+impl LockAcquire<'_> {
+    fn poll_parked(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let AcquireState::Parked(park) = &mut self.state else {
+            return Poll::Ready(Err(Error::Runtime("lock acquire polled after completion")));
+        };
+        let r = Pin::new(park).poll(cx);
+        if r.is_ready() {
+            // `release` handed the lock to us when it unparked us (`Ok`).
+            self.state = AcquireState::Done;
+        }
+        r
+    }
+}
+
+impl Drop for LockAcquire<'_> {
+    fn drop(&mut self) {
+        let Some(me) = self.me else { return };
+        let lost = match &mut self.state {
+            // Took it, but nobody will know: give it back.
+            AcquireState::Held => true,
+            // Handed the lock after we were woken but before we ran: pass
+            // it on.
+            AcquireState::Parked(park) => Pin::new(park).abandon(),
+            _ => false,
+        };
+        if lost {
+            self.lock.release_from(me);
+        }
     }
 }

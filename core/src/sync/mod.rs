@@ -19,6 +19,6 @@ mod semaphore;
 pub use condition::{Condition, ConditionStatistics};
 pub use event::{Event, EventStatistics};
 pub use limiter::{Borrower, CapacityLimiter, CapacityLimiterStatistics};
-pub use lock::{Lock, LockGuard, LockStatistics, StrictFifoLock};
+pub use lock::{Lock, LockAcquire, LockGuard, LockStatistics, StrictFifoLock};
 pub use parking_lot::{LotPark, ParkingLot, ParkingLotStatistics, Unparked};
 pub use semaphore::{Semaphore, SemaphoreStatistics};

@@ -130,6 +130,9 @@ impl ParkingLot {
     /// Wakes the first parked task, if any, and says who it was. Not a
     /// checkpoint.
     pub fn unpark_one(&self) -> Option<Unparked> {
+        if self.is_empty() {
+            return None;
+        }
         runtime::with(|rt| {
             let head = self.core.head.get();
             if head == NONE {
@@ -303,6 +306,22 @@ pin_project! {
     }
 }
 
+impl<F: FnOnce()> LotPark<'_, F> {
+    /// Gives up waiting, as dropping does, but tells the caller instead of
+    /// running `on_lost`: true if the waiter had been unparked (handed
+    /// something) but had not returned yet.
+    pub(crate) fn abandon(self: Pin<&mut Self>) -> bool {
+        let this = self.project();
+        if *this.key == NONE || *this.finished {
+            return false;
+        }
+        *this.finished = true;
+        let key = *this.key;
+        let state = runtime::with(|rt| rt.parks.contains(key).then(|| rt.remove_park(key).state));
+        matches!(state, Ok(Some(ParkState::Woken)))
+    }
+}
+
 impl<F: FnOnce()> std::fmt::Debug for LotPark<'_, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LotPark").field("tag", &self.tag).field("finished", &self.finished).finish_non_exhaustive()
@@ -328,9 +347,10 @@ impl<F: FnOnce()> Future for LotPark<'_, F> {
                     return (NONE, Poll::Ready(Err(Error::Broken)));
                 }
                 let (key, _) = rt.insert_park(cx.waker().clone());
+                let task = rt.current_task().0;
                 let p = &mut rt.parks[key];
                 p.tag = tag;
-                p.task = rt.tasks[rt.current_node].identity as usize;
+                p.task = task;
                 if rt.current_cancelled() {
                     // Cancelled on entry: never queued; yield once, then
                     // report it.

@@ -95,7 +95,7 @@ struct Points {
 
 fn points() -> Option<Points> {
     runtime::with(|rt| {
-        let t = &rt.tasks[rt.current_node];
+        let t = &rt.tasks[rt.current_node()];
         Points { schedule: t.schedule_points, cancel: t.cancel_points }
     })
     .ok()
