@@ -17,9 +17,8 @@ use std::task::{Context, Poll};
 use slab::Slab;
 
 use crate::error::{Error, Result};
-use crate::lowlevel::checkpointed;
-use crate::sync::ParkingLot;
-use std::ops::ControlFlow;
+use crate::runtime;
+use crate::sync::{ParkingLot, Unparked};
 
 /// Why a waiter was woken without a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +221,12 @@ impl<T> Sender<T> {
     }
 
     fn try_send_inner(&self, value: T) -> Result<(), (Miss, T)> {
+        self.try_send_with(value, ParkingLot::unpark_one)
+    }
+
+    /// The attempt of `try_send` and `send`; `unpark` takes the first
+    /// waiting receiver out of its lot (inside or outside a run borrow).
+    fn try_send_with(&self, value: T, unpark: impl FnOnce(&ParkingLot) -> Option<Unparked>) -> Result<(), (Miss, T)> {
         let st = &*self.state;
         if self.handle.closed.get() {
             return Err((Miss::Closed, value));
@@ -229,7 +234,7 @@ impl<T> Sender<T> {
         if st.receivers.get() == 0 {
             return Err((Miss::Broken, value));
         }
-        if let Some(u) = st.recv_lot.unpark_one() {
+        if let Some(u) = unpark(&st.recv_lot) {
             if let Some(slot) = st.slots.borrow_mut().get_mut(u.tag) {
                 slot.value = Some(value);
             }
@@ -255,26 +260,8 @@ impl<T> Sender<T> {
     /// # Errors
     /// `Closed` if this handle is (or gets) closed, `Broken` if every
     /// receiver is (or gets) closed; the value is dropped.
-    pub async fn send(&self, value: T) -> Result<()> {
-        let value = match checkpointed(|| match self.try_send_inner(value) {
-            Ok(()) => ControlFlow::Break(Ok(())),
-            Err((Miss::WouldBlock, value)) => ControlFlow::Continue(value),
-            Err((miss, _)) => ControlFlow::Break(Err(miss.error())),
-        })
-        .await?
-        {
-            ControlFlow::Break(r) => return r,
-            ControlFlow::Continue(value) => value,
-        };
-        let st = &*self.state;
-        let slot = st.slots.borrow_mut().insert(Slot { value: Some(value), handle: self.handle.id, outcome: None });
-        let _free = FreeSlot { state: st, slot, requeue: false };
-        st.send_lot.park_tagged(slot).await?;
-        let outcome = st.slots.borrow().get(slot).and_then(|s| s.outcome);
-        match outcome {
-            Some(o) => Err(o.error()),
-            None => Ok(()),
-        }
+    pub fn send(&self, value: T) -> ChannelSend<'_, T> {
+        ChannelSend { tx: self, value: Some(value), state: OpState::Start }
     }
 
     /// Closes this handle: its blocked senders get `Closed`; if it was the
@@ -335,28 +322,6 @@ fn mark_and_wake<T>(st: &State<T>, lot: &ParkingLot, matches: impl Fn(&Slot<T>) 
     });
 }
 
-/// Frees a waiter's slot when its future ends. A receiver's slot that holds
-/// a value nobody took (the future was dropped after the hand-off) puts the
-/// value back at the front of the buffer, so it is not lost.
-struct FreeSlot<'a, T> {
-    state: &'a State<T>,
-    slot: usize,
-    requeue: bool,
-}
-
-impl<T> Drop for FreeSlot<'_, T> {
-    fn drop(&mut self) {
-        let slot = self.state.slots.borrow_mut().try_remove(self.slot);
-        if self.requeue
-            && let Some(Slot { value: Some(v), .. }) = slot
-        {
-            let mut buf = self.state.buffer.borrow_mut();
-            buf.push_front(v);
-            self.state.note_buffer_len(buf.len());
-        }
-    }
-}
-
 impl<T> Receiver<T> {
     /// Takes a value without waiting. Not a checkpoint.
     ///
@@ -377,8 +342,8 @@ impl<T> Receiver<T> {
     /// # Errors
     /// `EndOfChannel` once every sender is closed and the buffer drained;
     /// `Closed` if this handle is (or gets) closed.
-    pub async fn receive(&self) -> Result<T> {
-        receive(&self.state, &self.handle).await
+    pub fn receive(&self) -> ChannelReceive<'_, T> {
+        receive(&self.state, &self.handle)
     }
 
     /// Like [`receive`](Receiver::receive), but the end of the channel is
@@ -390,12 +355,8 @@ impl<T> Receiver<T> {
     /// Returns `Err(Error::Cancelled)`; no value was taken.
     /// # Errors
     /// As `receive`, except `EndOfChannel`.
-    pub async fn recv(&self) -> Result<Option<T>> {
-        match self.receive().await {
-            Ok(v) => Ok(Some(v)),
-            Err(Error::EndOfChannel) => Ok(None),
-            Err(e) => Err(e),
-        }
+    pub fn recv(&self) -> ChannelRecv<'_, T> {
+        ChannelRecv(self.receive())
     }
 
     /// Closes this handle: its blocked receivers get `Closed`; if it was the
@@ -417,10 +378,20 @@ impl<T> Receiver<T> {
 }
 
 fn try_receive<T>(st: &State<T>, handle: &Handle) -> Result<T, Miss> {
+    try_receive_with(st, handle, ParkingLot::unpark_one)
+}
+
+/// The attempt of `try_receive` and `receive`; `unpark` takes the first
+/// waiting sender out of its lot (inside or outside a run borrow).
+fn try_receive_with<T>(
+    st: &State<T>,
+    handle: &Handle,
+    unpark: impl FnOnce(&ParkingLot) -> Option<Unparked>,
+) -> Result<T, Miss> {
     if handle.closed.get() {
         return Err(Miss::Closed);
     }
-    if let Some(u) = st.send_lot.unpark_one() {
+    if let Some(u) = unpark(&st.send_lot) {
         // A blocked sender's value joins the buffer behind what is there
         // as the front value leaves (not counted in the high-water mark:
         // the buffer never holds more than its capacity for the receiver).
@@ -438,24 +409,248 @@ fn try_receive<T>(st: &State<T>, handle: &Handle) -> Result<T, Miss> {
     Err(Miss::WouldBlock)
 }
 
-async fn receive<T>(st: &State<T>, handle: &Handle) -> Result<T> {
-    let now = checkpointed(|| match try_receive(st, handle) {
-        Err(Miss::WouldBlock) => ControlFlow::Continue(()),
-        r => ControlFlow::Break(r.map_err(Miss::error)),
-    })
-    .await?;
-    if let ControlFlow::Break(r) = now {
-        return r;
+fn receive<'a, T>(st: &'a State<T>, handle: &'a Handle) -> ChannelReceive<'a, T> {
+    ChannelReceive { st, handle, got: None, state: OpState::Start }
+}
+
+/// Where a channel operation's future is (see the park core in
+/// `runtime/park.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpState {
+    Start,
+    /// Cancelled on entry: yielded, reports it next.
+    Cancelled,
+    /// Completed at once (or failed with this): yielded, returns it next.
+    Yielded(Option<Miss>),
+    /// Waiting in a lot with its value slot.
+    Parked {
+        key: usize,
+        slot: usize,
+    },
+    Done,
+}
+
+/// The future of [`Sender::send`]: one state machine whose first poll
+/// checks cancellation, hands the value over (to a waiting receiver or the
+/// buffer) and yields, or parks, all in one borrow of the run.
+#[must_use = "futures do nothing unless awaited"]
+pub struct ChannelSend<'a, T> {
+    tx: &'a Sender<T>,
+    value: Option<T>,
+    state: OpState,
+}
+
+// Nothing is pinned structurally: the value is only moved, never polled.
+impl<T> Unpin for ChannelSend<'_, T> {}
+
+impl<T> fmt::Debug for ChannelSend<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelSend").field("state", &self.state).finish_non_exhaustive()
     }
-    let slot = st.slots.borrow_mut().insert(Slot { value: None, handle: handle.id, outcome: None });
-    let _free = FreeSlot { state: st, slot, requeue: true };
-    st.recv_lot.park_tagged(slot).await?;
-    let mut slots = st.slots.borrow_mut();
-    let s = slots.get_mut(slot).ok_or(Error::Runtime("channel slot vanished"))?;
-    match (s.value.take(), s.outcome) {
-        (Some(v), _) => Ok(v),
-        (None, Some(o)) => Err(o.error()),
-        (None, None) => Err(Error::Runtime("woken without a value")),
+}
+
+impl<T> Future for ChannelSend<'_, T> {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        let st = &*this.tx.state;
+        let out = match this.state {
+            OpState::Start => {
+                let Some(value) = this.value.take() else {
+                    return Poll::Ready(Err(Error::Runtime("send polled after completion")));
+                };
+                let tx = this.tx;
+                runtime::with(|rt| {
+                    if rt.op_enter(cx.waker()) {
+                        return OpState::Cancelled;
+                    }
+                    match tx.try_send_with(value, |lot| lot.unpark_one_in(rt)) {
+                        Ok(()) => {
+                            rt.op_yield(cx.waker());
+                            OpState::Yielded(None)
+                        }
+                        Err((Miss::WouldBlock, value)) => {
+                            let handle = tx.handle.id;
+                            let slot = st.slots.borrow_mut().insert(Slot { value: Some(value), handle, outcome: None });
+                            let key = rt.op_park(cx.waker(), Some((st.send_lot.core(), slot)));
+                            OpState::Parked { key, slot }
+                        }
+                        Err((miss, _)) => {
+                            rt.op_yield(cx.waker());
+                            OpState::Yielded(Some(miss))
+                        }
+                    }
+                })
+                .map(|state| {
+                    this.state = state;
+                    Poll::Pending
+                })
+            }
+            OpState::Cancelled => Ok(Poll::Ready(Err(runtime::cancelled_error()))),
+            OpState::Yielded(miss) => Ok(Poll::Ready(miss.map_or(Ok(()), |m| Err(m.error())))),
+            OpState::Parked { key, slot } => runtime::with(|rt| rt.op_poll_parked(key, cx.waker())).map(|p| {
+                p.map(|r| {
+                    let outcome = st.slots.borrow_mut().try_remove(slot).and_then(|s| s.outcome);
+                    r.and(outcome.map_or(Ok(()), |o| Err(o.error())))
+                })
+            }),
+            OpState::Done => Ok(Poll::Ready(Err(Error::Runtime("send polled after completion")))),
+        };
+        let out = out.unwrap_or_else(|e| Poll::Ready(Err(e)));
+        if out.is_ready() {
+            this.state = OpState::Done;
+        }
+        out
+    }
+}
+
+impl<T> Drop for ChannelSend<'_, T> {
+    fn drop(&mut self) {
+        if let OpState::Parked { key, slot } = self.state {
+            // Whether or not a receiver took the value, the slot goes (with
+            // the value if nobody did).
+            let _ = runtime::with(|rt| rt.op_abandon(key));
+            let slot = self.tx.state.slots.borrow_mut().try_remove(slot);
+            drop(slot);
+        }
+    }
+}
+
+/// The future of [`Receiver::receive`]: one state machine whose first poll
+/// checks cancellation, takes a value (from the buffer or a waiting
+/// sender) and yields, or parks, all in one borrow of the run.
+#[must_use = "futures do nothing unless awaited"]
+pub struct ChannelReceive<'a, T> {
+    st: &'a State<T>,
+    handle: &'a Handle,
+    got: Option<T>,
+    state: OpState,
+}
+
+// Nothing is pinned structurally: the value is only moved, never polled.
+impl<T> Unpin for ChannelReceive<'_, T> {}
+
+impl<T> fmt::Debug for ChannelReceive<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelReceive").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+impl<T> Future for ChannelReceive<'_, T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = self.get_mut();
+        let (st, handle) = (this.st, this.handle);
+        let out = match this.state {
+            OpState::Start => {
+                let got = &mut this.got;
+                runtime::with(|rt| {
+                    if rt.op_enter(cx.waker()) {
+                        return OpState::Cancelled;
+                    }
+                    match try_receive_with(st, handle, |lot| lot.unpark_one_in(rt)) {
+                        Ok(v) => {
+                            *got = Some(v);
+                            rt.op_yield(cx.waker());
+                            OpState::Yielded(None)
+                        }
+                        Err(Miss::WouldBlock) => {
+                            let slot =
+                                st.slots.borrow_mut().insert(Slot { value: None, handle: handle.id, outcome: None });
+                            let key = rt.op_park(cx.waker(), Some((st.recv_lot.core(), slot)));
+                            OpState::Parked { key, slot }
+                        }
+                        Err(miss) => {
+                            rt.op_yield(cx.waker());
+                            OpState::Yielded(Some(miss))
+                        }
+                    }
+                })
+                .map(|state| {
+                    this.state = state;
+                    Poll::Pending
+                })
+            }
+            OpState::Cancelled => Ok(Poll::Ready(Err(runtime::cancelled_error()))),
+            OpState::Yielded(None) => {
+                Ok(Poll::Ready(this.got.take().ok_or(Error::Runtime("receive polled after completion"))))
+            }
+            OpState::Yielded(Some(miss)) => Ok(Poll::Ready(Err(miss.error()))),
+            OpState::Parked { key, slot } => runtime::with(|rt| rt.op_poll_parked(key, cx.waker())).map(|p| {
+                p.map(|r| {
+                    let s = st.slots.borrow_mut().try_remove(slot);
+                    match (r, s) {
+                        (Ok(()), Some(Slot { value: Some(v), .. })) => Ok(v),
+                        (Ok(()), Some(Slot { outcome: Some(o), .. })) => Err(o.error()),
+                        (Ok(()), _) => Err(Error::Runtime("woken without a value")),
+                        (Err(e), s) => {
+                            requeue(st, s);
+                            Err(e)
+                        }
+                    }
+                })
+            }),
+            OpState::Done => Ok(Poll::Ready(Err(Error::Runtime("receive polled after completion")))),
+        };
+        let out = out.unwrap_or_else(|e| Poll::Ready(Err(e)));
+        if out.is_ready() {
+            this.state = OpState::Done;
+        }
+        out
+    }
+}
+
+impl<T> Drop for ChannelReceive<'_, T> {
+    fn drop(&mut self) {
+        match self.state {
+            OpState::Parked { key, slot } => {
+                let _ = runtime::with(|rt| rt.op_abandon(key));
+                let s = self.st.slots.borrow_mut().try_remove(slot);
+                requeue(self.st, s);
+            }
+            // Took a value and yielded, but will never return it: put it
+            // back.
+            OpState::Yielded(None) => {
+                if let Some(v) = self.got.take() {
+                    let mut buf = self.st.buffer.borrow_mut();
+                    buf.push_front(v);
+                    self.st.note_buffer_len(buf.len());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A receiver's slot that holds a value nobody took (its future was
+/// dropped, or cancelled, after the hand-off) puts the value back at the
+/// front of the buffer, so it is not lost.
+fn requeue<T>(st: &State<T>, slot: Option<Slot<T>>) {
+    if let Some(Slot { value: Some(v), .. }) = slot {
+        let mut buf = st.buffer.borrow_mut();
+        buf.push_front(v);
+        st.note_buffer_len(buf.len());
+    }
+}
+
+/// The future of [`Receiver::recv`]: [`ChannelReceive`] with the end of
+/// the channel as `Ok(None)`.
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct ChannelRecv<'a, T>(ChannelReceive<'a, T>);
+
+impl<T> Future for ChannelRecv<'_, T> {
+    type Output = Result<Option<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Option<T>>> {
+        match Pin::new(&mut self.get_mut().0).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(v)) => Poll::Ready(Ok(Some(v))),
+            Poll::Ready(Err(Error::EndOfChannel)) => Poll::Ready(Ok(None)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
     }
 }
 

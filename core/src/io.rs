@@ -202,8 +202,7 @@ where
                         return Poll::Ready(Ok(v));
                     }
                     // Completed without waiting: still a schedule point.
-                    rt.count_schedule_point();
-                    rt.wake_waker(cx.waker());
+                    rt.op_yield(cx.waker());
                     self.out = Some(v);
                     self.state = OpState::Yielded;
                     return Poll::Pending;
@@ -260,11 +259,8 @@ where
             }
             match this.state {
                 OpState::Start => {
-                    rt.count_cancel_point();
-                    if rt.current_cancelled() {
-                        // As `checkpoint_if_cancelled`: yield, then report.
-                        rt.count_schedule_point();
-                        rt.wake_waker(cx.waker());
+                    if rt.op_enter(cx.waker()) {
+                        // As `checkpoint_if_cancelled`: yielded; report next.
                         this.state = OpState::CancelYield;
                         return Poll::Pending;
                     }

@@ -63,7 +63,10 @@ pub mod tls;
 
 pub use abc::StapledStream;
 pub use cancel::{CancelScope, Scoped};
-pub use channel::{Receiver, Sender, TrySendError, open_memory_channel, open_unbounded_memory_channel};
+pub use channel::{
+    ChannelReceive, ChannelRecv, ChannelSend, Receiver, Sender, TrySendError, open_memory_channel,
+    open_unbounded_memory_channel,
+};
 pub use error::{BoxError, CancelReason, CancelSource, Error, Result};
 pub use lowlevel::{checkpoint, checkpoint_if_cancelled};
 pub use nursery::{Nursery, TaskStatus, open_nursery};

@@ -166,9 +166,12 @@ where
         }
         if *this.key == NONE {
             let entered = runtime::with(|rt| {
-                rt.count_schedule_point();
+                // The park core's park (see `runtime/park.rs`); the
+                // cancellation check comes after `register`, which must
+                // see the token either way.
+                let key = rt.op_park(cx.waker(), None);
                 rt.count_cancel_point();
-                let (key, generation) = rt.insert_park(cx.waker().clone());
+                let generation = rt.parks[key].generation;
                 let (id, id_generation) = rt.current_task();
                 let task = Task { key: id, generation: id_generation };
                 (key, generation, task, rt.current_cancelled())
@@ -343,10 +346,7 @@ impl Future for Checkpoint {
         if !self.yielded {
             self.yielded = true;
             // One borrow for both: count the yield and reschedule ourselves.
-            if let Err(e) = runtime::with(|rt| {
-                rt.count_schedule_point();
-                rt.wake_waker(cx.waker());
-            }) {
+            if let Err(e) = runtime::with(|rt| rt.op_yield(cx.waker())) {
                 return Poll::Ready(Err(e));
             }
             return Poll::Pending;
@@ -556,27 +556,25 @@ where
         let Some(op) = this.op.take() else {
             return Poll::Ready(Err(Error::Runtime("checkpointed operation polled after completion")));
         };
-        let cancelled = match runtime::with(|rt| {
-            rt.count_cancel_point();
-            rt.current_cancelled().then(|| rt.cancelled_error())
-        }) {
+        // The park core's protocol (see `runtime/park.rs`), with the
+        // attempt outside the borrow: `op` may use the runtime.
+        let cancelled = match runtime::with(|rt| rt.op_enter(cx.waker()).then(|| rt.cancelled_error())) {
             Ok(c) => c,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        let out = if let Some(e) = cancelled {
-            Err(e)
-        } else {
-            match op() {
-                ControlFlow::Continue(w) => return Poll::Ready(Ok(ControlFlow::Continue(w))),
-                ControlFlow::Break(v) => Ok(v),
+        if let Some(e) = cancelled {
+            // Yielded already: report it next.
+            *this.done = Some(Err(e));
+            return Poll::Pending;
+        }
+        match op() {
+            ControlFlow::Continue(w) => Poll::Ready(Ok(ControlFlow::Continue(w))),
+            ControlFlow::Break(v) => {
+                // Completed: yield once before reporting it.
+                *this.done = Some(Ok(v));
+                let _ = runtime::with(|rt| rt.op_yield(cx.waker()));
+                Poll::Pending
             }
-        };
-        // Completed (or cancelled): yield once before reporting it.
-        *this.done = Some(out);
-        let _ = runtime::with(|rt| {
-            rt.count_schedule_point();
-            rt.wake_waker(cx.waker());
-        });
-        Poll::Pending
+        }
     }
 }

@@ -347,6 +347,29 @@ fn a_receive_dropped_after_the_hand_off_puts_the_value_back() {
 }
 
 #[test]
+fn a_receive_dropped_after_it_took_a_buffered_value_puts_it_back() {
+    mock_run(async {
+        let (tx, rx) = open_memory_channel::<u32>(2);
+        tx.send(1).await?;
+        tx.send(2).await?;
+        // Takes 1 on its first poll (and yields, as every receive does),
+        // then is dropped before it returns it.
+        let mut receive = Box::pin(rx.receive());
+        std::future::poll_fn(|cx| {
+            assert!(receive.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        assert_eq!(rx.statistics().current_buffer_used, 1, "taken on the first poll");
+        drop(receive);
+        assert_eq!(rx.receive().await?, 1, "put back in front");
+        assert_eq!(rx.receive().await?, 2);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
 fn no_value_is_lost_when_a_receiver_is_cancelled_as_it_is_woken() {
     for cancel_first in [true, false] {
         mock_run(async {

@@ -18,9 +18,10 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 
 use super::{NONE, Runtime, with};
+use crate::error::{Error, Result};
 use crate::lowlevel::Abort;
 
 /// A parked waiter's abort callback, owned by its record so that the run
@@ -81,6 +82,89 @@ impl LotCore {
             len: Cell::new(0),
             broken_by: std::cell::RefCell::new(Vec::new()),
         }
+    }
+}
+
+/// The park core: the steps every blocking operation of the run takes
+/// (a checkpoint, an attempt, a park, a wake-up, an abandon), each done
+/// inside one borrow of the runtime, in the manner of Trio's
+/// `checkpoint_if_cancelled` / `cancel_shielded_checkpoint` /
+/// `wait_task_rescheduled`. The futures of the parking lot, the lock, the
+/// channels and the other primitives are thin state machines over these.
+///
+/// The protocol, for an operation's first poll:
+/// 1. [`op_enter`](Runtime::op_enter): a cancel point. When it says
+///    cancelled, the task has yielded; the next poll reports `Cancelled`.
+/// 2. The operation's own attempt (inside the same borrow).
+/// 3. Done at once: [`op_yield`](Runtime::op_yield) (a schedule point; the
+///    next poll returns the result). Must wait:
+///    [`op_park`](Runtime::op_park), and later polls go through
+///    [`op_poll_parked`](Runtime::op_poll_parked) until it is ready; a
+///    future dropped while parked calls
+///    [`op_abandon`](Runtime::op_abandon).
+impl Runtime {
+    /// Step 1: counts a cancel point; if the current scope is cancelled,
+    /// yields (the caller returns `Pending` and reports `Cancelled` next)
+    /// and returns true.
+    #[inline(always)]
+    pub(crate) fn op_enter(&mut self, waker: &Waker) -> bool {
+        self.count_cancel_point();
+        if self.current_cancelled() {
+            self.op_yield(waker);
+            return true;
+        }
+        false
+    }
+
+    /// The operation completed without waiting: a schedule point all the
+    /// same. The caller returns `Pending` and its result on the next poll.
+    #[inline(always)]
+    pub(crate) fn op_yield(&mut self, waker: &Waker) {
+        self.count_schedule_point();
+        self.wake_waker(waker);
+    }
+
+    /// The operation must wait: parks the current task (a schedule point),
+    /// queued at the back of `queue`'s lot with its tag if one is given.
+    /// Returns the waiter's key for `op_poll_parked` and `op_abandon`.
+    pub(crate) fn op_park(&mut self, waker: &Waker, queue: Option<(&Rc<LotCore>, usize)>) -> usize {
+        self.count_schedule_point();
+        let (key, _) = self.insert_park(waker.clone());
+        let task = self.current_task().0;
+        let p = &mut self.parks[key];
+        p.task = task;
+        if let Some((lot, tag)) = queue {
+            p.tag = tag;
+            self.lot_link_tail(key, lot);
+        }
+        key
+    }
+
+    /// A later poll of waiter `key`: `Ok` once it was unparked, `Broken` if
+    /// its lot was broken, `Cancelled` if its scope was (the waiter left
+    /// its lot then, and nothing was handed to it). The record is gone
+    /// once this is ready.
+    pub(crate) fn op_poll_parked(&mut self, key: usize, waker: &Waker) -> Poll<Result<()>> {
+        match self.repoll_park(key, waker) {
+            Some(ParkState::Waiting) => Poll::Pending,
+            Some(ParkState::Woken) => Poll::Ready(Ok(())),
+            Some(ParkState::Broken) => Poll::Ready(Err(Error::Broken)),
+            Some(ParkState::Aborted) => Poll::Ready(Err(self.cancelled_error())),
+            Some(ParkState::CancelPending) => {
+                // Still queued and still cancelled (an unpark would have made
+                // it Woken): leave; nothing was handed to it.
+                self.remove_park(key);
+                Poll::Ready(Err(self.cancelled_error()))
+            }
+            None => Poll::Ready(Err(Error::Runtime("parked waiter vanished"))),
+        }
+    }
+
+    /// The future of waiter `key` was dropped before it was ready: forgets
+    /// the waiter. True if it had been unparked (handed something it will
+    /// now never take: the caller gives it back).
+    pub(crate) fn op_abandon(&mut self, key: usize) -> bool {
+        self.parks.contains(key) && self.remove_park(key).state == ParkState::Woken
     }
 }
 

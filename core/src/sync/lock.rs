@@ -321,21 +321,18 @@ impl Future for LockAcquire<'_> {
                 // As Trio's: a cancel point first, then the attempt, and a
                 // yield when it succeeded (or was cancelled on entry).
                 let entry = runtime::with(|rt| {
-                    rt.count_cancel_point();
                     let (key, generation) = rt.current_task();
                     let me = Task::from_parts(key, generation);
-                    let entry = if rt.current_cancelled() {
-                        Entry::Yield(true)
-                    } else {
-                        match lock.try_acquire(me) {
-                            Ok(()) => Entry::Yield(false),
-                            Err(Error::WouldBlock) => Entry::Wait,
-                            Err(e) => Entry::Fail(e),
-                        }
+                    if rt.op_enter(cx.waker()) {
+                        return (me, Entry::Yield(true));
+                    }
+                    let entry = match lock.try_acquire(me) {
+                        Ok(()) => Entry::Yield(false),
+                        Err(Error::WouldBlock) => Entry::Wait,
+                        Err(e) => Entry::Fail(e),
                     };
                     if let Entry::Yield(_) = entry {
-                        rt.count_schedule_point();
-                        rt.wake_waker(cx.waker());
+                        rt.op_yield(cx.waker());
                     }
                     (me, entry)
                 });

@@ -26,7 +26,7 @@ use pin_project_lite::pin_project;
 
 use crate::error::{Error, Result};
 use crate::lowlevel::Task;
-use crate::runtime::{self, LotCore, NONE, ParkState, Runtime};
+use crate::runtime::{self, LotCore, NONE, Runtime};
 
 /// Who was unparked: the task (as seen when it parked) and the tag it parked
 /// with (see [`ParkingLot::park_tagged`]).
@@ -124,7 +124,7 @@ impl ParkingLot {
     /// # Errors
     /// [`Error::Runtime`] outside `trio::run`.
     pub fn park_handoff<F: FnOnce()>(&self, tag: usize, on_lost: F) -> LotPark<'_, F> {
-        LotPark { lot: self, tag, key: NONE, finished: false, on_lost: Some(on_lost) }
+        LotPark { lot: self, tag, key: NONE, cancelled: false, finished: false, on_lost: Some(on_lost) }
     }
 
     /// Wakes the first parked task, if any, and says who it was. Not a
@@ -133,18 +133,21 @@ impl ParkingLot {
         if self.is_empty() {
             return None;
         }
-        runtime::with(|rt| {
-            let head = self.core.head.get();
-            if head == NONE {
-                return None;
-            }
-            rt.lot_unlink(head);
-            let u = unparked(rt, head);
-            rt.unpark_key(head);
-            Some(u)
-        })
-        .ok()
-        .flatten()
+        runtime::with(|rt| self.unpark_one_in(rt)).ok().flatten()
+    }
+
+    /// [`unpark_one`](ParkingLot::unpark_one) inside a borrow of the run
+    /// (for the primitives' own futures, which attempt their operation in
+    /// the borrow that checks cancellation).
+    pub(crate) fn unpark_one_in(&self, rt: &mut Runtime) -> Option<Unparked> {
+        let head = self.core.head.get();
+        if head == NONE {
+            return None;
+        }
+        rt.lot_unlink(head);
+        let u = unparked(rt, head);
+        rt.unpark_key(head);
+        Some(u)
     }
 
     /// Wakes up to `n` parked tasks, oldest first; returns how many. Not a
@@ -284,7 +287,10 @@ pin_project! {
     pub struct LotPark<'a, F: FnOnce()> {
         lot: &'a ParkingLot,
         tag: usize,
+        // The waiter's record while parked.
         key: usize,
+        // Cancelled on entry: yielded, reports it on the next poll.
+        cancelled: bool,
         finished: bool,
         on_lost: Option<F>,
     }
@@ -296,8 +302,7 @@ pin_project! {
                 return;
             }
             let key = *this.key;
-            let state = runtime::with(|rt| rt.parks.contains(key).then(|| rt.remove_park(key).state));
-            if let Ok(Some(ParkState::Woken)) = state
+            if runtime::with(|rt| rt.op_abandon(key)).unwrap_or(false)
                 && let Some(f) = this.on_lost.take()
             {
                 f();
@@ -317,8 +322,7 @@ impl<F: FnOnce()> LotPark<'_, F> {
         }
         *this.finished = true;
         let key = *this.key;
-        let state = runtime::with(|rt| rt.parks.contains(key).then(|| rt.remove_park(key).state));
-        matches!(state, Ok(Some(ParkState::Woken)))
+        runtime::with(|rt| rt.op_abandon(key)).unwrap_or(false)
     }
 }
 
@@ -336,58 +340,31 @@ impl<F: FnOnce()> Future for LotPark<'_, F> {
         if *this.finished {
             return Poll::Ready(Err(Error::Runtime("park polled after completion")));
         }
-        let (lot, tag) = (&this.lot.core, *this.tag);
-        let first = *this.key == NONE;
-        let out = runtime::with(|rt| {
-            if first {
-                rt.count_schedule_point();
-                rt.count_cancel_point();
+        let (lot, tag, key) = (&this.lot.core, *this.tag, *this.key);
+        let out = if *this.cancelled {
+            Ok(Poll::Ready(Err(runtime::cancelled_error())))
+        } else if key == NONE {
+            runtime::with(|rt| {
                 if !lot.broken_by.borrow().is_empty() {
                     // Trio raises at once, without a checkpoint.
-                    return (NONE, Poll::Ready(Err(Error::Broken)));
+                    rt.count_schedule_point();
+                    rt.count_cancel_point();
+                    return Poll::Ready(Err(Error::Broken));
                 }
-                let (key, _) = rt.insert_park(cx.waker().clone());
-                let task = rt.current_task().0;
-                let p = &mut rt.parks[key];
-                p.tag = tag;
-                p.task = task;
-                if rt.current_cancelled() {
-                    // Cancelled on entry: never queued; yield once, then
-                    // report it.
-                    rt.parks[key].state = ParkState::Aborted;
-                    rt.wake_waker(cx.waker());
+                if rt.op_enter(cx.waker()) {
+                    *this.cancelled = true;
                 } else {
-                    rt.lot_link_tail(key, lot);
+                    *this.key = rt.op_park(cx.waker(), Some((lot, tag)));
                 }
-                return (key, Poll::Pending);
-            }
-            let key = *this.key;
-            match rt.repoll_park(key, cx.waker()) {
-                Some(ParkState::Woken) => (key, Poll::Ready(Ok(()))),
-                Some(ParkState::Broken) => (key, Poll::Ready(Err(Error::Broken))),
-                Some(ParkState::Aborted) => (key, Poll::Ready(Err(rt.cancelled_error()))),
-                Some(ParkState::CancelPending) => {
-                    // Still queued and still cancelled (an unpark would have
-                    // made it Woken): leave the lot; nothing was handed to us.
-                    rt.remove_park(key);
-                    (key, Poll::Ready(Err(rt.cancelled_error())))
-                }
-                Some(ParkState::Waiting) => (key, Poll::Pending),
-                None => (key, Poll::Ready(Err(Error::Runtime("parked waiter vanished")))),
-            }
-        });
-        match out {
-            Ok((key, poll)) => {
-                *this.key = key;
-                if poll.is_ready() {
-                    *this.finished = true;
-                }
-                poll
-            }
-            Err(e) => {
-                *this.finished = true;
-                Poll::Ready(Err(e))
-            }
+                Poll::Pending
+            })
+        } else {
+            runtime::with(|rt| rt.op_poll_parked(key, cx.waker()))
+        };
+        let out = out.unwrap_or_else(|e| Poll::Ready(Err(e)));
+        if out.is_ready() {
+            *this.finished = true;
         }
+        out
     }
 }
