@@ -48,16 +48,23 @@ impl Instant {
     }
 
     /// `self + d`, saturating at [`Instant::MAX`].
+    #[inline]
     pub fn saturating_add(self, d: Duration) -> Instant {
-        let add = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        Instant { nanos: self.nanos.saturating_add(add) }
+        Instant { nanos: self.nanos.saturating_add(duration_nanos(d)) }
     }
 
     /// `self - d`, saturating at [`Instant::ZERO`].
+    #[inline]
     pub fn saturating_sub(self, d: Duration) -> Instant {
-        let sub = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        Instant { nanos: self.nanos.saturating_sub(sub) }
+        Instant { nanos: self.nanos.saturating_sub(duration_nanos(d)) }
     }
+}
+
+/// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years), in u64
+/// arithmetic.
+#[inline]
+fn duration_nanos(d: Duration) -> u64 {
+    d.as_secs().checked_mul(1_000_000_000).and_then(|n| n.checked_add(u64::from(d.subsec_nanos()))).unwrap_or(u64::MAX)
 }
 
 impl Add<Duration> for Instant {
@@ -119,7 +126,9 @@ pub trait Clock {
 /// The default clock: the OS monotonic clock, with an arbitrary offset.
 #[derive(Debug, Clone)]
 pub struct SystemClock {
-    base: std::time::Instant,
+    /// The OS monotonic clock's reading (ns) at this clock's zero plus
+    /// the offset.
+    base: u64,
 }
 
 /// Where the system clock's reading starts, so that subtracting small
@@ -129,7 +138,7 @@ const SYSTEM_CLOCK_OFFSET: Duration = Duration::from_secs(100_000);
 impl SystemClock {
     /// A system clock whose zero is now minus an arbitrary offset.
     pub fn new() -> SystemClock {
-        SystemClock { base: std::time::Instant::now() }
+        SystemClock { base: crate::driver::os::monotonic_nanos() }
     }
 }
 
@@ -140,8 +149,10 @@ impl Default for SystemClock {
 }
 
 impl Clock for SystemClock {
+    #[inline]
     fn current_time(&self) -> Instant {
-        Instant::ZERO + SYSTEM_CLOCK_OFFSET + self.base.elapsed()
+        const OFFSET: u64 = SYSTEM_CLOCK_OFFSET.as_nanos() as u64;
+        Instant::from_nanos(OFFSET + crate::driver::os::monotonic_nanos().saturating_sub(self.base))
     }
 
     fn deadline_to_sleep_time(&self, deadline: Instant) -> Option<Duration> {

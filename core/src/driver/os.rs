@@ -130,3 +130,26 @@ pub(crate) fn bind_address_no_port(sock: &socket2::Socket) {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = sock;
 }
+
+/// The OS monotonic clock in nanoseconds from an arbitrary start, read as
+/// directly as the platform allows (`clock_gettime(CLOCK_MONOTONIC)` on
+/// Unix, which is what `std::time::Instant` reads too, without its
+/// conversions): the run reads it for every deadline a scope sets.
+#[cfg(unix)]
+#[inline]
+pub(crate) fn monotonic_nanos() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC exists
+    // on every Unix we build for, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
+/// See the Unix version: elsewhere, `std::time::Instant` from a start of
+/// the process's choosing.
+#[cfg(not(unix))]
+pub(crate) fn monotonic_nanos() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
