@@ -10,7 +10,7 @@
 //!   `send`/`recv`/`shutdown` calls (natively and on WASI preview 1) gets
 //!   its [`StreamOps`] written once, here.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 
 use super::socket::{SocketOps, StreamOps};
@@ -70,12 +70,13 @@ pub(crate) trait SocketCalls: SocketIo {
 }
 
 impl<D: SocketCalls + SocketOps> StreamOps for D {
-    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
-        while *sent < data.len() {
-            let rest = &data[*sent..];
-            *sent += self.io_on(Dir::Write, |h| D::send(h, rest).map(|n| (n, n < rest.len()))).await?;
+    fn write_all<'d>(&self, data: &'d [u8], sent: &Cell<usize>) -> impl Future<Output = Result<()>> {
+        WriteAll {
+            data,
+            sent,
+            next: move |rest: &'d [u8]| self.io_on(Dir::Write, move |h| D::send(h, rest).map(|n| (n, n < rest.len()))),
+            op: None,
         }
-        Ok(())
     }
 
     fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
@@ -116,21 +117,92 @@ impl<D: SocketCalls + SocketOps> StreamOps for D {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The future of the readiness backends' `write_all`: one send
+    /// operation per chunk the socket takes, until all of the data went
+    /// out. Hand-written (rather than an `async fn` loop) so that a
+    /// `send_all` is one state machine over the current send's.
+    struct WriteAll<'d, 'c, N, F> {
+        data: &'d [u8],
+        sent: &'c Cell<usize>,
+        // Starts the send of the rest.
+        next: N,
+        #[pin]
+        op: Option<F>,
+    }
+}
+
+impl<'d, N, F> Future for WriteAll<'d, '_, N, F>
+where
+    N: FnMut(&'d [u8]) -> F,
+    F: Future<Output = Result<usize>>,
+{
+    type Output = Result<()>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        let mut this = self.project();
+        // Bounded: every turn sends at least one byte or returns.
+        loop {
+            if this.op.is_none() {
+                let sent = this.sent.get();
+                if sent >= this.data.len() {
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                let data: &'d [u8] = this.data;
+                this.op.set(Some((this.next)(&data[sent..])));
+            }
+            let Some(op) = this.op.as_mut().as_pin_mut() else { continue };
+            let out = std::task::ready!(op.poll(cx));
+            this.op.set(None);
+            match out {
+                Ok(n) => this.sent.set(this.sent.get() + n),
+                Err(e) => return std::task::Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
 /// Runs a non-blocking call on the resource in `slot` (a socket, a
 /// descriptor; empty once closed) until it does not block (see
 /// `IoHandle::io`); `Closed` if it is closed, also meanwhile.
-pub(crate) async fn io_while_open<S, T>(
-    io: &IoHandle,
-    slot: &RefCell<Option<S>>,
+pub(crate) fn io_while_open<'a, S, T>(
+    io: &'a IoHandle,
+    slot: &'a RefCell<Option<S>>,
     dir: Dir,
     mut op: impl FnMut(&S) -> io::Result<(T, bool)>,
-) -> Result<T> {
-    io.io(dir, || match slot.borrow().as_ref() {
-        Some(s) => op(s),
-        None => Err(closed_io()),
-    })
-    .await
-    .map_err(|e| if slot.borrow().is_none() { Error::Closed } else { e })
+) -> impl Future<Output = Result<T>> {
+    WhileOpen {
+        op: io.io(dir, move || match slot.borrow().as_ref() {
+            Some(s) => op(s),
+            None => Err(closed_io()),
+        }),
+        slot,
+    }
+}
+
+/// The future of [`io_while_open`]: the I/O operation, whose error is
+/// `Closed` if the resource was closed meanwhile. Hand-written, so that a
+/// socket operation is one state machine (the operation's) and not a
+/// stack of `async fn`s.
+struct WhileOpen<'a, F, S> {
+    op: F,
+    slot: &'a RefCell<Option<S>>,
+}
+
+impl<T, F: Future<Output = Result<T>> + Unpin, S> Future for WhileOpen<'_, F, S> {
+    type Output = Result<T>;
+
+    #[inline]
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<T>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.op).poll(cx) {
+            std::task::Poll::Ready(Err(e)) if this.slot.borrow().is_none() => {
+                drop(e);
+                std::task::Poll::Ready(Err(Error::Closed))
+            }
+            other => other,
+        }
+    }
 }
 
 /// As [`io_while_open`], for a `poll_*` method (an `io::Error`

@@ -38,6 +38,7 @@
 //! [`TcpListenerSocket`]; natively the same type also backs UDP and
 //! Unix-domain sockets (its datagram and path operations are its own).
 
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::error::Result;
@@ -65,9 +66,9 @@ pub(crate) trait SocketOps {
 /// it into its own state (callgrind counted some 200 instructions per echo
 /// round trip more).
 pub(crate) trait StreamOps: SocketOps {
-    /// Sends all of `data[*sent..]`, adding to `*sent` what went out (so
+    /// Sends all of `data[sent..]`, adding to `sent` what went out (so
     /// that a failure or a cancellation midway can tell).
-    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()>;
+    fn write_all(&self, data: &[u8], sent: &Cell<usize>) -> impl Future<Output = Result<()>>;
 
     /// One receive into `buf` (not empty); `Ok(0)` at the end of stream.
     fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>>;

@@ -33,6 +33,8 @@ pub(crate) struct Stream<C> {
     broken: Cell<bool>,
     /// `send_eof` was called: sending is over (`Closed`, as Trio).
     eof_sent: Cell<bool>,
+    /// What the running `send_all` has sent so far.
+    sent: Cell<usize>,
 }
 
 impl<C: StreamOps> Stream<C> {
@@ -43,18 +45,27 @@ impl<C: StreamOps> Stream<C> {
             receiving: Cell::new(false),
             broken: Cell::new(false),
             eof_sent: Cell::new(false),
+            sent: Cell::new(0),
         }
     }
 
-    pub(crate) async fn send_all(&self, data: &[u8]) -> Result<()> {
-        let _busy = BusyGuard::claim(&self.sending)?;
-        self.core.check_open()?;
-        check_send(self.eof_sent.get(), &self.broken)?;
-        if data.is_empty() {
-            return lowlevel::checkpoint().await;
-        }
-        let mut sent = 0;
-        self.core.write_all(data, &mut sent).await.map_err(|e| note_broken(e, sent, &self.broken))
+    pub(crate) fn send_all(&self, data: &[u8]) -> impl Future<Output = Result<()>> {
+        let checked = BusyGuard::claim(&self.sending).and_then(|busy| {
+            self.core.check_open()?;
+            check_send(self.eof_sent.get(), &self.broken)?;
+            Ok(busy)
+        });
+        let (busy, step) = match checked {
+            Err(e) => (None, Step::Failed { error: Some(e) }),
+            Ok(busy) if data.is_empty() => {
+                (Some(busy), Step::Checkpoint { c: lowlevel::checkpoint(), value: Some(()) })
+            }
+            Ok(busy) => {
+                self.sent.set(0);
+                (Some(busy), Step::Run { op: self.core.write_all(data, &self.sent) })
+            }
+        };
+        StreamOp { busy, step, errors: OnError::Send { sent: &self.sent, broken: &self.broken } }
     }
 
     pub(crate) async fn wait_send_all_might_not_block(&self) -> Result<()> {
@@ -70,13 +81,19 @@ impl<C: StreamOps> Stream<C> {
         self.core.ready(Dir::Read).await
     }
 
-    pub(crate) async fn receive_some(&self, buf: &mut [u8]) -> Result<usize> {
-        let _busy = BusyGuard::claim(&self.receiving)?;
-        self.core.check_open()?;
-        if buf.is_empty() {
-            return Err(crate::abc::empty_buffer_error());
-        }
-        self.core.read(buf).await.map_err(to_broken)
+    pub(crate) fn receive_some(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
+        let checked = BusyGuard::claim(&self.receiving).and_then(|busy| {
+            self.core.check_open()?;
+            if buf.is_empty() {
+                return Err(crate::abc::empty_buffer_error());
+            }
+            Ok(busy)
+        });
+        let (busy, step) = match checked {
+            Err(e) => (None, Step::Failed { error: Some(e) }),
+            Ok(busy) => (Some(busy), Step::Run { op: self.core.read(buf) }),
+        };
+        StreamOp { busy, step, errors: OnError::Receive }
     }
 
     pub(crate) async fn send_eof(&self) -> Result<()> {
@@ -91,6 +108,59 @@ impl<C: StreamOps> Stream<C> {
     pub(crate) async fn aclose(&self) -> Result<()> {
         self.core.close();
         lowlevel::checkpoint().await
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream operation (`send_all`, `receive_some`) as one hand-written
+    /// future: the side's busy claim and the checks made when it was
+    /// called, then the backend's operation, whose errors become Trio's
+    /// (`Broken` for a vanished peer; a partial send breaks the stream).
+    /// The checks' error, if any, is reported on the first poll, as an
+    /// `async fn` would.
+    struct StreamOp<'a, F, T> {
+        // Dropped before the claim is let go.
+        #[pin]
+        step: Step<F, T>,
+        busy: Option<BusyGuard<'a>>,
+        errors: OnError<'a>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StepProj]
+    enum Step<F, T> {
+        Failed { error: Option<crate::Error> },
+        // A checkpoint, then `value` (a `send_all` of nothing).
+        Checkpoint { #[pin] c: lowlevel::Checkpoint, value: Option<T> },
+        Run { #[pin] op: F },
+    }
+}
+
+/// How a [`StreamOp`]'s errors are reported.
+enum OnError<'a> {
+    Receive,
+    Send { sent: &'a Cell<usize>, broken: &'a Cell<bool> },
+}
+
+impl<T, F: Future<Output = Result<T>>> Future for StreamOp<'_, F, T> {
+    type Output = Result<T>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<T>> {
+        let this = self.project();
+        let out = match this.step.project() {
+            StepProj::Failed { error } => {
+                Err(error.take().unwrap_or(crate::Error::Runtime("stream operation polled after completion")))
+            }
+            StepProj::Checkpoint { c, value } => std::task::ready!(c.poll(cx))
+                .and_then(|()| value.take().ok_or(crate::Error::Runtime("stream operation polled after completion"))),
+            StepProj::Run { op } => std::task::ready!(op.poll(cx)).map_err(|e| match this.errors {
+                OnError::Receive => to_broken(e),
+                OnError::Send { sent, broken } => note_broken(e, sent.get(), broken),
+            }),
+        };
+        this.busy.take();
+        std::task::Poll::Ready(out)
     }
 }
 
@@ -153,8 +223,8 @@ macro_rules! stream_traits {
             }
         }
         impl $crate::abc::SendStream for $ty {
-            async fn send_all(&self, data: &[u8]) -> $crate::Result<()> {
-                self.sock.send_all(data).await
+            fn send_all(&self, data: &[u8]) -> impl ::std::future::Future<Output = $crate::Result<()>> {
+                self.sock.send_all(data)
             }
             async fn wait_send_all_might_not_block(&self) -> $crate::Result<()> {
                 self.sock.wait_send_all_might_not_block().await
@@ -164,8 +234,8 @@ macro_rules! stream_traits {
             }
         }
         impl $crate::abc::ReceiveStream for $ty {
-            async fn receive_some(&self, buf: &mut [u8]) -> $crate::Result<usize> {
-                self.sock.receive_some(buf).await
+            fn receive_some(&self, buf: &mut [u8]) -> impl ::std::future::Future<Output = $crate::Result<usize>> {
+                self.sock.receive_some(buf)
             }
         }
         impl $crate::abc::HalfCloseableStream for $ty {

@@ -46,7 +46,7 @@
 //!   closing cannot lose it. This is up to one socket buffer later than
 //!   natively (the socket must have room again).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -419,13 +419,13 @@ impl<T: HasTcpSocket> SocketOps for Registered<T> {
 }
 
 impl StreamOps for Stream {
-    async fn write_all(&self, data: &[u8], sent: &mut usize) -> Result<()> {
+    fn write_all(&self, data: &[u8], sent: &Cell<usize>) -> impl Future<Output = Result<()>> {
         let mut flushed = false;
-        self.io_on(Dir::Write, |c| {
+        self.io_on(Dir::Write, move |c| {
             // Write what the stream permits, then flush and wait until it
             // permits more: the host has taken everything by then.
             loop {
-                if *sent == data.len() && !flushed {
+                if sent.get() == data.len() && !flushed {
                     c.output.flush().map_err(write_error)?;
                     flushed = true;
                 }
@@ -433,16 +433,16 @@ impl StreamOps for Stream {
                 if permit == 0 {
                     return Err(would_block());
                 }
-                if *sent == data.len() {
+                if sent.get() == data.len() {
                     return Ok(((), false));
                 }
-                let rest = (data.len() - *sent) as u64;
+                let at = sent.get();
+                let rest = (data.len() - at) as u64;
                 let n = permit.min(MAX_WRITE).min(rest) as usize;
-                c.output.write(&data[*sent..*sent + n]).map_err(write_error)?;
-                *sent += n;
+                c.output.write(&data[at..at + n]).map_err(write_error)?;
+                sent.set(at + n);
             }
         })
-        .await
     }
 
     fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
