@@ -455,13 +455,45 @@ impl RunOptions {
             finish_shared.finish();
             waker::unregister(run_id);
         }));
-
         self.clock.start_clock();
+        let cell = RefCell::new(Runtime::new(run_id, shared.clone(), driver, self.clock, self.seed));
+
+        CURRENT.with(|c| c.set(&cell));
+        CURRENT_ID.with(|c| c.set(run_id));
+        let _clear = Defer(Some(|| {
+            CURRENT.with(|c| c.set(std::ptr::null()));
+            CURRENT_ID.with(|c| c.set(usize::MAX));
+            CURRENT_TASK.with(|c| c.set((NONE, 0)));
+        }));
+
+        #[cfg(any(unix, windows))]
+        let ctrl_c = if self.ctrl_c { listen_ctrl_c(&shared) } else { None };
+        #[cfg(not(any(unix, windows)))]
+        let ctrl_c = {
+            let _ = self.ctrl_c;
+            None
+        };
+        // Declared after the runtime and its guards, so dropped before them:
+        // the future's drop may still use the run.
+        let fut = pin!(fut);
+        Loop::new(&cell, &shared, ctrl_c).run(fut)
+    }
+}
+
+impl Runtime {
+    /// The state of a new run, with its root task and root scope.
+    fn new(
+        run_id: RunId,
+        shared: Arc<Shared>,
+        driver: PlatformDriver,
+        clock: Rc<dyn Clock>,
+        seed: Option<u64>,
+    ) -> Runtime {
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut rt = Runtime {
             run_id,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            shared: shared.clone(),
+            shared,
             tasks: Slab::new(),
             nurseries: Slab::new(),
             scopes: Slab::new(),
@@ -477,8 +509,8 @@ impl RunOptions {
             current_scope: NONE,
             next_gen: 0,
             seq: 0,
-            clock: self.clock,
-            rng: self.seed,
+            clock,
+            rng: seed,
             keyboard_interrupts: 0,
             deferred: Vec::new(),
             new_system_tasks: Vec::new(),
@@ -488,145 +520,211 @@ impl RunOptions {
             pending_aborts: Vec::new(),
             lot_breakers: std::collections::HashMap::default(),
         };
-        let root = rt.insert_root("<main>");
-        rt.root = root;
+        rt.root = rt.insert_root("<main>");
         rt.root_scope = rt.insert_scope(ScopeStateRef::Inline(ScopeState::new()), NONE, false, None);
-        let cell = RefCell::new(rt);
+        rt
+    }
+}
 
-        CURRENT.with(|c| c.set(&cell));
-        CURRENT_ID.with(|c| c.set(run_id));
-        let _clear = Defer(Some(|| {
-            CURRENT.with(|c| c.set(std::ptr::null()));
-            CURRENT_ID.with(|c| c.set(usize::MAX));
-            CURRENT_TASK.with(|c| c.set((NONE, 0)));
-        }));
+/// The run loop of one run: what it owns besides the runtime (the reused
+/// buffers, the system tasks, the Ctrl-C registration). One pass polls the
+/// root if it is ready, runs the callbacks other threads queued, fires
+/// deadlines, and looks at I/O when nothing is ready or the poll budget is
+/// spent.
+struct Loop<'a> {
+    cell: &'a RefCell<Runtime>,
+    shared: &'a Arc<Shared>,
+    root: usize,
+    events: Events,
+    injected: Vec<usize>,
+    entries: std::collections::VecDeque<(Option<waker::EntryKey>, waker::Entry)>,
+    /// System tasks (see `spawn_system_task`), owned here so they are
+    /// dropped, and so cancelled, when the run ends.
+    system: Vec<SystemTask>,
+    #[cfg(any(unix, windows))]
+    ctrl_c: Option<CtrlC>,
+}
 
-        #[cfg(any(unix, windows))]
-        let mut ctrl_c = if self.ctrl_c { listen_ctrl_c(&shared) } else { None };
-        #[cfg(not(any(unix, windows)))]
-        let _ = self.ctrl_c;
+impl<'a> Loop<'a> {
+    #[cfg(any(unix, windows))]
+    fn new(cell: &'a RefCell<Runtime>, shared: &'a Arc<Shared>, ctrl_c: Option<CtrlC>) -> Loop<'a> {
+        Loop { ctrl_c, ..Loop::bare(cell, shared) }
+    }
 
-        let root_waker = cell.borrow().node_waker(root);
+    #[cfg(not(any(unix, windows)))]
+    fn new(cell: &'a RefCell<Runtime>, shared: &'a Arc<Shared>, _ctrl_c: Option<()>) -> Loop<'a> {
+        Loop::bare(cell, shared)
+    }
+
+    fn bare(cell: &'a RefCell<Runtime>, shared: &'a Arc<Shared>) -> Loop<'a> {
+        Loop {
+            cell,
+            shared,
+            root: cell.borrow().root,
+            events: Events::with_capacity(256),
+            injected: Vec::new(),
+            entries: std::collections::VecDeque::new(),
+            system: Vec::new(),
+            #[cfg(any(unix, windows))]
+            ctrl_c: None,
+        }
+    }
+
+    /// Runs passes until the main future returns.
+    fn run<T>(mut self, mut fut: std::pin::Pin<&mut impl Future<Output = Result<T>>>) -> Result<T> {
+        let root_waker = self.cell.borrow().node_waker(self.root);
         let mut cx = Context::from_waker(&root_waker);
-        let mut fut = pin!(fut);
-        let mut events = Events::with_capacity(256);
-        let mut injected = Vec::new();
-        // System tasks (see `spawn_system_task`), owned here so they are
-        // dropped, and so cancelled, when the run ends.
-        let mut system: Vec<SystemTask> = Vec::new();
-        let mut entries = std::collections::VecDeque::new();
         loop {
-            let poll_root = {
-                let mut rt = cell.borrow_mut();
-                if rt.root_ready {
-                    rt.root_ready = false;
-                    rt.tasks[root].scheduled = false;
-                    let scope = rt.root_scope;
-                    rt.enter_node(root, scope);
-                    rt.count_poll();
-                    true
-                } else {
-                    false
-                }
-            };
-            if poll_root {
+            if self.take_root_ready() {
                 if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                    // Callbacks accepted before the run ended still run (as
-                    // Trio guarantees), with the root as the current task;
-                    // from here on new ones are refused with `RunFinished`.
-                    // A Ctrl-C among them still counts.
-                    let late = shared.close_entries();
-                    if !late.is_empty() {
-                        {
-                            let mut rt = cell.borrow_mut();
-                            let scope = rt.root_scope;
-                            rt.enter_node(root, scope);
-                        }
-                        for (_, f) in late {
-                            f();
-                        }
-                    }
-                    // A Ctrl-C caught but not delivered yet (raised just
-                    // before the main task returned, or by a late callback)
-                    // still counts, as in Trio: stop listening (which hands
-                    // over what the handler caught) and look.
-                    #[cfg(any(unix, windows))]
-                    let late_ctrl_c = ctrl_c.take().is_some_and(CtrlC::finish);
-                    #[cfg(not(any(unix, windows)))]
-                    let late_ctrl_c = false;
-                    if cell.borrow().keyboard_interrupts > 0 || late_ctrl_c {
-                        return Err(Error::KeyboardInterrupt);
-                    }
-                    return out;
+                    return self.finish(out);
                 }
-                if !system.is_empty() {
-                    poll_system_tasks(&cell, &mut cx, &mut system);
+                if !self.system.is_empty() {
+                    poll_system_tasks(self.cell, &mut cx, &mut self.system);
                 }
             }
-
-            // Callbacks from `run_sync_soon`, in order, with the root as
-            // the current task. A panic in one is a bug and ends the run.
-            shared.drain_into(&mut injected, &mut entries);
-            if !entries.is_empty() {
-                {
-                    let mut rt = cell.borrow_mut();
-                    let scope = rt.root_scope;
-                    rt.enter_node(root, scope);
-                }
-                while let Some((_, f)) = entries.pop_front() {
-                    f();
-                }
-            }
-            // Wakes from other threads, expired deadlines, and the plan for
-            // the driver, in one borrow.
-            let (deferred, mut plan, budget_spent, aborts) = {
-                let mut rt = cell.borrow_mut();
-                for word in injected.drain(..) {
-                    rt.wake_word(word);
-                }
-                rt.fire_timers();
-                if !rt.new_system_tasks.is_empty() {
-                    // Polled from the next pass on (they woke the root).
-                    system.append(&mut rt.new_system_tasks);
-                }
-                let deferred = std::mem::take(&mut rt.deferred);
-                (deferred, rt.plan(), rt.budget_spent(), !rt.pending_aborts.is_empty())
-            };
-            if aborts {
-                // Deadlines that fired aborted waiters with callbacks.
-                run_pending_aborts();
-            }
-            if !deferred.is_empty() || aborts {
-                for w in deferred {
-                    w.wake();
-                }
-                // A foreign waker may have woken one of ours.
-                plan = cell.borrow().plan();
-            }
-            let (ready, timeout, idle) = plan;
+            self.run_callbacks();
+            let (ready, timeout, idle, budget_spent) = self.after_pass();
             if ready && !budget_spent {
                 continue;
             }
-            events.clear();
-            // Blocking in the poller with the runtime borrowed is fine: no
-            // code of this thread runs meanwhile, and other threads reach the
-            // loop only through `shared` and the driver's wake handle.
-            let deferred = {
-                let mut rt = cell.borrow_mut();
-                let rt = &mut *rt;
-                rt.polls_since_io = 0;
-                rt.driver.poll(&mut events, timeout)?;
-                if !events.is_empty() {
-                    rt.io_dispatch(&events);
-                } else if !ready && !shared.has_pending() {
-                    rt.on_idle(idle);
-                }
-                std::mem::take(&mut rt.deferred)
-            };
-            for w in deferred {
-                w.wake();
+            self.look_at_io(ready, timeout, idle)?;
+        }
+    }
+
+    /// Is the root ready? Then it is entered, to be polled now.
+    #[inline(always)]
+    fn take_root_ready(&self) -> bool {
+        let mut rt = self.cell.borrow_mut();
+        if !rt.root_ready {
+            return false;
+        }
+        rt.root_ready = false;
+        rt.tasks[self.root].scheduled = false;
+        let scope = rt.root_scope;
+        rt.enter_node(self.root, scope);
+        rt.count_poll();
+        true
+    }
+
+    /// Callbacks from `run_sync_soon`, in order, with the root as the
+    /// current task. A panic in one is a bug and ends the run.
+    #[inline(always)]
+    fn run_callbacks(&mut self) {
+        self.shared.drain_into(&mut self.injected, &mut self.entries);
+        if !self.entries.is_empty() {
+            self.run_entries();
+        }
+    }
+
+    #[cold]
+    fn run_entries(&mut self) {
+        {
+            let mut rt = self.cell.borrow_mut();
+            let scope = rt.root_scope;
+            rt.enter_node(self.root, scope);
+        }
+        while let Some((_, f)) = self.entries.pop_front() {
+            f();
+        }
+    }
+
+    /// Wakes from other threads, expired deadlines, and the plan for the
+    /// driver (is work ready, how long may it block, what to do when idle),
+    /// in one borrow; then the wakers and abort callbacks that must run
+    /// outside it. Also says whether the poll budget is spent.
+    #[inline(always)]
+    fn after_pass(&mut self) -> (bool, Option<Duration>, Idle, bool) {
+        let (deferred, plan, budget_spent, aborts) = {
+            let mut rt = self.cell.borrow_mut();
+            for word in self.injected.drain(..) {
+                rt.wake_word(word);
+            }
+            rt.fire_timers();
+            if !rt.new_system_tasks.is_empty() {
+                // Polled from the next pass on (they woke the root).
+                self.system.append(&mut rt.new_system_tasks);
+            }
+            if rt.root_ready && !rt.budget_spent() && rt.deferred.is_empty() && rt.pending_aborts.is_empty() {
+                // The common case: go on polling.
+                return (true, Some(Duration::ZERO), Idle::No, false);
+            }
+            let deferred = std::mem::take(&mut rt.deferred);
+            (deferred, rt.plan(), rt.budget_spent(), !rt.pending_aborts.is_empty())
+        };
+        let (ready, timeout, idle) =
+            if !deferred.is_empty() || aborts { self.wake_deferred(deferred, aborts) } else { plan };
+        (ready, timeout, idle, budget_spent)
+    }
+
+    /// The part of [`after_pass`](Loop::after_pass) that runs code outside
+    /// the borrow: abort callbacks of waiters whose deadlines fired, and
+    /// foreign wakers; then the plan again (they may have woken one of
+    /// ours).
+    #[cold]
+    fn wake_deferred(&self, deferred: Vec<Waker>, aborts: bool) -> (bool, Option<Duration>, Idle) {
+        if aborts {
+            run_pending_aborts();
+        }
+        for w in deferred {
+            w.wake();
+        }
+        self.cell.borrow().plan()
+    }
+
+    /// Polls the OS (without blocking if work is `ready`, else up to
+    /// `timeout`) and dispatches its events; when nothing happened and
+    /// nothing is ready, does what `idle` says.
+    fn look_at_io(&mut self, ready: bool, timeout: Option<Duration>, idle: Idle) -> Result<()> {
+        self.events.clear();
+        // Blocking in the poller with the runtime borrowed is fine: no code
+        // of this thread runs meanwhile, and other threads reach the loop
+        // only through `shared` and the driver's wake handle.
+        let deferred = {
+            let mut rt = self.cell.borrow_mut();
+            let rt = &mut *rt;
+            rt.polls_since_io = 0;
+            rt.driver.poll(&mut self.events, timeout)?;
+            if !self.events.is_empty() {
+                rt.io_dispatch(&self.events);
+            } else if !ready && !self.shared.has_pending() {
+                rt.on_idle(idle);
+            }
+            std::mem::take(&mut rt.deferred)
+        };
+        for w in deferred {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// The main future returned `out`: callbacks accepted before the run
+    /// ended still run (as Trio guarantees), with the root as the current
+    /// task; from here on new ones are refused with `RunFinished`. A Ctrl-C
+    /// among them, or one caught but not delivered yet, still counts: the
+    /// run then reports `KeyboardInterrupt`.
+    fn finish<T>(&mut self, out: Result<T>) -> Result<T> {
+        let late = self.shared.close_entries();
+        if !late.is_empty() {
+            {
+                let mut rt = self.cell.borrow_mut();
+                let scope = rt.root_scope;
+                rt.enter_node(self.root, scope);
+            }
+            for (_, f) in late {
+                f();
             }
         }
+        // Stop listening (which hands over what the handler caught) and
+        // look.
+        #[cfg(any(unix, windows))]
+        let late_ctrl_c = self.ctrl_c.take().is_some_and(CtrlC::finish);
+        #[cfg(not(any(unix, windows)))]
+        let late_ctrl_c = false;
+        if self.cell.borrow().keyboard_interrupts > 0 || late_ctrl_c {
+            return Err(Error::KeyboardInterrupt);
+        }
+        out
     }
 }
 

@@ -250,6 +250,18 @@ impl Runtime {
         lot.len.set(lot.len.get() + 1);
     }
 
+    /// Who waiter `key` is, for a lot's `unpark`: the task that parked (key
+    /// and generation, if it still exists) and the tag it parked with.
+    pub(crate) fn lot_waiter(&self, key: usize) -> (Option<(usize, u32)>, usize) {
+        let p = &self.parks[key];
+        (self.tasks.get(p.task).map(|t| (p.task, t.generation)), p.tag)
+    }
+
+    /// The waiter after `key` in its lot's queue (`NONE` at the end).
+    pub(crate) fn lot_next(&self, key: usize) -> usize {
+        self.parks[key].lot_next
+    }
+
     /// Takes waiter `key` out of its lot's queue (if it is in one).
     pub(crate) fn lot_unlink(&mut self, key: usize) -> bool {
         let (prev, next, lot) = {

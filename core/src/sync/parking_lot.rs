@@ -61,9 +61,8 @@ impl Default for ParkingLot {
 }
 
 fn unparked(rt: &Runtime, key: usize) -> Unparked {
-    let p = &rt.parks[key];
-    let task = rt.tasks.get(p.task).map(|t| Task::from_parts(p.task, t.generation));
-    Unparked { task, tag: p.tag }
+    let (task, tag) = rt.lot_waiter(key);
+    Unparked { task: task.map(|(k, g)| Task::from_parts(k, g)), tag }
 }
 
 impl ParkingLot {
@@ -182,7 +181,7 @@ impl ParkingLot {
             let mut woken = 0;
             let mut k = self.core.head.get();
             while k != NONE {
-                let next = rt.parks[k].lot_next;
+                let next = rt.lot_next(k);
                 if pick(&unparked(rt, k)) {
                     rt.lot_unlink(k);
                     rt.unpark_key(k);
@@ -230,7 +229,7 @@ impl ParkingLot {
             let mut k = self.core.head.get();
             while k != NONE {
                 v.extend(unparked(rt, k).task);
-                k = rt.parks[k].lot_next;
+                k = rt.lot_next(k);
             }
             v
         })
