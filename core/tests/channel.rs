@@ -251,6 +251,27 @@ fn a_cancelled_send_did_not_send() {
 }
 
 #[test]
+fn a_send_dropped_while_parked_leaves_nothing_behind() {
+    mock_run(async {
+        let (tx, rx) = open_memory_channel::<std::rc::Rc<u8>>(0);
+        let value = std::rc::Rc::new(5);
+        let mut send = Box::pin(tx.send(value.clone()));
+        std::future::poll_fn(|cx| {
+            assert!(send.as_mut().poll(cx).is_pending(), "no receiver: parks");
+            std::task::Poll::Ready(())
+        })
+        .await;
+        assert_eq!(tx.statistics().tasks_waiting_send, 1);
+        drop(send);
+        assert_eq!(tx.statistics().tasks_waiting_send, 0, "left the queue");
+        assert_eq!(std::rc::Rc::strong_count(&value), 1, "the value was dropped with the future");
+        assert!(matches!(rx.try_receive(), Err(Error::WouldBlock)), "and never delivered");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
 fn a_cancelled_receive_did_not_receive() {
     mock_run(async {
         let (tx, rx) = open_memory_channel::<u8>(1);

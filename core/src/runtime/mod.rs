@@ -252,7 +252,12 @@ impl Runtime {
         self.current_node = node;
         self.current_scope = scope;
         let task = match self.tasks.get(node) {
-            Some(t) => (t.identity as usize, t.identity_generation),
+            Some(t) if t.identity as usize == node => (node, t.generation),
+            // A nursery body: it acts as the task that opened the nursery.
+            Some(t) => {
+                let id = t.identity as usize;
+                (id, self.tasks.get(id).map_or(0, |host| host.generation))
+            }
             None => (NONE, 0),
         };
         CURRENT_TASK.with(|c| c.set(task));

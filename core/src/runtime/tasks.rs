@@ -30,8 +30,6 @@ pub(crate) struct TaskRec {
     pub(crate) kind: NodeKind,
     /// The task this node acts as (itself, except for bodies).
     pub(crate) identity: u32,
-    /// The generation of the `identity` task.
-    pub(crate) identity_generation: u32,
     pub(crate) name: Cow<'static, str>,
     /// Yields and cancellation checks made by this node (wrapping counters,
     /// compared for change by `testing::assert_checkpoints`).
@@ -66,7 +64,6 @@ pub(crate) struct NurseryRec {
 impl Runtime {
     fn new_task(&mut self, kind: NodeKind, identity: usize, name: Cow<'static, str>) -> usize {
         let generation = self.next_generation();
-        let identity_generation = if identity == NONE { generation } else { self.tasks[identity].generation };
         let entry = self.tasks.vacant_entry();
         let key = entry.key();
         entry.insert(TaskRec {
@@ -74,7 +71,6 @@ impl Runtime {
             scheduled: false,
             kind,
             identity: (if identity == NONE { key } else { identity }) as u32,
-            identity_generation,
             name,
             schedule_points: 0,
             cancel_points: 0,
