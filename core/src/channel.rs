@@ -430,6 +430,48 @@ enum OpState {
     Done,
 }
 
+/// What a channel operation's attempt found (see [`State::begin`]).
+enum Attempt<'a, T> {
+    /// Done at once.
+    Done,
+    /// Must wait in this lot, with this slot for the value or the outcome.
+    Park(&'a ParkingLot, Slot<T>),
+    /// Failed at once (reported after the yield, as every outcome).
+    Failed(Miss),
+}
+
+impl<T> State<T> {
+    /// The first poll of a send or a receive, in one borrow of the run (the
+    /// park core's protocol, `runtime/park.rs`): a cancel point, then
+    /// `attempt`, then the yield, or the park with the attempt's slot.
+    /// Leaves the next step in `state`; the caller returns `Pending`. An
+    /// error only outside a run.
+    fn begin<'a>(
+        &'a self,
+        cx: &Context<'_>,
+        state: &mut OpState,
+        attempt: impl FnOnce(&mut runtime::Runtime) -> Attempt<'a, T>,
+    ) -> Result<()> {
+        runtime::with(|rt| {
+            *state = if rt.op_enter(cx.waker()) {
+                OpState::Cancelled
+            } else {
+                match attempt(rt) {
+                    Attempt::Park(lot, slot) => {
+                        let slot = self.slots.borrow_mut().insert(slot);
+                        let key = rt.op_park(cx.waker(), Some((lot.core(), slot)));
+                        OpState::Parked { key, slot }
+                    }
+                    done => {
+                        rt.op_yield(cx.waker());
+                        OpState::Yielded(if let Attempt::Failed(miss) = done { Some(miss) } else { None })
+                    }
+                }
+            };
+        })
+    }
+}
+
 /// The future of [`Sender::send`]: one state machine whose first poll
 /// checks cancellation, hands the value over (to a waiting receiver or the
 /// buffer) and yields, or parks, all in one borrow of the run.
@@ -461,31 +503,14 @@ impl<T> Future for ChannelSend<'_, T> {
                     return Poll::Ready(Err(Error::Runtime("send polled after completion")));
                 };
                 let tx = this.tx;
-                runtime::with(|rt| {
-                    if rt.op_enter(cx.waker()) {
-                        return OpState::Cancelled;
+                st.begin(cx, &mut this.state, |rt| match tx.try_send_with(value, |lot| lot.unpark_one_in(rt)) {
+                    Ok(()) => Attempt::Done,
+                    Err((Miss::WouldBlock, value)) => {
+                        Attempt::Park(&st.send_lot, Slot { value: Some(value), handle: tx.handle.id, outcome: None })
                     }
-                    match tx.try_send_with(value, |lot| lot.unpark_one_in(rt)) {
-                        Ok(()) => {
-                            rt.op_yield(cx.waker());
-                            OpState::Yielded(None)
-                        }
-                        Err((Miss::WouldBlock, value)) => {
-                            let handle = tx.handle.id;
-                            let slot = st.slots.borrow_mut().insert(Slot { value: Some(value), handle, outcome: None });
-                            let key = rt.op_park(cx.waker(), Some((st.send_lot.core(), slot)));
-                            OpState::Parked { key, slot }
-                        }
-                        Err((miss, _)) => {
-                            rt.op_yield(cx.waker());
-                            OpState::Yielded(Some(miss))
-                        }
-                    }
+                    Err((miss, _)) => Attempt::Failed(miss),
                 })
-                .map(|state| {
-                    this.state = state;
-                    Poll::Pending
-                })
+                .map(|()| Poll::Pending)
             }
             OpState::Cancelled => Ok(Poll::Ready(Err(runtime::cancelled_error()))),
             OpState::Yielded(miss) => Ok(Poll::Ready(miss.map_or(Ok(()), |m| Err(m.error())))),
@@ -546,32 +571,17 @@ impl<T> Future for ChannelReceive<'_, T> {
         let out = match this.state {
             OpState::Start => {
                 let got = &mut this.got;
-                runtime::with(|rt| {
-                    if rt.op_enter(cx.waker()) {
-                        return OpState::Cancelled;
+                st.begin(cx, &mut this.state, |rt| match try_receive_with(st, handle, |lot| lot.unpark_one_in(rt)) {
+                    Ok(v) => {
+                        *got = Some(v);
+                        Attempt::Done
                     }
-                    match try_receive_with(st, handle, |lot| lot.unpark_one_in(rt)) {
-                        Ok(v) => {
-                            *got = Some(v);
-                            rt.op_yield(cx.waker());
-                            OpState::Yielded(None)
-                        }
-                        Err(Miss::WouldBlock) => {
-                            let slot =
-                                st.slots.borrow_mut().insert(Slot { value: None, handle: handle.id, outcome: None });
-                            let key = rt.op_park(cx.waker(), Some((st.recv_lot.core(), slot)));
-                            OpState::Parked { key, slot }
-                        }
-                        Err(miss) => {
-                            rt.op_yield(cx.waker());
-                            OpState::Yielded(Some(miss))
-                        }
+                    Err(Miss::WouldBlock) => {
+                        Attempt::Park(&st.recv_lot, Slot { value: None, handle: handle.id, outcome: None })
                     }
+                    Err(miss) => Attempt::Failed(miss),
                 })
-                .map(|state| {
-                    this.state = state;
-                    Poll::Pending
-                })
+                .map(|()| Poll::Pending)
             }
             OpState::Cancelled => Ok(Poll::Ready(Err(runtime::cancelled_error()))),
             OpState::Yielded(None) => {

@@ -256,11 +256,7 @@ fn a_send_dropped_while_parked_leaves_nothing_behind() {
         let (tx, rx) = open_memory_channel::<std::rc::Rc<u8>>(0);
         let value = std::rc::Rc::new(5);
         let mut send = Box::pin(tx.send(value.clone()));
-        std::future::poll_fn(|cx| {
-            assert!(send.as_mut().poll(cx).is_pending(), "no receiver: parks");
-            std::task::Poll::Ready(())
-        })
-        .await;
+        poll_once_pending(send.as_mut(), "no receiver: parks").await;
         assert_eq!(tx.statistics().tasks_waiting_send, 1);
         drop(send);
         assert_eq!(tx.statistics().tasks_waiting_send, 0, "left the queue");
@@ -346,11 +342,7 @@ fn a_receive_dropped_after_the_hand_off_puts_the_value_back() {
         open_nursery(async |n| {
             n.spawn(async {
                 let mut recv = Box::pin(rx.receive());
-                std::future::poll_fn(|cx| {
-                    assert!(recv.as_mut().poll(cx).is_pending());
-                    std::task::Poll::Ready(())
-                })
-                .await;
+                poll_once_pending(recv.as_mut(), "pending after its first poll").await;
                 handed.wait().await?;
                 drop(recv);
                 Ok(())
@@ -376,11 +368,7 @@ fn a_receive_dropped_after_it_took_a_buffered_value_puts_it_back() {
         // Takes 1 on its first poll (and yields, as every receive does),
         // then is dropped before it returns it.
         let mut receive = Box::pin(rx.receive());
-        std::future::poll_fn(|cx| {
-            assert!(receive.as_mut().poll(cx).is_pending());
-            std::task::Poll::Ready(())
-        })
-        .await;
+        poll_once_pending(receive.as_mut(), "pending after its first poll").await;
         assert_eq!(rx.statistics().current_buffer_used, 1, "taken on the first poll");
         drop(receive);
         assert_eq!(rx.receive().await?, 1, "put back in front");

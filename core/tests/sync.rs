@@ -506,11 +506,7 @@ fn an_acquire_dropped_after_the_hand_off_passes_the_lock_on() {
                 // Parks for the lock, is handed it, and is dropped before it
                 // ever runs again.
                 let mut acquire = Box::pin(l.acquire());
-                std::future::poll_fn(|cx| {
-                    assert!(acquire.as_mut().poll(cx).is_pending());
-                    std::task::Poll::Ready(())
-                })
-                .await;
+                poll_once_pending(acquire.as_mut(), "pending after its first poll").await;
                 released.wait().await?;
                 assert_eq!(l.statistics().owner, Some(current_task()?), "handed over");
                 drop(acquire);
@@ -542,11 +538,7 @@ fn an_acquire_dropped_after_it_took_a_free_lock_gives_it_back() {
         // Took the free lock on its first poll (and yielded, as every
         // acquire does), then dropped before it returned.
         let mut acquire = Box::pin(l.acquire());
-        std::future::poll_fn(|cx| {
-            assert!(acquire.as_mut().poll(cx).is_pending());
-            std::task::Poll::Ready(())
-        })
-        .await;
+        poll_once_pending(acquire.as_mut(), "pending after its first poll").await;
         assert!(l.locked(), "taken on the first poll");
         drop(acquire);
         assert!(!l.locked(), "given back by the dropped future");

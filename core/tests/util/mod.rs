@@ -118,6 +118,17 @@ pub async fn until_within(limit: Duration, mut cond: impl FnMut() -> bool) -> Re
     panic!("condition not met within the bound");
 }
 
+/// Polls `fut` once from the current task and asserts that it is pending
+/// (it started: it parked, or completed at once and yielded), so that a
+/// test can drop it right there.
+pub async fn poll_once_pending<F: Future + ?Sized>(mut fut: std::pin::Pin<&mut F>, what: &str) {
+    std::future::poll_fn(|cx| {
+        assert!(fut.as_mut().poll(cx).is_pending(), "{what}");
+        std::task::Poll::Ready(())
+    })
+    .await
+}
+
 /// `len` bytes of a fixed pseudo-random sequence (xorshift32), for data
 /// that a transfer must bring back unchanged.
 pub fn pseudo_random(len: usize) -> Vec<u8> {
