@@ -4,9 +4,10 @@
 //!
 //! When the last `trio::run` of the process ends, its idle workers are told
 //! to exit and joined (so a program ends with no worker thread alive, which
-//! is what valgrind and leak checkers want). A worker still reporting a
-//! result to a run (between storing it and going back to the idle list: no
-//! user code) is waited for first. A worker still running an abandoned call
+//! is what valgrind and leak checkers want). A worker goes back on the idle
+//! list as soon as its work is done and before it tells the run, so every
+//! result a run has seen came from a worker already on the list (joined
+//! once it has finished telling: no user code). A worker still running an abandoned call
 //! cannot be joined: when it is done and no run is alive it exits on its own
 //! (detached). Within one run, and across overlapping runs, workers are
 //! reused as before; only a process that runs `trio::run` again and again
@@ -14,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +23,14 @@ pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// How long an idle worker waits for a job before it exits.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a worker that just went idle polls for its next job before it
+/// sleeps. A caller that runs `to_thread` calls back to back sends the next
+/// one within a few microseconds of hearing of the last; a worker still
+/// awake takes it without a wake-up, and a wake-up across CPUs costs
+/// 10–20 µs (and more CPU time than this spin) on a virtual machine. See
+/// `docs/PERFORMANCE.md`.
+const SPIN: Duration = Duration::from_micros(20);
 
 /// What an idle worker is sent: a job, or `None` to exit.
 type Msg = Option<Job>;
@@ -40,23 +49,18 @@ struct Pool {
     threads: Vec<(u64, JoinHandle<()>)>,
     /// Live `trio::run`s in the process.
     live_runs: usize,
-    /// Workers between `reporting()` and being back on the idle list.
-    reporting: usize,
-    /// The end of the last run is waiting for `reporting` to reach 0: a
-    /// worker done reporting goes idle (to be joined) even with no run
-    /// alive.
-    draining: bool,
 }
 
-static POOL: Mutex<Pool> =
-    Mutex::new(Pool { idle: Vec::new(), threads: Vec::new(), live_runs: 0, reporting: 0, draining: false });
-/// Signalled when `reporting` goes down.
-static REPORTED: Condvar = Condvar::new();
+static POOL: Mutex<Pool> = Mutex::new(Pool { idle: Vec::new(), threads: Vec::new(), live_runs: 0 });
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    /// On a worker: its current job called `reporting()`.
-    static IS_REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// On a worker: its id and the sender of its job channel, for
+    /// [`idle_now`].
+    static WORKER: std::cell::RefCell<Option<Idle>> = const { std::cell::RefCell::new(None) };
+    /// On a worker: its current job called [`idle_now`] (the worker is on
+    /// the idle list, or detached, already).
+    static WENT_IDLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn pool() -> MutexGuard<'static, Pool> {
@@ -87,13 +91,32 @@ pub(crate) fn idle_workers() -> usize {
 }
 
 /// Called by a job on its worker thread once its work is done and before
-/// it tells the run (so before the run can end because of it): from here
-/// until the worker is back on the idle list, the end of the last run waits
-/// for it, so that it can be joined.
-pub(crate) fn reporting() {
-    if IS_REPORTING.try_with(|r| r.replace(true)) == Ok(false) {
-        pool().reporting += 1;
+/// it tells the run: puts the worker back on the idle list now, so that the
+/// run's next job goes to this thread, still awake, rather than waking
+/// another one (or detaches the worker if no run is alive). From here to the
+/// worker's wait for its next job no user code runs, so the end of the last
+/// run, which joins idle workers, waits at most for the rest of this job's
+/// report. Without this call the worker goes idle when the job returns.
+pub(crate) fn idle_now() {
+    if WENT_IDLE.try_with(|w| w.replace(true)) == Ok(false) {
+        let _ = WORKER.try_with(|w| {
+            if let Some(me) = w.borrow().as_ref() {
+                go_idle(&mut pool(), me);
+            }
+        });
     }
+}
+
+/// Puts worker `me` on the idle list, or, after every run ended (an
+/// abandoned call finishing), detaches it: nobody will give it a job nor
+/// join it. Says whether it is on the list.
+fn go_idle(p: &mut Pool, me: &Idle) -> bool {
+    if p.live_runs == 0 {
+        detach(p, me.id);
+        return false;
+    }
+    p.idle.push(Idle { id: me.id, tx: me.tx.clone() });
+    true
 }
 
 /// Counts a live run from `enter` until it is dropped; the drop of the last
@@ -112,16 +135,6 @@ impl Drop for RunGuard {
         let mut p = pool();
         p.live_runs -= 1;
         if p.live_runs > 0 {
-            return;
-        }
-        // Bounded: a reporting worker runs no user code before it is back.
-        p.draining = true;
-        while p.reporting > 0 && p.live_runs == 0 {
-            p = REPORTED.wait(p).unwrap_or_else(PoisonError::into_inner);
-        }
-        p.draining = false;
-        if p.live_runs > 0 {
-            // A new run started meanwhile: it may use them.
             return;
         }
         let idle = std::mem::take(&mut p.idle);
@@ -158,26 +171,22 @@ fn start_worker(first: Job) -> std::io::Result<()> {
     // look for it.
     let mut p = pool();
     let handle = std::thread::Builder::new().name(format!("trio-worker-{id}")).spawn(move || {
+        WORKER.with_borrow_mut(|w| *w = Some(Idle { id, tx: tx.clone() }));
         let mut next = Some(first);
         while let Some(job) = next.take() {
             // Jobs catch their own panics; a panic here would only end this
             // worker, never the pool.
             job();
-            {
-                let mut p = pool();
-                if IS_REPORTING.with(|r| r.replace(false)) {
-                    p.reporting -= 1;
-                    REPORTED.notify_all();
-                }
-                if p.live_runs == 0 && !p.draining {
-                    // Done after every run ended (an abandoned call): nobody
-                    // will give this worker a job nor join it.
-                    detach(&mut p, id);
-                    return;
-                }
-                p.idle.push(Idle { id, tx: tx.clone() });
+            let idle = if WENT_IDLE.with(|w| w.replace(false)) {
+                // `idle_now` put it on the list (or detached it).
+                pool().threads.iter().any(|t| t.0 == id)
+            } else {
+                go_idle(&mut pool(), &Idle { id, tx: tx.clone() })
+            };
+            if !idle {
+                return;
             }
-            next = match rx.recv_timeout(IDLE_TIMEOUT) {
+            next = match spin_for_job(&rx).unwrap_or_else(|| rx.recv_timeout(IDLE_TIMEOUT)) {
                 Ok(msg) => msg,
                 Err(RecvTimeoutError::Timeout) => {
                     let mut p = pool();
@@ -198,6 +207,29 @@ fn start_worker(first: Job) -> std::io::Result<()> {
     })?;
     p.threads.push((id, handle));
     Ok(())
+}
+
+/// Polls `rx` for up to [`SPIN`] (not at all with a single CPU, where the
+/// spin would only hold back the thread that sends the job): the message,
+/// or `None` to go to sleep on it.
+fn spin_for_job(rx: &mpsc::Receiver<Msg>) -> Option<Result<Msg, RecvTimeoutError>> {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from)) < 2 {
+        return None;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(msg) => return Some(Ok(msg)),
+            Err(mpsc::TryRecvError::Disconnected) => return Some(Err(RecvTimeoutError::Disconnected)),
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => {
+                for _ in 0..4 {
+                    std::hint::spin_loop();
+                }
+            }
+            Err(mpsc::TryRecvError::Empty) => return None,
+        }
+    }
 }
 
 /// Drops the handle of worker `id` (which is exiting on its own).

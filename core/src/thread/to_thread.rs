@@ -337,11 +337,12 @@ impl Options {
                     let _name = shared.thread_name.as_deref().map(os_name::Rename::new);
                     catch_unwind(AssertUnwindSafe(f))
                 });
-                // From here to the worker's return to the pool, no user code
-                // runs: the end of the last run waits for it (to join it).
-                pool::reporting();
                 *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(out);
                 shared.done.store(true, Ordering::Release);
+                // Back on the idle list before the host hears of it, so its
+                // next call finds this thread awake (no user code runs from
+                // here on: the end of the last run may join it).
+                pool::idle_now();
                 // Tell the host (or, if abandoned, free the token). If the
                 // run is over there is nobody left to tell.
                 let _ = shared.notify_done();
