@@ -25,8 +25,12 @@ pub(crate) struct ScopeState {
     pub(crate) cancel_called: Cell<bool>,
     pub(crate) shield: Cell<bool>,
     pub(crate) deadline: Cell<Instant>,
-    /// A deadline relative to entry, resolved when the scope is entered.
-    pub(crate) relative: Cell<Option<Duration>>,
+    /// A deadline relative to entry, resolved when the scope is entered:
+    /// whole seconds and nanoseconds, `u32::MAX` nanoseconds for none (an
+    /// `Option<Duration>` would take 8 bytes more in every scope record; see
+    /// [`relative`](ScopeState::relative)).
+    relative_secs: Cell<u64>,
+    relative_nanos: Cell<u32>,
     pub(crate) cancelled_caught: Cell<bool>,
     /// The runtime record while entered, else `NONE`.
     pub(crate) entered: Cell<usize>,
@@ -35,13 +39,34 @@ pub(crate) struct ScopeState {
     pub(crate) cancel_reason: RefCell<Option<CancelReason>>,
 }
 
+/// `ScopeState::relative_nanos` when there is no relative deadline.
+const NO_NANOS: u32 = u32::MAX;
+
 impl ScopeState {
+    /// The relative deadline still to be resolved at entry, if any.
+    pub(crate) fn relative(&self) -> Option<Duration> {
+        let nanos = self.relative_nanos.get();
+        (nanos != NO_NANOS).then(|| Duration::new(self.relative_secs.get(), nanos))
+    }
+
+    /// Sets (or clears) the relative deadline.
+    pub(crate) fn set_relative(&self, rel: Option<Duration>) {
+        match rel {
+            Some(d) => {
+                self.relative_secs.set(d.as_secs());
+                self.relative_nanos.set(d.subsec_nanos());
+            }
+            None => self.relative_nanos.set(NO_NANOS),
+        }
+    }
+
     pub(crate) fn new() -> ScopeState {
         ScopeState {
             cancel_called: Cell::new(false),
             shield: Cell::new(false),
             deadline: Cell::new(Instant::MAX),
-            relative: Cell::new(None),
+            relative_secs: Cell::new(0),
+            relative_nanos: Cell::new(NO_NANOS),
             cancelled_caught: Cell::new(false),
             entered: Cell::new(NONE),
             used: Cell::new(false),
@@ -138,7 +163,7 @@ impl CancelScope {
     /// A scope whose deadline is `timeout` after the moment it is entered.
     pub fn with_timeout(timeout: Duration) -> CancelScope {
         let s = CancelScope::new();
-        s.state.relative.set(Some(timeout));
+        s.state.set_relative(Some(timeout));
         s
     }
 
@@ -233,13 +258,13 @@ impl CancelScope {
 
     /// The relative timeout still waiting to be resolved at entry, if any.
     pub fn relative_deadline(&self) -> Option<Duration> {
-        self.state.relative.get()
+        self.state.relative()
     }
 
     /// Sets the absolute deadline; works while the scope is entered (a
     /// deadline already past cancels it at once). Clears a relative timeout.
     pub fn set_deadline(&self, deadline: Instant) {
-        self.state.relative.set(None);
+        self.state.set_relative(None);
         self.state.deadline.set(deadline);
         let key = self.state.entered.get();
         if key != NONE {
@@ -256,7 +281,7 @@ impl CancelScope {
         {
             self.set_deadline(now + timeout);
         } else {
-            self.state.relative.set(Some(timeout));
+            self.state.set_relative(Some(timeout));
         }
     }
 
@@ -318,7 +343,8 @@ impl CancelScope {
             return Err(Error::Runtime("a CancelScope can be entered only once"));
         }
         let mut now = None;
-        if let Some(rel) = self.state.relative.take() {
+        if let Some(rel) = self.state.relative() {
+            self.state.set_relative(None);
             let t = rt.now();
             now = Some(t);
             self.state.deadline.set(t + rel);
@@ -346,22 +372,16 @@ impl ScopeSource {
     fn enter(&self, rt: &mut runtime::Runtime, parent: usize) -> Result<usize> {
         match self {
             ScopeSource::Handle(scope) => scope.enter(rt, parent, true),
-            ScopeSource::Private { deadline, relative } => {
-                // No handle reads `used` or `entered` of this state: only
-                // its deadline is set.
-                let state = ScopeState::new();
-                let mut now = None;
-                let deadline = match relative {
-                    Some(rel) => {
-                        let t = rt.now();
-                        now = Some(t);
-                        t + *rel
-                    }
-                    None => *deadline,
-                };
-                state.deadline.set(deadline);
-                Ok(rt.insert_scope(ScopeStateRef::Inline(state), parent, true, now))
-            }
+            ScopeSource::Private { deadline, relative } => Ok(match relative {
+                Some(rel) => {
+                    let now = rt.now();
+                    rt.insert_private_scope(now + *rel, parent, now)
+                }
+                None => {
+                    let now = if *deadline == Instant::MAX { Instant::ZERO } else { rt.now() };
+                    rt.insert_private_scope(*deadline, parent, now)
+                }
+            }),
         }
     }
 }
@@ -437,16 +457,21 @@ where
             return Poll::Ready(Err(Error::Runtime("Scoped future polled after completion")));
         };
         let out = inner.poll(cx);
-        drop(restore);
         let Poll::Ready(out) = out else {
             // Something inside waits: the deadline must be in the timer map
             // now (see `CancelScope::enter`).
-            let _ = runtime::with(|rt| rt.arm_timer(key));
+            let back = runtime::with(|rt| {
+                rt.arm_timer(key);
+                rt.enter_scope(prev);
+            });
+            if back.is_ok() {
+                std::mem::forget(restore);
+            }
             return Poll::Pending;
         };
         *this.done = true;
-        // Drop the inner future inside the scope before leaving it.
-        let _ = runtime::with(|rt| rt.enter_scope(key));
+        // Drop the inner future inside the scope (still the current one)
+        // before leaving it; `restore` goes back to `prev` if that unwinds.
         this.inner.set(None);
         let result = runtime::with(|rt| {
             rt.enter_scope(prev);
@@ -460,6 +485,9 @@ where
             rt.remove_scope(key);
             r
         });
+        if result.is_ok() {
+            std::mem::forget(restore);
+        }
         Poll::Ready(result.unwrap_or_else(Err))
     }
 }

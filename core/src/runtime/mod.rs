@@ -374,7 +374,7 @@ impl Runtime {
                 break;
             }
             self.timers.pop_first();
-            self.scopes[key].timer = None;
+            self.scopes[key].take_timer();
             self.cancel_scope(key, CancelReason::new(CancelSource::Deadline));
         }
     }
