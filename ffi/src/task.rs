@@ -4,10 +4,13 @@
 //! pooled stacks over a guard region: see `stack.rs`). When the C code calls something that
 //! waits (`trio_sleep`, a socket receive, closing a nursery, ...), that call
 //! builds the Rust future for the operation *on the coroutine's stack* and
-//! suspends the coroutine with a pointer to it ([`block_on`]). The task's
-//! future (a [`Pump`]) polls the operation with the task's waker; when the
-//! operation is ready the pump resumes the coroutine, and the C call returns
-//! with the result. Only that C task waits; the run goes on.
+//! polls it there, with the waker of the task's future (a [`Pump`]) that
+//! resumed the coroutine ([`block_on`]). While the operation is pending the
+//! coroutine suspends; each time the pump is polled again it resumes the
+//! coroutine, which polls the operation again; once it is ready the C call
+//! returns with the result. Only that C task waits; the run goes on. (The
+//! operation is polled where it lives, so a C call that waits costs the two
+//! stack switches of its one suspension and nothing more.)
 //!
 //! # Layers: nurseries and cancel scopes
 //! C opens a nursery or a cancel scope with one call and closes it with
@@ -91,23 +94,36 @@ mod asan {
         static HOST: Cell<(*const c_void, usize)> = const { Cell::new((ptr::null(), 0)) };
     }
 
+    /// What [`after_resume`] needs: the resumer's fake-stack token, and
+    /// the stack the resumer itself goes back to when it is a task (a task
+    /// can resume another one: an operation it polls may poll a child task,
+    /// as `Nursery::start` does until the child has started).
+    pub(super) struct Resuming {
+        fake: *mut c_void,
+        host: (*const c_void, usize),
+    }
+
     /// On the host, before resuming a task whose stack is
-    /// `[bottom, bottom + size)`; returns the host's fake-stack token for
-    /// [`after_resume`].
-    pub(super) fn before_resume(bottom: usize, size: usize) -> *mut c_void {
+    /// `[bottom, bottom + size)`.
+    pub(super) fn before_resume(bottom: usize, size: usize) -> Resuming {
         let mut fake = ptr::null_mut();
+        let mut host = (ptr::null(), 0);
         if let Some(h) = hooks() {
+            host = HOST.with(Cell::get);
             // SAFETY: ASan's documented protocol for a switch to a fiber.
             unsafe { (h.start)(&mut fake, bottom as *const c_void, size) };
         }
-        fake
+        Resuming { fake, host }
     }
 
-    /// On the host, once the task has suspended or returned.
-    pub(super) fn after_resume(fake: *mut c_void) {
+    /// On the host, once the task has suspended or returned: the task
+    /// recorded its host (this stack) in `HOST`; the resumer's own host is
+    /// put back.
+    pub(super) fn after_resume(r: Resuming) {
         if let Some(h) = hooks() {
             // SAFETY: as above; the host's bounds are known to ASan.
-            unsafe { (h.finish)(fake, ptr::null_mut(), ptr::null_mut()) };
+            unsafe { (h.finish)(r.fake, ptr::null_mut(), ptr::null_mut()) };
+            HOST.with(|c| c.set(r.host));
         }
     }
 
@@ -145,41 +161,11 @@ thread_local! {
     static CURRENT: Cell<*const Yielder<Resumed, Ask>> = const { Cell::new(std::ptr::null()) };
 }
 
-/// An operation a C call waits on, pinned on the coroutine's stack.
-pub(crate) trait Op {
-    fn poll_op(&mut self, cx: &mut Context<'_>) -> Poll<()>;
-}
-
-/// A future and, once it is ready, its output.
-struct Slot<F: Future> {
-    fut: F,
-    out: Option<F::Output>,
-}
-
-impl<F: Future> Op for Slot<F> {
-    fn poll_op(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.out.is_some() {
-            return Poll::Ready(());
-        }
-        // SAFETY: the slot lives in a frame of the suspended coroutine's
-        // stack, which does not move, until the pump has finished with it
-        // (the frame waits in `suspend` until resumed, and is resumed only
-        // after the last poll).
-        let fut = unsafe { Pin::new_unchecked(&mut self.fut) };
-        match fut.poll(cx) {
-            Poll::Ready(v) => {
-                self.out = Some(v);
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 /// What a coroutine asks its pump for.
 pub(crate) enum Ask {
-    /// Poll this operation until it is ready, then resume.
-    Wait(*mut dyn Op),
+    /// The operation it polled is pending: resume it when the task is
+    /// polled again (its waker has been registered).
+    Pending,
     /// Open a layer (with this id) around everything that follows; resume
     /// once it is open.
     Open(Layer, usize),
@@ -189,8 +175,8 @@ pub(crate) enum Ask {
 
 /// What a coroutine is resumed with.
 pub(crate) enum Resumed {
-    /// The operation it waited on is ready (its output is in its slot).
-    Ready,
+    /// The task was polled again: poll the pending operation again.
+    Poll,
     /// The layer it asked for is open.
     Opened,
     /// The innermost layer closed with this result.
@@ -286,6 +272,9 @@ pub(crate) struct Core {
     co: RefCell<Option<Co>>,
     /// The coroutine's yielder, once it started.
     yielder: Cell<*const Yielder<Resumed, Ask>>,
+    /// While the coroutine runs: the waker of the pump's poll that resumed
+    /// it, for the operations it polls ([`block_on`]).
+    waker: Cell<*const std::task::Waker>,
     /// The C function's return value, once it returned.
     finished: Cell<Option<i32>>,
     /// Per open layer, outermost first: its id and whether a C call in it
@@ -319,8 +308,10 @@ pub(crate) fn next_id() -> usize {
 
 impl Core {
     /// Resumes the coroutine with `r` and returns what it asks next, or
-    /// `None` if its function returned.
-    fn resume(&self, r: Resumed) -> Option<Ask> {
+    /// `None` if its function returned. The operations it polls meanwhile
+    /// register `waker`.
+    fn resume(&self, r: Resumed, waker: &std::task::Waker) -> Option<Ask> {
+        let prev_waker = self.waker.replace(waker);
         let prev = CURRENT.with(|c| c.replace(self.yielder.get()));
         let prev_core = CURRENT_CORE.with(|c| c.replace(self));
         let result = match self.co.borrow_mut().as_mut() {
@@ -340,6 +331,7 @@ impl Core {
         }
         CURRENT.with(|c| c.set(prev));
         CURRENT_CORE.with(|c| c.set(prev_core));
+        self.waker.set(prev_waker);
         match result {
             CoroutineResult::Yield(ask) => Some(ask),
             CoroutineResult::Return(code) => {
@@ -440,6 +432,7 @@ impl CTask {
         let core = Rc::new(Core {
             co: RefCell::new(Some(co)),
             yielder: Cell::new(std::ptr::null()),
+            waker: Cell::new(std::ptr::null()),
             finished: Cell::new(None),
             failure: RefCell::new(None),
             layers: RefCell::new(Vec::new()),
@@ -498,8 +491,6 @@ impl Future for CTask {
 enum PumpState {
     /// Resume the coroutine with this.
     Resume(Resumed),
-    /// Waiting on an operation on the coroutine's stack.
-    Waiting(*mut dyn Op),
     /// Polling a layer the coroutine opened.
     Child(Pin<Box<dyn Future<Output = Result<()>>>>),
     /// Finished.
@@ -537,18 +528,7 @@ impl Future for Pump {
                 PumpState::Done => {
                     return Poll::Ready(Err(Error::Runtime("a C task's pump was polled after it finished")));
                 }
-                PumpState::Resume(r) => this.core.resume(r),
-                PumpState::Waiting(op) => {
-                    // SAFETY: the operation lives on the suspended
-                    // coroutine's stack until it is resumed (see `Slot`).
-                    match unsafe { (*op).poll_op(cx) } {
-                        Poll::Pending => {
-                            this.state = PumpState::Waiting(op);
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(()) => this.core.resume(Resumed::Ready),
-                    }
-                }
+                PumpState::Resume(r) => this.core.resume(r, cx.waker()),
                 PumpState::Child(mut layer) => match layer.as_mut().poll(cx) {
                     Poll::Pending => {
                         this.state = PumpState::Child(layer);
@@ -564,13 +544,16 @@ impl Future for Pump {
                             // close one by one, this one too.
                             return Poll::Ready(this.finish());
                         }
-                        this.core.resume(Resumed::Closed(r))
+                        this.core.resume(Resumed::Closed(r), cx.waker())
                     }
                 },
             };
             match ask {
                 None | Some(Ask::Close) => return Poll::Ready(this.finish()),
-                Some(Ask::Wait(op)) => this.state = PumpState::Waiting(op),
+                Some(Ask::Pending) => {
+                    this.state = PumpState::Resume(Resumed::Poll);
+                    return Poll::Pending;
+                }
                 Some(Ask::Open(layer, id)) => {
                     let inner = Pump::new(this.core.clone(), PumpState::Resume(Resumed::Opened));
                     this.core.layers.borrow_mut().push((id, inner.saw_cancel.clone()));
@@ -614,26 +597,39 @@ unsafe fn suspend(y: *const Yielder<Resumed, Ask>, ask: Ask) -> Resumed {
     r
 }
 
-/// Runs `fut` to completion from inside a C task: suspends the task's
-/// coroutine until `fut` is ready. `Err(TRIO_ENORUN)` outside a C task.
+/// Runs `fut` to completion from inside a C task: polls it here, on the
+/// coroutine's stack, with the waker of the pump that resumed the
+/// coroutine, and suspends the coroutine while it is pending (see the
+/// module docs). `Err(TRIO_ENORUN)` outside a C task.
 pub(crate) fn block_on<F: Future>(fut: F) -> std::result::Result<F::Output, i32> {
     let y = CURRENT.with(Cell::get);
-    if y.is_null() {
+    let core = CURRENT_CORE.with(Cell::get);
+    if y.is_null() || core.is_null() {
         return Err(error::set_error(error::TRIO_ENORUN, "not called from a C task inside trio_run"));
     }
-    let mut slot = Slot { fut, out: None };
-    let op: &mut dyn Op = &mut slot;
-    // SAFETY: erases the slot's lifetime; the pump uses the pointer only
-    // while this frame is suspended below (see `Slot`).
-    let op: *mut (dyn Op + 'static) = unsafe { std::mem::transmute(op as *mut dyn Op) };
-    // SAFETY: `y` is the running coroutine's yielder (set on every resume).
-    match unsafe { suspend(y, Ask::Wait(op)) } {
-        Resumed::Ready => {}
-        _ => return Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        // SAFETY: `core` is the running task's (set by `resume`, which is
+        // on the host's stack below this frame while this code runs), and
+        // its waker is the one `resume` was given, alive for that call.
+        let waker = unsafe { (*core).waker.get() };
+        if waker.is_null() {
+            return Err(error::set_error(error::TRIO_EPANIC, "a C task runs outside its pump"));
+        }
+        // SAFETY: as above.
+        let mut cx = Context::from_waker(unsafe { &*waker });
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return Ok(out);
+        }
+        // SAFETY: `y` is the running coroutine's yielder (set on every
+        // resume). The future stays pinned in this frame, which does not
+        // move while suspended; a task dropped while suspended never runs
+        // this frame again (its stack is reset, see `Core`'s drop).
+        match unsafe { suspend(y, Ask::Pending) } {
+            Resumed::Poll => {}
+            _ => return Err(error::set_error(error::TRIO_EPANIC, "a C task was resumed out of order")),
+        }
     }
-    slot.out
-        .take()
-        .ok_or_else(|| error::set_error(error::TRIO_EPANIC, "a C task was resumed before its operation finished"))
 }
 
 /// Opens `layer` (id `id`) around the rest of the calling C task's code.
