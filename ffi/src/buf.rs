@@ -21,7 +21,20 @@ use crate::error::{TRIO_EINVAL, set_error};
 /// # Errors
 /// `TRIO_EINVAL`, with a detail such as "trio_send_all: len is
 /// 18446744073709551615, more than PTRDIFF_MAX (no buffer is that long)".
+#[inline]
 pub(crate) fn check<T>(func: &str, buf: *const T, buf_name: &str, len: usize, len_name: &str) -> Result<(), c_int> {
+    // The common case in a few instructions; the detail is built out of line.
+    let fits = len <= isize::MAX as usize && (buf as usize).checked_add(len).is_some();
+    if fits && (!buf.is_null() || len == 0) {
+        return Ok(());
+    }
+    refuse(func, buf, buf_name, len, len_name)
+}
+
+/// [`check`]'s error, or `Ok` (unreachable from `check`).
+#[cold]
+#[inline(never)]
+fn refuse<T>(func: &str, buf: *const T, buf_name: &str, len: usize, len_name: &str) -> Result<(), c_int> {
     if isize::try_from(len).is_err() {
         return Err(set_error(
             TRIO_EINVAL,

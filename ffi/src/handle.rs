@@ -255,7 +255,36 @@ impl Handles {
 
     /// The live slot `h` names, checked to be of `kind`, or the error code
     /// after recording which check failed.
+    #[inline]
     fn slot(&self, h: trio_handle_t, kind: Kind) -> Result<&Slot, c_int> {
+        // The common case (a live handle of `kind` from this run) in one
+        // pass; why any other handle is refused is worked out out of line.
+        let (bits, run, generation, index) = decode(h);
+        if bits == kind as u8
+            && run == self.run
+            && h != 0
+            && let Some(slot) = self.slots.get(index as usize)
+            && slot.generation == generation
+            && matches!(slot.entry, Some((k, _)) if k == kind)
+        {
+            return Ok(slot);
+        }
+        Err(self.refuse(h, kind))
+    }
+
+    /// Why `h` is not a live handle of `kind` (recorded as the error
+    /// detail), and the code.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&self, h: trio_handle_t, kind: Kind) -> c_int {
+        match self.slot_checked(h, kind) {
+            Ok(_) => set_error(TRIO_EBADHANDLE, format_args!("handle {h:#x} ({kind}) was refused")),
+            Err(code) => code,
+        }
+    }
+
+    /// [`slot`](Self::slot), every check in turn with its own detail.
+    fn slot_checked(&self, h: trio_handle_t, kind: Kind) -> Result<&Slot, c_int> {
         if h == 0 {
             return Err(set_error(TRIO_EBADHANDLE, format_args!("handle is 0, expected {kind}")));
         }
