@@ -38,6 +38,24 @@ pub(crate) struct ScopeRec {
 }
 
 impl ScopeRec {
+    /// A record for `state`, not linked, not cancelled, with no deadline
+    /// registered.
+    #[inline(always)]
+    fn new(state: ScopeStateRef) -> ScopeRec {
+        ScopeRec {
+            parent: NONE,
+            first_child: NONE,
+            prev_sibling: NONE,
+            next_sibling: NONE,
+            parked_head: NONE,
+            effectively_cancelled: false,
+            timer_at: Instant::MAX,
+            unarmed: false,
+            state,
+            observers: None,
+        }
+    }
+
     /// The deadline registered in the timer map, if any.
     pub(crate) fn timer(&self) -> Option<Instant> {
         (self.timer_at != Instant::MAX).then_some(self.timer_at)
@@ -115,18 +133,7 @@ impl Runtime {
         lazy: bool,
         now: Option<Instant>,
     ) -> usize {
-        let key = self.scopes.insert(ScopeRec {
-            parent: NONE,
-            first_child: NONE,
-            prev_sibling: NONE,
-            next_sibling: NONE,
-            parked_head: NONE,
-            effectively_cancelled: false,
-            timer_at: Instant::MAX,
-            unarmed: false,
-            state,
-            observers: None,
-        });
+        let key = self.scopes.insert(ScopeRec::new(state));
         self.link_scope(key, parent);
         // A new leaf: no children, waiters or observers to tell, so its
         // flag is set directly (what `recompute` would find).
@@ -159,16 +166,9 @@ impl Runtime {
         state.deadline.set(deadline);
         let parent_cancelled = parent != NONE && self.scopes[parent].effectively_cancelled;
         let key = self.scopes.insert(ScopeRec {
-            parent: NONE,
-            first_child: NONE,
-            prev_sibling: NONE,
-            next_sibling: NONE,
-            parked_head: NONE,
             effectively_cancelled: parent_cancelled,
-            timer_at: Instant::MAX,
             unarmed: deadline != Instant::MAX,
-            state: ScopeStateRef::Inline(state),
-            observers: None,
+            ..ScopeRec::new(ScopeStateRef::Inline(state))
         });
         self.link_scope(key, parent);
         if parent_cancelled {
