@@ -29,6 +29,29 @@ extern "C" {
 #endif
 
 /**
+ * `trio_set_driver`: the I/O driver named by the environment variable
+ * `TRIO_DRIVER` (`epoll`, `uring` or `auto`), else epoll (the default).
+ */
+#define TRIO_DRIVER_DEFAULT 0
+
+/**
+ * `trio_set_driver`, `trio_current_driver`: the readiness poller (epoll on
+ * Linux, kqueue or IOCP elsewhere).
+ */
+#define TRIO_DRIVER_EPOLL 1
+
+/**
+ * `trio_set_driver`, `trio_current_driver`: io_uring (Linux).
+ */
+#define TRIO_DRIVER_URING 2
+
+/**
+ * `trio_set_driver`: io_uring where the kernel offers it, else epoll (see
+ * `trio_current_driver` for the reason).
+ */
+#define TRIO_DRIVER_AUTO 3
+
+/**
  * Success. (Some calls return a positive count instead.)
  */
 #define TRIO_OK 0
@@ -311,6 +334,34 @@ int trio_set_stack_size(size_t size);
  * systems).
  */
 int trio_set_stack_guard_size(size_t size);
+
+/**
+ * Sets the I/O driver of the runs this thread starts from now on:
+ * `TRIO_DRIVER_EPOLL`, `TRIO_DRIVER_URING` (a run then fails with
+ * `TRIO_EUNSUPPORTED` or `TRIO_EIO`, the detail naming the reason, where
+ * io_uring cannot be used: off Linux, not in the kernel, disabled or
+ * refused by a seccomp filter), `TRIO_DRIVER_AUTO`, or
+ * `TRIO_DRIVER_DEFAULT`.
+ *
+ * Does not block; any thread, inside or outside a run (a run already
+ * going keeps its driver). Returns 0, or `TRIO_EINVAL` for another value.
+ */
+int trio_set_driver(int driver);
+
+/**
+ * The I/O driver of the run on this thread: `TRIO_DRIVER_EPOLL` or
+ * `TRIO_DRIVER_URING`. With `why` non-NULL and `len` more than 0, the
+ * reason a `TRIO_DRIVER_AUTO` run fell back to epoll is copied there,
+ * cut to `len - 1` bytes and NUL-terminated (an empty string when it did
+ * not fall back).
+ *
+ * Does not block. Returns the driver; `TRIO_ENORUN` outside a run;
+ * `TRIO_EINVAL` if `why` is NULL with `len` more than 0.
+ *
+ * # Safety
+ * `why` is NULL or points to `len` writable bytes.
+ */
+int trio_current_driver(char *why, size_t len);
 
 /**
  * Sleeps for `seconds` (0 or more; fractions allowed; `INFINITY`, or a

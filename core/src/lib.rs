@@ -67,6 +67,7 @@ pub use channel::{
     ChannelReceive, ChannelRecv, ChannelSend, Receiver, Sender, TrySendError, open_memory_channel,
     open_unbounded_memory_channel,
 };
+pub use driver::Driver;
 pub use error::{BoxError, CancelReason, CancelSource, Error, Result};
 pub use lowlevel::{checkpoint, checkpoint_if_cancelled};
 pub use nursery::{Nursery, TaskStatus, open_nursery};

@@ -403,6 +403,18 @@ pub struct NurseryRef {
     generation: u32,
 }
 
+pub use crate::driver::DriverInfo;
+
+/// The I/O driver this run got (see [`Driver`](crate::Driver)): epoll or
+/// io_uring, and after [`Driver::Auto`](crate::Driver::Auto) fell back to
+/// epoll, why.
+///
+/// # Errors
+/// [`Error::Runtime`] outside a run.
+pub fn current_driver() -> Result<DriverInfo> {
+    runtime::with(|rt| rt.driver_info.clone())
+}
+
 /// The task running now. A nursery body runs as part of the task that opened
 /// the nursery, so inside a body this is that task. Not a checkpoint.
 ///

@@ -94,6 +94,10 @@ fn run_with(options: trio::RunOptions, main_fn: TrioTaskFn, arg: *mut c_void) ->
             return c;
         }
     };
+    let options = match DRIVER.with(std::cell::Cell::get) {
+        Some(d) => options.driver(d),
+        None => options,
+    };
     let r = options.handle_ctrl_c(false).run(task);
     // Objects the C code did not close belong to the finished run: their
     // handles go stale and the objects are freed.
@@ -136,6 +140,88 @@ pub extern "C" fn trio_set_stack_size(size: usize) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn trio_set_stack_guard_size(size: usize) -> c_int {
     guard(|| crate::stack::set_guard_size(size).map_or_else(|c| c, |()| 0))
+}
+
+/// `trio_set_driver`: the I/O driver named by the environment variable
+/// `TRIO_DRIVER` (`epoll`, `uring` or `auto`), else epoll (the default).
+pub const TRIO_DRIVER_DEFAULT: c_int = 0;
+/// `trio_set_driver`, `trio_current_driver`: the readiness poller (epoll on
+/// Linux, kqueue or IOCP elsewhere).
+pub const TRIO_DRIVER_EPOLL: c_int = 1;
+/// `trio_set_driver`, `trio_current_driver`: io_uring (Linux).
+pub const TRIO_DRIVER_URING: c_int = 2;
+/// `trio_set_driver`: io_uring where the kernel offers it, else epoll (see
+/// `trio_current_driver` for the reason).
+pub const TRIO_DRIVER_AUTO: c_int = 3;
+
+thread_local! {
+    /// The driver `trio_set_driver` chose for this thread's runs.
+    static DRIVER: std::cell::Cell<Option<trio::Driver>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the I/O driver of the runs this thread starts from now on:
+/// `TRIO_DRIVER_EPOLL`, `TRIO_DRIVER_URING` (a run then fails with
+/// `TRIO_EUNSUPPORTED` or `TRIO_EIO`, the detail naming the reason, where
+/// io_uring cannot be used: off Linux, not in the kernel, disabled or
+/// refused by a seccomp filter), `TRIO_DRIVER_AUTO`, or
+/// `TRIO_DRIVER_DEFAULT`.
+///
+/// Does not block; any thread, inside or outside a run (a run already
+/// going keeps its driver). Returns 0, or `TRIO_EINVAL` for another value.
+#[unsafe(no_mangle)]
+pub extern "C" fn trio_set_driver(driver: c_int) -> c_int {
+    guard(|| {
+        let d = match driver {
+            TRIO_DRIVER_DEFAULT => None,
+            TRIO_DRIVER_EPOLL => Some(trio::Driver::Epoll),
+            TRIO_DRIVER_URING => Some(trio::Driver::Uring),
+            TRIO_DRIVER_AUTO => Some(trio::Driver::Auto),
+            other => return set_error(error::TRIO_EINVAL, format_args!("no driver {other} (expected 0 to 3)")),
+        };
+        DRIVER.with(|c| c.set(d));
+        0
+    })
+}
+
+/// The I/O driver of the run on this thread: `TRIO_DRIVER_EPOLL` or
+/// `TRIO_DRIVER_URING`. With `why` non-NULL and `len` more than 0, the
+/// reason a `TRIO_DRIVER_AUTO` run fell back to epoll is copied there,
+/// cut to `len - 1` bytes and NUL-terminated (an empty string when it did
+/// not fall back).
+///
+/// Does not block. Returns the driver; `TRIO_ENORUN` outside a run;
+/// `TRIO_EINVAL` if `why` is NULL with `len` more than 0.
+///
+/// # Safety
+/// `why` is NULL or points to `len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn trio_current_driver(why: *mut std::ffi::c_char, len: usize) -> c_int {
+    guard(|| {
+        if let Err(c) = crate::buf::check("trio_current_driver", why, "why", len, "len") {
+            return c;
+        }
+        if why.is_null() && len > 0 {
+            return set_error(error::TRIO_EINVAL, "trio_current_driver: why is NULL but len is not 0");
+        }
+        let info = match trio::lowlevel::current_driver() {
+            Ok(i) => i,
+            Err(_) => return set_error(error::TRIO_ENORUN, "trio_current_driver: no run on this thread"),
+        };
+        if len > 0 {
+            let text = info.fallback().unwrap_or("").as_bytes();
+            let n = text.len().min(len - 1);
+            // SAFETY: `why` has `len` writable bytes (the caller's
+            // promise, checked non-NULL above); `n + 1 <= len`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), why.cast::<u8>(), n);
+                *why.add(n) = 0;
+            }
+        }
+        match info.driver() {
+            trio::Driver::Uring => TRIO_DRIVER_URING,
+            _ => TRIO_DRIVER_EPOLL,
+        }
+    })
 }
 
 /// Sleeps for `seconds` (0 or more; fractions allowed; `INFINITY`, or a

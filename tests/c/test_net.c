@@ -673,6 +673,36 @@ static int leave_open(void *arg) {
     return 0;
 }
 
+/* --- the I/O driver: trio_set_driver, trio_current_driver --- */
+static int driver_seen = 0;
+static char driver_why[128];
+
+static int driver_echo_task(void *arg) {
+    (void)arg;
+    driver_seen = trio_current_driver(driver_why, sizeof driver_why);
+    echo_between_two_tasks("127.0.0.1");
+    return 0;
+}
+
+static void drivers(void) {
+    int rc;
+    CHECK(trio_set_driver(7) == TRIO_EINVAL && trio_set_driver(-1) == TRIO_EINVAL, "driver: unknown values are refused");
+    CHECK(trio_current_driver(NULL, 0) == TRIO_ENORUN, "driver: there is none outside a run");
+    CHECK(trio_set_driver(TRIO_DRIVER_URING) == 0, "driver: ask for io_uring");
+    rc = trio_run(driver_echo_task, NULL);
+    CHECK((rc == 0 && driver_seen == TRIO_DRIVER_URING && driver_why[0] == 0) || ((rc == TRIO_EIO || rc == TRIO_EUNSUPPORTED) && detail_has("io_uring")),
+          "driver: an echo on io_uring, or the reason it cannot be used");
+    CHECK(trio_set_driver(TRIO_DRIVER_AUTO) == 0, "driver: auto");
+    rc = trio_run(driver_echo_task, NULL);
+    CHECK(rc == 0 && ((driver_seen == TRIO_DRIVER_URING && driver_why[0] == 0) ||
+                      (driver_seen == TRIO_DRIVER_EPOLL && strstr(driver_why, "io_uring") != NULL)),
+          "driver: auto runs on io_uring, or on epoll saying why");
+    CHECK(trio_set_driver(TRIO_DRIVER_EPOLL) == 0, "driver: epoll");
+    rc = trio_run(driver_echo_task, NULL);
+    CHECK(rc == 0 && driver_seen == TRIO_DRIVER_EPOLL && driver_why[0] == 0, "driver: epoll runs on epoll");
+    CHECK(trio_set_driver(TRIO_DRIVER_DEFAULT) == 0, "driver: back to the default");
+}
+
 int main(void) {
     int fds_before = count_fds();
     trio_handle_t h = 555;
@@ -690,6 +720,7 @@ int main(void) {
 
     CHECK(trio_run_mock_clock(main_task, NULL) == 0, "everything on the mock clock");
     CHECK(trio_run(real_clock_task, NULL) == 0, "echo on the real clock");
+    drivers();
 
     CHECK(trio_run(leave_open, NULL) == 0, "a run that leaves sockets open");
     /* trio_run closed them: their handles are stale, their descriptors

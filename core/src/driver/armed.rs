@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Driver, Events, Interest, RawSource, WakeHandle};
+use super::{Backend, Events, Interest, RawSource, WakeHandle};
 
 /// A stateless, level-triggered backend (WASI), driven by [`Level`].
 pub(crate) trait LevelPoll {
@@ -21,7 +21,7 @@ pub(crate) trait LevelPoll {
     fn poll_armed(&mut self, armed: &Armed, events: &mut Events, timeout: Option<Duration>) -> io::Result<()>;
 }
 
-/// The [`Driver`] of a [`LevelPoll`] backend: keeps what the runtime armed
+/// The [`Backend`] of a [`LevelPoll`] backend: keeps what the runtime armed
 /// and disarms each direction it reported (one-shot, as the contract says).
 /// No threads on WASI, hence no wake handle.
 pub(crate) struct Level<B> {
@@ -36,7 +36,7 @@ impl<B> Level<B> {
     }
 }
 
-impl<B: LevelPoll> Driver for Level<B> {
+impl<B: LevelPoll> Backend for Level<B> {
     fn register(&mut self, source: RawSource, _token: usize, _interest: Interest) -> io::Result<()> {
         // Nothing is watched until it is armed.
         self.backend.check_source(source)

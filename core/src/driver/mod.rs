@@ -7,7 +7,7 @@
 //!
 //! # The contract
 //!
-//! Every backend implements [`Driver`]:
+//! Every backend implements [`Backend`]:
 //!
 //! - **Sources and tokens.** `register(source, token, interest)` once per
 //!   source (a socket, a descriptor, a WASI source number), with the token
@@ -85,6 +85,8 @@ pub(crate) mod signals;
 pub(crate) mod signals;
 pub(crate) mod socket;
 pub(crate) mod thread_name;
+#[cfg(target_os = "linux")]
+mod uring;
 #[cfg(all(target_os = "wasi", target_env = "p1"))]
 pub(crate) mod wasi_p1;
 #[cfg(all(target_os = "wasi", not(target_env = "p1")))]
@@ -148,7 +150,7 @@ pub(crate) trait WakeHandle: Send + Sync {
 }
 
 /// What every backend provides (see the module docs).
-pub(crate) trait Driver {
+pub(crate) trait Backend {
     fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()>;
     fn deregister(&mut self, source: RawSource) -> io::Result<()>;
     /// Called each time a task is about to park waiting on `source`, with
@@ -189,23 +191,195 @@ pub(crate) fn ready_now(_source: RawSource, _interest: Interest) -> bool {
     true
 }
 
+/// Which I/O driver a run uses ([`RunOptions::driver`](crate::RunOptions::driver)).
+///
+/// Without a choice in `RunOptions`, the environment variable
+/// `TRIO_DRIVER` (`epoll`, `uring` or `auto`) decides, and without it
+/// [`Driver::Epoll`]. [`lowlevel::current_driver`](crate::lowlevel::current_driver)
+/// tells which one a run got and, after a fallback, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Driver {
+    /// The readiness poller of the platform: epoll on Linux, kqueue on the
+    /// BSDs and macOS, IOCP/AFD on Windows, `poll_oneoff` or
+    /// `wasi:io/poll` on WASI.
+    Epoll,
+    /// io_uring (Linux only). A run asking for it fails with
+    /// [`Error::Io`](crate::Error::Io) where the kernel does not offer it.
+    /// This first stage waits for readiness through the ring (one
+    /// `io_uring_enter` submits the waits and reaps the completions); the
+    /// socket operations are still the same system calls as on epoll.
+    Uring,
+    /// io_uring where the kernel offers what the backend needs, else the
+    /// readiness poller, with the reason in
+    /// [`DriverInfo::fallback`].
+    Auto,
+}
+
+impl Driver {
+    /// The choice `TRIO_DRIVER` names (`None` if unset).
+    ///
+    /// # Errors
+    /// A value other than `epoll`, `uring` or `auto`.
+    pub(crate) fn from_env() -> io::Result<Option<Driver>> {
+        match std::env::var("TRIO_DRIVER") {
+            Err(_) => Ok(None),
+            Ok(v) => Driver::parse(&v).map(Some),
+        }
+    }
+
+    /// The driver `TRIO_DRIVER=name` asks for.
+    fn parse(name: &str) -> io::Result<Driver> {
+        match name {
+            "epoll" => Ok(Driver::Epoll),
+            "uring" => Ok(Driver::Uring),
+            "auto" => Ok(Driver::Auto),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TRIO_DRIVER={other:?}: expected epoll, uring or auto"),
+            )),
+        }
+    }
+}
+
+/// The driver a run got (see
+/// [`lowlevel::current_driver`](crate::lowlevel::current_driver)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverInfo {
+    driver: Driver,
+    fallback: Option<String>,
+}
+
+impl DriverInfo {
+    /// [`Driver::Epoll`] or [`Driver::Uring`] (never `Auto`).
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    /// For a run that asked for [`Driver::Auto`] and got epoll: why
+    /// io_uring was not used, in one line (for example "io_uring:
+    /// Operation not permitted (os error 1)" where a seccomp filter or
+    /// `/proc/sys/kernel/io_uring_disabled` refuses it).
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+}
+
 /// The driver of this platform.
-#[cfg(not(target_os = "wasi"))]
+#[cfg(all(not(target_os = "wasi"), not(target_os = "linux")))]
 pub(crate) type PlatformDriver = native::NativeDriver;
 
-/// The driver for this platform.
-#[cfg(not(target_os = "wasi"))]
-pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
+/// The driver for this platform, as chosen.
+///
+/// # Errors
+/// The poller cannot be made; [`Driver::Uring`] off Linux.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn new_driver(choice: Driver) -> io::Result<(PlatformDriver, DriverInfo)> {
+    let fallback = match choice {
+        Driver::Uring => return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring is Linux only")),
+        Driver::Epoll => None,
+        Driver::Auto => Some("io_uring is Linux only".to_owned()),
+    };
+    Ok((new_platform_driver()?, DriverInfo { driver: Driver::Epoll, fallback }))
+}
+
+#[cfg(all(not(target_os = "wasi"), not(target_os = "linux")))]
+fn new_platform_driver() -> io::Result<PlatformDriver> {
     native::NativeDriver::new()
+}
+
+/// The driver of this platform: epoll or io_uring, chosen per run.
+#[cfg(target_os = "linux")]
+pub(crate) enum PlatformDriver {
+    Epoll(native::NativeDriver),
+    /// Boxed: the ring's state is large, and epoll is the default.
+    Uring(Box<uring::UringDriver>),
+}
+
+/// The driver for this platform, as chosen (see [`Driver`]).
+///
+/// # Errors
+/// The poller cannot be made; for [`Driver::Uring`], why io_uring cannot
+/// be used.
+#[cfg(target_os = "linux")]
+pub(crate) fn new_driver(choice: Driver) -> io::Result<(PlatformDriver, DriverInfo)> {
+    choose(choice, uring::UringDriver::new)
+}
+
+/// [`new_driver`] with the io_uring set-up given (so that tests can make
+/// it fail).
+#[cfg(target_os = "linux")]
+fn choose(
+    choice: Driver,
+    uring: impl FnOnce() -> io::Result<uring::UringDriver>,
+) -> io::Result<(PlatformDriver, DriverInfo)> {
+    let epoll = || native::NativeDriver::new().map(PlatformDriver::Epoll);
+    match choice {
+        Driver::Epoll => Ok((epoll()?, DriverInfo { driver: Driver::Epoll, fallback: None })),
+        Driver::Uring => match uring() {
+            Ok(d) => Ok((PlatformDriver::Uring(Box::new(d)), DriverInfo { driver: Driver::Uring, fallback: None })),
+            Err(e) => Err(io::Error::new(e.kind(), format!("io_uring cannot be used here: {e}"))),
+        },
+        Driver::Auto => match uring() {
+            Ok(d) => Ok((PlatformDriver::Uring(Box::new(d)), DriverInfo { driver: Driver::Uring, fallback: None })),
+            Err(e) => Ok((epoll()?, DriverInfo { driver: Driver::Epoll, fallback: Some(format!("io_uring: {e}")) })),
+        },
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Backend for PlatformDriver {
+    fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        match self {
+            PlatformDriver::Epoll(d) => d.register(source, token, interest),
+            PlatformDriver::Uring(d) => d.register(source, token, interest),
+        }
+    }
+
+    fn deregister(&mut self, source: RawSource) -> io::Result<()> {
+        match self {
+            PlatformDriver::Epoll(d) => d.deregister(source),
+            PlatformDriver::Uring(d) => d.deregister(source),
+        }
+    }
+
+    #[inline]
+    fn arm(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
+        match self {
+            PlatformDriver::Epoll(d) => d.arm(source, token, interest),
+            PlatformDriver::Uring(d) => d.arm(source, token, interest),
+        }
+    }
+
+    #[inline]
+    fn disarm(&mut self, source: RawSource, token: usize, interest: Interest) {
+        match self {
+            PlatformDriver::Epoll(d) => d.disarm(source, token, interest),
+            PlatformDriver::Uring(d) => d.disarm(source, token, interest),
+        }
+    }
+
+    fn poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            PlatformDriver::Epoll(d) => d.poll(events, timeout),
+            PlatformDriver::Uring(d) => d.poll(events, timeout),
+        }
+    }
+
+    fn wake_handle(&self) -> Option<Arc<dyn WakeHandle>> {
+        match self {
+            PlatformDriver::Epoll(d) => d.wake_handle(),
+            PlatformDriver::Uring(d) => d.wake_handle(),
+        }
+    }
 }
 
 /// The driver of this platform.
 #[cfg(all(target_os = "wasi", target_env = "p1"))]
 pub(crate) type PlatformDriver = wasi_p1::WasiP1Driver;
 
-/// The driver for this platform.
 #[cfg(all(target_os = "wasi", target_env = "p1"))]
-pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
+fn new_platform_driver() -> io::Result<PlatformDriver> {
     wasi_p1::new_driver()
 }
 
@@ -213,8 +387,53 @@ pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
 #[cfg(all(target_os = "wasi", not(target_env = "p1")))]
 pub(crate) type PlatformDriver = wasi_p2::WasiP2Driver;
 
-/// The driver for this platform.
 #[cfg(all(target_os = "wasi", not(target_env = "p1")))]
-pub(crate) fn new_driver() -> io::Result<PlatformDriver> {
+fn new_platform_driver() -> io::Result<PlatformDriver> {
     wasi_p2::new_driver()
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::*;
+
+    #[test]
+    fn trio_driver_names() {
+        assert_eq!(Driver::parse("epoll").unwrap(), Driver::Epoll);
+        assert_eq!(Driver::parse("uring").unwrap(), Driver::Uring);
+        assert_eq!(Driver::parse("auto").unwrap(), Driver::Auto);
+        let e = Driver::parse("kqueue").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("expected epoll, uring or auto"), "{e}");
+    }
+
+    /// `Auto` falls back to epoll with the reason when io_uring cannot be
+    /// set up (forced here: the set-up fails as under a seccomp filter or
+    /// `io_uring_disabled`); `Uring` fails with it; `Epoll` never tries.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn auto_falls_back_when_uring_fails() {
+        let refused = || Err(io::Error::from_raw_os_error(libc::EPERM));
+        let (d, info) = choose(Driver::Auto, refused).unwrap();
+        assert!(matches!(d, PlatformDriver::Epoll(_)));
+        assert_eq!(info.driver(), Driver::Epoll);
+        let why = info.fallback().unwrap();
+        assert!(why.starts_with("io_uring: ") && why.contains("not permitted"), "{why}");
+
+        let Err(e) = choose(Driver::Uring, refused) else { panic!("Uring without io_uring") };
+        assert!(e.to_string().contains("io_uring cannot be used here"), "{e}");
+
+        let (d, info) = choose(Driver::Epoll, || panic!("Epoll must not try io_uring")).unwrap();
+        assert!(matches!(d, PlatformDriver::Epoll(_)));
+        assert_eq!(info.fallback(), None);
+    }
+
+    /// Off Linux, `Auto` is the platform's poller with the reason.
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn auto_is_the_platform_poller_off_linux() {
+        let (_, info) = new_driver(Driver::Auto).unwrap();
+        assert_eq!(info.driver(), Driver::Epoll);
+        assert_eq!(info.fallback(), Some("io_uring is Linux only"));
+        assert!(new_driver(Driver::Uring).is_err());
+    }
 }

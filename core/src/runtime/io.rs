@@ -25,7 +25,7 @@ use super::ParkState;
 use slab::Slab;
 
 use super::Runtime;
-use crate::driver::{Driver, Event, Interest, RawSource};
+use crate::driver::{Backend, Event, Interest, RawSource};
 
 /// Read or write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +198,7 @@ impl Runtime {
     }
 
     /// Tells the driver which directions of record `key` are waited on
-    /// (see `Driver::arm`). Should the driver refuse, the waiters are woken
+    /// (see `Backend::arm`). Should the driver refuse, the waiters are woken
     /// and the record marked closed, so that the next attempt of each
     /// operation meets the socket's own error instead of waiting forever.
     #[inline]

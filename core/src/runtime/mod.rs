@@ -39,7 +39,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use crate::cancel::ScopeState;
-use crate::driver::{self, Driver, Events, PlatformDriver};
+use crate::driver::{self, Backend, Events, PlatformDriver};
 use crate::error::{CancelReason, CancelSource, Error, Result};
 use crate::time::{Clock, Instant, SystemClock};
 
@@ -73,6 +73,8 @@ pub(crate) struct Runtime {
     pub(crate) io: io::IoTable,
     /// The OS poller.
     pub(crate) driver: PlatformDriver,
+    /// Which driver the run got, and why (`lowlevel::current_driver`).
+    pub(crate) driver_info: crate::driver::DriverInfo,
     /// Scope deadlines: (deadline, scope key).
     pub(crate) timers: BTreeMap<(Instant, usize), ()>,
     /// `wait_all_tasks_blocked` waiters: (cushion, sequence) → park key.
@@ -390,6 +392,7 @@ pub struct RunOptions {
     clock: Rc<dyn Clock>,
     seed: Option<u64>,
     ctrl_c: bool,
+    driver: Option<crate::Driver>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -407,7 +410,7 @@ impl Default for RunOptions {
 impl RunOptions {
     /// The defaults: the system clock, no shuffling.
     pub fn new() -> RunOptions {
-        RunOptions { clock: Rc::new(SystemClock::new()), seed: None, ctrl_c: true }
+        RunOptions { clock: Rc::new(SystemClock::new()), seed: None, ctrl_c: true, driver: None }
     }
 
     /// Uses `clock` for all time in the run (for example a
@@ -434,12 +437,21 @@ impl RunOptions {
         self
     }
 
+    /// The I/O driver of the run (see [`Driver`](crate::Driver)); without
+    /// this, `TRIO_DRIVER` decides, and without that epoll.
+    pub fn driver(mut self, driver: crate::Driver) -> RunOptions {
+        self.driver = Some(driver);
+        self
+    }
+
     /// Runs `fut` to completion on this thread and returns its result.
     ///
     /// # Errors
     /// [`Error::Runtime`] if a run is already active on this thread (runs do
     /// not nest) or too many runs are alive in the process; [`Error::Io`] if
-    /// the OS poller cannot be created; otherwise whatever `fut` returns.
+    /// the OS poller cannot be created, the driver asked for cannot be used
+    /// here, or `TRIO_DRIVER` names no driver; otherwise whatever `fut`
+    /// returns.
     /// # Panics
     /// A panic in `fut` (or one that a nursery carried up to it) continues
     /// out of `run` after the run's state was torn down.
@@ -452,7 +464,11 @@ impl RunOptions {
         }
         // Dropped last: the end of the last run joins the idle workers.
         let _workers = crate::thread::pool::RunGuard::enter();
-        let driver = driver::new_driver()?;
+        let choice = match self.driver {
+            Some(d) => d,
+            None => crate::Driver::from_env()?.unwrap_or(crate::Driver::Epoll),
+        };
+        let (driver, driver_info) = driver::new_driver(choice)?;
         let shared = Arc::new(Shared::new(driver.wake_handle()));
         let run_id = waker::register(shared.clone()).ok_or(Error::Runtime("too many trio runs alive at once"))?;
         let finish_shared = shared.clone();
@@ -461,7 +477,7 @@ impl RunOptions {
             waker::unregister(run_id);
         }));
         self.clock.start_clock();
-        let cell = RefCell::new(Runtime::new(run_id, shared.clone(), driver, self.clock, self.seed));
+        let cell = RefCell::new(Runtime::new(run_id, shared.clone(), driver, driver_info, self.clock, self.seed));
 
         CURRENT.with(|c| c.set(&cell));
         CURRENT_ID.with(|c| c.set(run_id));
@@ -491,6 +507,7 @@ impl Runtime {
         run_id: RunId,
         shared: Arc<Shared>,
         driver: PlatformDriver,
+        driver_info: crate::driver::DriverInfo,
         clock: Rc<dyn Clock>,
         seed: Option<u64>,
     ) -> Runtime {
@@ -505,6 +522,7 @@ impl Runtime {
             parks: Slab::new(),
             io: io::IoTable::new(),
             driver,
+            driver_info,
             timers: BTreeMap::new(),
             idle_waiters: BTreeMap::new(),
             root: NONE,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mio::{Poll, Token, Waker};
 
-use super::{Driver, Event, Events, Interest, RawSource, WakeHandle};
+use super::{Backend, Event, Events, Interest, RawSource, WakeHandle};
 
 pub(crate) mod socket;
 #[cfg(unix)]
@@ -88,7 +88,7 @@ pub(super) fn mio_interest(i: Interest) -> io::Result<mio::Interest> {
     }
 }
 
-impl Driver for NativeDriver {
+impl Backend for NativeDriver {
     fn register(&mut self, source: RawSource, token: usize, interest: Interest) -> io::Result<()> {
         assert_ne!(token, WAKE_TOKEN.0, "token reserved for the wake handle");
         self.do_register(source, token, interest)

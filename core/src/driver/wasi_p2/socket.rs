@@ -63,7 +63,7 @@ use wasip2::sockets::tcp_create_socket::create_tcp_socket;
 
 use crate::driver::readiness::{Registered, SocketIo};
 use crate::driver::socket::{ListenerOps, SocketOps, StreamOps, TcpListenerOps, TcpStreamOps};
-use crate::driver::{Driver, RawSource};
+use crate::driver::{Backend, RawSource};
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
 use crate::lowlevel;

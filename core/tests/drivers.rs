@@ -1,0 +1,165 @@
+//! Choosing the I/O driver: `RunOptions::driver`, what a run reports it
+//! got (`lowlevel::current_driver`), and the io_uring backend doing real
+//! socket work in runs that ask for it explicitly (the whole suite also
+//! runs under `TRIO_DRIVER=uring` in `.ci/run`).
+#![cfg(not(target_os = "wasi"))]
+
+mod util;
+
+use std::time::Duration;
+
+use trio::abc::{AsyncResource, HalfCloseableStream, Listener, ReceiveStream, SendStream};
+use trio::net::{TcpListener, TcpStream};
+use trio::{Driver, RunOptions, lowlevel, open_nursery};
+
+/// `RunOptions::driver(Driver::Epoll)` gives the readiness poller, and the
+/// run says so, with no fallback reason.
+#[test]
+fn epoll_is_what_a_run_asking_for_it_gets() {
+    let info = RunOptions::new().driver(Driver::Epoll).run(async { lowlevel::current_driver() }).unwrap();
+    assert_eq!(info.driver(), Driver::Epoll);
+    assert_eq!(info.fallback(), None);
+}
+
+/// `Driver::Auto` gets io_uring where the kernel offers it, else epoll
+/// with a one-line reason; never `Auto` itself.
+#[test]
+fn auto_gets_uring_or_says_why_not() {
+    let info = RunOptions::new().driver(Driver::Auto).run(async { lowlevel::current_driver() }).unwrap();
+    match info.driver() {
+        Driver::Uring => assert_eq!(info.fallback(), None),
+        Driver::Epoll => {
+            let why = info.fallback().expect("a fallback says why");
+            assert!(why.contains("io_uring") && !why.contains('\n'), "{why}");
+        }
+        other => panic!("a run got {other:?}"),
+    }
+}
+
+/// Asking for io_uring where it cannot be used is an error naming it;
+/// where it can, the run is on it.
+#[test]
+fn uring_is_used_or_refused_with_the_reason() {
+    match RunOptions::new().driver(Driver::Uring).run(async { lowlevel::current_driver() }) {
+        Ok(info) => assert_eq!(info.driver(), Driver::Uring),
+        Err(e) => assert!(e.to_string().contains("io_uring"), "{e}"),
+    }
+}
+
+/// A run that asks for io_uring, if this kernel has it.
+fn on_uring<T>(f: impl Future<Output = trio::Result<T>>) -> Option<T> {
+    let probe = RunOptions::new().driver(Driver::Uring).run(async { Ok(()) });
+    if let Err(e) = probe {
+        eprintln!("io_uring is not available here ({e}): nothing to check on it");
+        return None;
+    }
+    Some(RunOptions::new().driver(Driver::Uring).run(f).unwrap())
+}
+
+/// Echo over loopback TCP on io_uring: accept, connect, both directions,
+/// EOF, from several connections at once.
+#[test]
+fn tcp_echo_on_uring() {
+    let total = on_uring(async {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+        let addr = listener.local_addr()?;
+        let got = std::cell::Cell::new(0usize);
+        open_nursery(async |n| {
+            n.spawn(async {
+                open_nursery(async |conns| {
+                    for _ in 0..4 {
+                        let s = listener.accept().await?;
+                        conns.spawn(async move {
+                            let mut buf = [0u8; 1024];
+                            loop {
+                                let k = s.receive_some(&mut buf).await?;
+                                if k == 0 {
+                                    return s.aclose().await;
+                                }
+                                s.send_all(&buf[..k]).await?;
+                            }
+                        });
+                    }
+                    Ok(())
+                })
+                .await
+                .map(drop)
+            });
+            for i in 0..4u8 {
+                let got = &got;
+                n.spawn(async move {
+                    let c = TcpStream::connect(addr).await?;
+                    let msg = vec![i; 3000];
+                    c.send_all(&msg).await?;
+                    c.send_eof().await?;
+                    let mut back = Vec::new();
+                    let mut buf = [0u8; 512];
+                    loop {
+                        let k = c.receive_some(&mut buf).await?;
+                        if k == 0 {
+                            break;
+                        }
+                        back.extend_from_slice(&buf[..k]);
+                    }
+                    assert_eq!(back, msg);
+                    got.set(got.get() + back.len());
+                    Ok(())
+                });
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(got.get())
+    });
+    if let Some(total) = total {
+        assert_eq!(total, 4 * 3000);
+    }
+}
+
+/// A stream closed while a task waits to receive on it: the waiter gets
+/// `Closed` and the socket really closes (the peer reads EOF), although
+/// the ring was watching it (a pending poll holds a reference to the
+/// file; the backend cancels it when the source goes).
+#[test]
+fn closing_a_watched_socket_closes_it_on_uring() {
+    on_uring(async {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let server = std::rc::Rc::new(listener.accept().await?);
+        open_nursery(async |n| {
+            let s = server.clone();
+            n.spawn(async move {
+                let mut buf = [0u8; 8];
+                let r = s.receive_some(&mut buf).await;
+                assert!(matches!(r, Err(trio::Error::Closed)), "{r:?}");
+                Ok(())
+            });
+            trio::sleep(Duration::from_millis(20)).await?;
+            server.aclose().await?;
+            // The peer sees the end of the stream, within a bound.
+            let mut buf = [0u8; 8];
+            let k = trio::fail_after(Duration::from_secs(10), client.receive_some(&mut buf)).await?;
+            assert_eq!(k, 0);
+            Ok(())
+        })
+        .await
+    });
+}
+
+/// A deadline ends an idle io_uring wait on time, and a wake from another
+/// thread ends a wait with no deadline.
+#[test]
+fn timeouts_and_wakes_on_uring() {
+    on_uring(async {
+        let t0 = std::time::Instant::now();
+        trio::sleep(Duration::from_millis(30)).await?;
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        let v = trio::to_thread::run_sync(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            7
+        })
+        .await?;
+        assert_eq!(v, 7);
+        Ok(())
+    });
+}
