@@ -142,10 +142,13 @@ impl UringDriver {
 
     fn watch(&mut self, fd: RawFd, token: usize, generation: u32, dir: u64) -> io::Result<()> {
         let mask = if dir == READ { libc::POLLIN | libc::POLLRDHUP } else { libc::POLLOUT };
-        let entry = opcode::PollAdd::new(types::Fd(fd), mask as u32)
-            .multi(true)
-            .build()
-            .user_data(user_data(token, generation, dir));
+        // One-shot: a multishot poll (armed once, a completion per wake-up)
+        // lost a wake-up under load in the pipe test
+        // `run_process_feeds_large_input_through_cat_while_draining_output`
+        // (2 runs in 40 with both CPUs busy; none in 40 one-shot), not yet
+        // understood.
+        let entry =
+            opcode::PollAdd::new(types::Fd(fd), mask as u32).build().user_data(user_data(token, generation, dir));
         self.push(&entry)
     }
 
@@ -171,9 +174,8 @@ impl UringDriver {
         if !slot.live || slot.generation & GEN_MASK != generation {
             return;
         }
-        // A multishot poll stays in the kernel while its completions say
-        // "more"; the last one (an error, a cancellation, an overflow)
-        // means the next `arm` must submit it again.
+        // A poll stays in the kernel while its completions say "more"
+        // (multishot only); otherwise the next `arm` submits it again.
         if !more {
             if dir == READ {
                 slot.reading = false;
