@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use trio::abc::{AsyncResource, HalfCloseableStream, Listener, ReceiveStream, SendStream};
 use trio::net::{TcpListener, TcpStream};
+use trio::testing::MockClock;
 use trio::{Driver, RunOptions, lowlevel, open_nursery};
 
 /// `RunOptions::driver(Driver::Epoll)` gives the readiness poller, and the
@@ -46,14 +47,19 @@ fn uring_is_used_or_refused_with_the_reason() {
     }
 }
 
-/// A run that asks for io_uring, if this kernel has it.
+/// A run that asks for io_uring, if this kernel has it, on a mock clock
+/// that jumps to the next deadline once the run has been idle for a second
+/// of real time: deadlines take no real time, yet an idle run first waits
+/// in the ring (with a timeout), where the socket events and wakes come.
 fn on_uring<T>(f: impl Future<Output = trio::Result<T>>) -> Option<T> {
     let probe = RunOptions::new().driver(Driver::Uring).run(async { Ok(()) });
     if let Err(e) = probe {
         eprintln!("io_uring is not available here ({e}): nothing to check on it");
         return None;
     }
-    Some(RunOptions::new().driver(Driver::Uring).run(f).unwrap())
+    let clock = MockClock::new();
+    clock.set_autojump_threshold(Some(Duration::from_secs(1)));
+    Some(RunOptions::new().driver(Driver::Uring).clock(clock).run(f).unwrap())
 }
 
 /// Echo over loopback TCP on io_uring: accept, connect, both directions,
@@ -69,16 +75,7 @@ fn tcp_echo_on_uring() {
                 open_nursery(async |conns| {
                     for _ in 0..4 {
                         let s = listener.accept().await?;
-                        conns.spawn(async move {
-                            let mut buf = [0u8; 1024];
-                            loop {
-                                let k = s.receive_some(&mut buf).await?;
-                                if k == 0 {
-                                    return s.aclose().await;
-                                }
-                                s.send_all(&buf[..k]).await?;
-                            }
-                        });
+                        conns.spawn(async move { util::echo_until_eof(&s).await });
                     }
                     Ok(())
                 })
@@ -134,9 +131,10 @@ fn closing_a_watched_socket_closes_it_on_uring() {
                 assert!(matches!(r, Err(trio::Error::Closed)), "{r:?}");
                 Ok(())
             });
-            trio::sleep(Duration::from_millis(20)).await?;
+            trio::testing::wait_all_tasks_blocked(Duration::ZERO).await?;
             server.aclose().await?;
-            // The peer sees the end of the stream, within a bound.
+            // The peer sees the end of the stream, within a (virtual)
+            // bound: were the socket left open, the clock would jump there.
             let mut buf = [0u8; 8];
             let k = trio::fail_after(Duration::from_secs(10), client.receive_some(&mut buf)).await?;
             assert_eq!(k, 0);
@@ -146,20 +144,15 @@ fn closing_a_watched_socket_closes_it_on_uring() {
     });
 }
 
-/// A deadline ends an idle io_uring wait on time, and a wake from another
-/// thread ends a wait with no deadline.
+/// An idle io_uring wait ends with its timeout (the clock then jumps to
+/// the deadline), and a wake from another thread ends a wait.
 #[test]
 fn timeouts_and_wakes_on_uring() {
     on_uring(async {
-        let t0 = std::time::Instant::now();
-        trio::sleep(Duration::from_millis(30)).await?;
-        assert!(t0.elapsed() >= Duration::from_millis(30));
-        let v = trio::to_thread::run_sync(|| {
-            std::thread::sleep(Duration::from_millis(20));
-            7
-        })
-        .await?;
-        assert_eq!(v, 7);
+        let t0 = trio::current_time()?;
+        trio::sleep(Duration::from_secs(3600)).await?;
+        assert_eq!(trio::current_time()? - t0, Duration::from_secs(3600));
+        assert_eq!(trio::to_thread::run_sync(|| 7).await?, 7);
         Ok(())
     });
 }

@@ -81,14 +81,7 @@ fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
 
 async fn echo(s: TlsStream<TcpStream>, served: &Cell<u32>) -> Result<()> {
     served.set(served.get() + 1);
-    let mut buf = [0u8; 1024];
-    loop {
-        let k = s.receive_some(&mut buf).await?;
-        if k == 0 {
-            return s.aclose().await;
-        }
-        s.send_all(&buf[..k]).await?;
-    }
+    util::echo_until_eof(&s).await
 }
 
 /// The real client (its socket is the last descriptor): connects, waits

@@ -86,14 +86,7 @@ async fn read_exact<S: ReceiveStream>(s: &S, n: usize) -> Result<Vec<u8>> {
 /// An echo handler that counts its connections; ends at end of stream.
 async fn echo<S: ReceiveStream + SendStream>(s: S, served: &Cell<u32>) -> Result<()> {
     served.set(served.get() + 1);
-    let mut buf = [0u8; 4096];
-    loop {
-        let k = s.receive_some(&mut buf).await?;
-        if k == 0 {
-            return s.aclose().await;
-        }
-        s.send_all(&buf[..k]).await?;
-    }
+    util::echo_until_eof(&s).await
 }
 
 // ---- plain TCP: the first byte ----

@@ -70,7 +70,7 @@ pub(crate) struct UringDriver {
     fds: std::collections::HashMap<RawFd, usize>,
     /// Completions taken from the ring in one `poll` (kept for its
     /// capacity).
-    reaped: Vec<(u64, i32, bool)>,
+    reaped: Vec<(u64, i32)>,
     wake: Arc<EventFdWake>,
     /// The wake handle's poll is in the kernel.
     wake_armed: bool,
@@ -157,7 +157,7 @@ impl UringDriver {
     }
 
     /// Turns one completion into an event (or nothing).
-    fn complete(&mut self, ud: u64, res: i32, more: bool, events: &mut Events) {
+    fn complete(&mut self, ud: u64, res: i32, events: &mut Events) {
         if ud == WAKE {
             self.wake_armed = false;
             let mut buf = [0u8; 8];
@@ -174,14 +174,11 @@ impl UringDriver {
         if !slot.live || slot.generation & GEN_MASK != generation {
             return;
         }
-        // A poll stays in the kernel while its completions say "more"
-        // (multishot only); otherwise the next `arm` submits it again.
-        if !more {
-            if dir == READ {
-                slot.reading = false;
-            } else {
-                slot.writing = false;
-            }
+        // A one-shot poll is done: the next `arm` submits it again.
+        if dir == READ {
+            slot.reading = false;
+        } else {
+            slot.writing = false;
         }
         if res == -libc::ECANCELED {
             return;
@@ -323,9 +320,9 @@ impl Backend for UringDriver {
             Err(e) => return Err(e),
         }
         let mut reaped = std::mem::take(&mut self.reaped);
-        reaped.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), io_uring::cqueue::more(c.flags()))));
-        for &(ud, res, more) in &reaped {
-            self.complete(ud, res, more, events);
+        reaped.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(ud, res) in &reaped {
+            self.complete(ud, res, events);
         }
         reaped.clear();
         self.reaped = reaped;

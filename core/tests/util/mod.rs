@@ -152,3 +152,16 @@ pub async fn tcp_pair() -> Result<(trio::net::TcpStream, trio::net::TcpStream)> 
     let server = listener.accept().await?;
     Ok((client, server))
 }
+
+/// Echoes what `s` receives back to it until the end of the stream, then
+/// closes it (the echo handler of the server tests).
+pub async fn echo_until_eof<S: trio::abc::ReceiveStream + trio::abc::SendStream>(s: &S) -> Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let k = s.receive_some(&mut buf).await?;
+        if k == 0 {
+            return s.aclose().await;
+        }
+        s.send_all(&buf[..k]).await?;
+    }
+}
