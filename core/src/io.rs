@@ -52,6 +52,29 @@ impl IoHandle {
         })?
     }
 
+    /// The record's key and generation in the run's I/O table (the
+    /// driver's token for the source).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn key(&self) -> (usize, u32) {
+        (self.key, self.generation)
+    }
+
+    /// The run the handle belongs to.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Whether the run's driver is io_uring (whose stream sockets do their
+    /// receives and sends as completions).
+    #[cfg(not(target_os = "wasi"))]
+    pub(crate) fn on_ring(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return runtime::with(|rt| rt.serial == self.serial && rt.driver.uring().is_some()).unwrap_or(false);
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
     /// Marks a direction not ready (the owner saw it drained).
     pub(crate) fn clear_ready(&self, dir: Dir) {
         let _ = runtime::with(|rt| rt.io_clear_ready(self.key, self.generation, dir));

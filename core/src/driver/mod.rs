@@ -86,7 +86,7 @@ pub(crate) mod signals;
 pub(crate) mod socket;
 pub(crate) mod thread_name;
 #[cfg(target_os = "linux")]
-mod uring;
+pub(crate) mod uring;
 #[cfg(all(target_os = "wasi", target_env = "p1"))]
 pub(crate) mod wasi_p1;
 #[cfg(all(target_os = "wasi", not(target_env = "p1")))]
@@ -294,6 +294,18 @@ pub(crate) enum PlatformDriver {
     Epoll(native::NativeDriver),
     /// Boxed: the ring's state is large, and epoll is the default.
     Uring(Box<uring::UringDriver>),
+}
+
+#[cfg(target_os = "linux")]
+impl PlatformDriver {
+    /// The ring, when the run uses io_uring.
+    #[inline]
+    pub(crate) fn uring(&mut self) -> Option<&mut uring::UringDriver> {
+        match self {
+            PlatformDriver::Uring(u) => Some(u),
+            PlatformDriver::Epoll(_) => None,
+        }
+    }
 }
 
 /// The driver for this platform, as chosen (see [`Driver`]).

@@ -69,22 +69,75 @@ pub(crate) trait SocketCalls: SocketIo {
     fn shutdown_write(h: Self::Handle<'_>) -> io::Result<()>;
 }
 
-impl<D: SocketCalls + SocketOps> StreamOps for D {
-    fn write_all<'d>(&self, data: &'d [u8], sent: &Cell<usize>) -> impl Future<Output = Result<()>> {
-        WriteAll {
-            data,
-            sent,
-            next: move |rest: &'d [u8]| self.io_on(Dir::Write, move |h| D::send(h, rest).map(|n| (n, n < rest.len()))),
-            op: None,
-        }
+/// A [`SocketCalls`] socket whose [`StreamOps`] are the readiness ones
+/// below, all of them (a socket that does some of its operations another
+/// way, as the native one on io_uring, writes its own from the functions
+/// here).
+pub(crate) trait ReadinessStream: SocketCalls + SocketOps {}
+
+/// `write_all` the readiness way: `send` until all went out.
+pub(crate) fn write_all<'d, D: SocketCalls>(
+    d: &D,
+    data: &'d [u8],
+    sent: &Cell<usize>,
+) -> impl Future<Output = Result<()>> {
+    WriteAll {
+        data,
+        sent,
+        next: move |rest: &'d [u8]| d.io_on(Dir::Write, move |h| D::send(h, rest).map(|n| (n, n < rest.len()))),
+        op: None,
+    }
+}
+
+/// `read` the readiness way: one `recv`.
+pub(crate) fn read<D: SocketCalls>(d: &D, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
+    let len = buf.len();
+    // A short read drained the socket: the next one waits for an event
+    // instead of trying (and failing) first. End of stream (0) stays
+    // "ready": no further event would come.
+    d.io_on(Dir::Read, move |h| D::recv(h, buf).map(|n| (n, n > 0 && n < len)))
+}
+
+/// `shutdown_write` on the handle.
+pub(crate) fn shutdown_write<D: SocketCalls>(d: &D) -> Result<()> {
+    Ok(d.with_handle(|h| D::shutdown_write(h))??)
+}
+
+/// `poll_read` the readiness way.
+#[cfg(feature = "futures-io")]
+pub(crate) fn poll_read<D: SocketCalls>(
+    d: &D,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut [u8],
+) -> std::task::Poll<io::Result<usize>> {
+    let len = buf.len();
+    d.poll_io_on(cx, Dir::Read, |h| D::recv(h, buf).map(|n| (n, n > 0 && n < len)))
+}
+
+/// `poll_write` the readiness way.
+#[cfg(feature = "futures-io")]
+pub(crate) fn poll_write<D: SocketCalls>(
+    d: &D,
+    cx: &mut std::task::Context<'_>,
+    buf: &[u8],
+) -> std::task::Poll<io::Result<usize>> {
+    d.poll_io_on(cx, Dir::Write, |h| D::send(h, buf).map(|n| (n, n < buf.len())))
+}
+
+/// `poll_close`: shuts the sending side down (a closed stream has
+/// nothing to shut).
+#[cfg(feature = "futures-io")]
+pub(crate) fn poll_close<D: SocketCalls>(d: &D) -> std::task::Poll<io::Result<()>> {
+    std::task::Poll::Ready(d.with_handle(|h| D::shutdown_write(h)).unwrap_or(Ok(())))
+}
+
+impl<D: ReadinessStream> StreamOps for D {
+    fn write_all(&self, data: &[u8], sent: &Cell<usize>) -> impl Future<Output = Result<()>> {
+        write_all(self, data, sent)
     }
 
     fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
-        let len = buf.len();
-        // A short read drained the socket: the next one waits for an event
-        // instead of trying (and failing) first. End of stream (0) stays
-        // "ready": no further event would come.
-        self.io_on(Dir::Read, move |h| D::recv(h, buf).map(|n| (n, n > 0 && n < len)))
+        read(self, buf)
     }
 
     fn ready(&self, dir: Dir) -> impl Future<Output = Result<()>> {
@@ -92,28 +145,26 @@ impl<D: SocketCalls + SocketOps> StreamOps for D {
     }
 
     fn shutdown_write(&self) -> Result<()> {
-        Ok(self.with_handle(|h| D::shutdown_write(h))??)
+        shutdown_write(self)
     }
 
     #[cfg(feature = "futures-io")]
     fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
-        let len = buf.len();
-        self.poll_io_on(cx, Dir::Read, |h| D::recv(h, buf).map(|n| (n, n > 0 && n < len)))
+        poll_read(self, cx, buf)
     }
 
     #[cfg(feature = "futures-io")]
     fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
-        self.poll_io_on(cx, Dir::Write, |h| D::send(h, buf).map(|n| (n, n < buf.len())))
+        poll_write(self, cx, buf)
     }
 
-    /// Shuts the sending side down (a closed stream has nothing to shut).
     #[cfg(feature = "futures-io")]
     fn poll_close(
         &self,
         _cx: &mut std::task::Context<'_>,
         _eof_sent: &std::cell::Cell<bool>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(self.with_handle(|h| D::shutdown_write(h)).unwrap_or(Ok(())))
+        poll_close(self)
     }
 }
 

@@ -153,3 +153,27 @@ pub(crate) use super::native::socket::{Socket as OsSocket, ip_addr};
 pub(crate) use super::wasi_p1::socket::{Socket as TcpListenerSocket, Socket as TcpStreamSocket, resolve};
 #[cfg(all(target_os = "wasi", not(target_env = "p1")))]
 pub(crate) use super::wasi_p2::socket::{Listener as TcpListenerSocket, Stream as TcpStreamSocket, resolve};
+
+#[cfg(target_os = "linux")]
+pin_project_lite::pin_project! {
+    /// One of two futures with the same output: a socket operation that is
+    /// done one way or another depending on the run's driver.
+    #[project = EitherProj]
+    pub(crate) enum Either<A, B> {
+        Left { #[pin] f: A },
+        Right { #[pin] f: B },
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl<A: Future, B: Future<Output = A::Output>> Future for Either<A, B> {
+    type Output = A::Output;
+
+    #[inline]
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<A::Output> {
+        match self.project() {
+            EitherProj::Left { f } => f.poll(cx),
+            EitherProj::Right { f } => f.poll(cx),
+        }
+    }
+}

@@ -164,8 +164,24 @@ impl Runtime {
     /// re-poll refreshes it and moves it to the current scope). `Busy` if a
     /// task-style operation waits in that direction already.
     pub(crate) fn io_poll_park(&mut self, key: usize, generation: u32, dir: Dir, waker: &Waker) -> Result<(), Busy> {
+        if self.io_poll_park_unarmed(key, generation, dir, waker)? != super::NONE {
+            self.io_arm(key);
+        }
+        Ok(())
+    }
+
+    /// [`io_poll_park`](Self::io_poll_park) without telling the driver to
+    /// watch the direction (for a waiter that waits for a ring op instead):
+    /// returns the park record (`NONE` if the source is gone).
+    pub(crate) fn io_poll_park_unarmed(
+        &mut self,
+        key: usize,
+        generation: u32,
+        dir: Dir,
+        waker: &Waker,
+    ) -> Result<usize, Busy> {
         let d = dir as usize;
-        let Some(rec) = self.io_rec(key, generation) else { return Ok(()) };
+        let Some(rec) = self.io_rec(key, generation) else { return Ok(super::NONE) };
         let current = match rec.waiters[d] {
             IoWaiter::Park(_) => return Err(Busy),
             IoWaiter::Poll(park) => Some(park),
@@ -185,16 +201,47 @@ impl Runtime {
                     p.waker = waker.clone();
                 }
                 p.state = ParkState::Waiting;
+                Ok(park)
             }
             _ => {
                 let (park, _) = self.insert_park(waker.clone());
                 if let Some(rec) = self.io_rec(key, generation) {
                     rec.waiters[d] = IoWaiter::Poll(park);
                 }
+                Ok(park)
             }
         }
-        self.io_arm(key);
-        Ok(())
+    }
+
+    /// The poll-style waiter's park record in slot `dir` of record `key`.
+    #[cfg(all(target_os = "linux", feature = "futures-io"))]
+    pub(crate) fn io_poll_waiter(&mut self, key: usize, generation: u32, dir: Dir) -> Option<usize> {
+        match self.io_rec(key, generation)?.waiters[dir as usize] {
+            IoWaiter::Poll(park) => Some(park),
+            _ => None,
+        }
+    }
+
+    /// Wakes the tasks whose io_uring ops completed in the last `poll`
+    /// (park records that are still the ones that waited). True if there
+    /// were any.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn io_wake_completed(&mut self) -> bool {
+        let Some(u) = self.driver.uring() else { return false };
+        if u.done.is_empty() {
+            return false;
+        }
+        let mut done = std::mem::take(&mut u.done);
+        for &(park, generation) in &done {
+            if self.parks.get(park).is_some_and(|p| p.generation == generation) {
+                self.unpark_key(park);
+            }
+        }
+        done.clear();
+        if let Some(u) = self.driver.uring() {
+            u.done = done;
+        }
+        true
     }
 
     /// Tells the driver which directions of record `key` are waited on

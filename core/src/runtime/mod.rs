@@ -708,9 +708,13 @@ impl<'a> Loop<'a> {
             let rt = &mut *rt;
             rt.polls_since_io = 0;
             rt.driver.poll(&mut self.events, timeout)?;
+            #[cfg(target_os = "linux")]
+            let completed = rt.io_wake_completed();
+            #[cfg(not(target_os = "linux"))]
+            let completed = false;
             if !self.events.is_empty() {
                 rt.io_dispatch(&self.events);
-            } else if !ready && !self.shared.has_pending() {
+            } else if !ready && !completed && !self.shared.has_pending() {
                 rt.on_idle(idle);
             }
             std::mem::take(&mut rt.deferred)

@@ -1,6 +1,8 @@
 //! The native backend's sockets: a non-blocking socket2 socket registered
 //! once with the run's driver, its operations the readiness way (try the
-//! system call, wait for readiness on "would block"; see `readiness.rs`).
+//! system call, wait for readiness on "would block"; see `readiness.rs`),
+//! except, when the run's driver is io_uring, a stream socket's receives
+//! and sends, which are completions in the ring (`uring/ops.rs`).
 //! One type backs TCP, UDP and Unix-domain sockets; the datagram and path
 //! operations are its own.
 
@@ -11,8 +13,10 @@ use std::net::{IpAddr, SocketAddr};
 use socket2::{Domain, Protocol, SockAddr, SockRef, Type};
 
 use crate::driver::os::{accept_error_is_transient, bind_address_no_port, connect_in_progress, set_nonblocking};
-use crate::driver::readiness::{Registered, SocketCalls, SocketIo};
-use crate::driver::socket::{ListenerOps, SocketOps, TcpListenerOps, TcpStreamOps};
+use crate::driver::readiness::{self, Registered, SocketCalls, SocketIo};
+#[cfg(target_os = "linux")]
+use crate::driver::socket::Either;
+use crate::driver::socket::{ListenerOps, SocketOps, StreamOps, TcpListenerOps, TcpStreamOps};
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
 use crate::lowlevel;
@@ -25,6 +29,10 @@ pub(crate) struct Socket {
     reg: Registered<socket2::Socket>,
     /// A TCP socket: what it accepts gets `TCP_NODELAY`.
     tcp: bool,
+    /// A stream socket in a run on io_uring: receives and sends are ring
+    /// ops.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    ring: bool,
 }
 
 impl Socket {
@@ -33,7 +41,8 @@ impl Socket {
     pub(crate) fn wrap(sock: socket2::Socket, tcp: bool) -> Result<Socket> {
         set_nonblocking(&sock)?;
         let io = IoHandle::new(raw(&sock))?;
-        Ok(Socket { reg: Registered { io, slot: std::cell::RefCell::new(Some(sock)) }, tcp })
+        let ring = io.on_ring() && sock.r#type().is_ok_and(|t| t == Type::STREAM);
+        Ok(Socket { reg: Registered { io, slot: std::cell::RefCell::new(Some(sock)) }, tcp, ring })
     }
 
     /// A new socket of `domain` and `ty`, registered.
@@ -227,6 +236,69 @@ impl SocketCalls for Socket {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             r => r,
         }
+    }
+}
+
+impl StreamOps for Socket {
+    fn write_all(&self, data: &[u8], sent: &std::cell::Cell<usize>) -> impl Future<Output = Result<()>> {
+        #[cfg(target_os = "linux")]
+        if self.ring {
+            return Either::Right { f: crate::driver::uring::ops::WriteAll::new(&self.reg.io, data, sent) };
+        }
+        #[cfg(target_os = "linux")]
+        return Either::Left { f: readiness::write_all(self, data, sent) };
+        #[cfg(not(target_os = "linux"))]
+        readiness::write_all(self, data, sent)
+    }
+
+    fn read(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize>> {
+        #[cfg(target_os = "linux")]
+        if self.ring {
+            return Either::Right { f: crate::driver::uring::ops::Read::new(&self.reg.io, buf) };
+        }
+        #[cfg(target_os = "linux")]
+        return Either::Left { f: readiness::read(self, buf) };
+        #[cfg(not(target_os = "linux"))]
+        readiness::read(self, buf)
+    }
+
+    async fn ready(&self, dir: Dir) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        if self.ring {
+            return crate::driver::uring::ops::ready(&self.reg.io, dir, || self.reg.wait_ready(dir)).await;
+        }
+        self.reg.wait_ready(dir).await
+    }
+
+    fn shutdown_write(&self) -> Result<()> {
+        readiness::shutdown_write(self)
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
+        #[cfg(target_os = "linux")]
+        if self.ring {
+            return crate::driver::uring::ops::poll_read(&self.reg.io, cx, buf);
+        }
+        readiness::poll_read(self, cx, buf)
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_write(&self, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
+        #[cfg(target_os = "linux")]
+        if self.ring {
+            std::task::ready!(crate::driver::uring::ops::poll_send_clear(&self.reg.io, cx))?;
+        }
+        readiness::poll_write(self, cx, buf)
+    }
+
+    #[cfg(feature = "futures-io")]
+    fn poll_close(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+        _eof_sent: &std::cell::Cell<bool>,
+    ) -> std::task::Poll<io::Result<()>> {
+        readiness::poll_close(self)
     }
 }
 

@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::errno;
-use crate::driver::readiness::{Registered, SocketCalls, SocketIo, io_while_open};
+use crate::driver::readiness::{ReadinessStream, Registered, SocketCalls, SocketIo, io_while_open};
 use crate::driver::socket::{ListenerOps, SocketOps, TcpListenerOps, TcpStreamOps};
 use crate::error::{Error, Result};
 use crate::io::IoHandle;
@@ -127,6 +127,8 @@ impl SocketIo for Socket {
         })
     }
 }
+
+impl ReadinessStream for Socket {}
 
 impl SocketCalls for Socket {
     fn wait_ready_on(&self, dir: Dir) -> impl Future<Output = Result<()>> {
