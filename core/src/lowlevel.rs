@@ -415,6 +415,19 @@ pub fn current_driver() -> Result<DriverInfo> {
     runtime::with(|rt| rt.driver_info.clone())
 }
 
+/// How many I/O buffers the io_uring driver holds in this process: in the
+/// ring, stashed for a stream's next receive, or pooled by a run that is
+/// still going. 0 once every run on io_uring has ended and the kernel gave
+/// every buffer back (a run's end waits for that, cancelling what is still
+/// in the ring); a leak check for tests. Always 0 off Linux. Not a
+/// checkpoint; callable outside a run.
+pub fn driver_buffers() -> usize {
+    #[cfg(target_os = "linux")]
+    return crate::driver::uring::BUFFERS.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
 /// The task running now. A nursery body runs as part of the task that opened
 /// the nursery, so inside a body this is that task. Not a checkpoint.
 ///

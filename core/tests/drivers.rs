@@ -13,6 +13,137 @@ use trio::net::{TcpListener, TcpStream};
 use trio::testing::MockClock;
 use trio::{Driver, RunOptions, lowlevel, open_nursery};
 
+/// The runs of this file that may use io_uring go one at a time, so that
+/// the process-wide count of the driver's buffers is one test's alone.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static RINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RINGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether this kernel lets a run use io_uring.
+fn uring_here() -> bool {
+    RunOptions::new().driver(Driver::Uring).run(async { Ok(()) }).is_ok()
+}
+
+/// The drivers to check a behaviour on: epoll, and io_uring if it is here.
+fn drivers() -> Vec<Driver> {
+    if uring_here() { vec![Driver::Epoll, Driver::Uring] } else { vec![Driver::Epoll] }
+}
+
+/// A connected loopback TCP pair (client, server).
+async fn tcp_pair() -> trio::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    let client = TcpStream::connect(listener.local_addr()?).await?;
+    let server = listener.accept().await?;
+    Ok((client, server))
+}
+
+/// The inodes of the sockets this process has open (`/proc/self/fd`).
+#[cfg(target_os = "linux")]
+fn open_socket_inodes() -> Vec<u64> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path())
+            && let Some(n) = target.to_str().and_then(|t| t.strip_prefix("socket:[")).and_then(|t| t.strip_suffix(']'))
+        {
+            out.push(n.parse().unwrap());
+        }
+    }
+    out
+}
+
+/// The inode of a stream's socket.
+#[cfg(target_os = "linux")]
+fn inode_of(s: &TcpStream) -> u64 {
+    let fd = s.with_socket(|s| Ok(std::os::fd::AsRawFd::as_raw_fd(&*s))).unwrap();
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    let t = target.to_str().unwrap();
+    t.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')).unwrap().parse().unwrap()
+}
+
+/// A receive whose future is dropped while it waits loses nothing, on
+/// either driver: on io_uring its op may have received the bytes already
+/// (they are kept for the next receive) or is cancelled in the ring.
+#[test]
+fn a_dropped_receive_loses_nothing() {
+    let _one = one_at_a_time();
+    for driver in drivers() {
+        let clock = MockClock::new();
+        clock.set_autojump_threshold(Some(Duration::from_secs(1)));
+        RunOptions::new()
+            .driver(driver)
+            .clock(clock)
+            .run(async {
+                let (client, server) = tcp_pair().await?;
+                let mut buf = [0u8; 64];
+                for word in [&b"hello"[..], b"world"] {
+                    {
+                        let mut waiting = std::pin::pin!(server.receive_some(&mut buf));
+                        assert!(futures_lite::future::poll_once(&mut waiting).await.is_none(), "{driver:?}");
+                        client.send_all(word).await?;
+                        // Time for the bytes to arrive and, on io_uring, for
+                        // the receive to complete in the ring, untaken.
+                        std::thread::sleep(Duration::from_millis(20));
+                        trio::testing::wait_all_tasks_blocked(Duration::ZERO).await?;
+                    }
+                    let mut got = Vec::new();
+                    while got.len() < word.len() {
+                        let k = trio::fail_after(Duration::from_secs(10), server.receive_some(&mut buf)).await?;
+                        assert!(k > 0, "{driver:?}: the end of the stream instead of {word:?}");
+                        got.extend_from_slice(&buf[..k]);
+                    }
+                    assert_eq!(got, word, "{driver:?}");
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    assert_eq!(lowlevel::driver_buffers(), 0, "a run's end gives every buffer back");
+}
+
+/// A run that ends with an error while operations are in flight (a
+/// receive and an 8 MiB send polled and left waiting, a task blocked in a
+/// receive that the failing nursery cancels) leaks nothing: every socket
+/// of the run is closed, and on io_uring every buffer the kernel held was
+/// given back (the ops were cancelled in the ring and waited for).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_that_dies_with_operations_in_flight_leaks_nothing() {
+    let _one = one_at_a_time();
+    for driver in drivers() {
+        let inodes = std::cell::RefCell::new(Vec::new());
+        let r = RunOptions::new().driver(driver).run(async {
+            let (client, server) = tcp_pair().await?;
+            let (other_client, other_server) = tcp_pair().await?;
+            inodes.borrow_mut().extend([&client, &server, &other_client, &other_server].map(inode_of));
+            let mut buf = [0u8; 64];
+            let mut receiving = std::pin::pin!(server.receive_some(&mut buf));
+            assert!(futures_lite::future::poll_once(&mut receiving).await.is_none());
+            let big = vec![7u8; 8 << 20];
+            let mut sending = std::pin::pin!(client.send_all(&big));
+            assert!(futures_lite::future::poll_once(&mut sending).await.is_none(), "nobody reads: it waits");
+            open_nursery(async |n| {
+                n.spawn(async {
+                    let mut b = [0u8; 8];
+                    other_client.receive_some(&mut b).await.map(drop)
+                });
+                trio::testing::wait_all_tasks_blocked(Duration::ZERO).await?;
+                Err::<(), _>(trio::Error::Io(std::io::Error::other("the run dies")))
+            })
+            .await?;
+            drop(other_server);
+            Ok(())
+        });
+        let e = r.expect_err("the run fails");
+        assert!(e.to_string().contains("the run dies"), "{driver:?}: {e}");
+        let open = open_socket_inodes();
+        for inode in inodes.borrow().iter() {
+            assert!(!open.contains(inode), "{driver:?}: socket {inode} of the run is still open");
+        }
+        assert_eq!(lowlevel::driver_buffers(), 0, "{driver:?}: buffers still held");
+    }
+}
+
 /// `RunOptions::driver(Driver::Epoll)` gives the readiness poller, and the
 /// run says so, with no fallback reason.
 #[test]
@@ -52,6 +183,7 @@ fn uring_is_used_or_refused_with_the_reason() {
 /// of real time: deadlines take no real time, yet an idle run first waits
 /// in the ring (with a timeout), where the socket events and wakes come.
 fn on_uring<T>(f: impl Future<Output = trio::Result<T>>) -> Option<T> {
+    let _one = one_at_a_time();
     let probe = RunOptions::new().driver(Driver::Uring).run(async { Ok(()) });
     if let Err(e) = probe {
         eprintln!("io_uring is not available here ({e}): nothing to check on it");
