@@ -38,7 +38,8 @@ is faster or leaner).
                    echo servers: figures that do not move with the
                    machine's load (the part `instructions`)
   --no-python      skip the Python Trio comparison
-  --serve K ADDR   run one echo server (how the echo benchmark starts them)
+  --serve K ADDR   run one echo server, K one of trio, tokio, trio-uring,
+                   monoio (how the echo benchmark starts them)
   --load ADDR ...  drive an echo server started by hand (a profiling aid)";
 
 /// The parts of the suite, in the order they run.
@@ -121,10 +122,10 @@ pub(crate) fn parse(args: &[String]) -> Result<Mode, String> {
         match arg {
             "--help" | "-h" => return Ok(Mode::Help),
             "--serve" => {
-                let kind = value("a server kind (trio or tokio)")?;
+                let kind = value("a server kind (trio, tokio, trio-uring or monoio)")?;
                 let addr = value("an address")?;
-                if kind != "trio" && kind != "tokio" {
-                    return Err(format!("--serve: unknown server kind {kind:?} (trio or tokio)"));
+                if !["trio", "tokio", "trio-uring", "monoio"].contains(&kind.as_str()) {
+                    return Err(format!("--serve: unknown server kind {kind:?} (trio, tokio, trio-uring or monoio)"));
                 }
                 return Ok(Mode::Serve { kind, addr });
             }

@@ -81,18 +81,35 @@ pub(crate) fn run(size: Size) -> Vec<Record> {
         plan.window.as_secs_f64(),
         plan.rounds
     );
-    let mut got = [Vec::new(), Vec::new()];
+    // Where io_uring is here (and not under test), trio on it and monoio
+    // too, in the same rounds.
+    let kinds: Vec<Kind> = if !cfg!(test) && crate::echo::server::uring_here() {
+        vec![Kind::Trio, Kind::Tokio, Kind::TrioUring, Kind::Monoio]
+    } else {
+        vec![Kind::Trio, Kind::Tokio]
+    };
+    let mut got: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for _ in 0..plan.rounds {
-        for (i, kind) in [Kind::Trio, Kind::Tokio].into_iter().enumerate() {
+        for (i, &kind) in kinds.iter().enumerate() {
             let rate = measure(kind, &plan).unwrap_or_else(|e| panic!("connect, {} server: {e}", kind.name()));
             got[i].push(rate);
         }
     }
-    let [a, b] = got;
-    let record = Record::higher("connect", NAME, median(a), median(b), "connections/s");
+    let rates: Vec<f64> = got.into_iter().map(median).collect();
+    let mut records = vec![Record::higher("connect", NAME, rates[0], rates[1], "connections/s")];
+    if let [_, tokio, trio_uring, monoio] = rates[..] {
+        let mut r = Record::higher("connect", format!("{NAME} (trio on io_uring)"), trio_uring, tokio, "connections/s");
+        r.monoio = Some(monoio);
+        records.push(r);
+    }
     println!("{:<44} {:>12} {:>12} {:>8}", "workload", "trio", "tokio", "ratio");
-    println!("{:<44} {:>12.0} {:>12.0} {:>8.2}", record.name, record.trio, record.tokio, record.ratio());
-    vec![record]
+    for r in &records {
+        println!("{:<44} {:>12.0} {:>12.0} {:>8.2}", r.name, r.trio, r.tokio, r.ratio());
+        if let Some(m) = r.monoio {
+            println!("{:<44} {:>12} {:>12.0}", "  monoio", "", m);
+        }
+    }
+    records
 }
 
 /// The median (the upper one of an even count); NaN for none.

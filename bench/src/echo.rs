@@ -239,22 +239,43 @@ pub(crate) fn run(plan: &Plan, tracer: Option<Result<Tracer, String>>) -> Vec<Re
         println!("not pinned: one CPU");
         (None, None)
     };
+    // Where io_uring is here: trio on it and monoio, in the same rounds.
+    let kinds: Vec<Kind> = if server::uring_here() {
+        println!("io_uring: trio on its io_uring driver and monoio are measured in the same rounds");
+        vec![Kind::Trio, Kind::Tokio, Kind::TrioUring, Kind::Monoio]
+    } else {
+        println!("io_uring: not available here, trio on epoll and tokio only");
+        vec![Kind::Trio, Kind::Tokio]
+    };
     println!("{:<20} {:<26} {:>12} {:>12} {:>8}", "case", "metric (server side)", "trio", "tokio", "ratio");
     for &conns in plan.conns {
         for &size in plan.sizes {
-            let mut got: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+            let mut got: Vec<Vec<Sample>> = vec![Vec::new(); kinds.len()];
             for round in 0..plan.rounds {
-                for (i, kind) in [Kind::Trio, Kind::Tokio].into_iter().enumerate() {
+                for (i, &kind) in kinds.iter().enumerate() {
                     let t = if round == 0 { tracer } else { None };
                     let s = run_case(kind, conns, size, plan, t, server_cpu)
                         .unwrap_or_else(|e| panic!("echo {}, {conns} conn x {size} B: {e}", kind.name()));
                     got[i].push(s);
                 }
             }
-            let (a, b) = (summarize(&got[0]), summarize(&got[1]));
+            let sums: Vec<Summary> = got.iter().map(|g| summarize(g)).collect();
             let case = format!("{conns} conn x {}", size_name(size));
-            print_case(&case, &a, &b);
-            records.extend(case_records(&case, &a, &b));
+            print_case(&case, &sums[0], &sums[1]);
+            records.extend(case_records("echo", &case, &sums[0], &sums[1]));
+            if let [_, tokio, trio_uring, monoio] = &sums[..] {
+                let case = format!("{case} (trio on io_uring)");
+                print_case(&format!("{case} vs tokio"), trio_uring, tokio);
+                print_case(&format!("{case} vs monoio"), trio_uring, monoio);
+                let vs_monoio = case_records("echo-uring", &case, trio_uring, monoio);
+                let mut rows = case_records("echo-uring", &case, trio_uring, tokio);
+                for (r, m) in rows.iter_mut().zip(&vs_monoio) {
+                    if r.name == m.name {
+                        r.monoio = Some(m.tokio);
+                    }
+                }
+                records.extend(rows);
+            }
         }
     }
     records
@@ -262,12 +283,12 @@ pub(crate) fn run(plan: &Plan, tracer: Option<Result<Tracer, String>>) -> Vec<Re
 
 /// The records of one case: the rate, the p99 latency, and the server's
 /// CPU time and system calls per round trip (the figures to judge by).
-fn case_records(case: &str, a: &Summary, b: &Summary) -> Vec<Record> {
+fn case_records(group: &'static str, case: &str, a: &Summary, b: &Summary) -> Vec<Record> {
     let mut v = vec![
-        Record::higher("echo", format!("echo {case}: round trips"), a.msgs_per_sec, b.msgs_per_sec, "msgs/s"),
-        Record::lower("echo", format!("echo {case}: p99 latency"), a.p99_ns / 1e3, b.p99_ns / 1e3, "µs"),
+        Record::higher(group, format!("echo {case}: round trips"), a.msgs_per_sec, b.msgs_per_sec, "msgs/s"),
+        Record::lower(group, format!("echo {case}: p99 latency"), a.p99_ns / 1e3, b.p99_ns / 1e3, "µs"),
         Record::lower(
-            "echo",
+            group,
             format!("echo {case}: server CPU per round trip"),
             a.user_ns_per_rt + a.sys_ns_per_rt,
             b.user_ns_per_rt + b.sys_ns_per_rt,
@@ -277,7 +298,7 @@ fn case_records(case: &str, a: &Summary, b: &Summary) -> Vec<Record> {
     match (a.sampled_user_ns_per_rt, b.sampled_user_ns_per_rt) {
         (Some(x), Some(y)) => {
             v.push(Record::lower(
-                "echo",
+                group,
                 format!("echo {case}: server user CPU per round trip (sampled)"),
                 x,
                 y,
@@ -285,7 +306,7 @@ fn case_records(case: &str, a: &Summary, b: &Summary) -> Vec<Record> {
             ));
         }
         _ => v.push(Record::lower(
-            "echo",
+            group,
             format!("echo {case}: server user CPU per round trip (tick split)"),
             a.user_ns_per_rt,
             b.user_ns_per_rt,
@@ -293,13 +314,7 @@ fn case_records(case: &str, a: &Summary, b: &Summary) -> Vec<Record> {
         )),
     }
     if let (Some((x, _)), Some((y, _))) = (&a.syscalls, &b.syscalls) {
-        v.push(Record::lower(
-            "echo",
-            format!("echo {case}: server system calls per round trip"),
-            *x,
-            *y,
-            "syscalls/rt",
-        ));
+        v.push(Record::lower(group, format!("echo {case}: server system calls per round trip"), *x, *y, "syscalls/rt"));
     }
     v
 }

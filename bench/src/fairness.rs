@@ -203,6 +203,9 @@ impl Server {
                 };
                 (Box::new(stop), Box::new(move || serve_tokio(&ready_tx, rx)))
             }
+            Kind::TrioUring | Kind::Monoio => {
+                return Err(io::Error::other(format!("the fairness part has no {} server", kind.name())));
+            }
         };
         let thread = std::thread::Builder::new().name(format!("{}-server", kind.name())).spawn(move || {
             let _pinned = cpu.map(PinnedThread::new);

@@ -127,14 +127,21 @@ fn readme(records: &[Record], meta: &Meta, groups: &[(&'static str, String)], fo
     for (group, file) in groups {
         let rows: Vec<&Record> = records.iter().filter(|r| r.group == *group).collect();
         let python = rows.iter().any(|r| r.python_trio.is_some());
+        let monoio = rows.iter().any(|r| r.monoio.is_some());
         let _ = writeln!(md, "## {}\n", one_line(group));
         let _ = writeln!(md, "{}\n", tally(rows.iter().copied()));
         md.push_str("| workload | trio | tokio | unit | ratio |");
         if python {
             md.push_str(" Python Trio | Python/trio |");
         }
+        if monoio {
+            md.push_str(" monoio | trio/monoio |");
+        }
         md.push_str("\n|---|---:|---:|---|---:|");
         if python {
+            md.push_str("---:|---:|");
+        }
+        if monoio {
             md.push_str("---:|---:|");
         }
         md.push('\n');
@@ -155,7 +162,29 @@ fn readme(records: &[Record], meta: &Meta, groups: &[(&'static str, String)], fo
                     None => md.push_str(" – | – |"),
                 }
             }
+            if monoio {
+                match r.monoio {
+                    Some(m) => {
+                        // Oriented as the main ratio: below 1, trio is better.
+                        let ratio = if r.higher_is_better { m / r.trio } else { r.trio / m };
+                        let ratio = match ratio {
+                            x if !x.is_finite() => "n/a".to_owned(),
+                            x if x <= 1.0 => format!("**{}**", sig(x)),
+                            x => sig(x),
+                        };
+                        let _ = write!(md, " {} | {ratio} |", sig(m));
+                    }
+                    None => md.push_str(" – | – |"),
+                }
+            }
             md.push('\n');
+        }
+        if monoio {
+            md.push_str(
+                "\nIn the rows with a monoio figure, the trio column is trio on its io_uring driver (against \
+                 tokio, and against monoio on its io_uring driver); trio/monoio is oriented like the main ratio \
+                 (below 1: trio is faster or leaner).\n",
+            );
         }
         if python {
             md.push_str(

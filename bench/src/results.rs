@@ -32,6 +32,9 @@ pub(crate) struct Record {
     pub(crate) higher_is_better: bool,
     /// Python Trio's figure in the same unit, where it was measured.
     pub(crate) python_trio: Option<f64>,
+    /// monoio's figure in the same unit, where it was measured (the
+    /// io_uring rows, whose `trio` figure is trio on io_uring).
+    pub(crate) monoio: Option<f64>,
 }
 
 impl Record {
@@ -43,7 +46,7 @@ impl Record {
         tokio: f64,
         unit: &'static str,
     ) -> Record {
-        Record { name: name.into(), group, trio, tokio, unit, higher_is_better: false, python_trio: None }
+        Record { name: name.into(), group, trio, tokio, unit, higher_is_better: false, python_trio: None, monoio: None }
     }
 
     /// A figure where higher is better (a rate).
@@ -54,7 +57,7 @@ impl Record {
         tokio: f64,
         unit: &'static str,
     ) -> Record {
-        Record { name: name.into(), group, trio, tokio, unit, higher_is_better: true, python_trio: None }
+        Record { name: name.into(), group, trio, tokio, unit, higher_is_better: true, python_trio: None, monoio: None }
     }
 
     /// trio/tokio for times and sizes, tokio/trio for rates: below 1 always
@@ -90,7 +93,8 @@ fn json_string(s: &str) -> String {
 }
 
 /// The `--json` document: a list of `{"name", "trio", "tokio", "unit",
-/// "ratio"}` objects (plus `"group"`, and `"python_trio"` where measured),
+/// "ratio"}` objects (plus `"group"`, and `"python_trio"` and `"monoio"`
+/// where measured),
 /// one per line.
 pub(crate) fn to_json(records: &[Record]) -> String {
     let mut out = String::from("[\n");
@@ -106,6 +110,9 @@ pub(crate) fn to_json(records: &[Record]) -> String {
         ));
         if let Some(p) = r.python_trio {
             out.push_str(&format!(", \"python_trio\": {}", json_number(p)));
+        }
+        if let Some(m) = r.monoio {
+            out.push_str(&format!(", \"monoio\": {}", json_number(m)));
         }
         out.push('}');
         if i + 1 < records.len() {

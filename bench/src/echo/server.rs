@@ -1,7 +1,9 @@
-//! The two echo servers, run in a child process (`trio-bench --serve trio|tokio
-//! ADDR`), and the parent's handle on that process.
+//! The echo servers, run in a child process (`trio-bench --serve
+//! trio|tokio|trio-uring|monoio ADDR`), and the parent's handle on that
+//! process: trio on epoll, tokio's current-thread runtime, and, on Linux
+//! with io_uring, trio on its io_uring driver and monoio on its own.
 //!
-//! Both servers are built the same way: one listener, one task per
+//! All are built the same way: one listener, one task per
 //! connection, a 16 KiB buffer per connection, `TCP_NODELAY`, receive then
 //! send everything received, until end of stream.
 //!
@@ -23,8 +25,13 @@ const BUF: usize = 16 * 1024;
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// trio on its readiness driver (epoll).
     Trio,
     Tokio,
+    /// trio on its io_uring driver.
+    TrioUring,
+    /// monoio (thread-per-core, io_uring) on its io_uring driver.
+    Monoio,
 }
 
 impl Kind {
@@ -32,8 +39,16 @@ impl Kind {
         match self {
             Kind::Trio => "trio",
             Kind::Tokio => "tokio",
+            Kind::TrioUring => "trio-uring",
+            Kind::Monoio => "monoio",
         }
     }
+}
+
+/// Whether this machine can run the io_uring servers (trio's driver and
+/// monoio's need the same kernel features).
+pub(crate) fn uring_here() -> bool {
+    cfg!(target_os = "linux") && trio::RunOptions::new().driver(trio::Driver::Uring).run(async { Ok(()) }).is_ok()
 }
 
 /// The child's side: serves forever (until stdin closes or a signal).
@@ -41,9 +56,12 @@ pub(crate) fn serve(kind: &str, addr: &str) -> ! {
     let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("--serve: bad address {addr:?}: {e}"));
     std::thread::spawn(control_loop);
     let result = match kind {
-        "trio" => serve_trio(addr),
+        "trio" => serve_trio(addr, trio::Driver::Epoll),
+        "trio-uring" => serve_trio(addr, trio::Driver::Uring),
         "tokio" => serve_tokio(addr),
-        other => panic!("--serve: unknown server {other:?} (trio or tokio)"),
+        #[cfg(target_os = "linux")]
+        "monoio" => serve_monoio(addr),
+        other => panic!("--serve: unknown server {other:?} (trio, tokio, trio-uring or monoio)"),
     };
     match result {
         Ok(()) => std::process::exit(0),
@@ -78,8 +96,8 @@ fn control_loop() {
     }
 }
 
-fn serve_trio(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
-    trio::run(async {
+fn serve_trio(addr: SocketAddr, driver: trio::Driver) -> Result<(), Box<dyn std::error::Error>> {
+    trio::RunOptions::new().driver(driver).run(async {
         let listener = trio::net::TcpListener::bind(addr)?;
         announce(listener.local_addr()?);
         trio::open_nursery(async |n| -> trio::Result<()> {
@@ -124,6 +142,40 @@ fn serve_tokio(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
                             }
                         }
                     }
+                }
+            });
+        }
+    })
+}
+
+/// monoio's echo server on its io_uring driver: its buffers are owned
+/// (handed to the kernel and back), so a receive's buffer is sent as it is.
+#[cfg(target_os = "linux")]
+fn serve_monoio(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    use monoio::buf::IoBufMut;
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build()?;
+    rt.block_on(async {
+        let listener = monoio::net::TcpListener::bind(addr)?;
+        announce(listener.local_addr()?);
+        loop {
+            let (mut stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            monoio::spawn(async move {
+                let mut buf = Vec::with_capacity(BUF);
+                loop {
+                    let (r, b) = stream.read(buf).await;
+                    match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let (r, b) = stream.write_all(b).await;
+                    if r.is_err() {
+                        return;
+                    }
+                    buf = b;
+                    // SAFETY: shrinking to 0 (the next read fills it again).
+                    unsafe { buf.set_init(0) };
                 }
             });
         }
