@@ -22,6 +22,10 @@
 //!   Reported: payload MiB/s counting both directions (2 MiB moved per
 //!   transfer).
 //!
+//! Where io_uring is available, trio runs both again on its io_uring
+//! driver (rows "trio on io_uring", against the same tokio figures; monoio
+//! has no rustls stream here, so it is not in this part).
+//!
 //! For scale, the same work on rustls alone, in memory (no sockets, no
 //! runtime): the floor both runtimes add their I/O and scheduling to.
 
@@ -104,39 +108,41 @@ async fn trio_handshake_server(stream: TlsStream<trio::net::TcpStream>) -> trio:
 }
 
 /// `n` sequential connections; seconds in all.
-fn trio_handshakes(c: &Configs, n: usize) -> f64 {
+fn trio_handshakes(c: &Configs, n: usize, driver: trio::Driver) -> f64 {
     let secs = Cell::new(0.0);
-    trio::run(async {
-        let listener = trio::net::TcpListener::bind(LOOPBACK)?;
-        let addr = listener.local_addr()?;
-        let listener = TlsListener::new(listener, c.server.clone());
-        trio::open_nursery(async |nursery| {
-            nursery.spawn(async move {
-                match trio::net::serve_listeners(trio_handshake_server, vec![listener], None, None).await? {}
-            });
-            let mut buf = [0u8; 64];
-            let t = Instant::now();
-            for i in 0..n {
-                let tcp = trio::net::TcpStream::connect(addr).await?;
-                let tls = TlsStream::client(tcp, "localhost", c.client.clone())?;
-                tls.do_handshake().await?;
-                if i == 0 {
-                    assert_eq!(tls.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    trio::RunOptions::new()
+        .driver(driver)
+        .run(async {
+            let listener = trio::net::TcpListener::bind(LOOPBACK)?;
+            let addr = listener.local_addr()?;
+            let listener = TlsListener::new(listener, c.server.clone());
+            trio::open_nursery(async |nursery| {
+                nursery.spawn(async move {
+                    match trio::net::serve_listeners(trio_handshake_server, vec![listener], None, None).await? {}
+                });
+                let mut buf = [0u8; 64];
+                let t = Instant::now();
+                for i in 0..n {
+                    let tcp = trio::net::TcpStream::connect(addr).await?;
+                    let tls = TlsStream::client(tcp, "localhost", c.client.clone())?;
+                    tls.do_handshake().await?;
+                    if i == 0 {
+                        assert_eq!(tls.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+                    }
+                    tls.send_all(&[7]).await?;
+                    assert_eq!(tls.receive_some(&mut buf).await?, 1);
+                    tls.send_eof().await?;
+                    assert_eq!(tls.receive_some(&mut buf).await?, 0);
+                    tls.aclose().await?;
                 }
-                tls.send_all(&[7]).await?;
-                assert_eq!(tls.receive_some(&mut buf).await?, 1);
-                tls.send_eof().await?;
-                assert_eq!(tls.receive_some(&mut buf).await?, 0);
-                tls.aclose().await?;
-            }
-            secs.set(t.elapsed().as_secs_f64());
-            nursery.cancel_scope().cancel();
+                secs.set(t.elapsed().as_secs_f64());
+                nursery.cancel_scope().cancel();
+                Ok(())
+            })
+            .await?;
             Ok(())
         })
-        .await?;
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("trio TLS handshakes: {e}"));
+        .unwrap_or_else(|e| panic!("trio TLS handshakes: {e}"));
     secs.get()
 }
 
@@ -254,42 +260,44 @@ async fn trio_read_exact<S: ReceiveStream>(s: &S, buf: &mut [u8]) -> trio::Resul
 }
 
 /// Seconds per transfer (1 MiB there and back), after the warm-up.
-fn trio_bulk(c: &Configs, transfers: usize) -> Vec<f64> {
-    trio::run(async {
-        let listener = trio::net::TcpListener::bind(LOOPBACK)?;
-        let addr = listener.local_addr()?;
-        let mut times = Vec::with_capacity(transfers);
-        trio::open_nursery(async |nursery| {
-            nursery.spawn(async move {
-                let tls = TlsStream::server(listener.accept().await?, c.server.clone())?;
+fn trio_bulk(c: &Configs, transfers: usize, driver: trio::Driver) -> Vec<f64> {
+    trio::RunOptions::new()
+        .driver(driver)
+        .run(async {
+            let listener = trio::net::TcpListener::bind(LOOPBACK)?;
+            let addr = listener.local_addr()?;
+            let mut times = Vec::with_capacity(transfers);
+            trio::open_nursery(async |nursery| {
+                nursery.spawn(async move {
+                    let tls = TlsStream::server(listener.accept().await?, c.server.clone())?;
+                    let mut buf = vec![0u8; BULK];
+                    while trio_read_exact(&tls, &mut buf).await? {
+                        tls.send_all(&buf).await?;
+                    }
+                    tls.aclose().await
+                });
+                let tcp = trio::net::TcpStream::connect(addr).await?;
+                let tls = TlsStream::client(tcp, "localhost", c.client.clone())?;
+                tls.do_handshake().await?;
+                let data = vec![0x5au8; BULK];
                 let mut buf = vec![0u8; BULK];
-                while trio_read_exact(&tls, &mut buf).await? {
-                    tls.send_all(&buf).await?;
+                for i in 0..BULK_WARMUP + transfers {
+                    let t = Instant::now();
+                    tls.send_all(&data).await?;
+                    assert!(trio_read_exact(&tls, &mut buf).await?);
+                    if i >= BULK_WARMUP {
+                        times.push(t.elapsed().as_secs_f64());
+                    }
                 }
+                assert_eq!(buf, data);
+                tls.send_eof().await?;
+                assert_eq!(tls.receive_some(&mut buf).await?, 0);
                 tls.aclose().await
-            });
-            let tcp = trio::net::TcpStream::connect(addr).await?;
-            let tls = TlsStream::client(tcp, "localhost", c.client.clone())?;
-            tls.do_handshake().await?;
-            let data = vec![0x5au8; BULK];
-            let mut buf = vec![0u8; BULK];
-            for i in 0..BULK_WARMUP + transfers {
-                let t = Instant::now();
-                tls.send_all(&data).await?;
-                assert!(trio_read_exact(&tls, &mut buf).await?);
-                if i >= BULK_WARMUP {
-                    times.push(t.elapsed().as_secs_f64());
-                }
-            }
-            assert_eq!(buf, data);
-            tls.send_eof().await?;
-            assert_eq!(tls.receive_some(&mut buf).await?, 0);
-            tls.aclose().await
+            })
+            .await?;
+            Ok(times)
         })
-        .await?;
-        Ok(times)
-    })
-    .unwrap_or_else(|e| panic!("trio TLS bulk: {e}"))
+        .unwrap_or_else(|e| panic!("trio TLS bulk: {e}"))
 }
 
 fn tokio_bulk(c: &Configs, transfers: usize) -> Vec<f64> {
@@ -405,6 +413,7 @@ fn row(case: &str, metric: &str, x: f64, y: f64, prec: usize) {
 
 /// Runs the TLS workloads of `plan`, prints the comparison and returns it.
 pub(crate) fn run(plan: &Plan) -> Vec<Record> {
+    use trio::Driver::{Epoll, Uring};
     let mut records = Vec::new();
     let c = configs();
     println!();
@@ -419,11 +428,15 @@ pub(crate) fn run(plan: &Plan) -> Vec<Record> {
     // Handshakes.
     let n = plan.handshakes;
     // Warm-up.
-    std::hint::black_box((trio_handshakes(&c, n / 10), tokio_handshakes(&c, n / 10)));
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let uring = crate::echo::server::uring_here();
+    std::hint::black_box((trio_handshakes(&c, n / 10, Epoll), tokio_handshakes(&c, n / 10)));
+    let (mut a, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.handshake_rounds {
-        a.push(trio_handshakes(&c, n));
+        a.push(trio_handshakes(&c, n, Epoll));
         b.push(tokio_handshakes(&c, n));
+        if uring {
+            u.push(trio_handshakes(&c, n, Uring));
+        }
     }
     let (ta, tb) = (median(a) / n as f64, median(b) / n as f64);
     let floor = rustls_handshakes(&c, n) / n as f64;
@@ -431,6 +444,17 @@ pub(crate) fn run(plan: &Plan) -> Vec<Record> {
     row(&case, "handshakes/s (higher: faster)", 1.0 / ta, 1.0 / tb, 0);
     records.push(Record::higher("tls", "TLS 1.3 handshake + 1-byte echo", 1.0 / ta, 1.0 / tb, "handshakes/s"));
     row("", "µs / handshake", ta * 1e6, tb * 1e6, 1);
+    if uring {
+        let tu = median(u) / n as f64;
+        row("(trio on io_uring)", "handshakes/s (higher: faster)", 1.0 / tu, 1.0 / tb, 0);
+        records.push(Record::higher(
+            "tls",
+            "TLS 1.3 handshake + 1-byte echo (trio on io_uring)",
+            1.0 / tu,
+            1.0 / tb,
+            "handshakes/s",
+        ));
+    }
     println!(
         "{:<20} (rustls alone, in memory: {:.1} µs / handshake, {:.0}/s; connect + 1-byte echo + close_notify both ways \
          on top; median of {} rounds)",
@@ -442,10 +466,13 @@ pub(crate) fn run(plan: &Plan) -> Vec<Record> {
 
     // Bulk.
     let k = plan.bulk_transfers;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut a, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.bulk_rounds {
-        a.extend(trio_bulk(&c, k));
+        a.extend(trio_bulk(&c, k, Epoll));
         b.extend(tokio_bulk(&c, k));
+        if uring {
+            u.extend(trio_bulk(&c, k, Uring));
+        }
     }
     let (ta, tb) = (median(a), median(b));
     let floor = median(rustls_bulk(&c, k));
@@ -453,6 +480,11 @@ pub(crate) fn run(plan: &Plan) -> Vec<Record> {
     row("1 MiB round trip", "MiB/s (higher: faster)", mib_s(ta), mib_s(tb), 0);
     records.push(Record::higher("tls", "TLS 1 MiB each way", mib_s(ta), mib_s(tb), "MiB/s"));
     row("", "ms / transfer", ta * 1e3, tb * 1e3, 2);
+    if uring {
+        let tu = median(u);
+        row("(trio on io_uring)", "MiB/s (higher: faster)", mib_s(tu), mib_s(tb), 0);
+        records.push(Record::higher("tls", "TLS 1 MiB each way (trio on io_uring)", mib_s(tu), mib_s(tb), "MiB/s"));
+    }
     println!(
         "{:<20} (rustls alone, in memory: {:.2} ms, {:.0} MiB/s; median of {} transfers on {} connections; \
          MiB/s counts both directions)",

@@ -206,9 +206,14 @@ pub enum Driver {
     Epoll,
     /// io_uring (Linux only). A run asking for it fails with
     /// [`Error::Io`](crate::Error::Io) where the kernel does not offer it.
-    /// This first stage waits for readiness through the ring (one
-    /// `io_uring_enter` submits the waits and reaps the completions); the
-    /// socket operations are still the same system calls as on epoll.
+    /// TCP and Unix-domain stream sockets receive and send through the
+    /// ring (completions on buffers the driver owns, one `io_uring_enter`
+    /// submitting a pass's operations and reaping what completed: about
+    /// 0.1 system calls per echoed message at 100 connections, against 2
+    /// on epoll); everything else waits for readiness through the ring.
+    /// Trio's semantics are the same as on epoll (every operation a
+    /// checkpoint; a cancelled receive takes nothing, a cancelled partial
+    /// `send_all` breaks the stream).
     Uring,
     /// io_uring where the kernel offers what the backend needs, else the
     /// readiness poller, with the reason in

@@ -58,8 +58,11 @@ pub(crate) mod ops;
 pub(crate) const NONE: usize = usize::MAX;
 /// The most one receive or send op moves (larger buffers take several).
 pub(crate) const CHUNK: usize = 64 * 1024;
-/// Free buffers kept per size class (4, 8, 16, 32, 64 KiB).
-const POOL_KEEP: usize = 128;
+/// Bytes of free buffers kept per size class (4, 8, 16, 32, 64 KiB): a
+/// burst of completions (1,000 connections' receives in one pass) gives
+/// back that many buffers at once, and freeing them only to allocate and
+/// zero them again on the next pass cost more than keeping them.
+const POOL_KEEP_BYTES: usize = 16 << 20;
 /// `IORING_ENTER_GETEVENTS`.
 const ENTER_GETEVENTS: u32 = 1;
 /// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19), in an entry's `ioprio`.
@@ -604,7 +607,7 @@ impl UringDriver {
     /// Gives a buffer back to the pool (or frees it).
     fn give_buf(&mut self, mut buf: Vec<u8>) {
         let class = size_class(buf.capacity());
-        if buf.capacity() == 4096 << class && self.pool[class].len() < POOL_KEEP {
+        if buf.capacity() == 4096 << class && self.pool[class].len() < POOL_KEEP_BYTES / (4096 << class) {
             buf.clear();
             self.pool[class].push(buf);
         } else {
