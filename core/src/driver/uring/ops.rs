@@ -106,6 +106,64 @@ fn repark(rt: &mut Runtime, cx: &Context<'_>, op: usize, old: usize, shielded: b
     park_on_op(rt, cx, op, shielded)
 }
 
+/// A ring operation's state machine, polled by [`poll_ring`].
+trait RingOp {
+    type Out;
+    fn handle(&self) -> &IoHandle;
+    fn state(&mut self) -> &mut State;
+    /// One step, inside the runtime borrow.
+    fn step(&mut self, rt: &mut Runtime, cx: &Context<'_>) -> Poll<Result<Self::Out>>;
+}
+
+/// Polls a ring operation: the run check, one step in one runtime borrow,
+/// and [`finish`].
+fn poll_ring<O: RingOp>(op: &mut O, cx: &Context<'_>) -> Poll<Result<O::Out>> {
+    let serial = op.handle().serial();
+    let out = runtime::with(|rt| {
+        if rt.serial != serial { Poll::Ready(Err(Error::Runtime(FOREIGN_RUN))) } else { op.step(rt, cx) }
+    });
+    finish(op.state(), out)
+}
+
+/// The way into every operation: `Start` is a cancel point (cancelled, it
+/// yields and reports `Cancelled` on the next poll, from `CancelYield`).
+/// `Ok(waited)`: begin the operation now (`waited`: a schedule point was
+/// passed already); `Err`: return that.
+fn entry<T>(state: &mut State, rt: &mut Runtime, cx: &Context<'_>) -> std::result::Result<bool, Poll<Result<T>>> {
+    match *state {
+        State::Start if rt.op_enter(cx.waker()) => {
+            *state = State::CancelYield;
+            Err(Poll::Pending)
+        }
+        State::Start => Ok(false),
+        State::CancelYield if rt.current_cancelled() => Err(Poll::Ready(Err(rt.cancelled_error()))),
+        State::CancelYield => Ok(true),
+        _ => Err(Poll::Ready(Err(Error::Runtime(TWICE)))),
+    }
+}
+
+/// The waiter of op `op` in park record `park` was cancelled: cancels the
+/// op in the ring and waits, shielded, for the kernel's answer.
+fn start_cancelling<T>(
+    state: &mut State,
+    rt: &mut Runtime,
+    cx: &Context<'_>,
+    op: usize,
+    park: usize,
+    ours: bool,
+) -> Poll<Result<T>> {
+    if let Err(e) = ring(rt).map(|u| u.cancel_op(op)) {
+        return Poll::Ready(Err(e));
+    }
+    match repark(rt, cx, op, park, true) {
+        Ok(park) => {
+            *state = State::Cancelling { op, park, ours };
+            Poll::Pending
+        }
+        Err(e) => Poll::Ready(Err(e)),
+    }
+}
+
 /// What a future left in the ring when it is dropped midway.
 fn abandon(state: State) {
     if let State::Wait { op, park, .. } | State::Cancelling { op, park, .. } = state {
@@ -172,20 +230,10 @@ impl<'a, 'b> Read<'a, 'b> {
 
     fn step(&mut self, rt: &mut Runtime, cx: &Context<'_>) -> Poll<Result<usize>> {
         match self.state {
-            State::Start => {
-                if rt.op_enter(cx.waker()) {
-                    self.state = State::CancelYield;
-                    return Poll::Pending;
-                }
-                self.begin(rt, cx, false)
-            }
-            State::CancelYield => {
-                if rt.current_cancelled() {
-                    Poll::Ready(Err(rt.cancelled_error()))
-                } else {
-                    self.begin(rt, cx, true)
-                }
-            }
+            State::Start | State::CancelYield => match entry(&mut self.state, rt, cx) {
+                Ok(waited) => self.begin(rt, cx, waited),
+                Err(poll) => poll,
+            },
             State::Yielded => Poll::Ready(self.out.take().unwrap_or(Err(Error::Runtime(TWICE)))),
             State::Wait { op, park, ours } => match rt.repoll_park(park, cx.waker()) {
                 Some(ParkState::Waiting) => Poll::Pending,
@@ -194,13 +242,7 @@ impl<'a, 'b> Read<'a, 'b> {
                     self.state = State::Done;
                     self.begin(rt, cx, true)
                 }
-                Some(_) => {
-                    // Cancelled: cancel the op too, and hear the kernel out.
-                    ring(rt)?.cancel_op(op);
-                    let park = repark(rt, cx, op, park, true)?;
-                    self.state = State::Cancelling { op, park, ours };
-                    Poll::Pending
-                }
+                Some(_) => start_cancelling(&mut self.state, rt, cx, op, park, ours),
                 None => Poll::Ready(Err(Error::Runtime("parked I/O waiter vanished"))),
             },
             State::Cancelling { op, park, .. } => match rt.repoll_park(park, cx.waker()) {
@@ -220,25 +262,6 @@ impl<'a, 'b> Read<'a, 'b> {
             },
             State::Done => Poll::Ready(Err(Error::Runtime(TWICE))),
         }
-    }
-}
-
-impl Future for Read<'_, '_> {
-    type Output = Result<usize>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<usize>> {
-        let this = self.get_mut();
-        let serial = this.io.serial();
-        let out = runtime::with(|rt| {
-            if rt.serial != serial { Poll::Ready(Err(Error::Runtime(FOREIGN_RUN))) } else { this.step(rt, cx) }
-        });
-        finish(&mut this.state, out)
-    }
-}
-
-impl Drop for Read<'_, '_> {
-    fn drop(&mut self) {
-        abandon(self.state);
     }
 }
 
@@ -318,20 +341,10 @@ impl<'a, 'd, 's> WriteAll<'a, 'd, 's> {
 
     fn step(&mut self, rt: &mut Runtime, cx: &Context<'_>) -> Poll<Result<()>> {
         match self.state {
-            State::Start => {
-                if rt.op_enter(cx.waker()) {
-                    self.state = State::CancelYield;
-                    return Poll::Pending;
-                }
-                self.begin(rt, cx, false)
-            }
-            State::CancelYield => {
-                if rt.current_cancelled() {
-                    Poll::Ready(Err(rt.cancelled_error()))
-                } else {
-                    self.begin(rt, cx, true)
-                }
-            }
+            State::Start | State::CancelYield => match entry(&mut self.state, rt, cx) {
+                Ok(waited) => self.begin(rt, cx, waited),
+                Err(poll) => poll,
+            },
             State::Yielded => Poll::Ready(Ok(())),
             State::Wait { op, park, ours } => match rt.repoll_park(park, cx.waker()) {
                 Some(ParkState::Waiting) => Poll::Pending,
@@ -339,12 +352,7 @@ impl<'a, 'd, 's> WriteAll<'a, 'd, 's> {
                     Ok(()) => self.begin(rt, cx, true),
                     Err(e) => Poll::Ready(Err(e)),
                 },
-                Some(_) => {
-                    ring(rt)?.cancel_op(op);
-                    let park = repark(rt, cx, op, park, true)?;
-                    self.state = State::Cancelling { op, park, ours };
-                    Poll::Pending
-                }
+                Some(_) => start_cancelling(&mut self.state, rt, cx, op, park, ours),
                 None => Poll::Ready(Err(Error::Runtime("parked I/O waiter vanished"))),
             },
             State::Cancelling { op, park, ours } => match rt.repoll_park(park, cx.waker()) {
@@ -366,25 +374,6 @@ impl<'a, 'd, 's> WriteAll<'a, 'd, 's> {
             },
             State::Done => Poll::Ready(Err(Error::Runtime(TWICE))),
         }
-    }
-}
-
-impl Future for WriteAll<'_, '_, '_> {
-    type Output = Result<()>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        let serial = this.io.serial();
-        let out = runtime::with(|rt| {
-            if rt.serial != serial { Poll::Ready(Err(Error::Runtime(FOREIGN_RUN))) } else { this.step(rt, cx) }
-        });
-        finish(&mut this.state, out)
-    }
-}
-
-impl Drop for WriteAll<'_, '_, '_> {
-    fn drop(&mut self) {
-        abandon(self.state);
     }
 }
 
@@ -425,24 +414,43 @@ impl Settle<'_> {
     }
 }
 
-impl Future for Settle<'_> {
-    type Output = Result<()>;
+/// The trait impls every ring operation has the same: [`RingOp`] over its
+/// inherent `step`, `Future` through [`poll_ring`], and `Drop` leaving
+/// what it still has in the ring to the driver.
+macro_rules! ring_op {
+    ($ty:ty, $out:ty) => {
+        impl RingOp for $ty {
+            type Out = $out;
+            fn handle(&self) -> &IoHandle {
+                self.io
+            }
+            fn state(&mut self) -> &mut State {
+                &mut self.state
+            }
+            fn step(&mut self, rt: &mut Runtime, cx: &Context<'_>) -> Poll<Result<$out>> {
+                <$ty>::step(self, rt, cx)
+            }
+        }
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        let serial = this.io.serial();
-        let out = runtime::with(|rt| {
-            if rt.serial != serial { Poll::Ready(Err(Error::Runtime(FOREIGN_RUN))) } else { this.step(rt, cx) }
-        });
-        finish(&mut this.state, out)
-    }
+        impl Future for $ty {
+            type Output = Result<$out>;
+
+            fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<$out>> {
+                poll_ring(self.get_mut(), cx)
+            }
+        }
+
+        impl Drop for $ty {
+            fn drop(&mut self) {
+                abandon(self.state);
+            }
+        }
+    };
 }
 
-impl Drop for Settle<'_> {
-    fn drop(&mut self) {
-        abandon(self.state);
-    }
-}
+ring_op!(Read<'_, '_>, usize);
+ring_op!(WriteAll<'_, '_, '_>, ());
+ring_op!(Settle<'_>, ());
 
 /// What a ring socket's readiness wait must do first.
 enum Before {
