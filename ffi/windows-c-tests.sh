@@ -14,10 +14,18 @@ cd "$(dirname "$0")/.."
 target=x86_64-pc-windows-gnu
 cargo build -p trio-ffi --target "$target" --locked
 lib="${CARGO_TARGET_DIR:-target}/$target/debug/libtrio.a"
-# The import library of the windows crate family (raw-dylib stand-in).
-winlib="$(cargo metadata --format-version 1 --locked 2>/dev/null \
-    | python3 -c 'import json,sys; m=json.load(sys.stdin); print("\n".join(p["manifest_path"] for p in m["packages"] if p["name"]=="windows_x86_64_gnu"))' \
-    | head -1 | xargs dirname)/lib"
+# The import library of the windows crate family (raw-dylib stand-in):
+# the workspace may hold several versions of windows_x86_64_gnu (the bench's
+# monoio brings 0.48); take the one that has the library linked below.
+winlib=""
+for manifest in $(cargo metadata --format-version 1 --locked 2>/dev/null \
+    | python3 -c 'import json,sys; m=json.load(sys.stdin); print("\n".join(p["manifest_path"] for p in m["packages"] if p["name"]=="windows_x86_64_gnu"))'); do
+    if [ -f "$(dirname "$manifest")/lib/libwindows.0.52.0.a" ]; then
+        winlib="$(dirname "$manifest")/lib"
+        break
+    fi
+done
+[ -n "$winlib" ] || { echo "windows C: no windows_x86_64_gnu with libwindows.0.52.0.a" >&2; exit 1; }
 libs=(-L"$winlib" -lwindows.0.52.0 -lkernel32 -lntdll -luserenv -lws2_32 -ldbghelp -static -lpthread)
 out="${CARGO_TARGET_DIR:-target}/windows-c-tests"
 mkdir -p "$out"
