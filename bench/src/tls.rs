@@ -23,8 +23,8 @@
 //!   transfer).
 //!
 //! Where io_uring is available, trio runs both again on its io_uring
-//! driver (rows "trio on io_uring", against the same tokio figures; monoio
-//! has no rustls stream here, so it is not in this part).
+//! driver (rows "trio on io_uring", against the same tokio figures), and
+//! monoio on its io_uring driver with monoio-rustls (the monoio column).
 //!
 //! For scale, the same work on rustls alone, in memory (no sockets, no
 //! runtime): the floor both runtimes add their I/O and scheduling to.
@@ -196,6 +196,113 @@ fn tokio_handshakes(c: &Configs, n: usize) -> f64 {
         let secs = t.elapsed().as_secs_f64();
         server.abort();
         secs
+    })
+}
+
+/// monoio's side (its io_uring driver and monoio-rustls, the same
+/// configurations): `n` sequential connections; seconds in all. Its close
+/// is `shutdown` (close_notify and the TCP FIN; monoio-rustls has no
+/// close_notify alone), the server answering the same way.
+#[cfg(target_os = "linux")]
+fn monoio_handshakes(c: &Configs, n: usize) -> f64 {
+    use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().expect("a monoio runtime");
+    rt.block_on(async {
+        let listener = monoio::net::TcpListener::bind(LOOPBACK).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = monoio_rustls::TlsAcceptor::from(c.server.clone());
+        monoio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                let acceptor = acceptor.clone();
+                monoio::spawn(async move {
+                    let mut tls = acceptor.accept(tcp).await.unwrap();
+                    let mut buf = vec![0u8; 64];
+                    loop {
+                        let (r, b) = tls.read(buf).await;
+                        let n = r.unwrap();
+                        if n == 0 {
+                            tls.shutdown().await.unwrap();
+                            return;
+                        }
+                        let (r, b) = tls.write_all(b).await;
+                        r.unwrap();
+                        buf = b;
+                    }
+                });
+            }
+        });
+        let connector = monoio_rustls::TlsConnector::from(c.client.clone());
+        let mut buf = vec![0u8; 64];
+        let t = Instant::now();
+        for _ in 0..n {
+            let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let mut tls = connector.connect(server_name(), tcp).await.unwrap();
+            let (r, _) = tls.write_all(vec![7u8]).await;
+            r.unwrap();
+            let (r, b) = tls.read(buf).await;
+            assert_eq!(r.unwrap(), 1);
+            tls.shutdown().await.unwrap();
+            let (r, b) = tls.read(b).await;
+            assert_eq!(r.unwrap(), 0);
+            buf = b;
+        }
+        t.elapsed().as_secs_f64()
+    })
+}
+
+/// monoio's bulk transfers, as `tokio_bulk`.
+#[cfg(target_os = "linux")]
+fn monoio_bulk(c: &Configs, transfers: usize) -> Vec<f64> {
+    use monoio::io::{AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt};
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build().expect("a monoio runtime");
+    rt.block_on(async {
+        let listener = monoio::net::TcpListener::bind(LOOPBACK).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = monoio_rustls::TlsAcceptor::from(c.server.clone());
+        let server = monoio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut buf = vec![0u8; BULK];
+            loop {
+                let (r, b) = tls.read_exact(buf).await;
+                match r {
+                    Ok(_) => {
+                        let (r, b) = tls.write_all(b).await;
+                        r.unwrap();
+                        buf = b;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => panic!("monoio TLS bulk server: {e}"),
+                }
+            }
+            tls.shutdown().await.unwrap();
+        });
+        let tcp = monoio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut tls = monoio_rustls::TlsConnector::from(c.client.clone()).connect(server_name(), tcp).await.unwrap();
+        let mut data = vec![0x5au8; BULK];
+        let mut buf = vec![0u8; BULK];
+        let mut times = Vec::with_capacity(transfers);
+        for i in 0..BULK_WARMUP + transfers {
+            let t = Instant::now();
+            let (r, d) = tls.write_all(data).await;
+            r.unwrap();
+            data = d;
+            let (r, b) = tls.read_exact(buf).await;
+            r.unwrap();
+            buf = b;
+            if i >= BULK_WARMUP {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        assert_eq!(buf, data);
+        tls.shutdown().await.unwrap();
+        server.await;
+        times
     })
 }
 
@@ -430,12 +537,14 @@ pub(crate) fn run(plan: &Plan) -> Vec<Record> {
     // Warm-up.
     let uring = crate::echo::server::uring_here();
     std::hint::black_box((trio_handshakes(&c, n / 10, Epoll), tokio_handshakes(&c, n / 10)));
-    let (mut a, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut b, mut u, mut m) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.handshake_rounds {
         a.push(trio_handshakes(&c, n, Epoll));
         b.push(tokio_handshakes(&c, n));
+        #[cfg(target_os = "linux")]
         if uring {
             u.push(trio_handshakes(&c, n, Uring));
+            m.push(monoio_handshakes(&c, n));
         }
     }
     let (ta, tb) = (median(a) / n as f64, median(b) / n as f64);
@@ -445,15 +554,18 @@ pub(crate) fn run(plan: &Plan) -> Vec<Record> {
     records.push(Record::higher("tls", "TLS 1.3 handshake + 1-byte echo", 1.0 / ta, 1.0 / tb, "handshakes/s"));
     row("", "µs / handshake", ta * 1e6, tb * 1e6, 1);
     if uring {
-        let tu = median(u) / n as f64;
+        let (tu, tm) = (median(u) / n as f64, median(m) / n as f64);
         row("(trio on io_uring)", "handshakes/s (higher: faster)", 1.0 / tu, 1.0 / tb, 0);
-        records.push(Record::higher(
+        row("(monoio)", "handshakes/s (higher: faster)", 1.0 / tm, 1.0 / tb, 0);
+        let mut r = Record::higher(
             "tls",
             "TLS 1.3 handshake + 1-byte echo (trio on io_uring)",
             1.0 / tu,
             1.0 / tb,
             "handshakes/s",
-        ));
+        );
+        r.monoio = Some(1.0 / tm);
+        records.push(r);
     }
     println!(
         "{:<20} (rustls alone, in memory: {:.1} µs / handshake, {:.0}/s; connect + 1-byte echo + close_notify both ways \
@@ -466,12 +578,14 @@ pub(crate) fn run(plan: &Plan) -> Vec<Record> {
 
     // Bulk.
     let k = plan.bulk_transfers;
-    let (mut a, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut b, mut u, mut m) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.bulk_rounds {
         a.extend(trio_bulk(&c, k, Epoll));
         b.extend(tokio_bulk(&c, k));
+        #[cfg(target_os = "linux")]
         if uring {
             u.extend(trio_bulk(&c, k, Uring));
+            m.extend(monoio_bulk(&c, k));
         }
     }
     let (ta, tb) = (median(a), median(b));
@@ -481,9 +595,12 @@ pub(crate) fn run(plan: &Plan) -> Vec<Record> {
     records.push(Record::higher("tls", "TLS 1 MiB each way", mib_s(ta), mib_s(tb), "MiB/s"));
     row("", "ms / transfer", ta * 1e3, tb * 1e3, 2);
     if uring {
-        let tu = median(u);
+        let (tu, tm) = (median(u), median(m));
         row("(trio on io_uring)", "MiB/s (higher: faster)", mib_s(tu), mib_s(tb), 0);
-        records.push(Record::higher("tls", "TLS 1 MiB each way (trio on io_uring)", mib_s(tu), mib_s(tb), "MiB/s"));
+        row("(monoio)", "MiB/s (higher: faster)", mib_s(tm), mib_s(tb), 0);
+        let mut r = Record::higher("tls", "TLS 1 MiB each way (trio on io_uring)", mib_s(tu), mib_s(tb), "MiB/s");
+        r.monoio = Some(mib_s(tm));
+        records.push(r);
     }
     println!(
         "{:<20} (rustls alone, in memory: {:.2} ms, {:.0} MiB/s; median of {} transfers on {} connections; \
